@@ -1,0 +1,523 @@
+#include "worker/recurrence_fused.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+
+namespace ablate {
+
+namespace {
+
+// Slots of FusedActivations::tensors. Unused slots hold empty tensors.
+enum Slot {
+  kH,      // [T+1, B, H]: h0 then h after every step
+  kC,      // LSTM [T+1, B, H]: c0 then c' after every step
+  kGates,  // GRU/MGU [T, B, Gg]: sigmoid gates; LSTM [T, B, 4H]: sf, si, so, tanh(g)
+  kRh,     // GRU/MGU [T, B, H]: r * h, the candidate's matmul input
+  kCand,   // GRU/MGU [T, B, H]: candidate tanh(...); LSTM: tanh(LN(c'))
+  kXhatH,  // LN on: [T, B, width of w_h]: normalised h-projection
+  kRstdH,  // LN on: [T, B]: its 1 / std
+  kXhat2,  // LN on: [T, B, H]: normalised candidate projection (GRU/MGU) or c' (LSTM)
+  kRstd2,  // LN on: [T, B]
+  kSlotCount,
+};
+
+// Rows per parallel task: enough work per task to amortise the fork.
+int64_t RowGrain(int64_t width) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, width)); }
+
+template <typename T>
+inline T Sigmoid(T x) {
+  return T(1) / (T(1) + std::exp(-x));
+}
+
+// Normalises one row z[0..n) into xhat and returns 1 / std.
+template <typename T>
+inline T NormalizeRow(const T* z, int64_t n, T* xhat) {
+  T sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t j = 0; j < n; ++j) sum += z[j];
+  const T mean = sum / T(n);
+  T sq = 0;
+#pragma omp simd reduction(+ : sq)
+  for (int64_t j = 0; j < n; ++j) sq += (z[j] - mean) * (z[j] - mean);
+  const T rstd = T(1) / std::sqrt(sq / T(n) + T(kLayerNormEps));
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) xhat[j] = (z[j] - mean) * rstd;
+  return rstd;
+}
+
+// Layer norm backward for one row: given dn (gradient of gain * xhat + shift),
+// writes dz. dz may alias dn.
+template <typename T>
+inline void LayerNormRowBackward(const T* dn, const T* xhat, T rstd, const T* gain, int64_t n,
+                                 T* dz) {
+  T mean_dx = 0, mean_dx_xhat = 0;
+#pragma omp simd reduction(+ : mean_dx, mean_dx_xhat)
+  for (int64_t j = 0; j < n; ++j) {
+    const T dx = dn[j] * gain[j];
+    mean_dx += dx;
+    mean_dx_xhat += dx * xhat[j];
+  }
+  mean_dx /= T(n);
+  mean_dx_xhat /= T(n);
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) {
+    dz[j] = rstd * (dn[j] * gain[j] - mean_dx - xhat[j] * mean_dx_xhat);
+  }
+}
+
+// out[j] = sum over rows i of a[i, j] * b[i, j] (or of a[i, j] when b is null),
+// for row-major matrices with leading dimensions lda and ldb.
+template <typename T>
+void ColumnDotSums(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t rows, int64_t cols,
+                   T* out) {
+  constexpr int64_t kBlock = 256;
+  at::parallel_for(0, (cols + kBlock - 1) / kBlock, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t blk = begin; blk < end; ++blk) {
+      const int64_t c0 = blk * kBlock, c1 = std::min(cols, c0 + kBlock);
+      double acc[kBlock] = {};
+      for (int64_t i = 0; i < rows; ++i) {
+        const T* ar = a + i * lda;
+        if (b) {
+          const T* br = b + i * ldb;
+          for (int64_t j = c0; j < c1; ++j) acc[j - c0] += double(ar[j]) * double(br[j]);
+        } else {
+          for (int64_t j = c0; j < c1; ++j) acc[j - c0] += double(ar[j]);
+        }
+      }
+      for (int64_t j = c0; j < c1; ++j) out[j] = T(acc[j - c0]);
+    }
+  });
+}
+
+// Gain and shift gradients of a layer norm whose output gradients are the
+// rows of dn ([rows, n], leading dimension ld) and normalised inputs xhat.
+template <typename T>
+void LayerNormParamGrads(const torch::Tensor& dn, int64_t ld, const torch::Tensor& xhat,
+                         int64_t rows, int64_t n, torch::Tensor* d_gain, torch::Tensor* d_shift) {
+  *d_gain = torch::empty({n}, xhat.options());
+  *d_shift = torch::empty({n}, xhat.options());
+  ColumnDotSums<T>(dn.data_ptr<T>(), ld, xhat.data_ptr<T>(), n, rows, n, d_gain->data_ptr<T>());
+  ColumnDotSums<T>(dn.data_ptr<T>(), ld, nullptr, 0, rows, n, d_shift->data_ptr<T>());
+}
+
+torch::Tensor Empty(const torch::Tensor& like) { return torch::empty({0}, like.options()); }
+
+// ---------------------------------------------------------------- GRU, MGU --
+
+template <typename T>
+RecurrentOutput GatedForward(const torch::Tensor& xg, const RecurrentState& init,
+                             const RecurrentWeights& w, FusedActivations* acts) {
+  const int64_t steps = xg.size(0), batch = xg.size(1), width = xg.size(2);
+  const int64_t hidden = w.hidden(), gate_width = w.w_h.size(1);
+  const bool ln = w.layer_norm, tied = w.cell == Cell::kMgu;
+  const auto opts = xg.options();
+
+  std::vector<torch::Tensor>& s = acts->tensors;
+  s.assign(kSlotCount, Empty(xg));
+  s[kH] = torch::empty({steps + 1, batch, hidden}, opts);
+  s[kH][0].copy_(init.h);
+  s[kGates] = torch::empty({steps, batch, gate_width}, opts);
+  s[kRh] = torch::empty({steps, batch, hidden}, opts);
+  s[kCand] = torch::empty({steps, batch, hidden}, opts);
+  if (ln) {
+    s[kXhatH] = torch::empty({steps, batch, gate_width}, opts);
+    s[kRstdH] = torch::empty({steps, batch}, opts);
+    s[kXhat2] = torch::empty({steps, batch, hidden}, opts);
+    s[kRstd2] = torch::empty({steps, batch}, opts);
+  }
+  torch::Tensor zg = torch::empty({batch, gate_width}, opts);
+  torch::Tensor zc = torch::empty({batch, hidden}, opts);
+
+  const T* x_all = xg.data_ptr<T>();
+  T* h_all = s[kH].data_ptr<T>();
+  T* gates_all = s[kGates].data_ptr<T>();
+  T* rh_all = s[kRh].data_ptr<T>();
+  T* cand_all = s[kCand].data_ptr<T>();
+  const T* gain_h = ln ? w.ln_h_gain.data_ptr<T>() : nullptr;
+  const T* shift_h = ln ? w.ln_h_shift.data_ptr<T>() : nullptr;
+  const T* gain_2 = ln ? w.ln_2_gain.data_ptr<T>() : nullptr;
+  const T* shift_2 = ln ? w.ln_2_shift.data_ptr<T>() : nullptr;
+
+  for (int64_t t = 0; t < steps; ++t) {
+    at::mm_out(zg, s[kH][t], w.w_h);
+    const T* z = zg.data_ptr<T>();
+    at::parallel_for(0, batch, RowGrain(gate_width), [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t row = t * batch + b;
+        const T* x = x_all + row * width;
+        const T* zr = z + b * gate_width;
+        const T* h = h_all + row * hidden;
+        T* gate = gates_all + row * gate_width;
+        if (ln) {
+          T* xhat = s[kXhatH].template data_ptr<T>() + row * gate_width;
+          s[kRstdH].template data_ptr<T>()[row] = NormalizeRow(zr, gate_width, xhat);
+          for (int64_t j = 0; j < gate_width; ++j) {
+            gate[j] = Sigmoid(x[j] + xhat[j] * gain_h[j] + shift_h[j]);
+          }
+        } else {
+          for (int64_t j = 0; j < gate_width; ++j) gate[j] = Sigmoid(x[j] + zr[j]);
+        }
+        const T* r = tied ? gate : gate + hidden;
+        T* rh = rh_all + row * hidden;
+#pragma omp simd
+        for (int64_t j = 0; j < hidden; ++j) rh[j] = r[j] * h[j];
+      }
+    });
+    at::mm_out(zc, s[kRh][t], w.w_hc);
+    const T* zcp = zc.data_ptr<T>();
+    at::parallel_for(0, batch, RowGrain(hidden), [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t row = t * batch + b;
+        const T* x = x_all + row * width + gate_width;
+        const T* zr = zcp + b * hidden;
+        const T* h = h_all + row * hidden;
+        const T* u = gates_all + row * gate_width;
+        T* cand = cand_all + row * hidden;
+        T* h_next = h_all + (row + batch) * hidden;
+        if (ln) {
+          T* xhat = s[kXhat2].template data_ptr<T>() + row * hidden;
+          s[kRstd2].template data_ptr<T>()[row] = NormalizeRow(zr, hidden, xhat);
+          for (int64_t j = 0; j < hidden; ++j) {
+            cand[j] = std::tanh(x[j] + xhat[j] * gain_2[j] + shift_2[j]);
+          }
+        } else {
+          for (int64_t j = 0; j < hidden; ++j) cand[j] = std::tanh(x[j] + zr[j]);
+        }
+#pragma omp simd
+        for (int64_t j = 0; j < hidden; ++j) h_next[j] = h[j] + u[j] * (cand[j] - h[j]);
+      }
+    });
+  }
+  RecurrentOutput out;
+  out.hs = s[kH].narrow(0, 1, steps);
+  out.final.h = s[kH][steps].clone();
+  return out;
+}
+
+template <typename T>
+FusedGrads GatedBackward(const torch::Tensor& d_hs, const torch::Tensor& d_h_final,
+                         const RecurrentWeights& w, const FusedActivations& acts) {
+  const std::vector<torch::Tensor>& s = acts.tensors;
+  const int64_t steps = s[kGates].size(0), batch = s[kGates].size(1);
+  const int64_t hidden = w.hidden(), gate_width = w.w_h.size(1), width = gate_width + hidden;
+  const bool ln = w.layer_norm, tied = w.cell == Cell::kMgu;
+  const auto opts = s[kH].options();
+
+  torch::Tensor d_xg = torch::empty({steps, batch, width}, opts);
+  torch::Tensor dz_g = torch::empty({steps, batch, gate_width}, opts);
+  torch::Tensor dz_c = torch::empty({steps, batch, hidden}, opts);
+  torch::Tensor dh = d_h_final.defined() ? d_h_final.contiguous().clone()
+                                         : torch::zeros({batch, hidden}, opts);
+  torch::Tensor dh_prev = torch::empty({batch, hidden}, opts);
+  torch::Tensor du = torch::empty({batch, hidden}, opts);
+  torch::Tensor d_rh = torch::empty({batch, hidden}, opts);
+  torch::Tensor d_hs_c = d_hs.defined() ? d_hs.contiguous() : torch::Tensor();
+
+  const T* h_all = s[kH].data_ptr<T>();
+  const T* gates_all = s[kGates].data_ptr<T>();
+  const T* cand_all = s[kCand].data_ptr<T>();
+  const T* dhs_all = d_hs_c.defined() ? d_hs_c.data_ptr<T>() : nullptr;
+  T* dxg_all = d_xg.data_ptr<T>();
+  T* dzg_all = dz_g.data_ptr<T>();
+  T* dzc_all = dz_c.data_ptr<T>();
+  const T* gain_h = ln ? w.ln_h_gain.data_ptr<T>() : nullptr;
+  const T* gain_2 = ln ? w.ln_2_gain.data_ptr<T>() : nullptr;
+  const torch::Tensor w_h_t = w.w_h.t(), w_hc_t = w.w_hc.t();
+
+  for (int64_t t = steps - 1; t >= 0; --t) {
+    T* dh_p = dh.data_ptr<T>();
+    T* dh_prev_p = dh_prev.data_ptr<T>();
+    T* du_p = du.data_ptr<T>();
+    at::parallel_for(0, batch, RowGrain(hidden), [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t row = t * batch + b;
+        const T* u = gates_all + row * gate_width;
+        const T* cand = cand_all + row * hidden;
+        const T* h = h_all + row * hidden;
+        const T* dhs = dhs_all ? dhs_all + row * hidden : nullptr;
+        T* dh_row = dh_p + b * hidden;
+        T* dxc = dxg_all + row * width + gate_width;
+        T* du_row = du_p + b * hidden;
+        T* dhp = dh_prev_p + b * hidden;
+#pragma omp simd
+        for (int64_t j = 0; j < hidden; ++j) {
+          const T d = dh_row[j] + (dhs ? dhs[j] : T(0));
+          du_row[j] = d * (cand[j] - h[j]);
+          dhp[j] = d * (T(1) - u[j]);
+          dxc[j] = d * u[j] * (T(1) - cand[j] * cand[j]);
+        }
+        T* dzc = dzc_all + row * hidden;
+        if (ln) {
+          LayerNormRowBackward(dxc, s[kXhat2].template data_ptr<T>() + row * hidden,
+                               s[kRstd2].template data_ptr<T>()[row], gain_2, hidden, dzc);
+        } else {
+          std::copy(dxc, dxc + hidden, dzc);
+        }
+      }
+    });
+    at::mm_out(d_rh, dz_c[t], w_hc_t);
+    const T* drh_p = d_rh.data_ptr<T>();
+    at::parallel_for(0, batch, RowGrain(gate_width), [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t row = t * batch + b;
+        const T* gate = gates_all + row * gate_width;
+        const T* h = h_all + row * hidden;
+        const T* drh = drh_p + b * hidden;
+        const T* du_row = du_p + b * hidden;
+        T* dhp = dh_prev_p + b * hidden;
+        T* dxg = dxg_all + row * width;
+        if (tied) {
+#pragma omp simd
+          for (int64_t j = 0; j < hidden; ++j) {
+            const T f = gate[j];
+            dhp[j] += drh[j] * f;
+            dxg[j] = (du_row[j] + drh[j] * h[j]) * f * (T(1) - f);
+          }
+        } else {
+          const T* r = gate + hidden;
+#pragma omp simd
+          for (int64_t j = 0; j < hidden; ++j) {
+            dhp[j] += drh[j] * r[j];
+            dxg[j] = du_row[j] * gate[j] * (T(1) - gate[j]);
+            dxg[hidden + j] = drh[j] * h[j] * r[j] * (T(1) - r[j]);
+          }
+        }
+        T* dzg = dzg_all + row * gate_width;
+        if (ln) {
+          LayerNormRowBackward(dxg, s[kXhatH].template data_ptr<T>() + row * gate_width,
+                               s[kRstdH].template data_ptr<T>()[row], gain_h, gate_width, dzg);
+        } else {
+          std::copy(dxg, dxg + gate_width, dzg);
+        }
+      }
+    });
+    dh_prev.addmm_(dz_g[t], w_h_t);
+    std::swap(dh, dh_prev);
+  }
+
+  const int64_t rows = steps * batch;
+  FusedGrads g;
+  g.xg = d_xg;
+  g.h0 = dh;
+  g.w_h = at::mm(s[kH].narrow(0, 0, steps).reshape({rows, hidden}).t(),
+                 dz_g.view({rows, gate_width}));
+  g.w_hc = at::mm(s[kRh].view({rows, hidden}).t(), dz_c.view({rows, hidden}));
+  if (ln) {
+    LayerNormParamGrads<T>(d_xg, width, s[kXhatH], rows, gate_width, &g.ln_h_gain,
+                           &g.ln_h_shift);
+    LayerNormParamGrads<T>(d_xg.narrow(2, gate_width, hidden), width, s[kXhat2], rows, hidden,
+                           &g.ln_2_gain, &g.ln_2_shift);
+  }
+  return g;
+}
+
+// -------------------------------------------------------------------- LSTM --
+
+template <typename T>
+RecurrentOutput LstmForward(const torch::Tensor& xg, const RecurrentState& init,
+                            const RecurrentWeights& w, FusedActivations* acts) {
+  const int64_t steps = xg.size(0), batch = xg.size(1), width = xg.size(2);
+  const int64_t hidden = w.hidden();
+  const bool ln = w.layer_norm;
+  const auto opts = xg.options();
+
+  std::vector<torch::Tensor>& s = acts->tensors;
+  s.assign(kSlotCount, Empty(xg));
+  s[kH] = torch::empty({steps + 1, batch, hidden}, opts);
+  s[kH][0].copy_(init.h);
+  s[kC] = torch::empty({steps + 1, batch, hidden}, opts);
+  s[kC][0].copy_(init.c);
+  s[kGates] = torch::empty({steps, batch, width}, opts);
+  s[kCand] = torch::empty({steps, batch, hidden}, opts);
+  if (ln) {
+    s[kXhatH] = torch::empty({steps, batch, width}, opts);
+    s[kRstdH] = torch::empty({steps, batch}, opts);
+    s[kXhat2] = torch::empty({steps, batch, hidden}, opts);
+    s[kRstd2] = torch::empty({steps, batch}, opts);
+  }
+  torch::Tensor z = torch::empty({batch, width}, opts);
+
+  const T* x_all = xg.data_ptr<T>();
+  T* h_all = s[kH].data_ptr<T>();
+  T* c_all = s[kC].data_ptr<T>();
+  T* act_all = s[kGates].data_ptr<T>();
+  T* tc_all = s[kCand].data_ptr<T>();
+  const T* gain_h = ln ? w.ln_h_gain.data_ptr<T>() : nullptr;
+  const T* shift_h = ln ? w.ln_h_shift.data_ptr<T>() : nullptr;
+  const T* gain_c = ln ? w.ln_2_gain.data_ptr<T>() : nullptr;
+  const T* shift_c = ln ? w.ln_2_shift.data_ptr<T>() : nullptr;
+
+  for (int64_t t = 0; t < steps; ++t) {
+    at::mm_out(z, s[kH][t], w.w_h);
+    const T* zp = z.data_ptr<T>();
+    at::parallel_for(0, batch, RowGrain(width), [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t row = t * batch + b;
+        const T* x = x_all + row * width;
+        const T* zr = zp + b * width;
+        T* act = act_all + row * width;
+        // act holds the pre-activations first, then their nonlinearities.
+        if (ln) {
+          T* xhat = s[kXhatH].template data_ptr<T>() + row * width;
+          s[kRstdH].template data_ptr<T>()[row] = NormalizeRow(zr, width, xhat);
+          for (int64_t j = 0; j < width; ++j) act[j] = x[j] + xhat[j] * gain_h[j] + shift_h[j];
+        } else {
+          for (int64_t j = 0; j < width; ++j) act[j] = x[j] + zr[j];
+        }
+        for (int64_t j = 0; j < 3 * hidden; ++j) act[j] = Sigmoid(act[j]);
+        for (int64_t j = 3 * hidden; j < width; ++j) act[j] = std::tanh(act[j]);
+        const T* sf = act;
+        const T* si = act + hidden;
+        const T* so = act + 2 * hidden;
+        const T* tg = act + 3 * hidden;
+        const T* c = c_all + row * hidden;
+        T* c_next = c_all + (row + batch) * hidden;
+        T* tc = tc_all + row * hidden;
+        T* h_next = h_all + (row + batch) * hidden;
+#pragma omp simd
+        for (int64_t j = 0; j < hidden; ++j) c_next[j] = sf[j] * c[j] + si[j] * tg[j];
+        if (ln) {
+          T* xhat = s[kXhat2].template data_ptr<T>() + row * hidden;
+          s[kRstd2].template data_ptr<T>()[row] = NormalizeRow(c_next, hidden, xhat);
+          for (int64_t j = 0; j < hidden; ++j) tc[j] = std::tanh(xhat[j] * gain_c[j] + shift_c[j]);
+        } else {
+          for (int64_t j = 0; j < hidden; ++j) tc[j] = std::tanh(c_next[j]);
+        }
+#pragma omp simd
+        for (int64_t j = 0; j < hidden; ++j) h_next[j] = so[j] * tc[j];
+      }
+    });
+  }
+  RecurrentOutput out;
+  out.hs = s[kH].narrow(0, 1, steps);
+  out.final.h = s[kH][steps].clone();
+  out.final.c = s[kC][steps].clone();
+  return out;
+}
+
+template <typename T>
+FusedGrads LstmBackward(const torch::Tensor& d_hs, const torch::Tensor& d_h_final,
+                        const torch::Tensor& d_c_final, const RecurrentWeights& w,
+                        const FusedActivations& acts) {
+  const std::vector<torch::Tensor>& s = acts.tensors;
+  const int64_t steps = s[kGates].size(0), batch = s[kGates].size(1), width = s[kGates].size(2);
+  const int64_t hidden = w.hidden();
+  const bool ln = w.layer_norm;
+  const auto opts = s[kH].options();
+
+  torch::Tensor d_xg = torch::empty({steps, batch, width}, opts);
+  torch::Tensor dz = torch::empty({steps, batch, width}, opts);
+  torch::Tensor dn_c = ln ? torch::empty({steps, batch, hidden}, opts) : torch::Tensor();
+  torch::Tensor dh = d_h_final.defined() ? d_h_final.contiguous().clone()
+                                         : torch::zeros({batch, hidden}, opts);
+  torch::Tensor dc = d_c_final.defined() ? d_c_final.contiguous().clone()
+                                         : torch::zeros({batch, hidden}, opts);
+  torch::Tensor dh_prev = torch::empty({batch, hidden}, opts);
+  torch::Tensor dc_prev = torch::empty({batch, hidden}, opts);
+  torch::Tensor d_hs_c = d_hs.defined() ? d_hs.contiguous() : torch::Tensor();
+
+  const T* c_all = s[kC].data_ptr<T>();
+  const T* act_all = s[kGates].data_ptr<T>();
+  const T* tc_all = s[kCand].data_ptr<T>();
+  const T* dhs_all = d_hs_c.defined() ? d_hs_c.data_ptr<T>() : nullptr;
+  T* dxg_all = d_xg.data_ptr<T>();
+  T* dz_all = dz.data_ptr<T>();
+  const T* gain_h = ln ? w.ln_h_gain.data_ptr<T>() : nullptr;
+  const T* gain_c = ln ? w.ln_2_gain.data_ptr<T>() : nullptr;
+  const torch::Tensor w_h_t = w.w_h.t();
+
+  for (int64_t t = steps - 1; t >= 0; --t) {
+    T* dh_p = dh.data_ptr<T>();
+    T* dc_p = dc.data_ptr<T>();
+    T* dc_prev_p = dc_prev.data_ptr<T>();
+    at::parallel_for(0, batch, RowGrain(width), [&](int64_t begin, int64_t end) {
+      std::vector<T> dct(hidden);
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t row = t * batch + b;
+        const T* act = act_all + row * width;
+        const T* sf = act;
+        const T* si = act + hidden;
+        const T* so = act + 2 * hidden;
+        const T* tg = act + 3 * hidden;
+        const T* tc = tc_all + row * hidden;
+        const T* c = c_all + row * hidden;
+        const T* dhs = dhs_all ? dhs_all + row * hidden : nullptr;
+        const T* dh_row = dh_p + b * hidden;
+        const T* dc_row = dc_p + b * hidden;
+        T* dx = dxg_all + row * width;
+        // dx[2H..3H) takes d(so) first; dct takes dn first, then d(c').
+#pragma omp simd
+        for (int64_t j = 0; j < hidden; ++j) {
+          const T d = dh_row[j] + (dhs ? dhs[j] : T(0));
+          dx[2 * hidden + j] = d * tc[j] * so[j] * (T(1) - so[j]);
+          dct[j] = d * so[j] * (T(1) - tc[j] * tc[j]);
+        }
+        if (ln) {
+          T* dn = dn_c.template data_ptr<T>() + row * hidden;
+          std::copy(dct.begin(), dct.end(), dn);
+          LayerNormRowBackward(dn, s[kXhat2].template data_ptr<T>() + row * hidden,
+                               s[kRstd2].template data_ptr<T>()[row], gain_c, hidden, dct.data());
+        }
+        T* dcp = dc_prev_p + b * hidden;
+#pragma omp simd
+        for (int64_t j = 0; j < hidden; ++j) {
+          const T d = dct[j] + dc_row[j];
+          dx[j] = d * c[j] * sf[j] * (T(1) - sf[j]);
+          dx[hidden + j] = d * tg[j] * si[j] * (T(1) - si[j]);
+          dx[3 * hidden + j] = d * si[j] * (T(1) - tg[j] * tg[j]);
+          dcp[j] = d * sf[j];
+        }
+        T* dzr = dz_all + row * width;
+        if (ln) {
+          LayerNormRowBackward(dx, s[kXhatH].template data_ptr<T>() + row * width,
+                               s[kRstdH].template data_ptr<T>()[row], gain_h, width, dzr);
+        } else {
+          std::copy(dx, dx + width, dzr);
+        }
+      }
+    });
+    at::mm_out(dh_prev, dz[t], w_h_t);
+    std::swap(dh, dh_prev);
+    std::swap(dc, dc_prev);
+  }
+
+  const int64_t rows = steps * batch;
+  FusedGrads g;
+  g.xg = d_xg;
+  g.h0 = dh;
+  g.c0 = dc;
+  g.w_h = at::mm(s[kH].narrow(0, 0, steps).reshape({rows, hidden}).t(), dz.view({rows, width}));
+  if (ln) {
+    LayerNormParamGrads<T>(d_xg, width, s[kXhatH], rows, width, &g.ln_h_gain, &g.ln_h_shift);
+    LayerNormParamGrads<T>(dn_c, hidden, s[kXhat2], rows, hidden, &g.ln_2_gain, &g.ln_2_shift);
+  }
+  return g;
+}
+
+}  // namespace
+
+RecurrentOutput FusedForward(const torch::Tensor& xg_in, const RecurrentState& init,
+                             const RecurrentWeights& w, FusedActivations* acts) {
+  const torch::Tensor xg = xg_in.contiguous();
+  RecurrentOutput out;
+  AT_DISPATCH_FLOATING_TYPES(xg.scalar_type(), "FusedForward", [&] {
+    out = w.cell == Cell::kLstm ? LstmForward<scalar_t>(xg, init, w, acts)
+                                : GatedForward<scalar_t>(xg, init, w, acts);
+  });
+  return out;
+}
+
+FusedGrads FusedBackward(const torch::Tensor& d_hs, const torch::Tensor& d_h_final,
+                         const torch::Tensor& d_c_final, const RecurrentWeights& w,
+                         const FusedActivations& acts) {
+  FusedGrads g;
+  AT_DISPATCH_FLOATING_TYPES(acts.tensors[kH].scalar_type(), "FusedBackward", [&] {
+    g = w.cell == Cell::kLstm ? LstmBackward<scalar_t>(d_hs, d_h_final, d_c_final, w, acts)
+                              : GatedBackward<scalar_t>(d_hs, d_h_final, w, acts);
+  });
+  return g;
+}
+
+}  // namespace ablate

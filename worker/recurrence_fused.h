@@ -1,0 +1,36 @@
+// The fused CPU kernels behind Kernel::kFused (see recurrence.h). Internal to
+// the trainer library: RunRecurrence wraps them in an autograd function.
+#ifndef ABLATE_WORKER_RECURRENCE_FUSED_H_
+#define ABLATE_WORKER_RECURRENCE_FUSED_H_
+
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "worker/recurrence.h"
+
+namespace ablate {
+
+// What the forward pass keeps for the backward pass; the layout is private to
+// recurrence_fused.cc.
+struct FusedActivations {
+  std::vector<torch::Tensor> tensors;
+};
+
+struct FusedGrads {
+  torch::Tensor xg, h0, c0, w_h, w_hc, ln_h_gain, ln_h_shift, ln_2_gain, ln_2_shift;
+};
+
+// Forward over all steps of xg; fills `acts`.
+RecurrentOutput FusedForward(const torch::Tensor& xg, const RecurrentState& init,
+                             const RecurrentWeights& w, FusedActivations* acts);
+
+// Gradients given the gradients of hs and of the final state (any may be
+// undefined, meaning zero).
+FusedGrads FusedBackward(const torch::Tensor& d_hs, const torch::Tensor& d_h_final,
+                         const torch::Tensor& d_c_final, const RecurrentWeights& w,
+                         const FusedActivations& acts);
+
+}  // namespace ablate
+
+#endif  // ABLATE_WORKER_RECURRENCE_FUSED_H_

@@ -1,0 +1,440 @@
+#include "worker/trainer.h"
+
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "common/crc32.h"
+
+namespace ablate {
+
+namespace {
+
+constexpr double kLn2 = 0.69314718055994530942;
+constexpr double kAdamBeta1 = 0.9;
+constexpr double kAdamBeta2 = 0.999;
+constexpr double kAdamEps = 1e-8;
+// Added to the gradient norm before dividing, as torch.nn.utils.clip_grad_norm_.
+constexpr double kClipEps = 1e-6;
+
+// Checkpoint file: magic, format version, payload size, CRC-32 of the payload,
+// then the payload (a LibTorch archive). Integers little-endian.
+constexpr char kCheckpointMagic[8] = {'A', 'B', 'L', 'A', 'T', 'E', 'C', 'K'};
+constexpr uint32_t kCheckpointVersion = 1;
+constexpr size_t kCheckpointHeaderBytes = 8 + 4 + 8 + 4;
+
+template <typename Int>
+void PutLe(std::string* out, Int value) {
+  for (size_t i = 0; i < sizeof(Int); ++i) out->push_back(char((uint64_t(value) >> (8 * i)) & 0xFF));
+}
+
+template <typename Int>
+Int GetLe(const char* p) {
+  uint64_t v = 0;
+  for (size_t i = 0; i < sizeof(Int); ++i) v |= uint64_t(static_cast<unsigned char>(p[i])) << (8 * i);
+  return static_cast<Int>(v);
+}
+
+// The parts of a configuration a checkpoint must agree with to be resumed:
+// everything but where the data file lives on this machine.
+nlohmann::json ResumeIdentity(const RunConfig& config) {
+  nlohmann::json j = config.ToJson();
+  j["data"].erase("path");
+  return j;
+}
+
+}  // namespace
+
+const char* SplitName(Split split) {
+  switch (split) {
+    case Split::kTrain: return "train";
+    case Split::kValid: return "valid";
+    case Split::kTest: return "test";
+  }
+  return "?";
+}
+
+StatusOr<torch::Device> ParseDevice(const std::string& device) {
+  if (device == "auto") {
+    return torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
+  }
+  if (device == "cpu") return torch::Device(torch::kCPU);
+  if (device == "cuda" || device.rfind("cuda:", 0) == 0) {
+    int index = 0;
+    if (device.size() > 5) {
+      const std::string digits = device.substr(5);
+      if (digits.empty() || digits.size() > 3 ||
+          digits.find_first_not_of("0123456789") != std::string::npos) {
+        return Status::InvalidArgument("--device: \"" + device +
+                                       "\" is not cpu, cuda, cuda:N or auto");
+      }
+      index = std::stoi(digits);
+    }
+    if (!torch::cuda::is_available()) {
+      return Status::InvalidArgument("--device: \"" + device +
+                                     "\" asks for a GPU, but this LibTorch sees none (built "
+                                     "without CUDA, or no GPU visible)");
+    }
+    const int count = static_cast<int>(torch::cuda::device_count());
+    if (index >= count) {
+      return Status::InvalidArgument("--device: \"" + device + "\" but only " +
+                                     std::to_string(count) + " GPU(s) are visible");
+    }
+    return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
+  }
+  return Status::InvalidArgument("--device: \"" + device + "\" is not cpu, cuda, cuda:N or auto");
+}
+
+int ConfigureThreads(int threads) {
+  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  torch::set_num_threads(threads);
+  return torch::get_num_threads();
+}
+
+Trainer::Trainer(const RunConfig& config, const TrainerOptions& options, torch::Device device,
+                 Kernel kernel)
+    : config_(config),
+      options_(options),
+      device_(device),
+      kernel_(kernel),
+      generator_(at::detail::createCPUGenerator(config.train.seed)) {}
+
+StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const RunConfig& config,
+                                                   const TrainerOptions& options) {
+  ABLATE_RETURN_IF_ERROR(config.Validate());
+  ABLATE_ASSIGN_OR_RETURN(torch::Device device, ParseDevice(options.device));
+  Kernel kernel = device.is_cpu() ? Kernel::kFused : Kernel::kReference;
+  if (options.kernel == TrainerOptions::KernelChoice::kReference) kernel = Kernel::kReference;
+  if (options.kernel == TrainerOptions::KernelChoice::kFused) {
+    if (!device.is_cpu()) {
+      return Status::InvalidArgument("the fused kernel runs on the CPU only, device is " +
+                                     device.str());
+    }
+    kernel = Kernel::kFused;
+  }
+  if (config.train.checkpoint_every > 0 && options.checkpoint_path.empty()) {
+    return Status::InvalidArgument(
+        "train.checkpoint_every is " + std::to_string(config.train.checkpoint_every) +
+        " but no checkpoint path was given");
+  }
+  std::unique_ptr<Trainer> trainer(new Trainer(config, options, device, kernel));
+  const std::string path = options.corpus_path.empty() ? config.data.path : options.corpus_path;
+  if (path.empty()) {
+    return Status::InvalidArgument("data: no corpus file (data.path is empty and data.corpus \"" +
+                                   config.data.corpus + "\" was not resolved to a file)");
+  }
+  ABLATE_RETURN_IF_ERROR(trainer->LoadData(path));
+
+  const ModelConfig& m = config.model;
+  trainer->model_ = CharRnn(m.cell, m.layer_norm, m.hidden, m.vocab,
+                            torch::TensorOptions().dtype(torch::kFloat).device(device));
+  trainer->model_->Initialize(m.init, trainer->generator_);
+  torch::Tensor& params = trainer->model_->flat_params();
+  trainer->adam_m_ = torch::zeros_like(params);
+  trainer->adam_v_ = torch::zeros_like(params);
+  trainer->adam_denom_ = torch::empty_like(params);
+  trainer->state_ = trainer->model_->InitialState(config.train.batch);
+  trainer->loss_sum_ = torch::zeros({}, params.options().dtype(torch::kDouble));
+  return trainer;
+}
+
+Status Trainer::LoadData(const std::string& path) {
+  ABLATE_ASSIGN_OR_RETURN(text8::Corpus corpus, text8::LoadCorpus(path));
+  std::vector<uint8_t> symbols;
+  Status encoded = text8::EncodeSymbols(corpus.bytes(), static_cast<int>(config_.model.vocab),
+                                        &symbols);
+  if (!encoded.ok()) return encoded.WithContext(path);
+  const TrainConfig& t = config_.train;
+  train_size_ = static_cast<int64_t>(corpus.train().size());
+  valid_begin_ = train_size_;
+  valid_size_ = static_cast<int64_t>(corpus.validation().size());
+  test_begin_ = valid_begin_ + valid_size_;
+  test_size_ = static_cast<int64_t>(corpus.test().size());
+  const int64_t needed = t.batch * (t.seq + 1);
+  if (train_size_ < needed) {
+    return Status::InvalidArgument(
+        "data.path: the training split of " + path + " has " + std::to_string(train_size_) +
+        " bytes, but train.batch " + std::to_string(t.batch) + " x (train.seq " +
+        std::to_string(t.seq) + " + 1) needs at least " + std::to_string(needed));
+  }
+  stream_length_ = train_size_ / t.batch;
+  windows_per_epoch_ = (stream_length_ - 1) / t.seq;
+  symbols_ = torch::from_blob(symbols.data(), {static_cast<int64_t>(symbols.size())}, torch::kUInt8)
+                 .to(device_, /*non_blocking=*/false, /*copy=*/true);
+  auto long_opts = torch::TensorOptions().dtype(torch::kLong).device(device_);
+  stream_offsets_ = torch::arange(t.seq + 1, long_opts).unsqueeze(1) +
+                    torch::arange(t.batch, long_opts).unsqueeze(0) * stream_length_;
+  return Status::OK();
+}
+
+torch::Tensor Trainer::Window(int64_t window) const {
+  const TrainConfig& t = config_.train;
+  torch::Tensor index = stream_offsets_ + window * t.seq;
+  return symbols_.index_select(0, index.view({-1})).view({t.seq + 1, t.batch}).to(torch::kLong);
+}
+
+torch::Tensor Trainer::TrainStep() {
+  const TrainConfig& t = config_.train;
+  const int64_t window = step_ % windows_per_epoch_;
+  if (window == 0 && step_ > 0) state_ = model_->InitialState(t.batch);  // a new epoch
+  torch::Tensor tokens = Window(window);
+  ModelOutput out = model_->Forward(tokens.narrow(0, 0, t.seq), state_, kernel_);
+  torch::Tensor loss = torch::cross_entropy_loss(out.logits, tokens.narrow(0, 1, t.seq).reshape(-1));
+  torch::Tensor& grads = model_->flat_grads();
+  grads.zero_();
+  loss.backward();
+
+  torch::NoGradGuard no_grad;
+  if (t.clip_norm > 0) {
+    torch::Tensor scale = (t.clip_norm / (grads.norm() + kClipEps)).clamp_max(1.0);
+    grads.mul_(scale);
+  }
+  ++adam_step_;
+  adam_m_.mul_(kAdamBeta1).add_(grads, 1 - kAdamBeta1);
+  adam_v_.mul_(kAdamBeta2).addcmul_(grads, grads, 1 - kAdamBeta2);
+  const double correction1 = 1 - std::pow(kAdamBeta1, double(adam_step_));
+  const double correction2 = 1 - std::pow(kAdamBeta2, double(adam_step_));
+  at::sqrt_out(adam_denom_, adam_v_);
+  adam_denom_.div_(std::sqrt(correction2)).add_(kAdamEps);
+  model_->flat_params().addcdiv_(adam_m_, adam_denom_, -t.lr / correction1);
+
+  state_.h = out.state.h.detach();
+  if (out.state.c.defined()) state_.c = out.state.c.detach();
+  ++step_;
+  torch::Tensor detached = loss.detach();
+  loss_sum_.add_(detached);
+  ++loss_steps_;
+  return detached;
+}
+
+double Trainer::Evaluate(Split split) {
+  torch::NoGradGuard no_grad;
+  const TrainConfig& t = config_.train;
+  const int64_t begin = split == Split::kTest ? test_begin_ : valid_begin_;
+  int64_t size = split == Split::kTest ? test_size_ : valid_size_;
+  if (t.eval_bytes > 0) size = std::min(size, t.eval_bytes);
+  const int64_t streams = std::min(t.batch, size);
+  const int64_t length = (size + streams - 1) / streams;  // targets per stream
+
+  auto long_opts = torch::TensorOptions().dtype(torch::kLong).device(device_);
+  torch::Tensor stream_start = torch::arange(streams, long_opts) * length;  // [S]
+  RecurrentState state = model_->InitialState(streams);
+  torch::Tensor total = torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device_));
+  for (int64_t w0 = 0; w0 < length; w0 += t.seq) {
+    const int64_t len = std::min(t.seq, length - w0);
+    // Target k of stream s is byte begin + s * length + w0 + j; its input the
+    // byte before it. Positions past the split's end are masked out.
+    torch::Tensor pos = torch::arange(len, long_opts).unsqueeze(1) + w0 + stream_start.unsqueeze(0);
+    torch::Tensor valid = pos < size;
+    torch::Tensor target_pos = torch::where(valid, pos, torch::zeros_like(pos)) + begin;
+    torch::Tensor inputs = symbols_.index_select(0, (target_pos - 1).view({-1})).view({len, streams});
+    torch::Tensor targets = symbols_.index_select(0, target_pos.view({-1})).to(torch::kLong);
+    ModelOutput out = model_->Forward(inputs.to(torch::kLong), state, kernel_);
+    state = out.state;
+    torch::Tensor nll = torch::nn::functional::cross_entropy(
+        out.logits, targets,
+        torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
+    total += (nll.to(torch::kDouble) * valid.view({-1})).sum();
+  }
+  return total.item<double>() / double(size) / kLn2;
+}
+
+double Trainer::ElapsedSeconds() const {
+  if (!running_) return elapsed_before_;
+  return elapsed_before_ +
+         std::chrono::duration<double>(std::chrono::steady_clock::now() - run_started_).count();
+}
+
+StatusOr<TrainSummary> Trainer::Run(TrainerListener* listener) {
+  const TrainConfig& t = config_.train;
+  run_started_ = std::chrono::steady_clock::now();
+  running_ = true;
+  const int64_t first_step = step_;
+  TrainSummary summary;
+  auto finish = [&](TrainSummary::Outcome outcome, std::string message) {
+    elapsed_before_ = ElapsedSeconds();
+    running_ = false;
+    summary.outcome = outcome;
+    summary.message = std::move(message);
+    summary.step = step_;
+    summary.wall_time = elapsed_before_;
+    return summary;
+  };
+  auto emit = [&](Split split, double bpc) {
+    listener->OnPoint({split, step_, bpc, step_ * bytes_per_step(), ElapsedSeconds()});
+  };
+
+  while (step_ < t.steps) {
+    if (listener->ShouldStop()) return finish(TrainSummary::Outcome::kStopped, "stopped");
+    TrainStep();
+    if (step_ % t.log_every == 0 || step_ == t.steps) {
+      const double bpc = loss_sum_.item<double>() / double(loss_steps_) / kLn2;
+      const int64_t window_steps = loss_steps_;
+      loss_sum_.zero_();
+      loss_steps_ = 0;
+      if (!std::isfinite(bpc)) {
+        return finish(TrainSummary::Outcome::kDiverged,
+                      "training loss became " + std::string(std::isnan(bpc) ? "NaN" : "infinite") +
+                          " in steps " + std::to_string(step_ - window_steps + 1) + "-" +
+                          std::to_string(step_));
+      }
+      summary.final_train_bpc = bpc;
+      emit(Split::kTrain, bpc);
+    }
+    if ((t.eval_every > 0 && step_ % t.eval_every == 0) || step_ == t.steps) {
+      const double bpc = Evaluate(Split::kValid);
+      if (!std::isfinite(bpc)) {
+        return finish(TrainSummary::Outcome::kDiverged,
+                      "validation loss became non-finite at step " + std::to_string(step_));
+      }
+      summary.final_valid_bpc = bpc;
+      emit(Split::kValid, bpc);
+    }
+    if (t.checkpoint_every > 0 && step_ % t.checkpoint_every == 0 && step_ < t.steps) {
+      ABLATE_RETURN_IF_ERROR(SaveCheckpoint(options_.checkpoint_path));
+      ABLATE_RETURN_IF_ERROR(listener->OnCheckpoint(options_.checkpoint_path, step_));
+    }
+    Progress progress;
+    progress.step = step_;
+    progress.steps_total = t.steps;
+    const double run_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - run_started_).count();
+    const int64_t run_steps = step_ - first_step;
+    if (run_seconds > 0) {
+      progress.bytes_per_s = run_steps * bytes_per_step() / run_seconds;
+      progress.eta_seconds = (t.steps - step_) * run_seconds / run_steps;
+    }
+    progress.train_bpc = summary.final_train_bpc;
+    listener->OnProgress(progress);
+  }
+  const double test = Evaluate(Split::kTest);
+  if (!std::isfinite(test)) {
+    return finish(TrainSummary::Outcome::kDiverged, "test loss is non-finite");
+  }
+  summary.test_bpc = test;
+  emit(Split::kTest, test);
+  return finish(TrainSummary::Outcome::kFinished, "finished");
+}
+
+Status Trainer::SaveCheckpoint(const std::string& path) const {
+  torch::serialize::OutputArchive archive;
+  auto cpu = [](const torch::Tensor& x) {
+    return x.defined() ? x.detach().to(torch::kCPU) : torch::empty({0});
+  };
+  archive.write("config", c10::IValue(ResumeIdentity(config_).dump()));
+  archive.write("step", c10::IValue(step_));
+  archive.write("window", c10::IValue(step_ % windows_per_epoch_));
+  archive.write("params", cpu(model_->flat_params()));
+  archive.write("adam_m", cpu(adam_m_));
+  archive.write("adam_v", cpu(adam_v_));
+  archive.write("adam_step", c10::IValue(adam_step_));
+  archive.write("state_h", cpu(state_.h));
+  archive.write("state_c", cpu(state_.c));
+  archive.write("loss_sum", cpu(loss_sum_));
+  archive.write("loss_steps", c10::IValue(loss_steps_));
+  archive.write("elapsed", c10::IValue(ElapsedSeconds()));
+  archive.write("rng", generator_.get_state());
+  std::ostringstream payload_stream;
+  try {
+    archive.save_to(payload_stream);
+  } catch (const c10::Error& e) {
+    return Status::Internal("serialising checkpoint: " + std::string(e.what_without_backtrace()));
+  }
+  const std::string payload = payload_stream.str();
+  std::string header(kCheckpointMagic, sizeof(kCheckpointMagic));
+  PutLe<uint32_t>(&header, kCheckpointVersion);
+  PutLe<uint64_t>(&header, payload.size());
+  PutLe<uint32_t>(&header, Crc32(payload));
+
+  ABLATE_ASSIGN_OR_RETURN(text8::AtomicFile file, text8::AtomicFile::Create(path));
+  ABLATE_RETURN_IF_ERROR(file.Append(header));
+  ABLATE_RETURN_IF_ERROR(file.Append(payload));
+  return file.Commit();
+}
+
+Status Trainer::RestoreCheckpoint(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Status::NotFound("checkpoint " + path + ": " + std::strerror(errno));
+  std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto corrupt = [&](const std::string& why) {
+    return Status::DataLoss("checkpoint " + path + " is not usable: " + why);
+  };
+  if (data.size() < kCheckpointHeaderBytes ||
+      std::memcmp(data.data(), kCheckpointMagic, sizeof(kCheckpointMagic)) != 0) {
+    return corrupt("not an ablate checkpoint (bad magic or shorter than its header)");
+  }
+  const uint32_t version = GetLe<uint32_t>(data.data() + 8);
+  const uint64_t payload_size = GetLe<uint64_t>(data.data() + 12);
+  const uint32_t crc = GetLe<uint32_t>(data.data() + 20);
+  if (version != kCheckpointVersion) {
+    return corrupt("format version " + std::to_string(version) + ", this build reads " +
+                   std::to_string(kCheckpointVersion));
+  }
+  if (data.size() - kCheckpointHeaderBytes != payload_size) {
+    return corrupt("truncated or padded: the header says " + std::to_string(payload_size) +
+                   " payload bytes, the file has " +
+                   std::to_string(data.size() - kCheckpointHeaderBytes));
+  }
+  const std::string_view payload(data.data() + kCheckpointHeaderBytes, payload_size);
+  if (Crc32(payload) != crc) return corrupt("checksum mismatch");
+
+  // Read everything into locals first: nothing changes unless all of it fits.
+  torch::Tensor params, adam_m, adam_v, state_h, state_c, loss_sum, rng;
+  c10::IValue config, step, window, adam_step, loss_steps, elapsed;
+  try {
+    torch::serialize::InputArchive archive;
+    std::istringstream stream{std::string(payload)};
+    archive.load_from(stream, torch::kCPU);
+    archive.read("config", config);
+    archive.read("step", step);
+    archive.read("window", window);
+    archive.read("params", params);
+    archive.read("adam_m", adam_m);
+    archive.read("adam_v", adam_v);
+    archive.read("adam_step", adam_step);
+    archive.read("state_h", state_h);
+    archive.read("state_c", state_c);
+    archive.read("loss_sum", loss_sum);
+    archive.read("loss_steps", loss_steps);
+    archive.read("elapsed", elapsed);
+    archive.read("rng", rng);
+  } catch (const c10::Error& e) {
+    return corrupt(e.what_without_backtrace());
+  }
+  const std::string expected = ResumeIdentity(config_).dump();
+  if (!config.isString() || config.toStringRef() != expected) {
+    return Status::FailedPrecondition("checkpoint " + path +
+                                      " was written for a different configuration: " +
+                                      (config.isString() ? config.toStringRef() : "?") +
+                                      " vs " + expected);
+  }
+  const int64_t batch = config_.train.batch, hidden = config_.model.hidden;
+  const bool lstm = config_.model.cell == Cell::kLstm;
+  if (!step.isInt() || !window.isInt() || !adam_step.isInt() || !loss_steps.isInt() ||
+      !elapsed.isDouble() || params.numel() != model_->parameter_count() ||
+      !adam_m.sizes().equals(params.sizes()) || !adam_v.sizes().equals(params.sizes()) ||
+      !state_h.sizes().equals({batch, hidden}) ||
+      (lstm && !state_c.sizes().equals({batch, hidden})) || loss_sum.numel() != 1 ||
+      step.toInt() < 0 || step.toInt() > config_.train.steps ||
+      window.toInt() != step.toInt() % windows_per_epoch_) {
+    return corrupt("its contents do not fit this configuration");
+  }
+
+  torch::NoGradGuard no_grad;
+  model_->flat_params().copy_(params);
+  adam_m_.copy_(adam_m);
+  adam_v_.copy_(adam_v);
+  adam_step_ = adam_step.toInt();
+  state_.h = state_h.to(device_);
+  if (lstm) state_.c = state_c.to(device_);
+  loss_sum_.copy_(loss_sum.reshape({}));
+  loss_steps_ = loss_steps.toInt();
+  elapsed_before_ = elapsed.toDouble();
+  step_ = step.toInt();
+  generator_.set_state(rng);
+  return Status::OK();
+}
+
+}  // namespace ablate

@@ -1,0 +1,181 @@
+// Trainer: trains one configuration of the seed's experiment on one device.
+//
+// Data protocol (shared/MODEL.md's open choices, decided here):
+//  - The training split is cut into B contiguous streams of L = N / B bytes;
+//    step s reads window w = s mod W of every stream (W = (L - 1) / T windows
+//    per epoch): T input symbols and the T symbols after them. The recurrent
+//    state is carried from one window to the next (truncated BPTT) and reset
+//    to zero when the streams wrap around to a new epoch.
+//  - Training bpc is the mean loss, in bits, over the steps since the last
+//    training point. Validation and test bpc are the mean over every byte of
+//    the split (or its first eval_bytes), each byte predicted from all bytes
+//    before it in its stream; the split is read as up to B streams, each
+//    starting from a zero state, its first byte predicted from the byte that
+//    precedes it in the corpus.
+//  - Adam (beta 0.9, 0.999, eps 1e-8) at a fixed learning rate; the global
+//    gradient norm is clipped to clip_norm before each update.
+//
+// Everything that decides the next step is in a checkpoint: parameters, Adam's
+// moments and step, the carried state, the data position, the running loss of
+// the current training-point window and the elapsed training time. Restoring
+// one in a new process and training on gives the same losses, bit for bit, as
+// never stopping (same device and thread count).
+//
+// Not thread-safe; one Trainer per thread.
+#ifndef ABLATE_WORKER_TRAINER_H_
+#define ABLATE_WORKER_TRAINER_H_
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include <torch/torch.h>
+
+#include "common/run_config.h"
+#include "common/status.h"
+#include "worker/model.h"
+#include "worker/text8.h"
+
+namespace ablate {
+
+enum class Split { kTrain, kValid, kTest };
+const char* SplitName(Split split);
+
+struct CurvePoint {
+  Split split = Split::kTrain;
+  int64_t step = 0;
+  double bpc = 0;
+  int64_t bytes_seen = 0;   // training bytes consumed up to this step
+  double wall_time = 0;     // seconds of training since the job began, across resumes
+};
+
+struct Progress {
+  int64_t step = 0;
+  int64_t steps_total = 0;
+  double bytes_per_s = 0;   // training throughput over the recent steps
+  double train_bpc = 0;     // latest training point; 0 before the first
+  double eta_seconds = 0;
+};
+
+// Receives what a run produces. Called on the training thread.
+class TrainerListener {
+ public:
+  virtual ~TrainerListener() = default;
+  virtual void OnPoint(const CurvePoint& point) = 0;
+  // After every step.
+  virtual void OnProgress(const Progress& progress) { (void)progress; }
+  // After a periodic checkpoint was written to `path` (train.checkpoint_every).
+  // An error stops the run and is returned by Run.
+  virtual Status OnCheckpoint(const std::string& path, int64_t step) {
+    (void)path;
+    (void)step;
+    return Status::OK();
+  }
+  // Polled before every step; true ends the run early (cancel, SIGTERM).
+  virtual bool ShouldStop() { return false; }
+};
+
+struct TrainerOptions {
+  // "cpu", "cuda", "cuda:N" or "auto" (a GPU when one is visible).
+  std::string device = "auto";
+  // kFused on the CPU, kReference elsewhere, unless forced.
+  enum class KernelChoice { kAuto, kFused, kReference } kernel = KernelChoice::kAuto;
+  // The text8-format file to train on; empty: config.data.path. Callers
+  // resolve `corpus: text8` to its cached file (see text8_fetch.h).
+  std::string corpus_path;
+  // Where periodic checkpoints go; required when train.checkpoint_every > 0.
+  std::string checkpoint_path;
+};
+
+struct TrainSummary {
+  enum class Outcome {
+    kFinished,  // the step budget is spent and the test split evaluated
+    kStopped,   // the listener asked to stop; resume from a checkpoint
+    kDiverged,  // the loss became NaN or infinite; `message` says where
+  } outcome = Outcome::kFinished;
+  std::string message;
+  int64_t step = 0;
+  double final_train_bpc = 0, final_valid_bpc = 0, test_bpc = 0;
+  double wall_time = 0;
+};
+
+// Resolves a device setting; errors name the setting and the value.
+StatusOr<torch::Device> ParseDevice(const std::string& device);
+
+class Trainer {
+ public:
+  // Loads the corpus, builds and initialises the model from config.train.seed.
+  // Errors (InvalidArgument or NotFound) name the setting and the value: an
+  // unusable device, a corpus shorter than one batch, a byte outside the
+  // alphabet when model.vocab is 27, a missing file.
+  static StatusOr<std::unique_ptr<Trainer>> Create(const RunConfig& config,
+                                                   const TrainerOptions& options);
+
+  // Trains until the step budget is spent (then evaluates the test split) or
+  // the listener asks to stop.
+  StatusOr<TrainSummary> Run(TrainerListener* listener);
+
+  // Writes a checkpoint atomically (temporary file, fsync, rename).
+  Status SaveCheckpoint(const std::string& path) const;
+
+  // Loads a checkpoint written for the same configuration. The file is read
+  // and verified whole before anything changes: a corrupt, truncated or
+  // foreign file is an error that leaves the trainer as it was.
+  Status RestoreCheckpoint(const std::string& path);
+
+  // Validation (or test) bpc of the current parameters.
+  double Evaluate(Split split);
+
+  int64_t step() const { return step_; }
+  const RunConfig& config() const { return config_; }
+  CharRnn& model() { return model_; }
+  torch::Device device() const { return device_; }
+  Kernel kernel() const { return kernel_; }
+  int64_t bytes_per_step() const { return config_.train.batch * config_.train.seq; }
+
+  // One optimizer step; returns the step's mean loss in nats (on the device,
+  // no host sync).
+  torch::Tensor TrainStep();
+
+ private:
+  Trainer(const RunConfig& config, const TrainerOptions& options, torch::Device device,
+          Kernel kernel);
+
+  Status LoadData(const std::string& path);
+  torch::Tensor Window(int64_t window) const;
+  double ElapsedSeconds() const;
+
+  RunConfig config_;
+  TrainerOptions options_;
+  torch::Device device_;
+  Kernel kernel_;
+  CharRnn model_{nullptr};
+
+  torch::Tensor symbols_;       // the whole corpus as uint8 symbols, on the device
+  int64_t train_size_ = 0, valid_begin_ = 0, valid_size_ = 0, test_begin_ = 0, test_size_ = 0;
+  int64_t stream_length_ = 0;   // L
+  int64_t windows_per_epoch_ = 0;
+  torch::Tensor stream_offsets_;  // [T + 1, B] offsets of a window's bytes from its start
+
+  // Adam.
+  torch::Tensor adam_m_, adam_v_, adam_denom_;
+  int64_t adam_step_ = 0;
+
+  // Training progress.
+  int64_t step_ = 0;
+  RecurrentState state_;
+  torch::Tensor loss_sum_;      // sum of step losses (nats) since the last training point
+  int64_t loss_steps_ = 0;
+  double elapsed_before_ = 0;   // training seconds in earlier processes
+  std::chrono::steady_clock::time_point run_started_;
+  bool running_ = false;
+  at::Generator generator_;
+};
+
+// Sets LibTorch's intra-op threads: `threads` if > 0, else the machine's cores.
+// Returns the number in effect.
+int ConfigureThreads(int threads);
+
+}  // namespace ablate
+
+#endif  // ABLATE_WORKER_TRAINER_H_
