@@ -1,0 +1,206 @@
+#include "coordinator/store.h"
+
+#include <fmt/format.h>
+
+#include <iterator>
+
+namespace ablate {
+
+namespace {
+
+// kMigrations[i] takes the schema from version i to version i + 1. Append
+// new versions; never edit a shipped one.
+constexpr const char* kMigrations[] = {
+    R"sql(
+CREATE TABLE sweeps (
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL,
+  description TEXT NOT NULL,
+  spec_text TEXT NOT NULL,
+  spec_hash TEXT NOT NULL,
+  max_attempts INTEGER NOT NULL,
+  lease_ms INTEGER NOT NULL,
+  retry_on_nan INTEGER NOT NULL,
+  created_ms INTEGER NOT NULL,
+  state TEXT NOT NULL CHECK (state IN ('active', 'cancelled'))
+) STRICT;
+CREATE INDEX sweeps_by_name ON sweeps (name, id);
+
+CREATE TABLE workers (
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,
+  host TEXT NOT NULL,
+  device TEXT NOT NULL,
+  threads INTEGER NOT NULL,
+  version TEXT NOT NULL,
+  registered_ms INTEGER NOT NULL,
+  last_seen_ms INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE jobs (
+  id INTEGER PRIMARY KEY,
+  sweep_id INTEGER NOT NULL REFERENCES sweeps (id),
+  ord INTEGER NOT NULL,
+  config_json TEXT NOT NULL,
+  config_hash TEXT NOT NULL,
+  factors_json TEXT NOT NULL,
+  state TEXT NOT NULL
+    CHECK (state IN ('pending', 'running', 'done', 'failed', 'cancelled')),
+  attempts INTEGER NOT NULL DEFAULT 0,
+  -- The worker holding the lease while running; the last one afterwards.
+  lease_owner INTEGER REFERENCES workers (id),
+  lease_token INTEGER NOT NULL DEFAULT 0,
+  lease_expiry_ms INTEGER,
+  checkpoint_step INTEGER NOT NULL DEFAULT 0,
+  checkpoint_file TEXT,
+  checkpoint_bytes INTEGER,
+  checkpoint_sha256 TEXT,
+  -- Progress from the latest heartbeat of the current attempt.
+  step INTEGER NOT NULL DEFAULT 0,
+  steps_total INTEGER NOT NULL DEFAULT 0,
+  bytes_per_s REAL NOT NULL DEFAULT 0,
+  train_bpc REAL,
+  final_train_bpc REAL,
+  final_valid_bpc REAL,
+  final_test_bpc REAL,
+  final_steps INTEGER,
+  final_wall_time REAL,
+  created_ms INTEGER NOT NULL,
+  started_ms INTEGER,
+  finished_ms INTEGER,
+  last_error TEXT NOT NULL DEFAULT '',
+  UNIQUE (sweep_id, config_hash)
+) STRICT;
+-- LeaseJob: the pending job with the lowest order.
+CREATE INDEX jobs_pending ON jobs (ord, sweep_id) WHERE state = 'pending';
+-- The lease sweep: running jobs by expiry.
+CREATE INDEX jobs_running_by_expiry ON jobs (lease_expiry_ms) WHERE state = 'running';
+-- ListWorkers: the jobs each worker runs.
+CREATE INDEX jobs_running_by_owner ON jobs (lease_owner) WHERE state = 'running';
+
+-- Jobs per sweep and state, kept by triggers so that counting is a lookup
+-- rather than a scan on every lease.
+CREATE TABLE job_counts (
+  sweep_id INTEGER NOT NULL,
+  state TEXT NOT NULL,
+  n INTEGER NOT NULL,
+  PRIMARY KEY (sweep_id, state)
+) STRICT, WITHOUT ROWID;
+CREATE TRIGGER jobs_count_insert AFTER INSERT ON jobs BEGIN
+  INSERT INTO job_counts (sweep_id, state, n) VALUES (NEW.sweep_id, NEW.state, 1)
+    ON CONFLICT (sweep_id, state) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER jobs_count_update AFTER UPDATE OF state ON jobs
+  WHEN OLD.state <> NEW.state BEGIN
+  UPDATE job_counts SET n = n - 1 WHERE sweep_id = OLD.sweep_id AND state = OLD.state;
+  INSERT INTO job_counts (sweep_id, state, n) VALUES (NEW.sweep_id, NEW.state, 1)
+    ON CONFLICT (sweep_id, state) DO UPDATE SET n = n + 1;
+END;
+
+CREATE TABLE curve_points (
+  job_id INTEGER NOT NULL REFERENCES jobs (id),
+  split TEXT NOT NULL CHECK (split IN ('train', 'valid', 'test')),
+  step INTEGER NOT NULL,
+  bpc REAL NOT NULL,
+  bytes_seen INTEGER NOT NULL,
+  wall_time REAL NOT NULL,
+  attempt INTEGER NOT NULL,
+  PRIMARY KEY (job_id, split, step)
+) STRICT, WITHOUT ROWID;
+
+-- Every state transition, for audit and debugging.
+CREATE TABLE events (
+  id INTEGER PRIMARY KEY,
+  time_ms INTEGER NOT NULL,
+  sweep_id INTEGER,
+  job_id INTEGER,
+  worker_id INTEGER,
+  kind TEXT NOT NULL,
+  detail TEXT NOT NULL
+) STRICT;
+)sql",
+};
+
+struct Identity {
+  int64_t application_id;
+  int64_t user_version;
+  int64_t objects;  // entries in sqlite_schema
+};
+
+// Reads the header fields without writing anything.
+StatusOr<Identity> ReadIdentity(Database& db) {
+  Identity id{};
+  ABLATE_ASSIGN_OR_RETURN(id.application_id, db.QueryInt("PRAGMA application_id"));
+  ABLATE_ASSIGN_OR_RETURN(id.user_version, db.QueryInt("PRAGMA user_version"));
+  ABLATE_ASSIGN_OR_RETURN(id.objects, db.QueryInt("SELECT COUNT(*) FROM sqlite_schema"));
+  return id;
+}
+
+Status CheckIdentity(const std::string& path, const Identity& id) {
+  bool empty = id.application_id == 0 && id.user_version == 0 && id.objects == 0;
+  if (empty) return Status::OK();
+  if (id.application_id != kStoreApplicationId) {
+    return Status::FailedPrecondition(
+        fmt::format("{} is not an ablate database (application_id {:#x}); refusing to touch it",
+                    path, static_cast<uint32_t>(id.application_id)));
+  }
+  if (id.user_version > kStoreSchemaVersion) {
+    return Status::FailedPrecondition(
+        fmt::format("{} has schema version {}, newer than this binary's {}; use a newer ablate",
+                    path, id.user_version, kStoreSchemaVersion));
+  }
+  return Status::OK();
+}
+
+Status Migrate(Database& db, int64_t from) {
+  ABLATE_RETURN_IF_ERROR(db.Exec("BEGIN IMMEDIATE"));
+  Status status;
+  for (int64_t version = from; version < kStoreSchemaVersion && status.ok(); ++version) {
+    status = db.Exec(kMigrations[version]);
+  }
+  if (status.ok()) {
+    status = db.Exec(fmt::format("PRAGMA application_id = {}; PRAGMA user_version = {}",
+                                 kStoreApplicationId, kStoreSchemaVersion));
+  }
+  if (status.ok()) status = db.Exec("COMMIT");
+  if (!status.ok()) {
+    if (db.InTransaction()) db.Exec("ROLLBACK");
+    return status.WithContext("migrating the schema");
+  }
+  return Status::OK();
+}
+
+static_assert(std::size(kMigrations) == kStoreSchemaVersion, "one migration per schema version");
+
+}  // namespace
+
+StatusOr<std::unique_ptr<Database>> OpenStore(const std::string& path,
+                                              const StoreOptions& options) {
+  ABLATE_ASSIGN_OR_RETURN(
+      auto db, Database::Open(path, Database::Mode::kReadWrite, options.busy_timeout_ms));
+  ABLATE_ASSIGN_OR_RETURN(Identity id, ReadIdentity(*db));
+  ABLATE_RETURN_IF_ERROR(CheckIdentity(path, id));
+  // Only now that the file is known to be ours may it be changed.
+  const char* sync = options.sync == StoreOptions::Sync::kFull ? "FULL" : "NORMAL";
+  ABLATE_RETURN_IF_ERROR(db->Exec(fmt::format(
+      "PRAGMA journal_mode = WAL; PRAGMA synchronous = {}; PRAGMA foreign_keys = ON", sync)));
+  if (id.user_version < kStoreSchemaVersion) ABLATE_RETURN_IF_ERROR(Migrate(*db, id.user_version));
+  return db;
+}
+
+StatusOr<std::unique_ptr<Database>> OpenStoreReadOnly(const std::string& path) {
+  ABLATE_ASSIGN_OR_RETURN(auto db, Database::Open(path, Database::Mode::kReadOnly));
+  ABLATE_ASSIGN_OR_RETURN(Identity id, ReadIdentity(*db));
+  if (id.application_id == 0 && id.objects == 0) {
+    return Status::FailedPrecondition(path + " is empty, not an ablate database");
+  }
+  ABLATE_RETURN_IF_ERROR(CheckIdentity(path, id));
+  if (id.user_version < kStoreSchemaVersion) {
+    return Status::FailedPrecondition(fmt::format(
+        "{} has the older schema version {}; start the coordinator on it once to upgrade it", path,
+        id.user_version));
+  }
+  return db;
+}
+
+}  // namespace ablate

@@ -1,0 +1,178 @@
+#include "coordinator/store_reader.h"
+
+namespace ablate {
+
+const char* SplitName(v1::Split split) {
+  switch (split) {
+    case v1::SPLIT_TRAIN:
+      return "train";
+    case v1::SPLIT_VALID:
+      return "valid";
+    case v1::SPLIT_TEST:
+      return "test";
+    default:
+      return "unspecified";
+  }
+}
+
+v1::Split SplitFromName(const std::string& name) {
+  if (name == "train") return v1::SPLIT_TRAIN;
+  if (name == "valid") return v1::SPLIT_VALID;
+  if (name == "test") return v1::SPLIT_TEST;
+  return v1::SPLIT_UNSPECIFIED;
+}
+
+StatusOr<int64_t> StoreReader::ResolveSweep(const v1::SweepRef& ref) {
+  switch (ref.ref_case()) {
+    case v1::SweepRef::kId: {
+      ABLATE_ASSIGN_OR_RETURN(Rows rows,
+                              db_->Query("SELECT id FROM sweeps WHERE id = ?", ref.id()));
+      ABLATE_ASSIGN_OR_RETURN(bool found, rows.Next());
+      if (!found) return Status::NotFound("no sweep with id " + std::to_string(ref.id()));
+      return ref.id();
+    }
+    case v1::SweepRef::kName: {
+      ABLATE_ASSIGN_OR_RETURN(
+          Rows rows,
+          db_->Query("SELECT id FROM sweeps WHERE name = ? ORDER BY id DESC LIMIT 1", ref.name()));
+      ABLATE_ASSIGN_OR_RETURN(bool found, rows.Next());
+      if (!found) return Status::NotFound("no sweep named '" + ref.name() + "'");
+      return rows.Int(0);
+    }
+    default:
+      return Status::InvalidArgument("a sweep id or name is required");
+  }
+}
+
+Status StoreReader::ListSweeps(v1::ListSweepsResponse* out) {
+  v1::GetStatusResponse status;
+  ABLATE_RETURN_IF_ERROR(AppendSweeps(0, false, &status));
+  for (auto& sweep : *status.mutable_sweeps()) out->add_sweeps()->Swap(sweep.mutable_sweep());
+  return Status::OK();
+}
+
+Status StoreReader::GetStatus(const v1::GetStatusRequest& request, v1::GetStatusResponse* out) {
+  int64_t only_id = 0;
+  if (request.has_sweep()) {
+    ABLATE_ASSIGN_OR_RETURN(only_id, ResolveSweep(request.sweep()));
+  }
+  return AppendSweeps(only_id, true, out);
+}
+
+// `only_id` 0 means every sweep.
+Status StoreReader::AppendSweeps(int64_t only_id, bool with_running, v1::GetStatusResponse* out) {
+  ABLATE_ASSIGN_OR_RETURN(Rows sweeps, db_->Query(R"sql(
+      SELECT s.id, s.name, s.description, s.spec_hash, s.created_ms, s.state,
+             TOTAL(CASE c.state WHEN 'pending' THEN c.n END),
+             TOTAL(CASE c.state WHEN 'running' THEN c.n END),
+             TOTAL(CASE c.state WHEN 'done' THEN c.n END),
+             TOTAL(CASE c.state WHEN 'failed' THEN c.n END),
+             TOTAL(CASE c.state WHEN 'cancelled' THEN c.n END),
+             TOTAL(c.n)
+      FROM sweeps s LEFT JOIN job_counts c ON c.sweep_id = s.id
+      WHERE ?1 = 0 OR s.id = ?1
+      GROUP BY s.id ORDER BY s.id)sql",
+                                                  only_id));
+  while (true) {
+    ABLATE_ASSIGN_OR_RETURN(bool row, sweeps.Next());
+    if (!row) break;
+    v1::SweepSummary* s = out->add_sweeps()->mutable_sweep();
+    s->set_id(sweeps.Int(0));
+    s->set_name(sweeps.Text(1));
+    s->set_description(sweeps.Text(2));
+    s->set_spec_hash(sweeps.Text(3));
+    s->set_created_ms(sweeps.Int(4));
+    s->set_state(sweeps.Text(5));
+    v1::JobCounts* counts = s->mutable_counts();
+    counts->set_pending(sweeps.Int(6));
+    counts->set_running(sweeps.Int(7));
+    counts->set_done(sweeps.Int(8));
+    counts->set_failed(sweeps.Int(9));
+    counts->set_cancelled(sweeps.Int(10));
+    counts->set_total(sweeps.Int(11));
+  }
+  if (!with_running) return Status::OK();
+  for (v1::SweepStatus& status : *out->mutable_sweeps()) {
+    ABLATE_ASSIGN_OR_RETURN(Rows jobs, db_->Query(R"sql(
+        SELECT j.id, j.ord, j.factors_json, j.attempts, j.lease_owner, w.name, j.step,
+               j.steps_total, j.bytes_per_s, j.train_bpc, j.started_ms
+        FROM jobs j LEFT JOIN workers w ON w.id = j.lease_owner
+        WHERE j.state = 'running' AND j.sweep_id = ?
+        ORDER BY j.ord)sql",
+                                                  status.sweep().id()));
+    while (true) {
+      ABLATE_ASSIGN_OR_RETURN(bool row, jobs.Next());
+      if (!row) break;
+      v1::RunningJob* job = status.add_running();
+      job->set_job_id(jobs.Int(0));
+      job->set_order(jobs.Int(1));
+      job->set_factors_json(jobs.Text(2));
+      job->set_attempt(static_cast<int32_t>(jobs.Int(3)));
+      job->set_worker_id(jobs.Int(4));
+      job->set_worker_name(jobs.Text(5));
+      job->set_step(jobs.Int(6));
+      job->set_steps_total(jobs.Int(7));
+      job->set_bytes_per_s(jobs.Double(8));
+      job->set_train_bpc(jobs.Double(9));
+      job->set_started_ms(jobs.Int(10));
+    }
+  }
+  return Status::OK();
+}
+
+Status StoreReader::ListWorkers(v1::ListWorkersResponse* out) {
+  ABLATE_ASSIGN_OR_RETURN(Rows workers, db_->Query(R"sql(
+      SELECT id, name, host, device, threads, version, registered_ms, last_seen_ms
+      FROM workers ORDER BY id)sql"));
+  while (true) {
+    ABLATE_ASSIGN_OR_RETURN(bool row, workers.Next());
+    if (!row) break;
+    v1::WorkerInfo* w = out->add_workers();
+    w->set_id(workers.Int(0));
+    w->set_name(workers.Text(1));
+    w->set_host(workers.Text(2));
+    w->set_device(workers.Text(3));
+    w->set_threads(static_cast<int32_t>(workers.Int(4)));
+    w->set_version(workers.Text(5));
+    w->set_registered_ms(workers.Int(6));
+    w->set_last_seen_ms(workers.Int(7));
+  }
+  for (v1::WorkerInfo& w : *out->mutable_workers()) {
+    ABLATE_ASSIGN_OR_RETURN(
+        Rows jobs,
+        db_->Query("SELECT id FROM jobs WHERE state = 'running' AND lease_owner = ? ORDER BY id",
+                   w.id()));
+    while (true) {
+      ABLATE_ASSIGN_OR_RETURN(bool row, jobs.Next());
+      if (!row) break;
+      w.add_running_job_ids(jobs.Int(0));
+    }
+  }
+  return Status::OK();
+}
+
+StatusOr<std::vector<v1::CurvePoint>> StoreReader::JobCurve(int64_t job_id) {
+  {
+    ABLATE_ASSIGN_OR_RETURN(Rows job, db_->Query("SELECT 1 FROM jobs WHERE id = ?", job_id));
+    ABLATE_ASSIGN_OR_RETURN(bool found, job.Next());
+    if (!found) return Status::NotFound("no job with id " + std::to_string(job_id));
+  }
+  ABLATE_ASSIGN_OR_RETURN(Rows rows, db_->Query(R"sql(
+      SELECT split, step, bpc, bytes_seen, wall_time FROM curve_points
+      WHERE job_id = ? ORDER BY split, step)sql",
+                                                job_id));
+  std::vector<v1::CurvePoint> points;
+  while (true) {
+    ABLATE_ASSIGN_OR_RETURN(bool row, rows.Next());
+    if (!row) break;
+    v1::CurvePoint& p = points.emplace_back();
+    p.set_split(SplitFromName(rows.Text(0)));
+    p.set_step(rows.Int(1));
+    p.set_bpc(rows.Double(2));
+    p.set_bytes_seen(rows.Int(3));
+    p.set_wall_time(rows.Double(4));
+  }
+  return points;
+}
+
+}  // namespace ablate

@@ -1,0 +1,55 @@
+// StoreReader: the read queries over a coordinator database, shared by the
+// coordinator (through its writer thread) and the CLI (on a read-only
+// connection from OpenStoreReadOnly, with no coordinator running).
+//
+// Thread safety: as for the Database it reads.
+#ifndef ABLATE_COORDINATOR_STORE_READER_H_
+#define ABLATE_COORDINATOR_STORE_READER_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "coordinator/sqlite.h"
+#include "proto/ablate.pb.h"
+
+namespace ablate {
+
+// The `split` column's text for a split ("train", "valid", "test").
+const char* SplitName(v1::Split split);
+// SPLIT_UNSPECIFIED for an unknown name.
+v1::Split SplitFromName(const std::string& name);
+
+class StoreReader {
+ public:
+  // `db` must outlive the reader.
+  explicit StoreReader(Database* db) : db_(db) {}
+
+  // The sweep's id: by id (NotFound if unknown) or by name (the newest sweep
+  // with that name; NotFound if none). InvalidArgument when `ref` is empty.
+  StatusOr<int64_t> ResolveSweep(const v1::SweepRef& ref);
+
+  // Every sweep with its job counts, oldest first.
+  Status ListSweeps(v1::ListSweepsResponse* out);
+
+  // The sweep `request.sweep` names, or every sweep when it is unset, with
+  // its counts and its running jobs in order.
+  Status GetStatus(const v1::GetStatusRequest& request, v1::GetStatusResponse* out);
+
+  // Every registered worker with the jobs it runs.
+  Status ListWorkers(v1::ListWorkersResponse* out);
+
+  // A job's stored learning curve, by split and then step. NotFound for an
+  // unknown job.
+  StatusOr<std::vector<v1::CurvePoint>> JobCurve(int64_t job_id);
+
+ private:
+  Status AppendSweeps(int64_t only_id, bool with_running, v1::GetStatusResponse* out);
+
+  Database* const db_;
+};
+
+}  // namespace ablate
+
+#endif  // ABLATE_COORDINATOR_STORE_READER_H_

@@ -1,0 +1,163 @@
+#include "coordinator/store.h"
+
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include <fstream>
+#include <iterator>
+#include <sstream>
+
+#include "coordinator/store_reader.h"
+#include "coordinator/test_util.h"
+
+namespace ablate {
+namespace {
+
+using testing::TempDir;
+
+std::string ReadBytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// Writes a database with the raw C API, as another program would.
+void WriteForeignDatabase(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+}
+
+// Each test runs against a database file and against ":memory:".
+class StoreTest : public ::testing::TestWithParam<bool> {
+ protected:
+  bool in_memory() const { return GetParam(); }
+  std::string path() const { return in_memory() ? ":memory:" : dir_.File("ablate.db"); }
+
+  TempDir dir_;
+};
+
+INSTANTIATE_TEST_SUITE_P(Backends, StoreTest, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "Memory" : "File"; });
+
+TEST_P(StoreTest, NewDatabaseGetsSchemaAndIdentity) {
+  auto db = OpenStore(path());
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  EXPECT_EQ(*(*db)->QueryInt("PRAGMA application_id"), kStoreApplicationId);
+  EXPECT_EQ(*(*db)->QueryInt("PRAGMA user_version"), kStoreSchemaVersion);
+  for (const char* table : {"sweeps", "jobs", "workers", "curve_points", "events", "job_counts"}) {
+    EXPECT_EQ(*(*db)->QueryInt("SELECT COUNT(*) FROM sqlite_schema WHERE name = ?", table), 1)
+        << table;
+  }
+  if (!in_memory()) {
+    auto mode = (*db)->Query("PRAGMA journal_mode");
+    ASSERT_TRUE(mode.ok());
+    ASSERT_TRUE(*mode->Next());
+    EXPECT_EQ(mode->Text(0), "wal");
+  }
+}
+
+TEST_P(StoreTest, JobCountsFollowJobStates) {
+  auto db = OpenStore(path());
+  ASSERT_TRUE(db.ok());
+  Database& d = **db;
+  ASSERT_TRUE(d.Exec("INSERT INTO sweeps (name, description, spec_text, spec_hash, max_attempts, "
+                     "lease_ms, retry_on_nan, created_ms, state) "
+                     "VALUES ('s', '', '', 'h', 1, 1000, 0, 0, 'active')")
+                  .ok());
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(d.Run("INSERT INTO jobs (sweep_id, ord, config_json, config_hash, factors_json, "
+                      "state, created_ms) VALUES (1, ?, '{}', ?, '{}', 'pending', 0)",
+                      i, std::to_string(i))
+                    .ok());
+  }
+  ASSERT_TRUE(d.Exec("UPDATE jobs SET state = 'running' WHERE ord = 0").ok());
+  v1::ListSweepsResponse sweeps;
+  ASSERT_TRUE(StoreReader(&d).ListSweeps(&sweeps).ok());
+  ASSERT_EQ(sweeps.sweeps_size(), 1);
+  EXPECT_EQ(sweeps.sweeps(0).counts().pending(), 2);
+  EXPECT_EQ(sweeps.sweeps(0).counts().running(), 1);
+  EXPECT_EQ(sweeps.sweeps(0).counts().total(), 3);
+}
+
+TEST_P(StoreTest, ReopenKeepsData) {
+  if (in_memory()) GTEST_SKIP() << "an in-memory database ends with its connection";
+  {
+    auto db = OpenStore(path());
+    ASSERT_TRUE(db.ok());
+    ASSERT_TRUE((*db)
+                    ->Run("INSERT INTO workers (name, host, device, threads, version, "
+                          "registered_ms, last_seen_ms) VALUES ('w', 'h', 'cpu', 2, 'v', 1, 1)")
+                    .ok());
+  }
+  auto db = OpenStore(path());
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  EXPECT_EQ(*(*db)->QueryInt("SELECT COUNT(*) FROM workers WHERE name = 'w'"), 1);
+}
+
+TEST_P(StoreTest, ForeignDatabaseIsRefusedUntouched) {
+  if (in_memory()) GTEST_SKIP() << "needs a file written by someone else";
+  WriteForeignDatabase(path(),
+                       "CREATE TABLE photos (id INTEGER PRIMARY KEY); "
+                       "INSERT INTO photos VALUES (1)");
+  std::string before = ReadBytes(path());
+  auto db = OpenStore(path());
+  ASSERT_FALSE(db.ok());
+  EXPECT_EQ(db.status().code(), Status::kFailedPrecondition);
+  EXPECT_NE(db.status().message().find("not an ablate database"), std::string::npos);
+  EXPECT_EQ(ReadBytes(path()), before);
+  EXPECT_FALSE(std::filesystem::exists(path() + "-wal"));
+}
+
+TEST_P(StoreTest, NonSqliteFileIsRefusedUntouched) {
+  if (in_memory()) GTEST_SKIP() << "needs a file";
+  std::string text(4096, 'x');
+  std::ofstream(path(), std::ios::binary) << text;
+  auto db = OpenStore(path());
+  ASSERT_FALSE(db.ok());
+  EXPECT_EQ(db.status().code(), Status::kDataLoss) << db.status().ToString();
+  EXPECT_EQ(ReadBytes(path()), text);
+}
+
+TEST_P(StoreTest, NewerSchemaIsRefusedUntouched) {
+  if (in_memory()) GTEST_SKIP() << "needs a file";
+  ASSERT_TRUE(OpenStore(path()).ok());
+  WriteForeignDatabase(path(), "PRAGMA user_version = " + std::to_string(kStoreSchemaVersion + 1));
+  std::string before = ReadBytes(path());
+  auto db = OpenStore(path());
+  ASSERT_FALSE(db.ok());
+  EXPECT_EQ(db.status().code(), Status::kFailedPrecondition);
+  EXPECT_NE(db.status().message().find("newer"), std::string::npos) << db.status().ToString();
+  EXPECT_EQ(ReadBytes(path()), before);
+  EXPECT_EQ(OpenStoreReadOnly(path()).status().code(), Status::kFailedPrecondition);
+}
+
+TEST_P(StoreTest, ReadOnlyOpenReadsButCannotWrite) {
+  if (in_memory()) GTEST_SKIP() << "a read-only open needs an existing file";
+  {
+    auto db = OpenStore(path());
+    ASSERT_TRUE(db.ok());
+    ASSERT_TRUE((*db)
+                    ->Run("INSERT INTO workers (name, host, device, threads, version, "
+                          "registered_ms, last_seen_ms) VALUES ('w', 'h', 'cpu', 2, 'v', 1, 1)")
+                    .ok());
+  }
+  auto db = OpenStoreReadOnly(path());
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  v1::ListWorkersResponse workers;
+  ASSERT_TRUE(StoreReader(db->get()).ListWorkers(&workers).ok());
+  ASSERT_EQ(workers.workers_size(), 1);
+  EXPECT_EQ(workers.workers(0).name(), "w");
+  Status write = (*db)->Run("DELETE FROM workers");
+  EXPECT_EQ(write.code(), Status::kUnavailable) << write.ToString();
+  EXPECT_EQ(*(*db)->QueryInt("SELECT COUNT(*) FROM workers"), 1);
+}
+
+TEST_P(StoreTest, ReadOnlyOpenOfMissingFileIsNotFound) {
+  if (in_memory()) GTEST_SKIP() << "needs a path";
+  EXPECT_EQ(OpenStoreReadOnly(path()).status().code(), Status::kNotFound);
+  EXPECT_FALSE(std::filesystem::exists(path()));
+}
+
+}  // namespace
+}  // namespace ablate
