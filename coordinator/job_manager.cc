@@ -1,0 +1,443 @@
+#include "coordinator/job_manager.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "coordinator/events.h"
+#include "coordinator/store_reader.h"
+
+namespace ablate {
+
+namespace {
+
+// Long errors (a whole stack trace) are cut: the table shows them in one line.
+constexpr size_t kMaxErrorBytes = 4096;
+// A lease survives two lost heartbeats.
+constexpr int kHeartbeatsPerLease = 3;
+// Bounds a single report; the 8 MiB message limit comes first in practice.
+constexpr int kMaxPointsPerReport = 100'000;
+
+Status StalePrecondition(const JobRow& job, const std::string& why) {
+  return Status::FailedPrecondition(fmt::format("stale lease on job {}: {}", job.id, why));
+}
+
+Status ValidatePoints(const v1::ReportPointsRequest& request) {
+  if (request.points_size() > kMaxPointsPerReport) {
+    return Status::InvalidArgument(fmt::format("{} points in one report; at most {}",
+                                               request.points_size(), kMaxPointsPerReport));
+  }
+  int64_t last_step[v1::Split_ARRAYSIZE];
+  std::fill(std::begin(last_step), std::end(last_step), -1);
+  for (int i = 0; i < request.points_size(); ++i) {
+    const v1::CurvePoint& p = request.points(i);
+    auto invalid = [&](const std::string& why) {
+      return Status::InvalidArgument(
+          fmt::format("point {} ({} step {}): {}", i, SplitName(p.split()), p.step(), why));
+    };
+    if (p.split() != v1::SPLIT_TRAIN && p.split() != v1::SPLIT_VALID &&
+        p.split() != v1::SPLIT_TEST) {
+      return invalid("unknown split");
+    }
+    if (p.step() < 0) return invalid("negative step");
+    if (!std::isfinite(p.bpc())) return invalid("bpc is not finite");
+    if (p.bytes_seen() < 0) return invalid("negative bytes_seen");
+    if (!std::isfinite(p.wall_time()) || p.wall_time() < 0) return invalid("bad wall_time");
+    if (p.step() <= last_step[p.split()]) return invalid("steps do not increase within the split");
+    last_step[p.split()] = p.step();
+  }
+  return Status::OK();
+}
+
+Status ValidateMetrics(const v1::FinalMetrics& m) {
+  for (double value : {m.train_bpc(), m.valid_bpc(), m.test_bpc(), m.wall_time()}) {
+    if (!std::isfinite(value)) return Status::InvalidArgument("final metrics must be finite");
+  }
+  if (m.steps() < 0) return Status::InvalidArgument("final steps must not be negative");
+  return Status::OK();
+}
+
+std::optional<double> Finite(double value) {
+  if (!std::isfinite(value)) return std::nullopt;
+  return value;
+}
+
+std::string Truncate(const std::string& text) {
+  return text.size() <= kMaxErrorBytes ? text : text.substr(0, kMaxErrorBytes);
+}
+
+}  // namespace
+
+StatusOr<JobRow> JobManager::ReadJob(Database& db, int64_t job_id) {
+  ABLATE_ASSIGN_OR_RETURN(Rows rows, db.Query(R"sql(
+      SELECT j.id, j.sweep_id, j.state, j.attempts, COALESCE(j.lease_owner, 0), j.lease_token,
+             j.checkpoint_step, s.max_attempts, s.lease_ms, s.retry_on_nan
+      FROM jobs j JOIN sweeps s ON s.id = j.sweep_id WHERE j.id = ?)sql",
+                                              job_id));
+  ABLATE_ASSIGN_OR_RETURN(bool found, rows.Next());
+  if (!found) return Status::NotFound(fmt::format("no job with id {}", job_id));
+  JobRow job;
+  job.id = rows.Int(0);
+  job.sweep_id = rows.Int(1);
+  job.state = rows.Text(2);
+  job.attempts = rows.Int(3);
+  job.lease_owner = rows.Int(4);
+  job.lease_token = rows.Int(5);
+  job.checkpoint_step = rows.Int(6);
+  job.max_attempts = rows.Int(7);
+  job.lease_ms = rows.Int(8);
+  job.retry_on_nan = rows.Int(9) != 0;
+  return job;
+}
+
+StatusOr<JobRow> JobManager::CheckLease(Database& db, int64_t job_id, int64_t lease_token) {
+  ABLATE_ASSIGN_OR_RETURN(JobRow job, ReadJob(db, job_id));
+  if (job.lease_token != lease_token) {
+    return StalePrecondition(
+        job, fmt::format("the current lease token is {}, not {}", job.lease_token, lease_token));
+  }
+  if (job.state != "running") return StalePrecondition(job, "the job is " + job.state);
+  return job;
+}
+
+void JobManager::LeaseJob(const v1::LeaseJobRequest& request, v1::LeaseJobResponse* reply,
+                          Writer::Done done) {
+  writer_->Submit(
+      [this, &request, reply](Database& db) { return Lease(db, request.worker_id(), reply); },
+      std::move(done));
+}
+
+Status JobManager::Lease(Database& db, int64_t worker_id, v1::LeaseJobResponse* reply) {
+  int64_t now = clock_->NowMs();
+  ABLATE_RETURN_IF_ERROR(
+      db.Run("UPDATE workers SET last_seen_ms = ? WHERE id = ?", now, worker_id));
+  if (db.Changes() == 0) {
+    return Status::NotFound(fmt::format("no worker with id {}; register again", worker_id));
+  }
+  ABLATE_RETURN_IF_ERROR(ExpireOverdue(db, now));
+
+  ABLATE_ASSIGN_OR_RETURN(Rows next, db.Query(R"sql(
+      SELECT j.id, j.checkpoint_step, s.id, s.name, s.lease_ms
+      FROM jobs j JOIN sweeps s ON s.id = j.sweep_id
+      WHERE j.state = 'pending' ORDER BY j.ord, j.sweep_id LIMIT 1)sql"));
+  ABLATE_ASSIGN_OR_RETURN(bool found, next.Next());
+  if (found) {
+    v1::JobLease* lease = reply->mutable_job();
+    lease->set_job_id(next.Int(0));
+    lease->set_checkpoint_step(next.Int(1));
+    lease->set_sweep_id(next.Int(2));
+    lease->set_sweep_name(next.Text(3));
+    int64_t lease_ms = next.Int(4);
+    lease->set_lease_seconds(lease_ms / 1000.0);
+    lease->set_heartbeat_seconds(lease_ms / 1000.0 / kHeartbeatsPerLease);
+
+    ABLATE_ASSIGN_OR_RETURN(Rows leased, db.Query(R"sql(
+        UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = ?,
+                        lease_token = lease_token + 1, lease_expiry_ms = ?, started_ms = ?,
+                        step = checkpoint_step, steps_total = 0, bytes_per_s = 0,
+                        train_bpc = NULL
+        WHERE id = ? RETURNING attempts, lease_token, config_json, factors_json)sql",
+                                                  worker_id, now + lease_ms, now, lease->job_id()));
+    ABLATE_ASSIGN_OR_RETURN(bool updated, leased.Next());
+    if (!updated) return Status::Internal("leasing a pending job changed nothing");
+    lease->set_attempt(static_cast<int32_t>(leased.Int(0)));
+    lease->set_lease_token(leased.Int(1));
+    lease->set_config_json(leased.Text(2));
+    lease->set_factors_json(leased.Text(3));
+
+    // Points the previous attempt reported after its checkpoint are
+    // superseded by the ones this attempt will report from there on.
+    ABLATE_RETURN_IF_ERROR(db.Run("DELETE FROM curve_points WHERE job_id = ? AND step > ?",
+                                  lease->job_id(), lease->checkpoint_step()));
+    ABLATE_RETURN_IF_ERROR(
+        RecordEvent(db, {now, lease->sweep_id(), lease->job_id(), worker_id, "lease",
+                         fmt::format("attempt {}, token {}, from step {}", lease->attempt(),
+                                     lease->lease_token(), lease->checkpoint_step())}));
+  }
+
+  ABLATE_ASSIGN_OR_RETURN(Rows counts, db.Query(R"sql(
+      SELECT TOTAL(CASE state WHEN 'pending' THEN n END),
+             TOTAL(CASE state WHEN 'running' THEN n END)
+      FROM job_counts)sql"));
+  ABLATE_ASSIGN_OR_RETURN(bool row, counts.Next());
+  if (!row) return Status::Internal("job counts returned no row");
+  reply->set_pending_jobs(counts.Int(0));
+  reply->set_running_jobs(counts.Int(1));
+  return Status::OK();
+}
+
+Status JobManager::ExpireOverdue(Database& db, int64_t now) {
+  struct Expired {
+    int64_t id, sweep_id, attempts, max_attempts, owner;
+    std::string owner_name;
+  };
+  std::vector<Expired> expired;
+  {
+    ABLATE_ASSIGN_OR_RETURN(Rows rows, db.Query(R"sql(
+        SELECT j.id, j.sweep_id, j.attempts, s.max_attempts, COALESCE(j.lease_owner, 0),
+               COALESCE(w.name, '?')
+        FROM jobs j JOIN sweeps s ON s.id = j.sweep_id
+             LEFT JOIN workers w ON w.id = j.lease_owner
+        WHERE j.state = 'running' AND j.lease_expiry_ms < ?)sql",
+                                                now));
+    while (true) {
+      ABLATE_ASSIGN_OR_RETURN(bool row, rows.Next());
+      if (!row) break;
+      expired.push_back(
+          Expired{rows.Int(0), rows.Int(1), rows.Int(2), rows.Int(3), rows.Int(4), rows.Text(5)});
+    }
+  }
+  for (const Expired& job : expired) {
+    bool exhausted = job.attempts >= job.max_attempts;
+    std::string error = fmt::format("lease expired on worker {} (attempt {} of {})", job.owner_name,
+                                    job.attempts, job.max_attempts);
+    ABLATE_RETURN_IF_ERROR(db.Run(R"sql(
+        UPDATE jobs SET state = ?1, last_error = ?2, lease_expiry_ms = NULL,
+                        finished_ms = CASE ?1 WHEN 'failed' THEN ?3 END
+        WHERE id = ?4)sql",
+                                  exhausted ? "failed" : "pending", error, now, job.id));
+    ABLATE_RETURN_IF_ERROR(RecordEvent(
+        db, {now, job.sweep_id, job.id, job.owner, exhausted ? "expire_failed" : "expire", error}));
+  }
+  return Status::OK();
+}
+
+void JobManager::Heartbeat(const v1::HeartbeatRequest& request, v1::HeartbeatResponse* reply,
+                           Writer::Done done) {
+  const v1::Progress& progress = request.progress();
+  if (progress.step() < 0 || progress.steps_total() < 0) {
+    return done(Status::InvalidArgument("progress steps must not be negative"));
+  }
+  writer_->Submit(
+      [this, &request, reply](Database& db) -> Status {
+        ABLATE_ASSIGN_OR_RETURN(JobRow job, ReadJob(db, request.job_id()));
+        if (job.lease_token != request.lease_token()) {
+          reply->set_state(v1::LEASE_STATE_LOST);
+          return Status::OK();
+        }
+        if (job.state != "running") {
+          reply->set_state(job.state == "cancelled" ? v1::LEASE_STATE_CANCELLED
+                                                    : v1::LEASE_STATE_LOST);
+          return Status::OK();
+        }
+        int64_t now = clock_->NowMs();
+        const v1::Progress& p = request.progress();
+        // The loss may blow up between heartbeats; that is FailJob's news, and
+        // must not cost the lease here.
+        ABLATE_RETURN_IF_ERROR(db.Run(R"sql(
+            UPDATE jobs SET lease_expiry_ms = ?, step = ?, steps_total = ?, bytes_per_s = ?,
+                            train_bpc = ?
+            WHERE id = ?)sql",
+                                      now + job.lease_ms, p.step(), p.steps_total(),
+                                      Finite(p.bytes_per_s()).value_or(0.0), Finite(p.train_bpc()),
+                                      job.id));
+        ABLATE_RETURN_IF_ERROR(
+            db.Run("UPDATE workers SET last_seen_ms = ? WHERE id = ?", now, job.lease_owner));
+        reply->set_state(v1::LEASE_STATE_ACTIVE);
+        return Status::OK();
+      },
+      std::move(done));
+}
+
+void JobManager::ReportPoints(const v1::ReportPointsRequest& request, Writer::Done done) {
+  Status invalid = ValidatePoints(request);
+  if (!invalid.ok()) return done(invalid);
+  writer_->Submit(
+      [&request](Database& db) -> Status {
+        ABLATE_ASSIGN_OR_RETURN(JobRow job,
+                                CheckLease(db, request.job_id(), request.lease_token()));
+        for (const v1::CurvePoint& p : request.points()) {
+          // Same key, same values: a retried report rewrites what is there.
+          ABLATE_RETURN_IF_ERROR(db.Run(R"sql(
+              INSERT OR REPLACE INTO curve_points
+                (job_id, split, step, bpc, bytes_seen, wall_time, attempt)
+              VALUES (?, ?, ?, ?, ?, ?, ?))sql",
+                                        job.id, SplitName(p.split()), p.step(), p.bpc(),
+                                        p.bytes_seen(), p.wall_time(), job.attempts));
+        }
+        return Status::OK();
+      },
+      std::move(done));
+}
+
+void JobManager::CompleteJob(const v1::CompleteJobRequest& request, Writer::Done done) {
+  Status invalid = ValidateMetrics(request.metrics());
+  if (!invalid.ok()) return done(invalid);
+  writer_->Submit(
+      [this, &request](Database& db) -> Status {
+        ABLATE_ASSIGN_OR_RETURN(JobRow job, ReadJob(db, request.job_id()));
+        if (job.lease_token != request.lease_token()) {
+          return StalePrecondition(job, fmt::format("the current lease token is {}, not {}",
+                                                    job.lease_token, request.lease_token()));
+        }
+        if (job.state == "done") return Status::OK();  // a retried completion
+        if (job.state != "running") return StalePrecondition(job, "the job is " + job.state);
+        int64_t now = clock_->NowMs();
+        const v1::FinalMetrics& m = request.metrics();
+        auto metric = [](bool has, double value) {
+          return has ? std::optional<double>(value) : std::nullopt;
+        };
+        ABLATE_RETURN_IF_ERROR(db.Run(
+            R"sql(
+            UPDATE jobs SET state = 'done', finished_ms = ?, lease_expiry_ms = NULL,
+                            final_train_bpc = ?, final_valid_bpc = ?, final_test_bpc = ?,
+                            final_steps = ?, final_wall_time = ?
+            WHERE id = ?)sql",
+            now, metric(m.has_train_bpc(), m.train_bpc()), metric(m.has_valid_bpc(), m.valid_bpc()),
+            metric(m.has_test_bpc(), m.test_bpc()),
+            request.has_metrics() ? std::optional<int64_t>(m.steps()) : std::nullopt,
+            request.has_metrics() ? std::optional<double>(m.wall_time()) : std::nullopt, job.id));
+        return RecordEvent(db, {now, job.sweep_id, job.id, job.lease_owner, "complete", ""});
+      },
+      std::move(done));
+}
+
+void JobManager::FailJob(const v1::FailJobRequest& request, v1::FailJobResponse* reply,
+                         Writer::Done done) {
+  writer_->Submit(
+      [this, &request, reply](Database& db) -> Status {
+        ABLATE_ASSIGN_OR_RETURN(JobRow job, ReadJob(db, request.job_id()));
+        if (job.lease_token != request.lease_token()) {
+          return StalePrecondition(job, fmt::format("the current lease token is {}, not {}",
+                                                    job.lease_token, request.lease_token()));
+        }
+        // Not re-leased since: a retried FailJob, answered as the first was.
+        if (job.state == "pending" || job.state == "failed") {
+          reply->set_will_retry(job.state == "pending");
+          return Status::OK();
+        }
+        if (job.state != "running") return StalePrecondition(job, "the job is " + job.state);
+        bool attempts_left = job.attempts < job.max_attempts;
+        bool retry =
+            attempts_left && (request.non_finite_loss() ? job.retry_on_nan : request.retryable());
+        int64_t now = clock_->NowMs();
+        std::string error = Truncate(request.error());
+        ABLATE_RETURN_IF_ERROR(db.Run(R"sql(
+            UPDATE jobs SET state = ?1, last_error = ?2, lease_expiry_ms = NULL,
+                            finished_ms = CASE ?1 WHEN 'failed' THEN ?3 END
+            WHERE id = ?4)sql",
+                                      retry ? "pending" : "failed", error, now, job.id));
+        reply->set_will_retry(retry);
+        return RecordEvent(
+            db, {now, job.sweep_id, job.id, job.lease_owner, retry ? "fail_retry" : "fail", error});
+      },
+      std::move(done));
+}
+
+void JobManager::ReleaseJob(const v1::ReleaseJobRequest& request, Writer::Done done) {
+  writer_->Submit(
+      [this, &request](Database& db) -> Status {
+        ABLATE_ASSIGN_OR_RETURN(JobRow job, ReadJob(db, request.job_id()));
+        if (job.lease_token != request.lease_token()) {
+          return StalePrecondition(job, fmt::format("the current lease token is {}, not {}",
+                                                    job.lease_token, request.lease_token()));
+        }
+        if (job.state == "pending") return Status::OK();  // a retried release
+        if (job.state != "running") return StalePrecondition(job, "the job is " + job.state);
+        int64_t now = clock_->NowMs();
+        ABLATE_RETURN_IF_ERROR(db.Run(
+            "UPDATE jobs SET state = 'pending', attempts = attempts - 1, lease_expiry_ms = NULL "
+            "WHERE id = ?",
+            job.id));
+        return RecordEvent(db, {now, job.sweep_id, job.id, job.lease_owner, "release",
+                                Truncate(request.reason())});
+      },
+      std::move(done));
+}
+
+void JobManager::Cancel(const v1::CancelRequest& request, v1::CancelResponse* reply,
+                        Writer::Done done) {
+  writer_->Submit(
+      [this, &request, reply](Database& db) -> Status {
+        int64_t now = clock_->NowMs();
+        if (request.has_sweep()) {
+          ABLATE_ASSIGN_OR_RETURN(int64_t sweep_id, StoreReader(&db).ResolveSweep(request.sweep()));
+          ABLATE_RETURN_IF_ERROR(db.Run(R"sql(
+              INSERT INTO events (time_ms, sweep_id, job_id, worker_id, kind, detail)
+              SELECT ?, sweep_id, id, lease_owner, 'cancel', 'was ' || state FROM jobs
+              WHERE sweep_id = ? AND state IN ('pending', 'running'))sql",
+                                        now, sweep_id));
+          ABLATE_RETURN_IF_ERROR(db.Run(R"sql(
+              UPDATE jobs SET state = 'cancelled', finished_ms = ?, lease_expiry_ms = NULL
+              WHERE sweep_id = ? AND state IN ('pending', 'running'))sql",
+                                        now, sweep_id));
+          reply->set_jobs_cancelled(db.Changes());
+          return db.Run("UPDATE sweeps SET state = 'cancelled' WHERE id = ?", sweep_id);
+        }
+        if (request.target_case() != v1::CancelRequest::kJobId) {
+          return Status::InvalidArgument("cancel needs a sweep or a job id");
+        }
+        ABLATE_ASSIGN_OR_RETURN(JobRow job, ReadJob(db, request.job_id()));
+        if (job.state != "pending" && job.state != "running") return Status::OK();
+        ABLATE_RETURN_IF_ERROR(
+            db.Run("UPDATE jobs SET state = 'cancelled', finished_ms = ?, lease_expiry_ms = NULL "
+                   "WHERE id = ?",
+                   now, job.id));
+        reply->set_jobs_cancelled(1);
+        return RecordEvent(
+            db, {now, job.sweep_id, job.id, job.lease_owner, "cancel", "was " + job.state});
+      },
+      std::move(done));
+}
+
+void JobManager::Retry(const v1::RetryRequest& request, v1::RetryResponse* reply,
+                       Writer::Done done) {
+  writer_->Submit(
+      [this, &request, reply](Database& db) -> Status {
+        int64_t now = clock_->NowMs();
+        int64_t sweep_id = 0;
+        if (request.has_sweep()) {
+          ABLATE_ASSIGN_OR_RETURN(sweep_id, StoreReader(&db).ResolveSweep(request.sweep()));
+          ABLATE_RETURN_IF_ERROR(db.Run(R"sql(
+              INSERT INTO events (time_ms, sweep_id, job_id, worker_id, kind, detail)
+              SELECT ?, sweep_id, id, NULL, 'retry', 'was ' || state FROM jobs
+              WHERE sweep_id = ? AND state IN ('failed', 'cancelled'))sql",
+                                        now, sweep_id));
+          ABLATE_RETURN_IF_ERROR(db.Run(R"sql(
+              UPDATE jobs SET state = 'pending', attempts = 0, finished_ms = NULL
+              WHERE sweep_id = ? AND state IN ('failed', 'cancelled'))sql",
+                                        sweep_id));
+          reply->set_jobs_retried(db.Changes());
+        } else if (request.target_case() == v1::RetryRequest::kJobId) {
+          ABLATE_ASSIGN_OR_RETURN(JobRow job, ReadJob(db, request.job_id()));
+          if (job.state != "failed" && job.state != "cancelled") return Status::OK();
+          sweep_id = job.sweep_id;
+          ABLATE_RETURN_IF_ERROR(db.Run(
+              "UPDATE jobs SET state = 'pending', attempts = 0, finished_ms = NULL WHERE id = ?",
+              job.id));
+          reply->set_jobs_retried(1);
+          ABLATE_RETURN_IF_ERROR(RecordEvent(
+              db, {now, job.sweep_id, job.id, std::nullopt, "retry", "was " + job.state}));
+        } else {
+          return Status::InvalidArgument("retry needs a sweep or a job id");
+        }
+        // A sweep with pending jobs is running again, whatever cancelled it.
+        return db.Run("UPDATE sweeps SET state = 'active' WHERE id = ?", sweep_id);
+      },
+      std::move(done));
+}
+
+void JobManager::ExpireLeases(Writer::Done done) {
+  writer_->Submit([this](Database& db) { return ExpireOverdue(db, clock_->NowMs()); },
+                  std::move(done));
+}
+
+void JobManager::RenewLeasesAfterRestart(Writer::Done done) {
+  writer_->Submit(
+      [this](Database& db) -> Status {
+        int64_t now = clock_->NowMs();
+        ABLATE_RETURN_IF_ERROR(db.Run(R"sql(
+            UPDATE jobs
+            SET lease_expiry_ms = ? + (SELECT lease_ms FROM sweeps WHERE sweeps.id = jobs.sweep_id)
+            WHERE state = 'running')sql",
+                                      now));
+        int64_t renewed = db.Changes();
+        return RecordEvent(db, {now, std::nullopt, std::nullopt, std::nullopt, "start",
+                                fmt::format("renewed {} leases", renewed)});
+      },
+      std::move(done));
+}
+
+}  // namespace ablate

@@ -1,0 +1,98 @@
+// JobManager: the scheduler. Hands out jobs under leases, extends and fences
+// them, takes their results, and returns abandoned jobs to the queue.
+//
+// Scheduling: LeaseJob offers the pending job with the lowest order across
+// all sweeps, the older sweep first among equal orders. Sweeps therefore
+// interleave: a sweep launched later starts at once instead of waiting for
+// earlier ones to drain, and every sweep's grid fills in the spec's balanced
+// order. A job coming back (expired, released, retried) keeps its order, so
+// it is offered again before fresh ones.
+//
+// Leases: a lease lasts the sweep's lease_seconds after the latest heartbeat.
+// Every lease gives the job a new lease_token (the previous one plus 1); a
+// request carrying any other token, or about a job that is not running, is
+// fenced off with FailedPrecondition and changes nothing. An expired lease is
+// noticed by ExpireLeases (the server calls it every second) and lazily by
+// LeaseJob; until then the job still belongs to its worker.
+//
+// Thread safety: every method may be called from any thread; `done` runs on
+// the writer thread once the effect is committed. Requests and replies must
+// stay alive until `done` runs.
+#ifndef ABLATE_COORDINATOR_JOB_MANAGER_H_
+#define ABLATE_COORDINATOR_JOB_MANAGER_H_
+
+#include <cstdint>
+#include <string>
+
+#include "common/status.h"
+#include "coordinator/clock.h"
+#include "coordinator/sqlite.h"
+#include "coordinator/writer.h"
+#include "proto/ablate.pb.h"
+
+namespace ablate {
+
+// The scheduling state of a job, as stored.
+struct JobRow {
+  int64_t id = 0;
+  int64_t sweep_id = 0;
+  std::string state;
+  int64_t attempts = 0;
+  int64_t lease_owner = 0;
+  int64_t lease_token = 0;
+  int64_t checkpoint_step = 0;
+  int64_t max_attempts = 0;
+  int64_t lease_ms = 0;
+  bool retry_on_nan = false;
+};
+
+class JobManager {
+ public:
+  // `writer` and `clock` must outlive the manager.
+  JobManager(Writer* writer, Clock* clock) : writer_(writer), clock_(clock) {}
+
+  // NotFound for an unknown worker (it must register again).
+  void LeaseJob(const v1::LeaseJobRequest& request, v1::LeaseJobResponse* reply, Writer::Done done);
+  void Heartbeat(const v1::HeartbeatRequest& request, v1::HeartbeatResponse* reply,
+                 Writer::Done done);
+  // InvalidArgument (nothing stored) for a negative step, a non-finite value,
+  // an unknown split or steps that do not increase within a split.
+  void ReportPoints(const v1::ReportPointsRequest& request, Writer::Done done);
+  // Completing a done job again with its token is OK.
+  void CompleteJob(const v1::CompleteJobRequest& request, Writer::Done done);
+  // The job goes back to pending while attempts remain and the failure is
+  // retryable (for a non-finite loss: while the sweep's retry_on_nan is set);
+  // otherwise it fails, keeping `error`.
+  void FailJob(const v1::FailJobRequest& request, v1::FailJobResponse* reply, Writer::Done done);
+  // Back to pending at once; the attempt does not count.
+  void ReleaseJob(const v1::ReleaseJobRequest& request, Writer::Done done);
+
+  // Pending and running jobs of the target become cancelled.
+  void Cancel(const v1::CancelRequest& request, v1::CancelResponse* reply, Writer::Done done);
+  // Failed and cancelled jobs of the target become pending with no attempts.
+  void Retry(const v1::RetryRequest& request, v1::RetryResponse* reply, Writer::Done done);
+
+  // Every running job whose lease expired goes back to pending, or fails once
+  // it used all its attempts.
+  void ExpireLeases(Writer::Done done);
+  // For a coordinator starting on an existing database: its workers could not
+  // heartbeat while it was down, so every running job gets a fresh lease.
+  void RenewLeasesAfterRestart(Writer::Done done);
+
+  // On the writer thread: the job, if `lease_token` is its current lease;
+  // NotFound or FailedPrecondition ("stale lease ...") otherwise.
+  static StatusOr<JobRow> CheckLease(Database& db, int64_t job_id, int64_t lease_token);
+  // On the writer thread: the job with its sweep's schedule; NotFound if none.
+  static StatusOr<JobRow> ReadJob(Database& db, int64_t job_id);
+
+ private:
+  Status Lease(Database& db, int64_t worker_id, v1::LeaseJobResponse* reply);
+  Status ExpireOverdue(Database& db, int64_t now);
+
+  Writer* const writer_;
+  Clock* const clock_;
+};
+
+}  // namespace ablate
+
+#endif  // ABLATE_COORDINATOR_JOB_MANAGER_H_

@@ -1,0 +1,122 @@
+#include "coordinator/sweep_manager.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <memory>
+#include <vector>
+
+#include "common/spec.h"
+#include "coordinator/events.h"
+#include "coordinator/store_reader.h"
+
+namespace ablate {
+
+namespace {
+
+// What a launch writes, computed before it reaches the writer thread.
+struct ExpandedSweep {
+  SweepSpec spec;
+  std::string spec_hash;
+  std::vector<Job> jobs;
+  bool extend = false;
+};
+
+Status WriteLaunch(Database& db, const ExpandedSweep& sweep, int64_t now,
+                   v1::LaunchResponse* reply) {
+  const SweepSpec& spec = sweep.spec;
+  int64_t lease_ms = std::llround(spec.schedule.lease_seconds * 1000);
+  std::optional<int64_t> newest;
+  std::string newest_hash;
+  {
+    ABLATE_ASSIGN_OR_RETURN(
+        Rows rows,
+        db.Query("SELECT id, spec_hash FROM sweeps WHERE name = ? ORDER BY id DESC LIMIT 1",
+                 spec.name));
+    ABLATE_ASSIGN_OR_RETURN(bool found, rows.Next());
+    if (found) {
+      newest = rows.Int(0);
+      newest_hash = rows.Text(1);
+    }
+  }
+  reply->set_name(spec.name);
+  if (newest && newest_hash == sweep.spec_hash) {
+    ABLATE_ASSIGN_OR_RETURN(
+        int64_t jobs, db.QueryInt("SELECT TOTAL(n) FROM job_counts WHERE sweep_id = ?", *newest));
+    reply->set_sweep_id(*newest);
+    reply->set_jobs_existing(jobs);
+    return Status::OK();
+  }
+
+  int64_t sweep_id = 0;
+  bool extending = newest && sweep.extend;
+  if (extending) {
+    sweep_id = *newest;
+    ABLATE_RETURN_IF_ERROR(db.Run(R"sql(
+        UPDATE sweeps SET description = ?, spec_text = ?, spec_hash = ?, max_attempts = ?,
+                          lease_ms = ?, retry_on_nan = ?, state = 'active'
+        WHERE id = ?)sql",
+                                  spec.description, spec.source_text, sweep.spec_hash,
+                                  spec.schedule.max_attempts, lease_ms, spec.schedule.retry_on_nan,
+                                  sweep_id));
+  } else {
+    ABLATE_RETURN_IF_ERROR(db.Run(R"sql(
+        INSERT INTO sweeps (name, description, spec_text, spec_hash, max_attempts, lease_ms,
+                            retry_on_nan, created_ms, state)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'active'))sql",
+                                  spec.name, spec.description, spec.source_text, sweep.spec_hash,
+                                  spec.schedule.max_attempts, lease_ms, spec.schedule.retry_on_nan,
+                                  now));
+    sweep_id = db.LastInsertRowId();
+  }
+
+  int64_t created = 0;
+  for (const Job& job : sweep.jobs) {
+    ABLATE_RETURN_IF_ERROR(db.Run(R"sql(
+        INSERT INTO jobs (sweep_id, ord, config_json, config_hash, factors_json, state,
+                          created_ms)
+        VALUES (?, ?, ?, ?, ?, 'pending', ?)
+        ON CONFLICT (sweep_id, config_hash) DO NOTHING)sql",
+                                  sweep_id, job.order, job.config.ToJson().dump(), job.config_hash,
+                                  job.factors.dump(), now));
+    created += db.Changes();
+  }
+  reply->set_sweep_id(sweep_id);
+  reply->set_jobs_created(created);
+  reply->set_jobs_existing(static_cast<int64_t>(sweep.jobs.size()) - created);
+  return RecordEvent(db,
+                     {now, sweep_id, std::nullopt, std::nullopt, extending ? "extend" : "launch",
+                      fmt::format("{} jobs created, spec {}", created, sweep.spec_hash)});
+}
+
+}  // namespace
+
+void SweepManager::Launch(const v1::LaunchRequest& request, v1::LaunchResponse* reply,
+                          Writer::Done done) {
+  StatusOr<SweepSpec> spec = ParseSpec(request.spec_text(), request.filename());
+  if (!spec.ok()) return done(spec.status());
+  StatusOr<std::vector<Job>> jobs = ExpandGrid(*spec);
+  if (!jobs.ok()) return done(jobs.status());
+  auto sweep = std::make_shared<ExpandedSweep>();
+  sweep->spec_hash = SpecHash(*spec);
+  sweep->spec = std::move(spec).value();
+  sweep->jobs = std::move(jobs).value();
+  sweep->extend = request.extend();
+  writer_->Submit([this, sweep,
+                   reply](Database& db) { return WriteLaunch(db, *sweep, clock_->NowMs(), reply); },
+                  std::move(done));
+}
+
+void SweepManager::ListSweeps(v1::ListSweepsResponse* reply, Writer::Done done) {
+  writer_->Submit([reply](Database& db) { return StoreReader(&db).ListSweeps(reply); },
+                  std::move(done));
+}
+
+void SweepManager::GetStatus(const v1::GetStatusRequest& request, v1::GetStatusResponse* reply,
+                             Writer::Done done) {
+  writer_->Submit(
+      [&request, reply](Database& db) { return StoreReader(&db).GetStatus(request, reply); },
+      std::move(done));
+}
+
+}  // namespace ablate

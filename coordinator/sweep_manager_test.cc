@@ -1,0 +1,113 @@
+#include "coordinator/sweep_manager.h"
+
+#include <gtest/gtest.h>
+
+#include "coordinator/store.h"
+#include "coordinator/test_util.h"
+
+namespace ablate {
+namespace {
+
+using testing::Await;
+using testing::kTestSpecJobs;
+using testing::TempDir;
+using testing::TestSpec;
+
+class SweepManagerTest : public ::testing::TestWithParam<bool> {
+ protected:
+  void SetUp() override {
+    auto db = OpenStore(GetParam() ? ":memory:" : dir_.File("ablate.db"));
+    ASSERT_TRUE(db.ok()) << db.status().ToString();
+    db_ = std::move(db).value();
+    writer_ = std::make_unique<Writer>(db_.get());
+    sweeps_ = std::make_unique<SweepManager>(writer_.get(), &clock_);
+  }
+
+  StatusOr<v1::LaunchResponse> Launch(const std::string& text, bool extend = false) {
+    v1::LaunchRequest request;
+    request.set_spec_text(text);
+    request.set_filename("sweep.yaml");
+    request.set_extend(extend);
+    v1::LaunchResponse reply;
+    Status status = Await([&](auto done) { sweeps_->Launch(request, &reply, done); });
+    if (!status.ok()) return status;
+    return reply;
+  }
+
+  v1::ListSweepsResponse List() {
+    v1::ListSweepsResponse reply;
+    EXPECT_TRUE(Await([&](auto done) { sweeps_->ListSweeps(&reply, done); }).ok());
+    return reply;
+  }
+
+  TempDir dir_;
+  FakeClock clock_;
+  std::unique_ptr<Database> db_;
+  std::unique_ptr<Writer> writer_;
+  std::unique_ptr<SweepManager> sweeps_;
+};
+
+INSTANTIATE_TEST_SUITE_P(Backends, SweepManagerTest, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "Memory" : "File"; });
+
+TEST_P(SweepManagerTest, LaunchCreatesOnePendingJobPerGridPoint) {
+  auto launched = Launch(TestSpec("a"));
+  ASSERT_TRUE(launched.ok()) << launched.status().ToString();
+  EXPECT_EQ(launched->name(), "a");
+  EXPECT_EQ(launched->jobs_created(), kTestSpecJobs);
+  EXPECT_EQ(launched->jobs_existing(), 0);
+  v1::ListSweepsResponse sweeps = List();
+  ASSERT_EQ(sweeps.sweeps_size(), 1);
+  EXPECT_EQ(sweeps.sweeps(0).id(), launched->sweep_id());
+  EXPECT_EQ(sweeps.sweeps(0).state(), "active");
+  EXPECT_EQ(sweeps.sweeps(0).counts().pending(), kTestSpecJobs);
+  EXPECT_EQ(sweeps.sweeps(0).spec_hash().size(), 64u);
+}
+
+TEST_P(SweepManagerTest, LaunchingTheSameSpecAgainCreatesNothing) {
+  auto first = Launch(TestSpec("a"));
+  ASSERT_TRUE(first.ok());
+  // Layout and comments do not change what the sweep runs.
+  auto second = Launch("# again\n" + TestSpec("a"));
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  EXPECT_EQ(second->sweep_id(), first->sweep_id());
+  EXPECT_EQ(second->jobs_created(), 0);
+  EXPECT_EQ(second->jobs_existing(), kTestSpecJobs);
+  EXPECT_EQ(List().sweeps_size(), 1);
+}
+
+TEST_P(SweepManagerTest, ChangedSpecUnderTheSameNameIsANewSweep) {
+  auto first = Launch(TestSpec("a"));
+  auto second = Launch(TestSpec("a", "seeds: [1, 2]\n"));
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  EXPECT_NE(second->sweep_id(), first->sweep_id());
+  EXPECT_EQ(second->jobs_created(), 2 * kTestSpecJobs);
+  EXPECT_EQ(List().sweeps_size(), 2);
+}
+
+TEST_P(SweepManagerTest, ExtendAddsOnlyTheNewGridPoints) {
+  auto first = Launch(TestSpec("a", "seeds: [0]\n"));
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  auto extended = Launch(TestSpec("a", "seeds: [0, 1]\n"), /*extend=*/true);
+  ASSERT_TRUE(extended.ok()) << extended.status().ToString();
+  EXPECT_EQ(extended->sweep_id(), first->sweep_id());
+  EXPECT_EQ(extended->jobs_created(), kTestSpecJobs);
+  EXPECT_EQ(extended->jobs_existing(), kTestSpecJobs);
+  v1::ListSweepsResponse sweeps = List();
+  ASSERT_EQ(sweeps.sweeps_size(), 1);
+  EXPECT_EQ(sweeps.sweeps(0).counts().total(), 2 * kTestSpecJobs);
+  auto again = Launch(TestSpec("a", "seeds: [0, 1]\n"), /*extend=*/true);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->jobs_created(), 0);
+}
+
+TEST_P(SweepManagerTest, SpecErrorIsInvalidArgumentWithItsPlaceAndWritesNothing) {
+  auto launched = Launch(TestSpec("a", "bogus: 1\n"));
+  ASSERT_FALSE(launched.ok());
+  EXPECT_EQ(launched.status().code(), Status::kInvalidArgument);
+  EXPECT_EQ(launched.status().message().rfind("sweep.yaml:", 0), 0u) << launched.status().message();
+  EXPECT_EQ(List().sweeps_size(), 0);
+}
+
+}  // namespace
+}  // namespace ablate
