@@ -1,0 +1,1189 @@
+#include "common/spec.h"
+
+#include <yaml-cpp/eventhandler.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <numeric>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <utility>
+
+#include "common/config_hash.h"
+
+namespace ablate {
+
+namespace {
+
+using nlohmann::json;
+
+constexpr size_t kMaxNameLength = 100;
+constexpr int kMaxAttemptsLimit = 1000;
+constexpr double kMinLeaseSeconds = 0.001;  // the coordinator keeps leases in milliseconds
+constexpr double kMaxLeaseSeconds = 7 * 24 * 3600;
+
+// ---------------------------------------------------------------- messages
+
+SourcePosition PositionOf(const YAML::Mark& mark) {
+  if (mark.is_null()) return {};
+  return {mark.line + 1, mark.column + 1};
+}
+
+Status ErrorAt(const std::string& filename, SourcePosition where, const std::string& message) {
+  if (where.line <= 0) return Status::InvalidArgument(filename + ": " + message);
+  return Status::InvalidArgument(filename + ":" + std::to_string(where.line) + ":" +
+                                 std::to_string(where.column) + ": " + message);
+}
+
+// A JSON value in a message; never throws, whatever bytes a string holds.
+std::string Show(const json& value) {
+  return value.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::string Quote(const std::string& text) { return Show(json(text)); }
+
+std::string Join(const std::vector<std::string>& items, const char* separator = ", ") {
+  std::string joined;
+  for (const auto& item : items) joined += (joined.empty() ? "" : separator) + item;
+  return joined;
+}
+
+// How a node reads in a message: the scalar itself, or what kind of thing it is.
+std::string Describe(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Scalar:
+      return Quote(node.Scalar());
+    case YAML::NodeType::Sequence:
+      return "a list";
+    case YAML::NodeType::Map:
+      return "a mapping";
+    default:
+      return "nothing";
+  }
+}
+
+// ---------------------------------------------------------------- settings
+
+std::string SectionOf(const std::string& key) { return key.substr(0, key.find('.')); }
+std::string FieldOf(const std::string& key) { return key.substr(key.find('.') + 1); }
+
+bool IsSection(const std::string& name) {
+  for (const auto& key : SettingKeys()) {
+    if (SectionOf(key) == name) return true;
+  }
+  return false;
+}
+
+std::vector<std::string> FieldsOf(const std::string& section) {
+  std::vector<std::string> fields;
+  for (const auto& key : SettingKeys()) {
+    if (SectionOf(key) == section) fields.push_back(FieldOf(key));
+  }
+  return fields;
+}
+
+// ---------------------------------------------------------------- raw text checks
+
+// Rejects what yaml-cpp would misread or copy into strings unchecked: bytes
+// that are not UTF-8 (yaml-cpp passes them through; JSON cannot hold them) and
+// the control characters YAML forbids (a NUL also switches yaml-cpp to UTF-16/32).
+Status CheckText(std::string_view text, const std::string& filename) {
+  int line = 1, column = 1;
+  for (size_t i = 0; i < text.size();) {
+    const auto byte = static_cast<unsigned char>(text[i]);
+    SourcePosition here{line, column};
+    size_t length = 0;
+    unsigned char low = 0x80, high = 0xBF;  // allowed range of the second byte
+    if (byte < 0x80) {
+      if ((byte < 0x20 && byte != '\t' && byte != '\n' && byte != '\r') || byte == 0x7F) {
+        char code[8];
+        std::snprintf(code, sizeof code, "U+%04X", byte);
+        return ErrorAt(filename, here,
+                       std::string("control character ") + code + " is not allowed");
+      }
+      length = 1;
+    } else if (byte >= 0xC2 && byte <= 0xDF) {
+      length = 2;
+    } else if (byte >= 0xE0 && byte <= 0xEF) {
+      length = 3;
+      if (byte == 0xE0) low = 0xA0;   // overlong
+      if (byte == 0xED) high = 0x9F;  // UTF-16 surrogates
+    } else if (byte >= 0xF0 && byte <= 0xF4) {
+      length = 4;
+      if (byte == 0xF0) low = 0x90;   // overlong
+      if (byte == 0xF4) high = 0x8F;  // past U+10FFFF
+    }
+    bool valid = length > 0 && i + length <= text.size();
+    for (size_t k = 1; valid && k < length; ++k) {
+      const auto next = static_cast<unsigned char>(text[i + k]);
+      valid = k == 1 ? (next >= low && next <= high) : (next >= 0x80 && next <= 0xBF);
+    }
+    if (!valid) {
+      char code[8];
+      std::snprintf(code, sizeof code, "0x%02X", byte);
+      return ErrorAt(filename, here, std::string("invalid UTF-8 (byte ") + code + ")");
+    }
+    if (byte == '\n') {
+      ++line;
+      column = 1;
+    } else {
+      ++column;
+    }
+    i += length;
+  }
+  return Status::OK();
+}
+
+// One pass over yaml-cpp's event stream before any node is built, rejecting
+// what yaml-cpp accepts but no spec needs: nesting past kMaxSpecNesting
+// (yaml-cpp's own limit is far deeper), an alias inside its own anchor (a
+// cyclic node graph) and a second document.
+class StructureCheck : public YAML::EventHandler {
+ public:
+  // Thrown out of the parser to stop it at the first problem.
+  struct Violation {
+    YAML::Mark mark;
+    std::string message;
+  };
+
+  int documents() const { return documents_; }
+
+  void OnDocumentStart(const YAML::Mark& mark) override {
+    if (++documents_ > 1) throw Violation{mark, "a spec is one YAML document; found a second"};
+  }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                const std::string&) override {}
+  void OnAlias(const YAML::Mark& mark, YAML::anchor_t anchor) override {
+    if (std::find(open_anchors_.begin(), open_anchors_.end(), anchor) != open_anchors_.end()) {
+      throw Violation{mark, "alias refers to a node that contains it"};
+    }
+  }
+  void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor,
+                       YAML::EmitterStyle::value) override {
+    Open(mark, anchor);
+  }
+  void OnSequenceEnd() override { open_anchors_.pop_back(); }
+  void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor,
+                  YAML::EmitterStyle::value) override {
+    Open(mark, anchor);
+  }
+  void OnMapEnd() override { open_anchors_.pop_back(); }
+
+ private:
+  void Open(const YAML::Mark& mark, YAML::anchor_t anchor) {
+    if (open_anchors_.size() >= static_cast<size_t>(kMaxSpecNesting)) {
+      throw Violation{mark, "nesting deeper than " + std::to_string(kMaxSpecNesting) + " levels"};
+    }
+    open_anchors_.push_back(anchor);  // 0 (no anchor) never matches an alias
+  }
+
+  int documents_ = 0;
+  std::vector<YAML::anchor_t> open_anchors_;  // one per open collection
+};
+
+Status CheckStructure(const std::string& text, const std::string& filename) {
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  StructureCheck check;
+  try {
+    while (parser.HandleNextDocument(check)) {
+    }
+  } catch (const StructureCheck::Violation& violation) {
+    return ErrorAt(filename, PositionOf(violation.mark), violation.message);
+  }
+  if (check.documents() == 0) return ErrorAt(filename, {}, "the spec is empty");
+  return Status::OK();
+}
+
+// ---------------------------------------------------------------- scalars
+
+bool AllDigits(std::string_view text, int base) {
+  if (text.empty()) return false;
+  for (char c : text) {
+    const bool digit = base == 16 ? std::isxdigit(static_cast<unsigned char>(c)) != 0
+                                  : (c >= '0' && c < '0' + base);
+    if (!digit) return false;
+  }
+  return true;
+}
+
+// [-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?: the core schema's float.
+bool IsDecimal(std::string_view text) {
+  size_t i = 0;
+  auto digits = [&] {
+    const size_t start = i;
+    while (i < text.size() && text[i] >= '0' && text[i] <= '9') ++i;
+    return i - start;
+  };
+  if (i < text.size() && (text[i] == '-' || text[i] == '+')) ++i;
+  const size_t whole = digits();
+  size_t fraction = 0;
+  if (i < text.size() && text[i] == '.') {
+    ++i;
+    fraction = digits();
+  }
+  if (whole == 0 && fraction == 0) return false;
+  if (i < text.size() && (text[i] == 'e' || text[i] == 'E')) {
+    ++i;
+    if (i < text.size() && (text[i] == '-' || text[i] == '+')) ++i;
+    if (digits() == 0) return false;
+  }
+  return i == text.size();
+}
+
+// An integer as int64, or as uint64 when it is only representable there.
+std::optional<json> ParseInteger(std::string_view digits, bool negative, int base) {
+  uint64_t magnitude = 0;
+  auto [end, error] =
+      std::from_chars(digits.data(), digits.data() + digits.size(), magnitude, base);
+  if (error != std::errc() || end != digits.data() + digits.size()) return std::nullopt;
+  constexpr auto kMaxInt = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+  if (!negative) {
+    if (magnitude <= kMaxInt) return json(static_cast<int64_t>(magnitude));
+    return json(magnitude);
+  }
+  if (magnitude <= kMaxInt) return json(-static_cast<int64_t>(magnitude));
+  if (magnitude == kMaxInt + 1) return json(std::numeric_limits<int64_t>::min());
+  return std::nullopt;
+}
+
+// A YAML scalar as the JSON value RunConfig::FromJson expects, typed by the
+// YAML 1.2 core schema: quoted -> string; true/false -> bool; integers (also
+// 0x.., 0o..) -> int64 (uint64 above its range); decimals -> double; anything
+// else -> string. `label` names the setting in messages; errors carry no position.
+StatusOr<json> TypedScalar(const YAML::Node& node, const std::string& label) {
+  if (node.IsNull()) return Status::InvalidArgument(label + ": has no value");
+  if (!node.IsScalar()) {
+    return Status::InvalidArgument(label + ": expected a single value, got " + Describe(node));
+  }
+  const std::string& text = node.Scalar();
+  const std::string& tag = node.Tag();
+  if (tag == "!" || tag == "tag:yaml.org,2002:str") return json(text);
+  if (tag != "?") {
+    return Status::InvalidArgument(label + ": unsupported tag " + Quote(tag) +
+                                   "; write the value plain or quoted");
+  }
+  if (text == "true" || text == "True" || text == "TRUE") return json(true);
+  if (text == "false" || text == "False" || text == "FALSE") return json(false);
+
+  // Integers: decimal with an optional sign, or unsigned 0x.. (hex) and 0o.. (octal).
+  std::string_view digits = text;
+  const bool negative = !digits.empty() && digits[0] == '-';
+  if (!digits.empty() && (digits[0] == '-' || digits[0] == '+')) digits.remove_prefix(1);
+  int base = 10;
+  if (digits.size() > 2 && digits.size() == text.size() && digits[0] == '0' &&
+      (digits[1] == 'x' || digits[1] == 'o')) {
+    base = digits[1] == 'x' ? 16 : 8;
+    digits.remove_prefix(2);
+  }
+  if (AllDigits(digits, base)) {
+    std::optional<json> integer = ParseInteger(digits, negative, base);
+    if (!integer) return Status::InvalidArgument(label + ": integer " + text + " is out of range");
+    return *integer;
+  }
+
+  if (IsDecimal(text)) {
+    double value = 0;
+    const std::string_view unsigned_text = std::string_view(text).substr(text[0] == '+' ? 1 : 0);
+    auto [end, error] =
+        std::from_chars(unsigned_text.data(), unsigned_text.data() + unsigned_text.size(), value);
+    if (error != std::errc() || end != unsigned_text.data() + unsigned_text.size() ||
+        !std::isfinite(value)) {
+      return Status::InvalidArgument(label + ": number " + text + " is out of range");
+    }
+    return json(value);
+  }
+  static const std::set<std::string> kNonFinite = {".inf",  ".Inf",  ".INF",  "+.inf",
+                                                   "+.Inf", "+.INF", "-.inf", "-.Inf",
+                                                   "-.INF", ".nan",  ".NaN",  ".NAN"};
+  if (kNonFinite.count(text)) {
+    return Status::InvalidArgument(label + ": " + text + " is not a finite number");
+  }
+  return json(text);
+}
+
+// Finds axes by key and their levels by value. Numbers compare by value
+// (nlohmann::json orders integers and floats together), so 1e-3 finds a
+// level written 0.001 and 1e3 one written 1000.
+class AxisIndex {
+ public:
+  explicit AxisIndex(const std::vector<GridAxis>& axes) : levels_(axes.size()) {
+    for (size_t a = 0; a < axes.size(); ++a) {
+      axes_.emplace(axes[a].key, a);
+      for (size_t level = 0; level < axes[a].values.size(); ++level) {
+        levels_[a].emplace(axes[a].values[level], level);
+      }
+    }
+  }
+
+  std::optional<size_t> Axis(const std::string& key) const {
+    auto it = axes_.find(key);
+    return it == axes_.end() ? std::nullopt : std::optional<size_t>(it->second);
+  }
+  std::optional<size_t> Level(size_t axis, const json& value) const {
+    auto it = levels_[axis].find(value);
+    return it == levels_[axis].end() ? std::nullopt : std::optional<size_t>(it->second);
+  }
+
+ private:
+  std::map<std::string, size_t> axes_;
+  std::vector<std::map<json, size_t>> levels_;  // per axis: value -> level
+};
+
+// ---------------------------------------------------------------- reading the YAML
+
+struct Entry {
+  std::string name;
+  YAML::Node key;
+  YAML::Node value;
+};
+
+// A setting as the spec writes it, before the pieces are put together.
+struct WrittenSetting {
+  std::string key;      // canonical
+  std::string spelled;  // as the spec writes it, e.g. "grid.cell" or "seeds"
+  SourcePosition written;
+  bool is_axis = false;
+  bool in_section = false;   // written in data:/model:/train:, where an axis may override it
+  std::vector<json> values;  // exactly one when !is_axis
+  std::vector<SourcePosition> value_written;
+};
+
+// Top-level keys of the native form and of the W&B form (which has
+// `method` or `parameters`). program, project and entity are W&B bookkeeping,
+// accepted so that W&B files load, and ignored.
+const std::vector<std::string>& NativeKeys() {
+  static const auto* keys = new std::vector<std::string>{
+      "name", "description", "data", "model", "train", "grid", "seeds", "exclude", "schedule"};
+  return *keys;
+}
+const std::vector<std::string>& WandbKeys() {
+  static const auto* keys = new std::vector<std::string>{
+      "method", "name",  "description", "metric", "program", "project", "entity",
+      "data",   "model", "parameters",  "train",  "seeds",   "exclude", "schedule"};
+  return *keys;
+}
+
+bool Contains(const std::vector<std::string>& names, const std::string& name) {
+  return std::find(names.begin(), names.end(), name) != names.end();
+}
+
+class SpecReader {
+ public:
+  explicit SpecReader(const std::string& filename) : filename_(filename) {}
+
+  StatusOr<SweepSpec> Read(const YAML::Node& root) {
+    spec_.filename = filename_;
+    ABLATE_ASSIGN_OR_RETURN(std::vector<Entry> top, Entries(root, "the spec"));
+    bool wandb = false;
+    for (const auto& entry : top) wandb |= entry.name == "method" || entry.name == "parameters";
+    const std::vector<std::string>& allowed = wandb ? WandbKeys() : NativeKeys();
+
+    const Entry* name = nullptr;
+    const Entry* exclude = nullptr;
+    const Entry* seeds = nullptr;
+    for (const auto& entry : top) {
+      if (!Contains(allowed, entry.name)) {
+        if (Contains(WandbKeys(), entry.name)) {
+          return Error(entry.key, entry.name +
+                                      ": belongs to the W&B form, a spec with method "
+                                      "and parameters instead of grid");
+        }
+        if (Contains(NativeKeys(), entry.name)) {
+          return Error(entry.key, entry.name +
+                                      ": not part of the W&B form (a spec with method "
+                                      "or parameters); put the axes under parameters");
+        }
+        return Error(entry.key, "unknown top-level key " + Quote(entry.name) +
+                                    " (known: " + Join(allowed) + ")");
+      }
+      if (entry.name == "name") {
+        name = &entry;
+      } else if (entry.name == "description") {
+        if (!entry.value.IsNull()) {
+          ABLATE_RETURN_IF_ERROR(RequireScalar(entry, "description"));
+          spec_.description = entry.value.Scalar();
+        }
+      } else if (IsSection(entry.name)) {
+        ABLATE_RETURN_IF_ERROR(ReadSection(entry));
+      } else if (entry.name == "grid") {
+        ABLATE_RETURN_IF_ERROR(ReadGrid(entry));
+      } else if (entry.name == "parameters") {
+        ABLATE_RETURN_IF_ERROR(ReadParameters(entry, ""));
+      } else if (entry.name == "seeds") {
+        seeds = &entry;
+        ABLATE_RETURN_IF_ERROR(ReadAxis("train.seed", "seeds", entry));
+      } else if (entry.name == "exclude") {
+        exclude = &entry;  // read once the axes are known
+      } else if (entry.name == "schedule") {
+        ABLATE_RETURN_IF_ERROR(ReadSchedule(entry));
+      } else if (entry.name == "method") {
+        ABLATE_RETURN_IF_ERROR(RequireScalar(entry, "method"));
+        if (entry.value.Scalar() != "grid") {
+          return Error(entry.value,
+                       "method: only grid search is supported, got " + Describe(entry.value));
+        }
+      } else if (entry.name == "metric") {
+        ABLATE_RETURN_IF_ERROR(ReadMetric(entry));
+      } else {  // program, project, entity: W&B bookkeeping with no meaning here
+        ABLATE_RETURN_IF_ERROR(RequireScalar(entry, entry.name));
+      }
+    }
+    if (name == nullptr) return ErrorAt(filename_, PositionOf(root.Mark()), "name: is required");
+    ABLATE_RETURN_IF_ERROR(ReadName(*name));
+    ABLATE_RETURN_IF_ERROR(Assemble(seeds != nullptr));
+    ABLATE_RETURN_IF_ERROR(Canonicalize());
+    if (exclude != nullptr) ABLATE_RETURN_IF_ERROR(ReadExcludes(*exclude));
+    return std::move(spec_);
+  }
+
+ private:
+  Status Error(const YAML::Node& at, const std::string& message) const {
+    return ErrorAt(filename_, PositionOf(at.Mark()), message);
+  }
+  // A null value has no text of its own; yaml-cpp marks it on the next line.
+  static const YAML::Node& PlaceOf(const Entry& entry) {
+    return entry.value.IsNull() ? entry.key : entry.value;
+  }
+
+  // The entries of a mapping in file order; every key a scalar, none repeated.
+  StatusOr<std::vector<Entry>> Entries(const YAML::Node& node, const std::string& label,
+                                       const YAML::Node* place = nullptr) const {
+    if (!node.IsMap()) {
+      return Error(place ? *place : node, label + ": expected a mapping, got " + Describe(node));
+    }
+    std::vector<Entry> entries;
+    std::map<std::string, YAML::Mark> seen;
+    for (const auto& pair : node) {
+      const YAML::Node& key = pair.first;
+      if (!key.IsScalar()) {
+        return Error(key, label + ": keys must be names, got " + Describe(key));
+      }
+      const std::string& name = key.Scalar();
+      auto [previous, fresh] = seen.emplace(name, key.Mark());
+      if (!fresh) {
+        const SourcePosition first = PositionOf(previous->second);
+        return Error(key, label + ": key " + Quote(name) + " appears twice (first at line " +
+                              std::to_string(first.line) + ")");
+      }
+      entries.push_back({name, key, pair.second});
+    }
+    return entries;
+  }
+
+  Status RequireScalar(const Entry& entry, const std::string& label) const {
+    if (!entry.value.IsScalar()) {
+      return Error(PlaceOf(entry),
+                   label + ": expected a single value, got " + Describe(entry.value));
+    }
+    return Status::OK();
+  }
+
+  Status ReadName(const Entry& entry) {
+    ABLATE_RETURN_IF_ERROR(RequireScalar(entry, "name"));
+    const std::string& name = entry.value.Scalar();
+    const bool charset_ok = std::all_of(name.begin(), name.end(), [](char c) {
+      return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-';
+    });
+    if (name.empty() || !charset_ok || name == "." || name == ".." ||
+        name.size() > kMaxNameLength) {
+      return Error(entry.value, "name: " + Quote(name) + " must be 1 to " +
+                                    std::to_string(kMaxNameLength) +
+                                    " characters of a-z, 0-9, _, . and - (and not . or ..)");
+    }
+    spec_.name = name;
+    return Status::OK();
+  }
+
+  // data:/model:/train: — fixed settings of one section.
+  Status ReadSection(const Entry& section) {
+    ABLATE_ASSIGN_OR_RETURN(std::vector<Entry> fields,
+                            Entries(section.value, section.name, &PlaceOf(section)));
+    for (const auto& field : fields) {
+      const std::string key = section.name + "." + field.name;
+      if (!Contains(SettingKeys(), key)) {
+        return Error(field.key, key + ": unknown setting (known in " + section.name + ": " +
+                                    Join(FieldsOf(section.name)) + ")");
+      }
+      ABLATE_RETURN_IF_ERROR(ReadFixed(key, key, field, /*in_section=*/true));
+    }
+    return Status::OK();
+  }
+
+  Status ReadGrid(const Entry& grid) {
+    ABLATE_ASSIGN_OR_RETURN(std::vector<Entry> axes, Entries(grid.value, "grid", &PlaceOf(grid)));
+    for (const auto& axis : axes) {
+      StatusOr<std::string> key = ResolveSettingKey(axis.name);
+      if (!key.ok()) return Error(axis.key, "grid: " + key.status().message());
+      ABLATE_RETURN_IF_ERROR(ReadAxis(*key, "grid." + axis.name, axis));
+    }
+    return Status::OK();
+  }
+
+  // W&B `parameters:`; `section` is set inside a nested `model: {parameters: ...}`.
+  Status ReadParameters(const Entry& parameters, const std::string& section) {
+    const std::string label = section.empty() ? "parameters" : "parameters." + section;
+    ABLATE_ASSIGN_OR_RETURN(std::vector<Entry> entries,
+                            Entries(parameters.value, label, &PlaceOf(parameters)));
+    for (const auto& entry : entries) {
+      const std::string spelled = label + "." + entry.name;
+      if (section.empty() && IsSection(entry.name)) {
+        ABLATE_ASSIGN_OR_RETURN(std::vector<Entry> nested,
+                                Entries(entry.value, spelled, &PlaceOf(entry)));
+        for (const auto& inner : nested) {
+          if (inner.name != "parameters") {
+            return Error(inner.key, spelled + ": a nested section holds only \"parameters\", got " +
+                                        Quote(inner.name));
+          }
+          ABLATE_RETURN_IF_ERROR(ReadParameters(inner, entry.name));
+        }
+        continue;
+      }
+      std::string key = section + "." + entry.name;
+      if (section.empty()) {
+        StatusOr<std::string> resolved = ResolveSettingKey(entry.name);
+        if (!resolved.ok()) return Error(entry.key, label + ": " + resolved.status().message());
+        key = *resolved;
+      } else if (!Contains(SettingKeys(), key)) {
+        return Error(entry.key, key + ": unknown setting (known in " + section + ": " +
+                                    Join(FieldsOf(section)) + ")");
+      }
+      ABLATE_ASSIGN_OR_RETURN(std::vector<Entry> fields,
+                              Entries(entry.value, spelled, &PlaceOf(entry)));
+      if (fields.size() != 1 || (fields[0].name != "values" && fields[0].name != "value")) {
+        const YAML::Node& at = fields.empty() ? PlaceOf(entry) : fields.back().key;
+        return Error(at, spelled +
+                             ": give exactly one of value (a fixed setting) and values "
+                             "(a grid axis); distributions are not supported (grid only)");
+      }
+      if (fields[0].name == "values") {
+        ABLATE_RETURN_IF_ERROR(ReadAxis(key, spelled, fields[0]));
+      } else {
+        ABLATE_RETURN_IF_ERROR(ReadFixed(key, spelled, fields[0], /*in_section=*/false));
+      }
+    }
+    return Status::OK();
+  }
+
+  Status ReadFixed(const std::string& key, const std::string& spelled, const Entry& entry,
+                   bool in_section) {
+    StatusOr<json> value = TypedScalar(entry.value, spelled);
+    if (!value.ok()) return Error(PlaceOf(entry), value.status().message());
+    WrittenSetting fixed;
+    fixed.key = key;
+    fixed.spelled = spelled;
+    fixed.written = PositionOf(entry.key.Mark());
+    fixed.in_section = in_section;
+    fixed.values.push_back(std::move(value).value());
+    fixed.value_written.push_back(PositionOf(PlaceOf(entry).Mark()));
+    settings_.push_back(std::move(fixed));
+    return Status::OK();
+  }
+
+  Status ReadAxis(const std::string& key, const std::string& spelled, const Entry& entry) {
+    const YAML::Node& list = entry.value;
+    if (!list.IsSequence()) {
+      return Error(PlaceOf(entry), spelled + ": expected a list of values, got " + Describe(list));
+    }
+    if (list.size() == 0) return Error(list, spelled + ": the list of values is empty");
+    WrittenSetting axis;
+    axis.key = key;
+    axis.spelled = spelled;
+    axis.written = PositionOf(entry.key.Mark());
+    axis.is_axis = true;
+    grid_values_ += list.size();
+    if (grid_values_ > kMaxGridValues) {
+      return Error(list, spelled + ": the axes hold more than " + std::to_string(kMaxGridValues) +
+                             " values in all, more than any grid within the job limit needs");
+    }
+    for (const auto& item : list) {
+      const YAML::Node& place = item.IsNull() ? list : item;  // a null item has no mark of its own
+      StatusOr<json> value = TypedScalar(item, spelled);
+      if (!value.ok()) return Error(place, value.status().message());
+      axis.values.push_back(std::move(value).value());
+      axis.value_written.push_back(PositionOf(place.Mark()));
+    }
+    settings_.push_back(std::move(axis));
+    return Status::OK();
+  }
+
+  Status ReadSchedule(const Entry& schedule) {
+    ABLATE_ASSIGN_OR_RETURN(std::vector<Entry> fields,
+                            Entries(schedule.value, "schedule", &PlaceOf(schedule)));
+    for (const auto& field : fields) {
+      const std::string label = "schedule." + field.name;
+      StatusOr<json> value = TypedScalar(field.value, label);
+      if (!value.ok()) return Error(PlaceOf(field), value.status().message());
+      const json& v = *value;
+      if (field.name == "max_attempts") {
+        if (!v.is_number_integer() || v.get<int64_t>() < 1 ||
+            v.get<int64_t>() > kMaxAttemptsLimit) {
+          return Error(field.value, label + ": expected an integer from 1 to " +
+                                        std::to_string(kMaxAttemptsLimit) + ", got " +
+                                        Describe(field.value));
+        }
+        spec_.schedule.max_attempts = v.get<int>();
+      } else if (field.name == "lease_seconds") {
+        if (!v.is_number() || !(v.get<double>() >= kMinLeaseSeconds) ||
+            v.get<double>() > kMaxLeaseSeconds) {
+          return Error(field.value, label + ": expected a number of seconds from " +
+                                        Show(kMinLeaseSeconds) + " to " + Show(kMaxLeaseSeconds) +
+                                        ", got " + Describe(field.value));
+        }
+        spec_.schedule.lease_seconds = v.get<double>();
+      } else if (field.name == "retry_on_nan") {
+        if (!v.is_boolean()) {
+          return Error(field.value,
+                       label + ": expected true or false, got " + Describe(field.value));
+        }
+        spec_.schedule.retry_on_nan = v.get<bool>();
+      } else {
+        return Error(field.key, label +
+                                    ": unknown setting (known: max_attempts, lease_seconds, "
+                                    "retry_on_nan)");
+      }
+    }
+    return Status::OK();
+  }
+
+  // W&B's metric names what its tuner optimizes; kept only as far as checking it.
+  Status ReadMetric(const Entry& metric) {
+    ABLATE_ASSIGN_OR_RETURN(std::vector<Entry> fields,
+                            Entries(metric.value, "metric", &PlaceOf(metric)));
+    for (const auto& field : fields) {
+      if (field.name != "name" && field.name != "goal" && field.name != "target") {
+        return Error(field.key,
+                     "metric." + field.name + ": unknown key (known: name, goal, target)");
+      }
+      ABLATE_RETURN_IF_ERROR(RequireScalar(field, "metric." + field.name));
+      if (field.name == "goal" && field.value.Scalar() != "minimize" &&
+          field.value.Scalar() != "maximize") {
+        return Error(field.value,
+                     "metric.goal: expected minimize or maximize, got " + Describe(field.value));
+      }
+    }
+    return Status::OK();
+  }
+
+  // Puts the written settings together: fixed ones into `base`, axes in file
+  // order with the seeds last. A setting is given once, except that a section
+  // entry is a default an axis may override; it is then left out of `base`.
+  Status Assemble(bool has_seeds) {
+    std::map<std::string, WrittenSetting*> by_key;
+    for (auto& setting : settings_) {
+      auto [previous, fresh] = by_key.emplace(setting.key, &setting);
+      if (fresh) continue;
+      WrittenSetting& first = *previous->second;
+      if (first.is_axis != setting.is_axis && (first.in_section || setting.in_section)) {
+        (setting.in_section ? setting : first).values.clear();  // shadowed by the axis
+        if (setting.is_axis) previous->second = &setting;       // a second axis is still an error
+        continue;
+      }
+      return ErrorAt(filename_, setting.written,
+                     setting.key + " is given twice: as " + Quote(setting.spelled) +
+                         " here and as " + Quote(first.spelled) + " at line " +
+                         std::to_string(first.written.line) + ", column " +
+                         std::to_string(first.written.column));
+    }
+    for (auto& setting : settings_) {
+      if (setting.values.empty()) continue;
+      if (setting.is_axis) {
+        spec_.axes.push_back(
+            {setting.key, std::move(setting.values), std::move(setting.value_written)});
+      } else {
+        spec_.base[SectionOf(setting.key)][FieldOf(setting.key)] = setting.values[0];
+        spec_.base_written[setting.key] = setting.value_written[0];
+      }
+    }
+    if (has_seeds) {
+      auto seeds = std::find_if(spec_.axes.begin(), spec_.axes.end(),
+                                [](const GridAxis& axis) { return axis.key == "train.seed"; });
+      std::rotate(seeds, seeds + 1, spec_.axes.end());
+    }
+    return Status::OK();
+  }
+
+  // Checks every grid value (and the fixed settings) with RunConfig::FromJson
+  // and replaces each with its canonical form; then no axis may repeat a value.
+  Status Canonicalize();
+
+  Status ReadExcludes(const Entry& exclude) {
+    const YAML::Node& list = exclude.value;
+    if (!list.IsSequence()) {
+      return Error(PlaceOf(exclude), "exclude: expected a list of mappings, got " + Describe(list));
+    }
+    if (list.size() == 0) return Error(list, "exclude: the list is empty");
+    if (list.size() > kMaxExcludes) {
+      return Error(list, "exclude: " + std::to_string(list.size()) + " entries, more than the " +
+                             "limit of " + std::to_string(kMaxExcludes));
+    }
+    const AxisIndex index(spec_.axes);
+    for (const auto& item : list) {
+      ABLATE_ASSIGN_OR_RETURN(std::vector<Entry> fields, Entries(item, "exclude"));
+      if (fields.empty()) return Error(item, "exclude: an empty entry would drop every job");
+      json match = json::object();
+      for (const auto& field : fields) {
+        StatusOr<std::string> key = ResolveSettingKey(field.name);
+        if (!key.ok()) return Error(field.key, "exclude: " + key.status().message());
+        const std::optional<size_t> axis = index.Axis(*key);
+        if (!axis) {
+          return Error(field.key, "exclude: " + *key + " is not a grid axis; exclude can only " +
+                                      "name axes (grid keys or seeds)");
+        }
+        if (match.contains(*key)) {
+          return Error(field.key, "exclude: " + *key + " is given twice in one entry");
+        }
+        StatusOr<json> value = TypedScalar(field.value, "exclude." + field.name);
+        if (!value.ok()) return Error(PlaceOf(field), value.status().message());
+        const std::optional<size_t> level = index.Level(*axis, *value);
+        const std::vector<json>& values = spec_.axes[*axis].values;
+        if (!level) {
+          std::vector<std::string> levels;
+          for (const auto& v : values) levels.push_back(Show(v));
+          return Error(PlaceOf(field), "exclude: " + *key + ": " + Show(*value) +
+                                           " is not one of the axis's values (" + Join(levels) +
+                                           ")");
+        }
+        match[*key] = values[*level];
+      }
+      spec_.excludes.push_back(std::move(match));
+    }
+    return Status::OK();
+  }
+
+  const std::string& filename_;
+  SweepSpec spec_;
+  std::vector<WrittenSetting> settings_;  // in file order
+  size_t grid_values_ = 0;                // over all axes so far
+};
+
+// ---------------------------------------------------------------- building configs
+
+// Where the setting that RunConfig's error names was written: its grid value
+// in this job, its fixed entry, or for a whole-section error ("data: give
+// exactly one of ...") the first setting of that section the job takes.
+SourcePosition WhereWritten(const SweepSpec& spec, const std::vector<size_t>& levels,
+                            const std::string& setting) {
+  auto axis_position = [&](size_t a) {
+    const GridAxis& axis = spec.axes[a];
+    return levels[a] < axis.written.size() ? axis.written[levels[a]] : SourcePosition{};
+  };
+  for (size_t a = 0; a < spec.axes.size(); ++a) {
+    if (spec.axes[a].key == setting) return axis_position(a);
+  }
+  if (auto it = spec.base_written.find(setting); it != spec.base_written.end()) return it->second;
+  for (size_t a = 0; a < spec.axes.size(); ++a) {
+    if (SectionOf(spec.axes[a].key) == setting) return axis_position(a);
+  }
+  for (const auto& [key, position] : spec.base_written) {
+    if (SectionOf(key) == setting) return position;
+  }
+  return {};
+}
+
+// Builds the RunConfigs of grid points through one JSON document in which
+// only the axes' values change from point to point.
+class ConfigBuilder {
+ public:
+  // spec.base must be an object of objects.
+  explicit ConfigBuilder(const SweepSpec& spec) : spec_(spec), config_(spec.base) {
+    // std::map nodes do not move, so these stay valid as the document fills.
+    for (const auto& axis : spec.axes) {
+      slots_.push_back(&config_[SectionOf(axis.key)][FieldOf(axis.key)]);
+    }
+  }
+
+  // The RunConfig of the point that takes level levels[a] of axis a, or
+  // RunConfig's complaint placed at the value it is about.
+  StatusOr<RunConfig> Build(const std::vector<size_t>& levels) {
+    for (size_t a = 0; a < slots_.size(); ++a) *slots_[a] = spec_.axes[a].values[levels[a]];
+    StatusOr<RunConfig> run = RunConfig::FromJson(config_);
+    if (!run.ok()) {
+      // RunConfig's messages start with the setting they are about.
+      const std::string& message = run.status().message();
+      const std::string setting = message.substr(0, message.find(':'));
+      return ErrorAt(spec_.filename, WhereWritten(spec_, levels, setting), message);
+    }
+    return run;
+  }
+
+ private:
+  const SweepSpec& spec_;
+  json config_;
+  std::vector<json*> slots_;  // where each axis's value sits in config_
+};
+
+// A setting's value as RunConfig::ToJson writes it; `fallback` for the
+// settings ToJson leaves out when empty (data.path, data.corpus).
+json CanonicalValue(const json& canonical, const std::string& key, const json& fallback) {
+  const json& section = canonical.at(SectionOf(key));
+  auto it = section.find(FieldOf(key));
+  return it == section.end() ? fallback : *it;
+}
+
+Status SpecReader::Canonicalize() {
+  // Each value is tried with the first level of every other axis, so a value
+  // that needs a particular partner (data.path vs data.corpus) is judged in a
+  // real job of the grid.
+  ConfigBuilder builder(spec_);
+  std::vector<size_t> levels(spec_.axes.size(), 0);
+  ABLATE_ASSIGN_OR_RETURN(RunConfig first, builder.Build(levels));
+  const json first_json = first.ToJson();
+  for (auto section = spec_.base.begin(); section != spec_.base.end(); ++section) {
+    for (auto field = section->begin(); field != section->end(); ++field) {
+      *field = CanonicalValue(first_json, section.key() + "." + field.key(), *field);
+    }
+  }
+  for (size_t a = 0; a < spec_.axes.size(); ++a) {
+    GridAxis& axis = spec_.axes[a];
+    std::map<std::string, size_t> seen;  // canonical text -> level
+    for (size_t level = 0; level < axis.values.size(); ++level) {
+      levels[a] = level;
+      ABLATE_ASSIGN_OR_RETURN(RunConfig run, builder.Build(levels));
+      axis.values[level] = CanonicalValue(run.ToJson(), axis.key, axis.values[level]);
+      auto [previous, fresh] = seen.emplace(Show(axis.values[level]), level);
+      if (!fresh) {
+        const SourcePosition first_written = axis.written[previous->second];
+        return ErrorAt(filename_, axis.written[level],
+                       axis.key + ": value " + Show(axis.values[level]) +
+                           " appears twice in the axis (first at line " +
+                           std::to_string(first_written.line) + ", column " +
+                           std::to_string(first_written.column) + ")");
+      }
+    }
+    levels[a] = 0;
+  }
+  return Status::OK();
+}
+
+// ---------------------------------------------------------------- hand-out order
+
+// The position of every grid point in a reference order of the full grid in
+// which each axis's levels come round in turn: any L consecutive jobs from a
+// multiple of L hold each of an L-level axis's levels once, so every prefix
+// is balanced on every axis. Built axis by axis: the order of the first a
+// axes (length M) is repeated L times, and the new axis takes level
+// (k + k / T) mod L at position k, T = lcm(M, L); the k / T shift gives each
+// repeat of a point of the shorter order a level it has not had yet.
+// Returns rank[grid point], grid points numbered with the last axis fastest.
+std::vector<size_t> ReferenceRanks(const std::vector<size_t>& axis_sizes, size_t points) {
+  const size_t num_axes = axis_sizes.size();
+  std::vector<size_t> prefix_points(num_axes), periods(num_axes), strides(num_axes);
+  size_t length = 1;
+  for (size_t a = 0; a < num_axes; ++a) {
+    periods[a] = std::lcm(length, axis_sizes[a]);
+    length *= axis_sizes[a];
+    prefix_points[a] = length;
+  }
+  size_t stride = 1;
+  for (size_t a = num_axes; a-- > 0;) {
+    strides[a] = stride;
+    stride *= axis_sizes[a];
+  }
+  std::vector<size_t> rank(points);
+  for (size_t k = 0; k < points; ++k) {
+    size_t point = 0;
+    for (size_t a = 0; a < num_axes; ++a) {
+      const size_t position = k % prefix_points[a];
+      point += (position + position / periods[a]) % axis_sizes[a] * strides[a];
+    }
+    rank[point] = k;
+  }
+  return rank;
+}
+
+// Greedy balancing: repeatedly take the remaining job whose levels have been
+// handed out least often, summed over axes, the first in `scan_order` on
+// ties. `levels` holds each job's level per axis, job after job.
+//
+// Scores only grow, so the last pick's score bounds every remaining score
+// from below, and so does the sum over axes of the least count among levels
+// that still have jobs; a scan stops at the first job that reaches the larger
+// bound. With the reference order as `scan_order` and nothing excluded that
+// is always the first job scanned.
+std::vector<size_t> BalancedOrder(const std::vector<size_t>& levels,
+                                  const std::vector<size_t>& scan_order,
+                                  const std::vector<size_t>& axis_sizes) {
+  const size_t num_axes = axis_sizes.size();
+  const size_t num_jobs = scan_order.size();
+  std::vector<size_t> offsets(num_axes);  // of each axis's levels in the per-level arrays
+  size_t total_levels = 0;
+  for (size_t a = 0; a < num_axes; ++a) {
+    offsets[a] = total_levels;
+    total_levels += axis_sizes[a];
+  }
+  std::vector<uint64_t> handed(total_levels, 0);  // jobs handed out, per level
+  std::vector<uint64_t> left(total_levels, 0);    // jobs not yet handed out, per level
+  for (size_t job : scan_order) {
+    for (size_t a = 0; a < num_axes; ++a) ++left[offsets[a] + levels[job * num_axes + a]];
+  }
+  // Per axis: the least `handed` among levels with jobs left, and how many have it.
+  std::vector<uint64_t> least(num_axes, 0);
+  std::vector<size_t> at_least(num_axes, 0);
+  auto recount = [&](size_t a) {
+    least[a] = std::numeric_limits<uint64_t>::max();
+    for (size_t i = offsets[a]; i < offsets[a] + axis_sizes[a]; ++i) {
+      if (left[i] == 0) continue;
+      if (handed[i] < least[a]) {
+        least[a] = handed[i];
+        at_least[a] = 0;
+      }
+      at_least[a] += handed[i] == least[a];
+    }
+  };
+  for (size_t a = 0; a < num_axes; ++a) recount(a);
+
+  // The jobs not handed out, as a list over positions in `scan_order`:
+  // next[num_jobs] is the first, and num_jobs also marks the end.
+  std::vector<size_t> next(num_jobs + 1);
+  std::iota(next.begin(), next.end(), 1);
+  next[num_jobs] = 0;
+  if (num_jobs > 0) next[num_jobs - 1] = num_jobs;
+
+  std::vector<size_t> order;
+  order.reserve(num_jobs);
+  uint64_t floor = 0;
+  while (order.size() < num_jobs) {
+    uint64_t bound = 0;
+    for (size_t a = 0; a < num_axes; ++a) bound += least[a];
+    floor = std::max(floor, bound);
+    size_t best_prev = num_jobs;
+    uint64_t best_score = std::numeric_limits<uint64_t>::max();
+    for (size_t prev = num_jobs, p = next[num_jobs]; p != num_jobs && best_score > floor;
+         prev = p, p = next[p]) {
+      const size_t* job_levels = levels.data() + scan_order[p] * num_axes;
+      uint64_t score = 0;
+      for (size_t a = 0; a < num_axes; ++a) score += handed[offsets[a] + job_levels[a]];
+      if (score < best_score) {
+        best_score = score;
+        best_prev = prev;
+      }
+    }
+    floor = best_score;
+    const size_t position = next[best_prev];
+    next[best_prev] = next[position];
+    const size_t job = scan_order[position];
+    order.push_back(job);
+    for (size_t a = 0; a < num_axes; ++a) {
+      const size_t i = offsets[a] + levels[job * num_axes + a];
+      if (handed[i] == least[a]) --at_least[a];
+      ++handed[i];
+      --left[i];
+      if (at_least[a] == 0 && order.size() < num_jobs) recount(a);
+    }
+  }
+  return order;
+}
+
+std::string DescribeCount(double count) {
+  char text[32];
+  std::snprintf(text, sizeof text, count < 1e15 ? "%.0f" : "%.3g", count);
+  return text;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- public API
+
+const std::vector<std::string>& SettingKeys() {
+  static const std::vector<std::string> keys = [] {
+    // ToJson writes every setting except an empty data source; set both.
+    RunConfig every;
+    every.data.path = "path";
+    every.data.corpus = "corpus";
+    const json canonical = every.ToJson();
+    std::vector<std::string> all;
+    for (const auto& section : canonical.items()) {
+      for (const auto& field : section.value().items()) {
+        all.push_back(section.key() + "." + field.key());
+      }
+    }
+    std::sort(all.begin(), all.end());
+    return all;
+  }();
+  return keys;
+}
+
+StatusOr<std::string> ResolveSettingKey(const std::string& name) {
+  return ResolveSettingKey(name, SettingKeys());
+}
+
+StatusOr<std::string> ResolveSettingKey(const std::string& name,
+                                        const std::vector<std::string>& known_keys) {
+  std::vector<std::string> matches;
+  for (const auto& key : known_keys) {
+    const bool dotted = name.find('.') != std::string::npos;
+    if (dotted ? key == name : FieldOf(key) == name) matches.push_back(key);
+  }
+  if (matches.size() == 1) return matches[0];
+  if (matches.size() > 1) {
+    return Status::InvalidArgument("setting " + Quote(name) + " is ambiguous; write one of " +
+                                   Join(matches));
+  }
+  return Status::InvalidArgument("unknown setting " + Quote(name) + " (known: " + Join(known_keys) +
+                                 ")");
+}
+
+StatusOr<SweepSpec> ParseSpec(std::string_view yaml_text, const std::string& filename) {
+  if (yaml_text.size() > kMaxSpecBytes) {
+    return ErrorAt(filename, {},
+                   "the spec is " + std::to_string(yaml_text.size()) +
+                       " bytes, more than the limit of " + std::to_string(kMaxSpecBytes));
+  }
+  ABLATE_RETURN_IF_ERROR(CheckText(yaml_text, filename));
+  const std::string text(yaml_text);
+  try {
+    ABLATE_RETURN_IF_ERROR(CheckStructure(text, filename));
+    const YAML::Node root = YAML::Load(text);
+    ABLATE_ASSIGN_OR_RETURN(SweepSpec spec, SpecReader(filename).Read(root));
+    spec.source_text = text;
+    return spec;
+  } catch (const YAML::Exception& e) {
+    return ErrorAt(filename, PositionOf(e.mark), "invalid YAML: " + e.msg);
+  }
+}
+
+StatusOr<SweepSpec> LoadSpecFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    const int error = errno;
+    if (error == ENOENT) return Status::NotFound(path + ": no such file");
+    return Status::IOError(path + ": cannot open: " + std::strerror(error));
+  }
+  // One byte past the limit is enough to know the file is too large.
+  std::string text(kMaxSpecBytes + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  if (in.bad() || (!in && !in.eof())) return Status::IOError(path + ": read failed");
+  text.resize(static_cast<size_t>(in.gcount()));
+  return ParseSpec(text, path);
+}
+
+StatusOr<std::vector<Job>> ExpandGrid(const SweepSpec& spec, size_t max_jobs) {
+  // The size first, without overflow, so that no grid is too large to refuse.
+  size_t points = 1;
+  bool too_many = false;
+  double approximate = 1;
+  std::vector<std::string> shape;
+  for (const auto& axis : spec.axes) {
+    if (axis.values.empty()) return ErrorAt(spec.filename, {}, axis.key + ": the axis is empty");
+    const size_t size = axis.values.size();
+    approximate *= static_cast<double>(size);
+    shape.push_back(std::to_string(size));
+    if (too_many || points > max_jobs / size) {
+      too_many = true;
+    } else {
+      points *= size;
+    }
+  }
+  if (too_many || points > max_jobs) {
+    return ErrorAt(spec.filename, {},
+                   "the grid has " + DescribeCount(approximate) + " points (" + Join(shape, " x ") +
+                       "), more than the limit of " + std::to_string(max_jobs) + " jobs");
+  }
+
+  // A spec assembled by hand rather than by ParseSpec may have any shape.
+  const bool base_ok =
+      spec.base.is_object() && std::all_of(spec.base.begin(), spec.base.end(),
+                                           [](const json& section) { return section.is_object(); });
+  if (!base_ok) {
+    return ErrorAt(spec.filename, {},
+                   "base: expected {section: {setting: value}}, got " + Show(spec.base));
+  }
+
+  // Excludes as (axis, level) pairs.
+  const AxisIndex index(spec.axes);
+  std::vector<std::vector<std::pair<size_t, size_t>>> excludes;
+  for (const auto& exclude : spec.excludes) {
+    if (!exclude.is_object()) {
+      return ErrorAt(spec.filename, {}, "exclude: expected {setting: value}, got " + Show(exclude));
+    }
+    auto& pairs = excludes.emplace_back();
+    for (auto field = exclude.begin(); field != exclude.end(); ++field) {
+      const std::optional<size_t> axis = index.Axis(field.key());
+      if (!axis)
+        return ErrorAt(spec.filename, {}, "exclude: " + field.key() + " is not a grid axis");
+      const std::optional<size_t> level = index.Level(*axis, *field);
+      if (!level) {
+        return ErrorAt(
+            spec.filename, {},
+            "exclude: " + field.key() + ": " + Show(*field) + " is not one of the axis's values");
+      }
+      pairs.emplace_back(*axis, *level);
+    }
+  }
+
+  const size_t num_axes = spec.axes.size();
+  std::vector<size_t> kept_levels;  // job after job, in grid order
+  std::vector<size_t> kept_points;  // the grid point of each job
+  std::vector<size_t> levels(num_axes, 0);
+  for (size_t point = 0; point < points; ++point) {
+    const bool excluded = std::any_of(excludes.begin(), excludes.end(), [&](const auto& pairs) {
+      return std::all_of(pairs.begin(), pairs.end(),
+                         [&](const auto& pair) { return levels[pair.first] == pair.second; });
+    });
+    if (!excluded) {
+      kept_levels.insert(kept_levels.end(), levels.begin(), levels.end());
+      kept_points.push_back(point);
+    }
+    for (size_t a = num_axes; a-- > 0;) {  // odometer: the last axis turns fastest
+      if (++levels[a] < spec.axes[a].values.size()) break;
+      levels[a] = 0;
+    }
+  }
+  const size_t num_jobs = kept_points.size();
+  if (num_jobs == 0) return ErrorAt(spec.filename, {}, "the excludes drop every job of the grid");
+
+  ConfigBuilder builder(spec);
+  std::vector<Job> grid_jobs(num_jobs);
+  for (size_t j = 0; j < num_jobs; ++j) {
+    levels.assign(kept_levels.begin() + static_cast<std::ptrdiff_t>(j * num_axes),
+                  kept_levels.begin() + static_cast<std::ptrdiff_t>((j + 1) * num_axes));
+    Job& job = grid_jobs[j];
+    job.factors = json::object();
+    for (size_t a = 0; a < num_axes; ++a) {
+      job.factors[spec.axes[a].key] = spec.axes[a].values[levels[a]];
+    }
+    StatusOr<RunConfig> config = builder.Build(levels);
+    if (!config.ok()) {
+      return Status::InvalidArgument(config.status().message() + " (in the job " +
+                                     Show(job.factors) + ")");
+    }
+    job.config = std::move(config).value();
+    job.config_hash = ConfigHash(job.config);
+  }
+
+  std::vector<size_t> axis_sizes;
+  for (const auto& axis : spec.axes) axis_sizes.push_back(axis.values.size());
+  const std::vector<size_t> rank = ReferenceRanks(axis_sizes, points);
+  std::vector<size_t> scan_order(num_jobs);
+  std::iota(scan_order.begin(), scan_order.end(), 0);
+  std::sort(scan_order.begin(), scan_order.end(),
+            [&](size_t a, size_t b) { return rank[kept_points[a]] < rank[kept_points[b]]; });
+  std::vector<Job> jobs;
+  jobs.reserve(num_jobs);
+  for (size_t index : BalancedOrder(kept_levels, scan_order, axis_sizes)) {
+    jobs.push_back(std::move(grid_jobs[index]));
+    jobs.back().order = static_cast<int64_t>(jobs.size() - 1);
+  }
+  return jobs;
+}
+
+std::string SpecHash(const SweepSpec& spec) {
+  json axes = json::array();
+  for (const auto& axis : spec.axes) axes.push_back({{"key", axis.key}, {"values", axis.values}});
+  const json identity = {{"base", spec.base}, {"axes", axes}, {"excludes", spec.excludes}};
+  return Sha256Hex(identity.dump(-1, ' ', false, json::error_handler_t::replace));
+}
+
+}  // namespace ablate
