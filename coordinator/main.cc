@@ -1,7 +1,9 @@
 // ablate-coordinator: serves sweeps to workers and to the CLI from one
-// SQLite database. Prints "listening on HOST:PORT" on stdout once it serves;
-// SIGTERM or SIGINT shut it down gracefully.
+// SQLite database. Prints "listening on HOST:PORT" on stdout once it serves
+// (logs go to stderr, so stdout stays machine-readable); SIGTERM or SIGINT
+// shut it down gracefully.
 #include <signal.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
@@ -31,6 +33,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
+  spdlog::set_default_logger(spdlog::stderr_color_mt("coordinator"));
   spdlog::set_level(spdlog::level::from_str(log_level));
   options.store.sync =
       sync == "full" ? ablate::StoreOptions::Sync::kFull : ablate::StoreOptions::Sync::kNormal;
