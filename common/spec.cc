@@ -379,15 +379,33 @@ bool Contains(const std::vector<std::string>& names, const std::string& name) {
   return std::find(names.begin(), names.end(), name) != names.end();
 }
 
+// A run config (`ablate-worker train CONFIG.yaml`): one job, no grid.
+const std::vector<std::string>& RunConfigKeys() {
+  static const auto* keys = new std::vector<std::string>{"description", "data", "model", "train"};
+  return *keys;
+}
+
 class SpecReader {
  public:
-  explicit SpecReader(const std::string& filename) : filename_(filename) {}
+  // `single_run`: read a run config, whose only top-level keys are
+  // RunConfigKeys() and which needs no name.
+  SpecReader(const std::string& filename, bool single_run)
+      : filename_(filename), single_run_(single_run) {}
 
   StatusOr<SweepSpec> Read(const YAML::Node& root) {
     spec_.filename = filename_;
     ABLATE_ASSIGN_OR_RETURN(std::vector<Entry> top, Entries(root, "the spec"));
     bool wandb = false;
     for (const auto& entry : top) wandb |= entry.name == "method" || entry.name == "parameters";
+    if (single_run_) {
+      for (const auto& entry : top) {
+        if (!Contains(RunConfigKeys(), entry.name)) {
+          return Error(entry.key, "unknown top-level key " + Quote(entry.name) +
+                                      " in a run config (known: " + Join(RunConfigKeys()) +
+                                      "; grids, seeds and excludes belong in a sweep spec)");
+        }
+      }
+    }
     const std::vector<std::string>& allowed = wandb ? WandbKeys() : NativeKeys();
 
     const Entry* name = nullptr;
@@ -440,8 +458,10 @@ class SpecReader {
         ABLATE_RETURN_IF_ERROR(RequireScalar(entry, entry.name));
       }
     }
-    if (name == nullptr) return ErrorAt(filename_, PositionOf(root.Mark()), "name: is required");
-    ABLATE_RETURN_IF_ERROR(ReadName(*name));
+    if (name == nullptr && !single_run_) {
+      return ErrorAt(filename_, PositionOf(root.Mark()), "name: is required");
+    }
+    if (name != nullptr) ABLATE_RETURN_IF_ERROR(ReadName(*name));
     ABLATE_RETURN_IF_ERROR(Assemble(seeds != nullptr));
     ABLATE_RETURN_IF_ERROR(Canonicalize());
     if (exclude != nullptr) ABLATE_RETURN_IF_ERROR(ReadExcludes(*exclude));
@@ -763,6 +783,7 @@ class SpecReader {
   }
 
   const std::string& filename_;
+  const bool single_run_;
   SweepSpec spec_;
   std::vector<WrittenSetting> settings_;  // in file order
   size_t grid_values_ = 0;                // over all axes so far
@@ -1035,7 +1056,10 @@ StatusOr<std::string> ResolveSettingKey(const std::string& name,
                                  ")");
 }
 
-StatusOr<SweepSpec> ParseSpec(std::string_view yaml_text, const std::string& filename) {
+namespace {
+
+StatusOr<SweepSpec> ParseSpecText(std::string_view yaml_text, const std::string& filename,
+                                  bool single_run) {
   if (yaml_text.size() > kMaxSpecBytes) {
     return ErrorAt(filename, {},
                    "the spec is " + std::to_string(yaml_text.size()) +
@@ -1046,7 +1070,7 @@ StatusOr<SweepSpec> ParseSpec(std::string_view yaml_text, const std::string& fil
   try {
     ABLATE_RETURN_IF_ERROR(CheckStructure(text, filename));
     const YAML::Node root = YAML::Load(text);
-    ABLATE_ASSIGN_OR_RETURN(SweepSpec spec, SpecReader(filename).Read(root));
+    ABLATE_ASSIGN_OR_RETURN(SweepSpec spec, SpecReader(filename, single_run).Read(root));
     spec.source_text = text;
     return spec;
   } catch (const YAML::Exception& e) {
@@ -1054,7 +1078,7 @@ StatusOr<SweepSpec> ParseSpec(std::string_view yaml_text, const std::string& fil
   }
 }
 
-StatusOr<SweepSpec> LoadSpecFile(const std::string& path) {
+StatusOr<std::string> ReadSpecText(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     const int error = errno;
@@ -1066,7 +1090,29 @@ StatusOr<SweepSpec> LoadSpecFile(const std::string& path) {
   in.read(text.data(), static_cast<std::streamsize>(text.size()));
   if (in.bad() || (!in && !in.eof())) return Status::IOError(path + ": read failed");
   text.resize(static_cast<size_t>(in.gcount()));
+  return text;
+}
+
+}  // namespace
+
+StatusOr<SweepSpec> ParseSpec(std::string_view yaml_text, const std::string& filename) {
+  return ParseSpecText(yaml_text, filename, /*single_run=*/false);
+}
+
+StatusOr<SweepSpec> LoadSpecFile(const std::string& path) {
+  ABLATE_ASSIGN_OR_RETURN(std::string text, ReadSpecText(path));
   return ParseSpec(text, path);
+}
+
+StatusOr<RunConfig> ParseRunConfig(std::string_view yaml_text, const std::string& filename) {
+  ABLATE_ASSIGN_OR_RETURN(SweepSpec spec, ParseSpecText(yaml_text, filename, /*single_run=*/true));
+  ABLATE_ASSIGN_OR_RETURN(std::vector<Job> jobs, ExpandGrid(spec, 1));
+  return std::move(jobs.front().config);
+}
+
+StatusOr<RunConfig> LoadRunConfigFile(const std::string& path) {
+  ABLATE_ASSIGN_OR_RETURN(std::string text, ReadSpecText(path));
+  return ParseRunConfig(text, path);
 }
 
 StatusOr<std::vector<Job>> ExpandGrid(const SweepSpec& spec, size_t max_jobs) {

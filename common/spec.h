@@ -109,6 +109,12 @@ StatusOr<SweepSpec> ParseSpec(std::string_view yaml_text, const std::string& fil
 // Reads `path` (NotFound or IOError when it cannot) and parses it.
 StatusOr<SweepSpec> LoadSpecFile(const std::string& path);
 
+// A run config: the data:, model: and train: sections of a spec (and an
+// optional description) without a grid, for training one configuration.
+// Errors as ParseSpec's, with file, line and column.
+StatusOr<RunConfig> ParseRunConfig(std::string_view yaml_text, const std::string& filename);
+StatusOr<RunConfig> LoadRunConfigFile(const std::string& path);
+
 // The jobs of the grid minus the excluded ones, in hand-out order
 // (jobs[i].order == i). The order keeps every prefix as balanced as it can
 // across each axis's levels: greedily, the next job is the remaining one whose

@@ -877,3 +877,43 @@ TEST(LoadSpecFile, MissingFileIsNotFound) {
 
 }  // namespace
 }  // namespace ablate
+
+namespace ablate {
+namespace {
+
+TEST(RunConfigFile, ReadsTheSectionsOfOneRun) {
+  auto config = ParseRunConfig(
+      "data: {path: corpus.txt}\n"
+      "model: {cell: lstm, layer_norm: false, init: orthogonal, hidden: 64, vocab: 27}\n"
+      "train: {batch: 8, seq: 50, lr: 1e-3, steps: 100, seed: 4}\n",
+      "run.yaml");
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  EXPECT_EQ(config->data.path, "corpus.txt");
+  EXPECT_EQ(config->model.cell, Cell::kLstm);
+  EXPECT_FALSE(config->model.layer_norm);
+  EXPECT_EQ(config->model.init, Init::kOrthogonal);
+  EXPECT_EQ(config->train.seq, 50);
+  EXPECT_DOUBLE_EQ(config->train.lr, 1e-3);
+  EXPECT_EQ(config->train.seed, 4u);
+}
+
+TEST(RunConfigFile, AGridIsRefusedWithItsPosition) {
+  auto config = ParseRunConfig("data: {path: x}\ngrid:\n  cell: [gru, lstm]\n", "run.yaml");
+  ASSERT_FALSE(config.ok());
+  EXPECT_NE(config.status().message().find("run.yaml:2:1:"), std::string::npos)
+      << config.status().message();
+  EXPECT_NE(config.status().message().find("grid"), std::string::npos);
+}
+
+TEST(RunConfigFile, BadValuesNameFileLineAndSetting) {
+  auto config = ParseRunConfig("data: {path: x}\nmodel:\n  cell: rnn\n", "run.yaml");
+  ASSERT_FALSE(config.ok());
+  EXPECT_NE(config.status().message().find("run.yaml:3:"), std::string::npos)
+      << config.status().message();
+  EXPECT_NE(config.status().message().find("rnn"), std::string::npos);
+  auto missing = LoadRunConfigFile("/nonexistent/run.yaml");
+  EXPECT_EQ(missing.status().code(), Status::kNotFound);
+}
+
+}  // namespace
+}  // namespace ablate

@@ -1,0 +1,71 @@
+// ablate-worker: trains jobs. Without a subcommand it serves a coordinator;
+// `train` runs one configuration locally; `data` prepares corpora.
+#include <CLI/CLI.hpp>
+
+#include "worker/blas.h"
+#include "worker/text8.h"
+#include "worker/text8_fetch.h"
+#include "worker/train_command.h"
+
+int main(int argc, char** argv) {
+  ablate::MaybeReexecForFasterBlas(argv);
+
+  CLI::App app{"ablate-worker: trains the jobs of ablation sweeps"};
+  app.require_subcommand(1);
+
+  ablate::TrainCommandOptions train;
+  CLI::App* train_cmd = app.add_subcommand("train", "Train one configuration on this machine");
+  train_cmd->add_option("config", train.config_path, "YAML with data:, model: and train:")
+      ->required();
+  train_cmd->add_option("--threads", train.threads, "Intra-op threads (default: all cores)")
+      ->check(CLI::Range(0, 1024));
+  train_cmd->add_option("--device", train.device, "cpu, cuda, cuda:N or auto");
+  train_cmd->add_option("--format", train.format, "table or json");
+  train_cmd->add_option("--data-dir", train.data_dir,
+                        "Cache for corpus: text8 (default $ABLATE_DATA_DIR or ./data)");
+  train_cmd->add_option("--kernel", train.kernel, "auto, fused (CPU) or reference");
+  train_cmd->add_option("--checkpoint", train.checkpoint_path,
+                        "Where checkpoints go (train.checkpoint_every, and on stop)");
+  train_cmd->add_option("--resume", train.resume_path, "Start from this checkpoint");
+  train_cmd->add_option("--stop-at", train.stop_at, "Stop after this step")
+      ->check(CLI::PositiveNumber);
+
+  CLI::App* data_cmd = app.add_subcommand("data", "Prepare corpora");
+  data_cmd->require_subcommand(1);
+  std::string prepare_in, prepare_out;
+  CLI::App* prepare = data_cmd->add_subcommand(
+      "prepare", "Clean any text or HTML into text8 format (Mahoney's rules)");
+  prepare->add_option("input", prepare_in, "Text or HTML file, - for stdin")->required();
+  prepare->add_option("output", prepare_out, "text8-format file to write")->required();
+  std::string fetch_dir = ablate::DefaultDataDir(), fetch_url = ablate::kText8Url;
+  CLI::App* fetch = data_cmd->add_subcommand("fetch", "Download and verify text8 into a cache");
+  fetch->add_option("--data-dir", fetch_dir, "Cache directory");
+  fetch->add_option("--url", fetch_url, "Where text8.zip is served");
+
+  CLI11_PARSE(app, argc, argv);
+
+  if (*train_cmd) return ablate::RunTrainCommand(train);
+  if (*prepare) {
+    ablate::text8::PrepareStats stats;
+    ablate::Status s = ablate::text8::PrepareFile(prepare_in, prepare_out, &stats);
+    if (!s.ok()) {
+      std::fprintf(stderr, "ablate-worker data prepare: %s\n", s.message().c_str());
+      return 1;
+    }
+    std::printf("%s\n", ablate::text8::FormatPrepareSummary(prepare_in, prepare_out, stats).c_str());
+    return 0;
+  }
+  if (*fetch) {
+    ablate::text8::FetchOptions options;
+    options.data_dir = fetch_dir;
+    options.url = fetch_url;
+    auto path = ablate::text8::EnsureText8(options, nullptr);
+    if (!path.ok()) {
+      std::fprintf(stderr, "ablate-worker data fetch: %s\n", path.status().message().c_str());
+      return 1;
+    }
+    std::printf("%s\n", path->c_str());
+    return 0;
+  }
+  return 0;
+}
