@@ -44,10 +44,14 @@ grpc::Status HealthCheck(const std::shared_ptr<grpc::Channel>& channel,
 
 class ServerTest : public ::testing::Test {
  protected:
-  void SetUp() override {
+  void SetUp() override { StartServer(); }
+
+  // Starts a coordinator on the test's database and connects to it.
+  void StartServer() {
     CoordinatorOptions options;
     options.db_path = dir_.File("ablate.db");
     options.listen = "127.0.0.1:0";
+    options.clock = &clock_;
     auto server = CoordinatorServer::Start(options);
     ASSERT_TRUE(server.ok()) << server.status().ToString();
     server_ = std::move(server).value();
@@ -67,9 +71,9 @@ class ServerTest : public ::testing::Test {
     return reply;
   }
 
-  v1::JobLease RegisterAndLease() {
+  v1::JobLease RegisterAndLease(const std::string& worker = "worker-1") {
     v1::RegisterWorkerRequest registration;
-    registration.set_name("worker-1");
+    registration.set_name(worker);
     registration.set_device("cpu");
     v1::RegisterWorkerResponse registered;
     grpc::ClientContext register_context;
@@ -120,6 +124,28 @@ class ServerTest : public ::testing::Test {
     return stream->Finish();
   }
 
+  v1::LeaseState Heartbeat(const v1::JobLease& lease) {
+    v1::HeartbeatRequest request;
+    request.set_job_id(lease.job_id());
+    request.set_lease_token(lease.lease_token());
+    v1::HeartbeatResponse reply;
+    grpc::ClientContext context;
+    grpc::Status status = coordinator_->Heartbeat(&context, request, &reply);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return reply.state();
+  }
+
+  // Uploads `bytes` as the job's checkpoint at `step`.
+  void UploadCheckpoint(const v1::JobLease& lease, int64_t step, const std::string& bytes) {
+    v1::CheckpointInfo info;
+    info.set_step(step);
+    info.set_total_bytes(static_cast<int64_t>(bytes.size()));
+    info.set_sha256_hex(Sha256Hex(bytes));
+    v1::UploadCheckpointResponse reply;
+    grpc::Status status = Upload(lease, info, bytes, kCheckpointChunkBytes, &reply);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+  }
+
   std::vector<std::string> CheckpointFiles() {
     std::vector<std::string> names;
     for (const auto& entry : std::filesystem::directory_iterator(dir_.File("ablate.db.ckpt"))) {
@@ -129,6 +155,7 @@ class ServerTest : public ::testing::Test {
   }
 
   TempDir dir_;
+  FakeClock clock_;
   std::unique_ptr<CoordinatorServer> server_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Coordinator::Stub> coordinator_;
@@ -237,6 +264,55 @@ TEST_F(ServerTest, WorkerRunsAJobWithACheckpointEndToEnd) {
   ASSERT_EQ(status_reply.sweeps_size(), 1);
   EXPECT_EQ(status_reply.sweeps(0).sweep().counts().done(), 1);
   EXPECT_EQ(status_reply.sweeps(0).running_size(), 0);
+}
+
+TEST_F(ServerTest, ReleasedJobResumesFromItsCheckpointOnAnotherWorker) {
+  Launch();
+  v1::JobLease first = RegisterAndLease("worker-1");
+  const std::string checkpoint = RandomBytes(kCheckpointChunkBytes + 7);
+  UploadCheckpoint(first, 20, checkpoint);
+  v1::ReleaseJobRequest release;
+  release.set_job_id(first.job_id());
+  release.set_lease_token(first.lease_token());
+  release.set_reason("SIGTERM");
+  v1::ReleaseJobResponse released;
+  grpc::ClientContext context;
+  ASSERT_TRUE(coordinator_->ReleaseJob(&context, release, &released).ok());
+
+  v1::JobLease second = RegisterAndLease("worker-2");
+  ASSERT_EQ(second.job_id(), first.job_id());
+  EXPECT_EQ(second.checkpoint_step(), 20);
+  EXPECT_EQ(second.attempt(), 1) << "a release does not use up an attempt";
+  v1::CheckpointInfo info;
+  std::string downloaded;
+  ASSERT_TRUE(Download(second, &info, &downloaded).ok());
+  EXPECT_TRUE(downloaded == checkpoint);
+  std::string ignored;
+  EXPECT_EQ(Download(first, &info, &ignored).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+}
+
+TEST_F(ServerTest, RestartKeepsLeasesAndCheckpoints) {
+  Launch();
+  v1::JobLease lease = RegisterAndLease();
+  const std::string checkpoint = RandomBytes(4096);
+  UploadCheckpoint(lease, 10, checkpoint);
+  coordinator_.reset();
+  sweeps_.reset();
+  channel_.reset();
+  server_->Shutdown();
+  server_.reset();
+  clock_.AdvanceMs(3600 * 1000);  // down for an hour, far past the lease
+
+  StartServer();
+  // The lease was renewed: another worker gets another job.
+  EXPECT_NE(RegisterAndLease("worker-2").job_id(), lease.job_id());
+  EXPECT_EQ(Heartbeat(lease), v1::LEASE_STATE_ACTIVE);
+  v1::CheckpointInfo info;
+  std::string downloaded;
+  ASSERT_TRUE(Download(lease, &info, &downloaded).ok());
+  EXPECT_EQ(info.step(), 10);
+  EXPECT_TRUE(downloaded == checkpoint);
+  EXPECT_EQ(CheckpointFiles().size(), 1u);
 }
 
 TEST_F(ServerTest, TruncatedUploadStoresNothing) {
