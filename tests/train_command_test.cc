@@ -1,0 +1,144 @@
+// `ablate-worker train` and `data prepare` as a user runs them.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/support/process.h"
+#include "worker/text8.h"
+
+namespace ablate {
+namespace {
+
+using nlohmann::json;
+using testing::Binary;
+using testing::RunCommand;
+using testing::TempDir;
+using testing::WriteFile;
+
+// Real English text (from the seed post), in text8 form.
+std::string EnglishText8(int repeats) {
+  const std::string paragraph =
+      "Normalization inside neural networks is known to improve performance in many cases. "
+      "Especially recurrent networks suffer from vanishing or exploding gradients when their "
+      "weight matrix changes the magnitude of hidden activations too much between time steps. "
+      "Layer norm centers and scales the activations at every time step, so that they stay in a "
+      "similar range. Layer norm both speeds up training and results in better performance. ";
+  std::string text;
+  for (int i = 0; i < repeats; ++i) text += text8::Clean(paragraph);
+  return text;
+}
+
+std::string Config(const std::string& corpus, const std::string& cell, int steps) {
+  return "data: {path: " + corpus + "}\nmodel: {cell: " + cell +
+         ", layer_norm: true, hidden: 24, vocab: 27}\ntrain: {batch: 4, seq: 16, lr: 0.003, steps: " +
+         std::to_string(steps) + ", log_every: 3, eval_every: 4, seed: 9}\n";
+}
+
+std::vector<json> JsonLines(const std::string& out) {
+  std::vector<json> lines;
+  for (const std::string& line : testing::Lines(out)) lines.push_back(json::parse(line));
+  return lines;
+}
+
+TEST(TrainCommand, ResumingInANewProcessGivesBitIdenticalLosses) {
+  TempDir dir;
+  WriteFile(dir.File("corpus.txt"), EnglishText8(30));
+  for (const std::string cell : {"lstm", "gru", "mgu"}) {
+    WriteFile(dir.File("run.yaml"), Config(dir.File("corpus.txt"), cell, 14));
+    const std::vector<std::string> base = {Binary("ablate-worker"), "train", dir.File("run.yaml"),
+                                           "--format", "json", "--threads", "2"};
+    auto straight = RunCommand(base, dir.path());
+    ASSERT_EQ(straight.exit_code, 0) << straight.err;
+
+    std::vector<std::string> first = base;
+    first.insert(first.end(), {"--stop-at", "7", "--checkpoint", dir.File("ckpt")});
+    auto part1 = RunCommand(first, dir.path());
+    ASSERT_EQ(part1.exit_code, 0) << part1.err;
+    std::vector<std::string> second = base;
+    second.insert(second.end(), {"--resume", dir.File("ckpt")});
+    auto part2 = RunCommand(second, dir.path());
+    ASSERT_EQ(part2.exit_code, 0) << part2.err;
+    EXPECT_NE(part2.err.find("resumed at step 7"), std::string::npos) << part2.err;
+
+    std::vector<json> all = JsonLines(straight.out);
+    std::vector<json> joined = JsonLines(part1.out);
+    ASSERT_TRUE(joined.back().value("final", false));
+    EXPECT_EQ(joined.back()["outcome"], "stopped");
+    joined.pop_back();
+    for (const json& j : JsonLines(part2.out)) joined.push_back(j);
+    ASSERT_EQ(joined.size(), all.size()) << cell;
+    int compared = 0;
+    for (size_t i = 0; i < all.size(); ++i) {
+      for (const char* key : {"train_bpc", "valid_bpc", "test_bpc"}) {
+        if (!all[i].contains(key)) continue;
+        ASSERT_TRUE(joined[i].contains(key)) << cell << " line " << i;
+        // Bit for bit: JSON carries doubles exactly (17 significant digits).
+        EXPECT_EQ(joined[i][key].get<double>(), all[i][key].get<double>())
+            << cell << " " << key << " at step " << all[i]["step"];
+        ++compared;
+      }
+      EXPECT_EQ(joined[i]["step"], all[i]["step"]);
+    }
+    EXPECT_GE(compared, 10);
+  }
+}
+
+TEST(TrainCommand, BadInputIsOneLineNamingTheSettingAndNothingIsWritten) {
+  TempDir dir;
+  WriteFile(dir.File("corpus.txt"), EnglishText8(30));
+  WriteFile(dir.File("caps.txt"), "Capital letters are not in the text8 alphabet");
+  struct Case {
+    std::string name, yaml;
+    std::vector<std::string> flags;
+    std::string expect;
+  };
+  const std::string corpus = dir.File("corpus.txt");
+  std::vector<Case> cases = {
+      {"cell", "data: {path: " + corpus + "}\nmodel: {cell: rnn}\n", {}, "rnn"},
+      {"init", "data: {path: " + corpus + "}\nmodel: {init: glorot}\n", {}, "glorot"},
+      {"hidden", "data: {path: " + corpus + "}\nmodel: {hidden: 0}\n", {}, "model.hidden"},
+      {"batch", "data: {path: " + corpus + "}\ntrain: {batch: 100000000}\n", {}, "train.batch"},
+      {"short", "data: {path: " + corpus + "}\nmodel: {vocab: 27}\ntrain: {batch: 5000, seq: 100}\n",
+       {}, "needs at least"},
+      {"alphabet", "data: {path: " + dir.File("caps.txt") + "}\nmodel: {vocab: 27}\n", {},
+       "0x43 'C'"},
+      {"missing", "data: {path: " + dir.File("absent.txt") + "}\n", {}, "absent.txt"},
+      {"data dir", "data: {corpus: text8}\n", {"--data-dir", dir.File("no/such/dir")},
+       "no/such"},
+      {"checkpoint",
+       "data: {path: " + corpus + "}\nmodel: {hidden: 8, vocab: 27}\ntrain: {batch: 2, seq: 8, "
+       "steps: 4}\n",
+       {"--stop-at", "2", "--checkpoint", dir.File("nowhere/ckpt")}, "nowhere"},
+      {"device", "data: {path: " + corpus + "}\n", {"--device", "cuda:3"}, "cuda:3"},
+  };
+  for (const Case& c : cases) {
+    WriteFile(dir.File("bad.yaml"), c.yaml);
+    std::vector<std::string> argv = {Binary("ablate-worker"), "train", dir.File("bad.yaml")};
+    argv.insert(argv.end(), c.flags.begin(), c.flags.end());
+    auto r = RunCommand(argv, dir.path());
+    EXPECT_NE(r.exit_code, 0) << c.name;
+    EXPECT_NE(r.err.find(c.expect), std::string::npos) << c.name << ": " << r.err;
+    EXPECT_TRUE(r.out.empty()) << c.name << ": " << r.out;
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir.File("nowhere")));
+  EXPECT_FALSE(std::filesystem::exists(dir.File("no")));
+}
+
+TEST(DataPrepare, TurnsTextIntoText8Format) {
+  TempDir dir;
+  WriteFile(dir.File("in.html"), "<p>In 1999, <b>GRU</b> &amp; LSTM cells!</p>\n");
+  auto r = RunCommand({Binary("ablate-worker"), "data", "prepare", dir.File("in.html"),
+                dir.File("out.txt")},
+               dir.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(testing::ReadFile(dir.File("out.txt")), " in one nine nine nine gru lstm cells");
+  auto missing = RunCommand({Binary("ablate-worker"), "data", "prepare", dir.File("absent"),
+                      dir.File("out2.txt")},
+                     dir.path());
+  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_NE(missing.err.find("absent"), std::string::npos);
+  EXPECT_FALSE(std::filesystem::exists(dir.File("out2.txt")));
+}
+
+}  // namespace
+}  // namespace ablate
