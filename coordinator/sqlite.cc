@@ -58,8 +58,6 @@ StatusOr<bool> Rows::Next() {
   return StatementError(stmt_, rc);
 }
 
-bool Rows::IsNull(int column) const { return sqlite3_column_type(stmt_, column) == SQLITE_NULL; }
-
 int64_t Rows::Int(int column) const { return sqlite3_column_int64(stmt_, column); }
 
 double Rows::Double(int column) const { return sqlite3_column_double(stmt_, column); }
@@ -68,16 +66,6 @@ std::string Rows::Text(int column) const {
   const unsigned char* text = sqlite3_column_text(stmt_, column);
   if (text == nullptr) return {};
   return std::string(reinterpret_cast<const char*>(text), sqlite3_column_bytes(stmt_, column));
-}
-
-std::optional<int64_t> Rows::OptionalInt(int column) const {
-  if (IsNull(column)) return std::nullopt;
-  return Int(column);
-}
-
-std::optional<double> Rows::OptionalDouble(int column) const {
-  if (IsNull(column)) return std::nullopt;
-  return Double(column);
 }
 
 StatusOr<std::unique_ptr<Database>> Database::Open(const std::string& path, Mode mode,
@@ -98,7 +86,7 @@ StatusOr<std::unique_ptr<Database>> Database::Open(const std::string& path, Mode
   }
   sqlite3_extended_result_codes(db, 1);
   sqlite3_busy_timeout(db, busy_timeout_ms);
-  return std::unique_ptr<Database>(new Database(db, path, mode));
+  return std::unique_ptr<Database>(new Database(db));
 }
 
 Database::~Database() {

@@ -39,13 +39,10 @@ class Rows {
   // True when a row is available; false when the statement is done.
   StatusOr<bool> Next();
 
-  bool IsNull(int column) const;
+  // NULL reads as 0, 0.0 and "".
   int64_t Int(int column) const;
   double Double(int column) const;
   std::string Text(int column) const;
-  // NULL reads as nullopt.
-  std::optional<int64_t> OptionalInt(int column) const;
-  std::optional<double> OptionalDouble(int column) const;
 
  private:
   friend class Database;
@@ -114,13 +111,10 @@ class Database {
   // False while a transaction is open. SQLite rolls back by itself after some
   // errors (disk full, I/O); this tells whether it did.
   bool InTransaction() const;
-  bool ReadOnly() const { return mode_ == Mode::kReadOnly; }
-  const std::string& path() const { return path_; }
 
  private:
   friend class Rows;
-  Database(sqlite3* db, std::string path, Mode mode)
-      : db_(db), path_(std::move(path)), mode_(mode) {}
+  explicit Database(sqlite3* db) : db_(db) {}
 
   StatusOr<Rows> Borrow(std::string_view sql);
 
@@ -146,8 +140,6 @@ class Database {
   }
 
   sqlite3* db_;
-  const std::string path_;
-  const Mode mode_;
   // Keyed by SQL text; node-based, so a Slot stays put while Rows point at it.
   std::unordered_map<std::string, Rows::Slot> cache_;
 };

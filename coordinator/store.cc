@@ -108,7 +108,8 @@ CREATE TABLE curve_points (
   PRIMARY KEY (job_id, split, step)
 ) STRICT, WITHOUT ROWID;
 
--- Every state transition, for audit and debugging.
+-- Every state transition, for audit and debugging. Unindexed: written on
+-- every transition, read only when someone investigates.
 CREATE TABLE events (
   id INTEGER PRIMARY KEY,
   time_ms INTEGER NOT NULL,
