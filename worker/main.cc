@@ -1,17 +1,36 @@
 // ablate-worker: trains jobs. Without a subcommand it serves a coordinator;
 // `train` runs one configuration locally; `data` prepares corpora.
 #include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 
 #include "worker/blas.h"
 #include "worker/text8.h"
 #include "worker/text8_fetch.h"
 #include "worker/train_command.h"
+#include "worker/worker_loop.h"
 
 int main(int argc, char** argv) {
   ablate::MaybeReexecForFasterBlas(argv);
 
-  CLI::App app{"ablate-worker: trains the jobs of ablation sweeps"};
-  app.require_subcommand(1);
+  CLI::App app{
+      "ablate-worker: trains the jobs of ablation sweeps.\n"
+      "Without a subcommand it serves a coordinator: ablate-worker --coordinator HOST:PORT"};
+  app.require_subcommand(0, 1);
+  ablate::WorkerOptions worker;
+  app.add_option("--coordinator", worker.coordinator, "Coordinator address HOST:PORT")
+      ->envname("ABLATE_COORDINATOR");
+  app.add_option("--device", worker.device, "auto, cpu, cuda or cuda:N");
+  app.add_option("--threads", worker.threads, "Intra-op threads (default: all cores)")
+      ->check(CLI::Range(0, 1024));
+  app.add_option("--data-dir", worker.data_dir,
+                 "Cache for corpus: text8 (default $ABLATE_DATA_DIR or ./data)");
+  app.add_option("--name", worker.name, "Worker name, stable across restarts (default HOST-PID)");
+  app.add_option("--work-dir", worker.work_dir, "Local checkpoint directory (default: a temp dir)");
+  app.add_flag("--exit-when-idle", worker.exit_when_idle,
+               "Exit once no job is pending or running anywhere");
+  app.add_option("--poll", worker.idle_poll_seconds, "Seconds between lease attempts when idle")
+      ->check(CLI::PositiveNumber);
 
   ablate::TrainCommandOptions train;
   CLI::App* train_cmd = app.add_subcommand("train", "Train one configuration on this machine");
@@ -67,5 +86,7 @@ int main(int argc, char** argv) {
     std::printf("%s\n", path->c_str());
     return 0;
   }
-  return 0;
+  spdlog::set_default_logger(spdlog::stderr_color_mt("worker"));
+  spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
+  return ablate::RunWorker(worker);
 }

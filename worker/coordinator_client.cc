@@ -1,0 +1,155 @@
+#include "worker/coordinator_client.h"
+
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "common/config_hash.h"
+#include "worker/text8.h"
+
+namespace ablate {
+
+namespace {
+
+constexpr auto kUnaryDeadline = std::chrono::seconds(30);
+constexpr auto kStreamDeadline = std::chrono::minutes(30);
+constexpr size_t kChunkBytes = 1 << 20;
+
+void SetDeadline(grpc::ClientContext* context, std::chrono::seconds timeout) {
+  context->set_deadline(std::chrono::system_clock::now() + timeout);
+}
+
+}  // namespace
+
+Status FromGrpc(const grpc::Status& status) {
+  if (status.ok()) return Status::OK();
+  return Status(static_cast<Status::Code>(status.error_code()), status.error_message());
+}
+
+bool IsTransient(const Status& status) {
+  return status.code() == Status::kUnavailable || status.code() == Status::kDeadlineExceeded ||
+         status.code() == Status::kResourceExhausted;
+}
+
+CoordinatorClient::CoordinatorClient(std::shared_ptr<grpc::Channel> channel)
+    : stub_(v1::Coordinator::NewStub(std::move(channel))) {}
+
+Status CoordinatorClient::Register(const v1::RegisterWorkerRequest& request,
+                                   v1::RegisterWorkerResponse* response) {
+  grpc::ClientContext context;
+  SetDeadline(&context, kUnaryDeadline);
+  return FromGrpc(stub_->RegisterWorker(&context, request, response));
+}
+
+Status CoordinatorClient::Lease(int64_t worker_id, v1::LeaseJobResponse* response) {
+  grpc::ClientContext context;
+  SetDeadline(&context, kUnaryDeadline);
+  v1::LeaseJobRequest request;
+  request.set_worker_id(worker_id);
+  return FromGrpc(stub_->LeaseJob(&context, request, response));
+}
+
+Status CoordinatorClient::Heartbeat(const v1::HeartbeatRequest& request,
+                                    v1::HeartbeatResponse* response) {
+  grpc::ClientContext context;
+  SetDeadline(&context, kUnaryDeadline);
+  return FromGrpc(stub_->Heartbeat(&context, request, response));
+}
+
+Status CoordinatorClient::ReportPoints(const v1::ReportPointsRequest& request) {
+  grpc::ClientContext context;
+  SetDeadline(&context, kUnaryDeadline);
+  v1::ReportPointsResponse response;
+  return FromGrpc(stub_->ReportPoints(&context, request, &response));
+}
+
+Status CoordinatorClient::Complete(const v1::CompleteJobRequest& request) {
+  grpc::ClientContext context;
+  SetDeadline(&context, kUnaryDeadline);
+  v1::CompleteJobResponse response;
+  return FromGrpc(stub_->CompleteJob(&context, request, &response));
+}
+
+Status CoordinatorClient::Fail(const v1::FailJobRequest& request, v1::FailJobResponse* response) {
+  grpc::ClientContext context;
+  SetDeadline(&context, kUnaryDeadline);
+  return FromGrpc(stub_->FailJob(&context, request, response));
+}
+
+Status CoordinatorClient::Release(const v1::ReleaseJobRequest& request) {
+  grpc::ClientContext context;
+  SetDeadline(&context, kUnaryDeadline);
+  v1::ReleaseJobResponse response;
+  return FromGrpc(stub_->ReleaseJob(&context, request, &response));
+}
+
+Status CoordinatorClient::UploadCheckpoint(int64_t job_id, int64_t lease_token, int64_t step,
+                                           const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Status::NotFound("checkpoint " + path + " cannot be read");
+  const std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + kStreamDeadline);
+  v1::UploadCheckpointResponse response;
+  auto writer = stub_->UploadCheckpoint(&context, &response);
+  v1::UploadCheckpointRequest first;
+  first.set_job_id(job_id);
+  first.set_lease_token(lease_token);
+  first.mutable_info()->set_step(step);
+  first.mutable_info()->set_total_bytes(static_cast<int64_t>(data.size()));
+  first.mutable_info()->set_sha256_hex(Sha256Hex(data));
+  bool ok = writer->Write(first);
+  for (size_t offset = 0; ok && offset < data.size(); offset += kChunkBytes) {
+    v1::UploadCheckpointRequest chunk;
+    chunk.set_chunk(data.substr(offset, kChunkBytes));
+    ok = writer->Write(chunk);
+  }
+  writer->WritesDone();
+  return FromGrpc(writer->Finish());
+}
+
+StatusOr<int64_t> CoordinatorClient::DownloadCheckpoint(int64_t job_id, int64_t lease_token,
+                                                        const std::string& path) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + kStreamDeadline);
+  v1::DownloadCheckpointRequest request;
+  request.set_job_id(job_id);
+  request.set_lease_token(lease_token);
+  auto reader = stub_->DownloadCheckpoint(&context, request);
+  v1::DownloadCheckpointResponse message;
+  v1::CheckpointInfo info;
+  std::string data;
+  bool first = true;
+  while (reader->Read(&message)) {
+    if (first) info = message.info();
+    first = false;
+    data += message.chunk();
+  }
+  ABLATE_RETURN_IF_ERROR(FromGrpc(reader->Finish()));
+  if (first) return Status::DataLoss("checkpoint download of job " + std::to_string(job_id) +
+                                     " ended before its first message");
+  if (static_cast<int64_t>(data.size()) != info.total_bytes() ||
+      Sha256Hex(data) != info.sha256_hex()) {
+    return Status::DataLoss("checkpoint download of job " + std::to_string(job_id) +
+                            " does not match its size or SHA-256");
+  }
+  ABLATE_ASSIGN_OR_RETURN(text8::AtomicFile file, text8::AtomicFile::Create(path));
+  ABLATE_RETURN_IF_ERROR(file.Append(data));
+  ABLATE_RETURN_IF_ERROR(file.Commit());
+  return info.step();
+}
+
+Status CoordinatorClient::CallWithRetry(const std::function<Status()>& call,
+                                        const std::function<bool()>& keep_trying) {
+  thread_local std::mt19937 rng{std::random_device{}()};
+  auto backoff = std::chrono::milliseconds(100);
+  while (true) {
+    Status status = call();
+    if (!IsTransient(status) || !keep_trying()) return status;
+    std::uniform_int_distribution<int> jitter(0, static_cast<int>(backoff.count() / 2));
+    std::this_thread::sleep_for(backoff + std::chrono::milliseconds(jitter(rng)));
+    backoff = std::min<std::chrono::milliseconds>(backoff * 2, std::chrono::seconds(5));
+  }
+}
+
+}  // namespace ablate

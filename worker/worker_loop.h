@@ -1,0 +1,36 @@
+// The worker's service loop: register with the coordinator, lease jobs one at
+// a time, train each (resuming from its checkpoint when it has one), stream
+// its curve points and heartbeats from a second thread, upload checkpoints,
+// and complete, fail or release the job.
+//
+// Nothing is lost when the coordinator goes away: points wait in a buffer and
+// every call is retried with backoff until it answers. Before a checkpoint at
+// step S is uploaded, every point up to S is acknowledged, so a job resumed
+// from that checkpoint never misses one. SIGTERM (or SIGINT) makes the worker
+// checkpoint the running job, upload it, release the lease and exit 0.
+#ifndef ABLATE_WORKER_WORKER_LOOP_H_
+#define ABLATE_WORKER_WORKER_LOOP_H_
+
+#include <string>
+
+namespace ablate {
+
+struct WorkerOptions {
+  std::string coordinator;  // HOST:PORT
+  std::string device = "auto";
+  int threads = 0;          // 0: the machine's cores
+  std::string data_dir;     // cache for corpus: text8 (default: DefaultDataDir())
+  std::string name;         // default: HOST-PID
+  std::string work_dir;     // local checkpoints (default: a fresh temp directory)
+  bool exit_when_idle = false;
+  double idle_poll_seconds = 1.0;
+  int max_points_per_report = 1000;
+};
+
+// Runs until SIGTERM/SIGINT, or, with exit_when_idle, until no job is pending
+// or running anywhere. Returns the process exit code.
+int RunWorker(const WorkerOptions& options);
+
+}  // namespace ablate
+
+#endif  // ABLATE_WORKER_WORKER_LOOP_H_
