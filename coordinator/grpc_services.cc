@@ -3,12 +3,9 @@
 #include <memory>
 #include <utility>
 
-namespace ablate {
+#include "proto/rpc.h"
 
-grpc::Status ToGrpcStatus(const Status& status) {
-  if (status.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), status.message());
-}
+namespace ablate {
 
 bool CallGate::Enter() {
   std::lock_guard<std::mutex> lock(mu_);
@@ -41,7 +38,7 @@ grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* context, CallGate* 
     return reactor;
   }
   call([reactor, gate](Status status) {
-    reactor->Finish(ToGrpcStatus(status));
+    reactor->Finish(ToGrpc(status));
     gate->Leave();
   });
   return reactor;
@@ -63,15 +60,15 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadCheckpointRequest
 
   void OnReadDone(bool ok) override {
     if (!ok) {  // the client half-closed: the whole file is here
-      if (!upload_) return Finish(ToGrpcStatus(Status::InvalidArgument("empty checkpoint stream")));
+      if (!upload_) return Finish(ToGrpc(Status::InvalidArgument("empty checkpoint stream")));
       checkpoints_->FinishUpload(std::move(upload_), reply_,
-                                 [this](Status status) { Finish(ToGrpcStatus(status)); });
+                                 [this](Status status) { Finish(ToGrpc(status)); });
       return;
     }
     if (!upload_) {
       checkpoints_->BeginUpload(request_,
                                 [this](StatusOr<std::unique_ptr<CheckpointUpload>> upload) {
-                                  if (!upload.ok()) return Finish(ToGrpcStatus(upload.status()));
+                                  if (!upload.ok()) return Finish(ToGrpc(upload.status()));
                                   upload_ = std::move(upload).value();
                                   AppendAndReadOn();
                                 });
@@ -88,7 +85,7 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadCheckpointRequest
  private:
   void AppendAndReadOn() {
     Status appended = upload_->Append(request_.chunk());
-    if (!appended.ok()) return Finish(ToGrpcStatus(appended));
+    if (!appended.ok()) return Finish(ToGrpc(appended));
     StartRead(&request_);
   }
 
@@ -113,7 +110,7 @@ class DownloadReactor : public grpc::ServerWriteReactor<v1::DownloadCheckpointRe
     }
     checkpoints->BeginDownload(request,
                                [this](StatusOr<std::unique_ptr<CheckpointDownload>> download) {
-                                 if (!download.ok()) return Finish(ToGrpcStatus(download.status()));
+                                 if (!download.ok()) return Finish(ToGrpc(download.status()));
                                  download_ = std::move(download).value();
                                  *response_.mutable_info() = download_->info();
                                  WriteNext();
@@ -135,7 +132,7 @@ class DownloadReactor : public grpc::ServerWriteReactor<v1::DownloadCheckpointRe
   void WriteNext() {
     bool first = response_.has_info();
     StatusOr<bool> more = download_->Read(response_.mutable_chunk());
-    if (!more.ok()) return Finish(ToGrpcStatus(more.status()));
+    if (!more.ok()) return Finish(ToGrpc(more.status()));
     if (!*more && !first) return Finish(grpc::Status::OK);
     StartWrite(&response_);
   }

@@ -19,8 +19,6 @@
 
 namespace ablate {
 
-// Same code (the numbering is shared), same message.
-grpc::Status ToGrpcStatus(const Status& status);
 
 // Counts the calls in flight so that a shutdown can let them finish, and
 // turns new calls away (Unavailable, so clients retry elsewhere or later)

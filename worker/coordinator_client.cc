@@ -21,16 +21,6 @@ void SetDeadline(grpc::ClientContext* context, std::chrono::seconds timeout) {
 
 }  // namespace
 
-Status FromGrpc(const grpc::Status& status) {
-  if (status.ok()) return Status::OK();
-  return Status(static_cast<Status::Code>(status.error_code()), status.error_message());
-}
-
-bool IsTransient(const Status& status) {
-  return status.code() == Status::kUnavailable || status.code() == Status::kDeadlineExceeded ||
-         status.code() == Status::kResourceExhausted;
-}
-
 CoordinatorClient::CoordinatorClient(std::shared_ptr<grpc::Channel> channel)
     : stub_(v1::Coordinator::NewStub(std::move(channel))) {}
 

@@ -16,13 +16,9 @@
 
 #include "common/status.h"
 #include "proto/ablate.grpc.pb.h"
+#include "proto/rpc.h"
 
 namespace ablate {
-
-Status FromGrpc(const grpc::Status& status);
-
-// True for the errors a retry can outlive.
-bool IsTransient(const Status& status);
 
 class CoordinatorClient {
  public:

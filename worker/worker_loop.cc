@@ -397,7 +397,9 @@ int RunWorker(const WorkerOptions& given) {
     }
     options.work_dir = pattern;
   }
-  CoordinatorClient client(grpc::CreateChannel(options.coordinator, grpc::InsecureChannelCredentials()));
+  ClientOptions client_options;
+  client_options.address = options.coordinator;
+  CoordinatorClient client(MakeChannel(client_options));
   Worker worker(options, &client);
   const int code = worker.Run();
   if (given.work_dir.empty()) std::filesystem::remove_all(options.work_dir);
