@@ -1,5 +1,7 @@
 #include "proto/rpc.h"
 
+#include <CLI/CLI.hpp>
+
 namespace ablate {
 
 grpc::Status ToGrpc(const Status& status) {
@@ -19,6 +21,11 @@ bool IsTransient(const Status& status) {
 
 std::shared_ptr<grpc::Channel> MakeChannel(const ClientOptions& options) {
   return grpc::CreateChannel(options.address, grpc::InsecureChannelCredentials());
+}
+
+void AddClientFlags(CLI::App* app, ClientOptions* options) {
+  app->add_option("--coordinator", options->address, "Coordinator address HOST:PORT")
+      ->envname("ABLATE_COORDINATOR");
 }
 
 }  // namespace ablate

@@ -10,6 +10,10 @@
 
 #include "common/status.h"
 
+namespace CLI {
+class App;
+}
+
 namespace ablate {
 
 grpc::Status ToGrpc(const Status& status);
@@ -26,6 +30,10 @@ struct ClientOptions {
 
 // A channel to options.address.
 std::shared_ptr<grpc::Channel> MakeChannel(const ClientOptions& options);
+
+// Registers the flags every client of the coordinator takes on `app`:
+// --coordinator HOST:PORT (or $ABLATE_COORDINATOR).
+void AddClientFlags(CLI::App* app, ClientOptions* options);
 
 }  // namespace ablate
 

@@ -4,6 +4,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "proto/rpc.h"
 #include "worker/blas.h"
 #include "worker/text8.h"
 #include "worker/text8_fetch.h"
@@ -18,8 +19,7 @@ int main(int argc, char** argv) {
       "Without a subcommand it serves a coordinator: ablate-worker --coordinator HOST:PORT"};
   app.require_subcommand(0, 1);
   ablate::WorkerOptions worker;
-  app.add_option("--coordinator", worker.coordinator, "Coordinator address HOST:PORT")
-      ->envname("ABLATE_COORDINATOR");
+  ablate::AddClientFlags(&app, &worker.client);
   app.add_option("--device", worker.device, "auto, cpu, cuda or cuda:N");
   app.add_option("--threads", worker.threads, "Intra-op threads (default: all cores)")
       ->check(CLI::Range(0, 1024));

@@ -231,13 +231,13 @@ class Worker {
     Status s = CoordinatorClient::CallWithRetry(
         [&] { return client_->Register(request, &registered); }, [] { return !g_terminate; });
     if (!s.ok()) {
-      spdlog::error("cannot register with the coordinator at {}: {}", options_.coordinator,
+      spdlog::error("cannot register with the coordinator at {}: {}", options_.client.address,
                     s.ToString());
       return g_terminate ? 0 : 1;
     }
     worker_id_ = registered.worker_id();
     spdlog::info("worker {} ({}) registered with {} as id {}; {} on {} thread(s)", request.name(),
-                 host, options_.coordinator, worker_id_, device->str(), threads);
+                 host, options_.client.address, worker_id_, device->str(), threads);
 
     std::mt19937 rng{std::random_device{}()};
     while (!g_terminate) {
@@ -384,7 +384,7 @@ class Worker {
 
 int RunWorker(const WorkerOptions& given) {
   WorkerOptions options = given;
-  if (options.coordinator.empty()) {
+  if (options.client.address.empty()) {
     spdlog::error("no coordinator: pass --coordinator HOST:PORT or set ABLATE_COORDINATOR");
     return 2;
   }
@@ -397,9 +397,7 @@ int RunWorker(const WorkerOptions& given) {
     }
     options.work_dir = pattern;
   }
-  ClientOptions client_options;
-  client_options.address = options.coordinator;
-  CoordinatorClient client(MakeChannel(client_options));
+  CoordinatorClient client(MakeChannel(options.client));
   Worker worker(options, &client);
   const int code = worker.Run();
   if (given.work_dir.empty()) std::filesystem::remove_all(options.work_dir);

@@ -13,10 +13,12 @@
 
 #include <string>
 
+#include "proto/rpc.h"
+
 namespace ablate {
 
 struct WorkerOptions {
-  std::string coordinator;  // HOST:PORT
+  ClientOptions client;     // how to reach the coordinator
   std::string device = "auto";
   int threads = 0;          // 0: the machine's cores
   std::string data_dir;     // cache for corpus: text8 (default: DefaultDataDir())
