@@ -120,6 +120,36 @@ CREATE TABLE events (
   detail TEXT NOT NULL
 ) STRICT;
 )sql",
+    // 2: views for reading results with the sqlite3 shell (documented in the
+    // README). The seed's factors are read from each job's full config, so
+    // they are set whether a sweep varies them or fixes them.
+    R"sql(
+CREATE VIEW job_results AS
+SELECT s.name AS sweep, j.sweep_id, j.id AS job_id, j.ord, j.state,
+       json_extract(j.config_json, '$.model.cell') AS cell,
+       json_extract(j.config_json, '$.model.layer_norm') AS layer_norm,
+       json_extract(j.config_json, '$.model.init') AS init,
+       json_extract(j.config_json, '$.train.seed') AS seed,
+       j.factors_json, j.config_json,
+       j.final_train_bpc, j.final_valid_bpc, j.final_test_bpc,
+       COALESCE(j.final_steps, j.step) AS steps, j.final_wall_time AS wall_time,
+       j.attempts, w.name AS worker, w.device, j.last_error,
+       j.created_ms, j.started_ms, j.finished_ms
+FROM jobs j
+JOIN sweeps s ON s.id = j.sweep_id
+LEFT JOIN workers w ON w.id = j.lease_owner;
+
+CREATE VIEW curve AS
+SELECT s.name AS sweep, j.sweep_id, p.job_id, j.state,
+       json_extract(j.config_json, '$.model.cell') AS cell,
+       json_extract(j.config_json, '$.model.layer_norm') AS layer_norm,
+       json_extract(j.config_json, '$.model.init') AS init,
+       json_extract(j.config_json, '$.train.seed') AS seed,
+       p.split, p.step, p.bpc, p.bytes_seen, p.wall_time, p.attempt
+FROM curve_points p
+JOIN jobs j ON j.id = p.job_id
+JOIN sweeps s ON s.id = j.sweep_id;
+)sql",
 };
 
 struct Identity {

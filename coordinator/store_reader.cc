@@ -1,5 +1,7 @@
 #include "coordinator/store_reader.h"
 
+#include "coordinator/results.h"
+
 namespace ablate {
 
 const char* SplitName(v1::Split split) {
@@ -173,6 +175,16 @@ StatusOr<std::vector<v1::CurvePoint>> StoreReader::JobCurve(int64_t job_id) {
     p.set_wall_time(rows.Double(4));
   }
   return points;
+}
+
+Status StoreReader::Results(const v1::ResultsRequest& request, v1::ResultsResponse* out) {
+  ABLATE_ASSIGN_OR_RETURN(*out, QueryResults(*db_, request));
+  return Status::OK();
+}
+
+Status StoreReader::Curves(const v1::CurvesRequest& request, v1::CurvesResponse* out) {
+  ABLATE_ASSIGN_OR_RETURN(*out, QueryCurves(*db_, request));
+  return Status::OK();
 }
 
 }  // namespace ablate

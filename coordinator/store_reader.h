@@ -44,6 +44,11 @@ class StoreReader {
   // unknown job.
   StatusOr<std::vector<v1::CurvePoint>> JobCurve(int64_t job_id);
 
+  // A sweep's results and averaged curves, as coordinator/results.h's
+  // QueryResults and QueryCurves.
+  Status Results(const v1::ResultsRequest& request, v1::ResultsResponse* out);
+  Status Curves(const v1::CurvesRequest& request, v1::CurvesResponse* out);
+
  private:
   Status AppendSweeps(int64_t only_id, bool with_running, v1::GetStatusResponse* out);
 

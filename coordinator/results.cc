@@ -1,0 +1,653 @@
+#include "coordinator/results.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "common/spec.h"
+#include "coordinator/store_reader.h"
+
+namespace ablate {
+
+namespace {
+
+using nlohmann::json;
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+// Lentz's continued fraction for the regularized incomplete beta function.
+double BetaContinuedFraction(double a, double b, double x) {
+  constexpr double kTiny = 1e-300;
+  constexpr double kEpsilon = 1e-15;
+  const double qab = a + b, qap = a + 1, qam = a - 1;
+  auto guard = [&](double v) { return std::fabs(v) < kTiny ? kTiny : v; };
+  double c = 1;
+  double d = 1 / guard(1 - qab * x / qap);
+  double h = d;
+  for (int m = 1; m <= 1000; ++m) {
+    const double m2 = 2.0 * m;
+    double aa = m * (b - m) * x / ((qam + m2) * (a + m2));
+    d = 1 / guard(1 + aa * d);
+    c = guard(1 + aa / c);
+    h *= d * c;
+    aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2));
+    d = 1 / guard(1 + aa * d);
+    c = guard(1 + aa / c);
+    const double step = d * c;
+    h *= step;
+    if (std::fabs(step - 1) < kEpsilon) break;
+  }
+  return h;
+}
+
+// I_x(a, b).
+double RegularizedIncompleteBeta(double a, double b, double x) {
+  if (x <= 0) return 0;
+  if (x >= 1) return 1;
+  const double front = std::exp(std::lgamma(a + b) - std::lgamma(a) - std::lgamma(b) +
+                                a * std::log(x) + b * std::log1p(-x));
+  if (x < (a + 1) / (a + b + 2)) return front * BetaContinuedFraction(a, b, x) / a;
+  return 1 - front * BetaContinuedFraction(b, a, 1 - x) / b;
+}
+
+// P(|T| > t) for Student's t with `df` degrees of freedom.
+double TwoSidedTail(double t, double df) {
+  return RegularizedIncompleteBeta(df / 2, 0.5, df / (df + t * t));
+}
+
+// JSON text of a factor value, as stored canonically.
+std::string Dump(const json& value) {
+  return value.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+struct SweepJob {
+  int64_t id = 0;
+  std::string state;
+  std::string factors_json;
+  json factors;
+  std::optional<double> final_bpc;  // the worker's final value of the split, done jobs only
+  std::string last_error;
+};
+
+struct Axis {
+  std::string key;                  // "model.cell"
+  std::string short_name;           // "cell", or the key when another axis has the same field name
+  std::vector<std::string> values;  // canonical JSON text, in the spec's order
+};
+
+// A sweep's jobs and axes as the queries need them.
+struct SweepData {
+  v1::SweepSummary summary;
+  std::vector<Axis> axes;
+  std::vector<SweepJob> jobs;  // in hand-out order
+};
+
+// The factors a reply groups by.
+struct Grouping {
+  bool per_job = false;
+  std::vector<std::string> columns;  // as requested, or short names per job
+  std::vector<std::string> keys;     // canonical
+  std::vector<const Axis*> axes;     // parallel to keys
+};
+
+// A job the request counts, with whether it is unfinished.
+struct Counted {
+  const SweepJob* job;
+  bool unfinished;
+};
+
+std::string FieldOf(const std::string& key) {
+  const size_t dot = key.find('.');
+  return dot == std::string::npos ? key : key.substr(dot + 1);
+}
+
+// The sweep's axes: those of its stored spec in file order (with their
+// values' order), then any other factor its jobs carry (an extended sweep's
+// older grid), sorted. Only factors some job carries count, unless it has none.
+std::vector<Axis> AxesOf(const std::string& spec_text, const std::string& name,
+                         const std::vector<SweepJob>& jobs) {
+  std::vector<std::string> carried;
+  for (const SweepJob& job : jobs) {
+    for (const auto& item : job.factors.items()) carried.push_back(item.key());
+  }
+  std::sort(carried.begin(), carried.end());
+  carried.erase(std::unique(carried.begin(), carried.end()), carried.end());
+  auto is_carried = [&](const std::string& key) {
+    return jobs.empty() || std::binary_search(carried.begin(), carried.end(), key);
+  };
+
+  std::vector<Axis> axes;
+  // A stored spec that no longer parses (written by another version) only
+  // loses the order of values.
+  StatusOr<SweepSpec> spec = ParseSpec(spec_text, name);
+  if (spec.ok()) {
+    for (const GridAxis& grid_axis : spec->axes) {
+      if (!is_carried(grid_axis.key)) continue;
+      Axis& axis = axes.emplace_back();
+      axis.key = grid_axis.key;
+      for (const json& value : grid_axis.values) axis.values.push_back(Dump(value));
+    }
+  }
+  for (const std::string& key : carried) {
+    const bool known =
+        std::any_of(axes.begin(), axes.end(), [&](const Axis& axis) { return axis.key == key; });
+    if (!known) axes.emplace_back().key = key;
+  }
+  for (Axis& axis : axes) {
+    const std::string field = FieldOf(axis.key);
+    const bool shared = std::count_if(axes.begin(), axes.end(), [&](const Axis& other) {
+                          return FieldOf(other.key) == field;
+                        }) > 1;
+    axis.short_name = shared ? axis.key : field;
+  }
+  return axes;
+}
+
+StatusOr<SweepData> LoadSweep(Database& db, const v1::SweepRef& ref, v1::Split split) {
+  StoreReader reader(&db);
+  ABLATE_ASSIGN_OR_RETURN(int64_t sweep_id, reader.ResolveSweep(ref));
+  SweepData sweep;
+  {
+    v1::GetStatusRequest request;
+    request.mutable_sweep()->set_id(sweep_id);
+    v1::GetStatusResponse status;
+    ABLATE_RETURN_IF_ERROR(reader.GetStatus(request, &status));
+    if (status.sweeps_size() != 1) return Status::NotFound(fmt::format("no sweep {}", sweep_id));
+    sweep.summary = status.sweeps(0).sweep();
+  }
+  std::string spec_text;
+  {
+    ABLATE_ASSIGN_OR_RETURN(Rows rows,
+                            db.Query("SELECT spec_text FROM sweeps WHERE id = ?", sweep_id));
+    ABLATE_ASSIGN_OR_RETURN(bool found, rows.Next());
+    if (found) spec_text = rows.Text(0);
+  }
+  ABLATE_ASSIGN_OR_RETURN(Rows rows, db.Query(R"sql(
+      SELECT id, state, factors_json, last_error, final_bpc IS NULL, final_bpc
+      FROM (SELECT *, CASE ?2 WHEN 'train' THEN final_train_bpc
+                              WHEN 'valid' THEN final_valid_bpc
+                              ELSE final_test_bpc END AS final_bpc
+            FROM jobs WHERE sweep_id = ?1)
+      ORDER BY ord)sql",
+                                              sweep_id, SplitName(split)));
+  while (true) {
+    ABLATE_ASSIGN_OR_RETURN(bool row, rows.Next());
+    if (!row) break;
+    SweepJob& job = sweep.jobs.emplace_back();
+    job.id = rows.Int(0);
+    job.state = rows.Text(1);
+    job.factors_json = rows.Text(2);
+    job.last_error = rows.Text(3);
+    if (job.state == "done" && rows.Int(4) == 0) job.final_bpc = rows.Double(5);
+    job.factors = json::parse(job.factors_json, nullptr, /*allow_exceptions=*/false);
+    if (!job.factors.is_object()) {
+      return Status::DataLoss(
+          fmt::format("job {}: factors_json is not a JSON object: {}", job.id, job.factors_json));
+    }
+  }
+  sweep.axes = AxesOf(spec_text, sweep.summary.name(), sweep.jobs);
+  return sweep;
+}
+
+StatusOr<Grouping> ResolveGrouping(const SweepData& sweep,
+                                   const google::protobuf::RepeatedPtrField<std::string>& names) {
+  Grouping grouping;
+  if (names.empty()) {
+    grouping.per_job = true;
+    for (const Axis& axis : sweep.axes) {
+      grouping.columns.push_back(axis.short_name);
+      grouping.keys.push_back(axis.key);
+      grouping.axes.push_back(&axis);
+    }
+    return grouping;
+  }
+  std::vector<std::string> keys;
+  for (const Axis& axis : sweep.axes) keys.push_back(axis.key);
+  for (const std::string& name : names) {
+    StatusOr<std::string> key = ResolveSettingKey(name, keys);
+    if (!key.ok()) {
+      std::vector<std::string> known;
+      for (const Axis& axis : sweep.axes) known.push_back(axis.short_name);
+      return Status::InvalidArgument(fmt::format(
+          "'{}' is not a factor of sweep '{}'; its factors are: {}", name, sweep.summary.name(),
+          known.empty() ? std::string("none") : fmt::format("{}", fmt::join(known, ", "))));
+    }
+    if (std::find(grouping.keys.begin(), grouping.keys.end(), *key) != grouping.keys.end()) {
+      return Status::InvalidArgument(fmt::format("'{}' is named twice in the grouping", name));
+    }
+    grouping.columns.push_back(name);
+    grouping.keys.push_back(*key);
+    for (const Axis& axis : sweep.axes) {
+      if (axis.key == *key) grouping.axes.push_back(&axis);
+    }
+  }
+  return grouping;
+}
+
+Status CheckSplit(v1::Split split) {
+  if (split == v1::SPLIT_TRAIN || split == v1::SPLIT_VALID || split == v1::SPLIT_TEST) {
+    return Status::OK();
+  }
+  return Status::InvalidArgument("a split (train, valid or test) is required");
+}
+
+bool Unfinished(const SweepJob& job) { return job.state == "pending" || job.state == "running"; }
+
+// Counts an unfinished job that has no value in the reply's left-out.
+void LeaveOutUnfinished(const SweepJob& job, v1::LeftOut* left_out) {
+  if (job.state == "pending") {
+    left_out->set_pending(left_out->pending() + 1);
+  } else {
+    left_out->set_running(left_out->running() + 1);
+  }
+}
+
+v1::JobNote* AddNote(const SweepJob& job, std::string detail,
+                     google::protobuf::RepeatedPtrField<v1::JobNote>* notes) {
+  v1::JobNote* note = notes->Add();
+  note->set_job_id(job.id);
+  note->set_state(job.state);
+  note->set_factors_json(job.factors_json);
+  note->set_detail(std::move(detail));
+  return note;
+}
+
+// A counted job without a value: an unfinished one just has none yet.
+void NoValue(const Counted& job, std::string why, v1::LeftOut* left_out) {
+  if (job.unfinished) {
+    LeaveOutUnfinished(*job.job, left_out);
+  } else {
+    AddNote(*job.job, std::move(why), left_out->mutable_missing());
+  }
+}
+
+// The jobs the request counts, in hand-out order; the others are accounted
+// for in `left_out`.
+std::vector<Counted> SelectJobs(const SweepData& sweep, bool include_unfinished,
+                                v1::LeftOut* left_out) {
+  std::vector<Counted> counted;
+  for (const SweepJob& job : sweep.jobs) {
+    if (job.state == "done") {
+      counted.push_back({&job, false});
+    } else if (Unfinished(job)) {
+      if (include_unfinished) {
+        counted.push_back({&job, true});
+      } else {
+        LeaveOutUnfinished(job, left_out);
+      }
+    } else if (job.state == "failed") {
+      AddNote(job, job.last_error, left_out->mutable_failed());
+    } else {
+      left_out->set_cancelled(left_out->cancelled() + 1);
+    }
+  }
+  return counted;
+}
+
+// Where each value of a factor sorts: its place among the spec's values,
+// then unknown values by their text.
+std::pair<size_t, std::string> SortKey(const Axis* axis, const std::string& value) {
+  auto it = std::find(axis->values.begin(), axis->values.end(), value);
+  return {static_cast<size_t>(it - axis->values.begin()), value};
+}
+
+// A group's factor values, and its place in the reply's order.
+struct GroupKey {
+  std::vector<std::string> values;
+  std::vector<std::pair<size_t, std::string>> order;
+  int64_t job_id = 0;  // per-job rows: the job, so that equal factors stay apart
+
+  bool operator<(const GroupKey& other) const {
+    return std::tie(order, job_id) < std::tie(other.order, other.job_id);
+  }
+};
+
+GroupKey KeyOf(const Grouping& grouping, const SweepJob& job) {
+  GroupKey key;
+  for (size_t i = 0; i < grouping.keys.size(); ++i) {
+    auto it = job.factors.find(grouping.keys[i]);
+    std::string value = it == job.factors.end() ? "null" : Dump(*it);
+    key.order.push_back(SortKey(grouping.axes[i], value));
+    key.values.push_back(std::move(value));
+  }
+  if (grouping.per_job) key.job_id = job.id;
+  return key;
+}
+
+void SetColumns(const Grouping& grouping, google::protobuf::RepeatedPtrField<std::string>* columns,
+                google::protobuf::RepeatedPtrField<std::string>* keys) {
+  for (const std::string& column : grouping.columns) columns->Add(std::string(column));
+  for (const std::string& key : grouping.keys) keys->Add(std::string(key));
+}
+
+// --- Results ------------------------------------------------------------------
+
+// The job's value of request.split at request.at, or nullopt with `why` set.
+StatusOr<std::optional<double>> ValueOf(Database& db, const v1::ResultsRequest& request,
+                                        const SweepJob& job, std::string* why) {
+  const char* split = SplitName(request.split());
+  switch (request.at()) {
+    case v1::VALUE_AT_BEST: {
+      ABLATE_ASSIGN_OR_RETURN(
+          Rows rows,
+          db.Query("SELECT count(*), min(bpc) FROM curve_points WHERE job_id = ? AND split = ?",
+                   job.id, split));
+      ABLATE_ASSIGN_OR_RETURN(bool row, rows.Next());
+      if (row && rows.Int(0) > 0) return std::optional<double>(rows.Double(1));
+      *why = fmt::format("no {} point", split);
+      return std::optional<double>();
+    }
+    case v1::VALUE_AT_STEP: {
+      const int64_t step = request.step();
+      std::optional<std::pair<int64_t, double>> below, above;
+      {
+        ABLATE_ASSIGN_OR_RETURN(Rows rows, db.Query(R"sql(
+            SELECT step, bpc FROM curve_points WHERE job_id = ? AND split = ? AND step <= ?
+            ORDER BY step DESC LIMIT 1)sql",
+                                                    job.id, split, step));
+        ABLATE_ASSIGN_OR_RETURN(bool row, rows.Next());
+        if (row) below.emplace(rows.Int(0), rows.Double(1));
+      }
+      if (below && below->first == step) return std::optional<double>(below->second);
+      {
+        ABLATE_ASSIGN_OR_RETURN(Rows rows, db.Query(R"sql(
+            SELECT step, bpc FROM curve_points WHERE job_id = ? AND split = ? AND step >= ?
+            ORDER BY step LIMIT 1)sql",
+                                                    job.id, split, step));
+        ABLATE_ASSIGN_OR_RETURN(bool row, rows.Next());
+        if (row) above.emplace(rows.Int(0), rows.Double(1));
+      }
+      if (below && above) {
+        const double t = static_cast<double>(step - below->first) /
+                         static_cast<double>(above->first - below->first);
+        return std::optional<double>(below->second + t * (above->second - below->second));
+      }
+      if (below) {
+        *why =
+            fmt::format("the {} curve ends at step {}, before step {}", split, below->first, step);
+      } else if (above) {
+        *why =
+            fmt::format("the {} curve starts at step {}, after step {}", split, above->first, step);
+      } else {
+        *why = fmt::format("no {} point", split);
+      }
+      return std::optional<double>();
+    }
+    default: {
+      if (job.final_bpc) return job.final_bpc;
+      ABLATE_ASSIGN_OR_RETURN(Rows rows, db.Query(R"sql(
+          SELECT bpc FROM curve_points WHERE job_id = ? AND split = ?
+          ORDER BY step DESC LIMIT 1)sql",
+                                                  job.id, split));
+      ABLATE_ASSIGN_OR_RETURN(bool row, rows.Next());
+      if (row) return std::optional<double>(rows.Double(0));
+      *why = fmt::format("no {} point", split);
+      return std::optional<double>();
+    }
+  }
+}
+
+struct GroupValues {
+  std::vector<double> values;
+  std::vector<int64_t> job_ids;
+  int64_t unfinished = 0;
+};
+
+void Summarise(const GroupValues& group, double t975, v1::ResultRow* row) {
+  const auto n = static_cast<int64_t>(group.values.size());
+  double sum = 0;
+  for (double v : group.values) sum += v;
+  const double mean = sum / static_cast<double>(n);
+  double squares = 0;
+  for (double v : group.values) squares += (v - mean) * (v - mean);
+  const double stddev = n > 1 ? std::sqrt(squares / static_cast<double>(n - 1)) : kNaN;
+  row->set_n(n);
+  row->set_mean(mean);
+  row->set_stddev(stddev);
+  row->set_min(*std::min_element(group.values.begin(), group.values.end()));
+  row->set_max(*std::max_element(group.values.begin(), group.values.end()));
+  row->set_ci95(n > 1 ? t975 * stddev / std::sqrt(static_cast<double>(n)) : kNaN);
+  row->set_unfinished(group.unfinished);
+  for (int64_t id : group.job_ids) row->add_job_ids(id);
+}
+
+Status FillFacts(Database& db, int64_t sweep_id, v1::SweepFacts* facts) {
+  ABLATE_ASSIGN_OR_RETURN(Rows rows, db.Query(R"sql(
+      SELECT TOTAL(CASE WHEN w.device LIKE 'cuda%' THEN 0 ELSE t.wall END),
+             TOTAL(CASE WHEN w.device LIKE 'cuda%' THEN t.wall ELSE 0 END),
+             IFNULL(min(t.started_ms), 0), IFNULL(max(t.finished_ms), 0)
+      FROM (SELECT j.lease_owner, j.started_ms, j.finished_ms,
+                   CASE WHEN j.state = 'done' AND j.final_wall_time IS NOT NULL
+                        THEN j.final_wall_time
+                        ELSE (SELECT max(p.wall_time) FROM curve_points p WHERE p.job_id = j.id)
+                   END AS wall
+            FROM jobs j WHERE j.sweep_id = ?) t
+      LEFT JOIN workers w ON w.id = t.lease_owner)sql",
+                                              sweep_id));
+  ABLATE_ASSIGN_OR_RETURN(bool row, rows.Next());
+  if (!row) return Status::Internal("no facts row");
+  facts->set_cpu_hours(rows.Double(0) / 3600);
+  facts->set_gpu_hours(rows.Double(1) / 3600);
+  facts->set_first_started_ms(rows.Int(2));
+  facts->set_last_finished_ms(rows.Int(3));
+  return Status::OK();
+}
+
+// --- Curves -------------------------------------------------------------------
+
+// A counted job's curve: its steps are one of the distinct step schedules
+// (jobs of a sweep mostly share one), its values its own.
+struct JobCurve {
+  size_t schedule = 0;
+  std::vector<double> values;
+};
+
+// Running statistics of one (group, step) cell (Welford).
+struct StepStats {
+  int64_t n = 0;
+  double mean = 0, m2 = 0;
+  double min = std::numeric_limits<double>::infinity();
+  double max = -std::numeric_limits<double>::infinity();
+
+  void Add(double x) {
+    ++n;
+    const double delta = x - mean;
+    mean += delta / static_cast<double>(n);
+    m2 += delta * (x - mean);
+    min = std::min(min, x);
+    max = std::max(max, x);
+  }
+};
+
+// Adds `curve` at every grid step within its first and last step, linearly
+// interpolated between its neighbouring points.
+void Accumulate(const std::vector<int64_t>& steps, const std::vector<double>& values,
+                const std::vector<int64_t>& grid, std::vector<StepStats>* cells) {
+  size_t g = std::lower_bound(grid.begin(), grid.end(), steps.front()) - grid.begin();
+  size_t i = 0;
+  for (; g < grid.size() && grid[g] <= steps.back(); ++g) {
+    const int64_t step = grid[g];
+    while (steps[i] < step) ++i;  // steps[i] >= step now; steps[i - 1] < step
+    double value = values[i];
+    if (steps[i] != step) {
+      const double t =
+          static_cast<double>(step - steps[i - 1]) / static_cast<double>(steps[i] - steps[i - 1]);
+      value = values[i - 1] + t * (values[i] - values[i - 1]);
+    }
+    (*cells)[g].Add(value);
+  }
+}
+
+std::vector<int64_t> Grid(const std::vector<std::vector<int64_t>>& schedules, int32_t points) {
+  std::vector<int64_t> grid;
+  if (schedules.empty()) return grid;
+  if (points > 0) {
+    int64_t first = std::numeric_limits<int64_t>::max();
+    int64_t last = std::numeric_limits<int64_t>::min();
+    for (const auto& steps : schedules) {
+      first = std::min(first, steps.front());
+      last = std::max(last, steps.back());
+    }
+    if (points == 1) return {last};
+    for (int32_t i = 0; i < points; ++i) {
+      grid.push_back(first + std::llround(static_cast<double>(last - first) * i / (points - 1)));
+    }
+  } else {
+    for (const auto& steps : schedules) grid.insert(grid.end(), steps.begin(), steps.end());
+    std::sort(grid.begin(), grid.end());
+  }
+  grid.erase(std::unique(grid.begin(), grid.end()), grid.end());
+  return grid;
+}
+
+}  // namespace
+
+double StudentT975(int64_t degrees_of_freedom) {
+  const auto df = static_cast<double>(std::max<int64_t>(degrees_of_freedom, 1));
+  // The two-sided tail falls as t grows; t(0.975, 1) = 12.7 lies well inside.
+  double low = 0, high = 1000;
+  while (high - low > 1e-12 * high) {
+    const double mid = 0.5 * (low + high);
+    (TwoSidedTail(mid, df) > 0.05 ? low : high) = mid;
+  }
+  return 0.5 * (low + high);
+}
+
+StatusOr<v1::ResultsResponse> QueryResults(Database& db, const v1::ResultsRequest& request) {
+  ABLATE_RETURN_IF_ERROR(CheckSplit(request.split()));
+  if (request.at() == v1::VALUE_AT_STEP && request.step() < 0) {
+    return Status::InvalidArgument(fmt::format("step {} is negative", request.step()));
+  }
+  ABLATE_ASSIGN_OR_RETURN(SweepData sweep, LoadSweep(db, request.sweep(), request.split()));
+  ABLATE_ASSIGN_OR_RETURN(Grouping grouping, ResolveGrouping(sweep, request.group_by()));
+  v1::ResultsResponse response;
+  *response.mutable_sweep() = sweep.summary;
+  SetColumns(grouping, response.mutable_columns(), response.mutable_column_keys());
+  v1::LeftOut* left_out = response.mutable_left_out();
+
+  std::map<GroupKey, GroupValues> groups;
+  for (const Counted& job : SelectJobs(sweep, request.include_unfinished(), left_out)) {
+    std::string why;
+    ABLATE_ASSIGN_OR_RETURN(std::optional<double> value, ValueOf(db, request, *job.job, &why));
+    if (!value) {
+      NoValue(job, std::move(why), left_out);
+      continue;
+    }
+    GroupValues& group = groups[KeyOf(grouping, *job.job)];
+    group.values.push_back(*value);
+    group.job_ids.push_back(job.job->id);
+    group.unfinished += job.unfinished ? 1 : 0;
+  }
+
+  std::map<int64_t, double> t975;  // by degrees of freedom
+  for (const auto& [key, group] : groups) {
+    v1::ResultRow* row = response.add_rows();
+    for (const std::string& value : key.values) row->add_values_json(value);
+    const auto df = static_cast<int64_t>(group.values.size()) - 1;
+    if (df > 0 && !t975.count(df)) t975[df] = StudentT975(df);
+    Summarise(group, df > 0 ? t975[df] : kNaN, row);
+    if (request.with_config()) {
+      ABLATE_ASSIGN_OR_RETURN(
+          Rows rows, db.Query("SELECT config_json FROM jobs WHERE id = ?", group.job_ids.front()));
+      ABLATE_ASSIGN_OR_RETURN(bool found, rows.Next());
+      if (found) row->set_config_json(rows.Text(0));
+    }
+  }
+  ABLATE_RETURN_IF_ERROR(FillFacts(db, sweep.summary.id(), response.mutable_facts()));
+  return response;
+}
+
+StatusOr<v1::CurvesResponse> QueryCurves(Database& db, const v1::CurvesRequest& request) {
+  ABLATE_RETURN_IF_ERROR(CheckSplit(request.split()));
+  if (request.points() < 0) {
+    return Status::InvalidArgument(fmt::format("{} points is negative", request.points()));
+  }
+  ABLATE_ASSIGN_OR_RETURN(SweepData sweep, LoadSweep(db, request.sweep(), request.split()));
+  ABLATE_ASSIGN_OR_RETURN(Grouping grouping, ResolveGrouping(sweep, request.group_by()));
+  v1::CurvesResponse response;
+  *response.mutable_sweep() = sweep.summary;
+  SetColumns(grouping, response.mutable_columns(), response.mutable_column_keys());
+  v1::LeftOut* left_out = response.mutable_left_out();
+
+  // Every counted curve, read in one pass; schedules shared between jobs.
+  std::vector<std::vector<int64_t>> schedules;
+  std::map<std::vector<int64_t>, size_t> schedule_index;
+  struct Member {
+    JobCurve curve;
+    bool unfinished;
+  };
+  std::map<GroupKey, std::vector<Member>> groups;
+  const char* split = SplitName(request.split());
+  std::vector<int64_t> steps;
+  for (const Counted& job : SelectJobs(sweep, request.include_unfinished(), left_out)) {
+    steps.clear();
+    JobCurve curve;
+    {
+      ABLATE_ASSIGN_OR_RETURN(
+          Rows rows,
+          db.Query(
+              "SELECT step, bpc FROM curve_points WHERE job_id = ? AND split = ? ORDER BY step",
+              job.job->id, split));
+      while (true) {
+        ABLATE_ASSIGN_OR_RETURN(bool row, rows.Next());
+        if (!row) break;
+        steps.push_back(rows.Int(0));
+        curve.values.push_back(rows.Double(1));
+      }
+    }
+    if (steps.empty()) {
+      NoValue(job, fmt::format("no {} point", split), left_out);
+      continue;
+    }
+    if (schedules.empty() || schedules.back() != steps) {
+      auto [it, added] = schedule_index.emplace(steps, schedules.size());
+      if (added) schedules.push_back(steps);
+      curve.schedule = it->second;
+    } else {
+      curve.schedule = schedules.size() - 1;
+    }
+    groups[KeyOf(grouping, *job.job)].push_back({std::move(curve), job.unfinished});
+  }
+
+  const std::vector<int64_t> grid = Grid(schedules, request.points());
+  const auto cells = static_cast<int64_t>(groups.size() * grid.size());
+  if (cells > kMaxCurveCells) {
+    return Status::InvalidArgument(fmt::format(
+        "{} groups x {} steps is {} points, more than {}; ask for fewer steps (points) or "
+        "group by fewer factors",
+        groups.size(), grid.size(), cells, kMaxCurveCells));
+  }
+  response.mutable_steps()->Add(grid.begin(), grid.end());
+  std::vector<StepStats> stats;
+  for (const auto& [key, members] : groups) {
+    stats.assign(grid.size(), StepStats());
+    v1::CurveGroup* group = response.add_groups();
+    for (const std::string& value : key.values) group->add_values_json(value);
+    group->set_jobs(static_cast<int64_t>(members.size()));
+    int64_t unfinished = 0;
+    for (const Member& member : members) {
+      Accumulate(schedules[member.curve.schedule], member.curve.values, grid, &stats);
+      unfinished += member.unfinished ? 1 : 0;
+    }
+    group->set_unfinished(unfinished);
+    for (const StepStats& cell : stats) {
+      group->add_n(cell.n);
+      group->add_mean(cell.n > 0 ? cell.mean : kNaN);
+      group->add_stddev(cell.n > 1 ? std::sqrt(cell.m2 / static_cast<double>(cell.n - 1)) : kNaN);
+      group->add_min(cell.n > 0 ? cell.min : kNaN);
+      group->add_max(cell.n > 0 ? cell.max : kNaN);
+    }
+  }
+  return response;
+}
+
+}  // namespace ablate

@@ -1,0 +1,176 @@
+#include "tests/results_fixture.h"
+
+#include <gtest/gtest.h>
+
+#include <future>
+
+#include "coordinator/store.h"
+
+namespace ablate::testing {
+
+namespace {
+
+// Calls `call` with a completion and waits for the status it gets.
+template <typename Call>
+Status Await(Call&& call) {
+  auto result = std::make_shared<std::promise<Status>>();
+  call([result](Status status) { result->set_value(std::move(status)); });
+  return result->get_future().get();
+}
+
+}  // namespace
+
+std::string GridSpec(const std::string& name, int seeds) {
+  std::string spec = "name: " + name + R"(
+description: the seed's grid <small> & "quoted"
+data: {path: corpus.txt}
+model: {hidden: 32, vocab: 27}
+train: {batch: 4, seq: 32, steps: 60, log_every: 20, eval_every: 30, eval_bytes: 500}
+grid:
+  cell: [lstm, gru, mgu]
+  layer_norm: [true, false]
+  init: [xavier, variance_scaling, orthogonal]
+)";
+  if (seeds > 0) {
+    spec += "seeds: [";
+    for (int i = 0; i < seeds; ++i) spec += (i ? ", " : "") + std::to_string(i);
+    spec += "]\n";
+  }
+  return spec;
+}
+
+v1::CurvePoint Point(v1::Split split, int64_t step, double bpc) {
+  v1::CurvePoint p;
+  p.set_split(split);
+  p.set_step(step);
+  p.set_bpc(bpc);
+  p.set_bytes_seen(step * 128);
+  p.set_wall_time(step * 1.5);
+  return p;
+}
+
+SweepWriter::SweepWriter(const std::string& path) {
+  auto db = OpenStore(path);
+  if (!db.ok()) {
+    ADD_FAILURE() << db.status().ToString();
+    return;
+  }
+  db_ = std::move(db).value();
+  writer_ = std::make_unique<Writer>(db_.get());
+  workers_ = std::make_unique<WorkerManager>(writer_.get(), &clock_);
+  jobs_ = std::make_unique<JobManager>(writer_.get(), &clock_);
+  sweeps_ = std::make_unique<SweepManager>(writer_.get(), &clock_);
+}
+
+SweepWriter::~SweepWriter() { Close(); }
+
+void SweepWriter::Close() {
+  sweeps_.reset();
+  jobs_.reset();
+  workers_.reset();
+  writer_.reset();
+  db_.reset();
+}
+
+int64_t SweepWriter::Launch(const std::string& spec_yaml) {
+  v1::LaunchRequest request;
+  request.set_spec_text(spec_yaml);
+  request.set_filename("spec.yaml");
+  v1::LaunchResponse reply;
+  Status status = Await([&](auto done) { sweeps_->Launch(request, &reply, done); });
+  EXPECT_TRUE(status.ok()) << status.ToString();
+  return reply.sweep_id();
+}
+
+LeasedJob SweepWriter::Lease(const std::string& worker, const std::string& device) {
+  v1::RegisterWorkerRequest registration;
+  registration.set_name(worker);
+  registration.set_host("host");
+  registration.set_device(device);
+  registration.set_threads(1);
+  v1::RegisterWorkerResponse registered;
+  Status status =
+      Await([&](auto done) { workers_->RegisterWorker(registration, &registered, done); });
+  EXPECT_TRUE(status.ok()) << status.ToString();
+
+  v1::LeaseJobRequest request;
+  request.set_worker_id(registered.worker_id());
+  v1::LeaseJobResponse reply;
+  status = Await([&](auto done) { jobs_->LeaseJob(request, &reply, done); });
+  EXPECT_TRUE(status.ok()) << status.ToString();
+  EXPECT_TRUE(reply.has_job()) << "no pending job to lease";
+  LeasedJob job;
+  job.lease = reply.job();
+  job.factors = nlohmann::json::parse(job.lease.factors_json(), nullptr, false);
+  clock_.AdvanceMs(1000);
+  return job;
+}
+
+void SweepWriter::Report(const LeasedJob& job, const std::vector<v1::CurvePoint>& points) {
+  v1::ReportPointsRequest request;
+  request.set_job_id(job.id());
+  request.set_lease_token(job.lease.lease_token());
+  for (const v1::CurvePoint& p : points) *request.add_points() = p;
+  Status status = Await([&](auto done) { jobs_->ReportPoints(request, done); });
+  EXPECT_TRUE(status.ok()) << status.ToString();
+}
+
+void SweepWriter::Complete(const LeasedJob& job, const v1::FinalMetrics& metrics) {
+  v1::CompleteJobRequest request;
+  request.set_job_id(job.id());
+  request.set_lease_token(job.lease.lease_token());
+  *request.mutable_metrics() = metrics;
+  clock_.AdvanceMs(60'000);
+  Status status = Await([&](auto done) { jobs_->CompleteJob(request, done); });
+  EXPECT_TRUE(status.ok()) << status.ToString();
+}
+
+void SweepWriter::Fail(const LeasedJob& job, const std::string& error) {
+  v1::FailJobRequest request;
+  request.set_job_id(job.id());
+  request.set_lease_token(job.lease.lease_token());
+  request.set_error(error);
+  request.set_retryable(false);
+  v1::FailJobResponse reply;
+  Status status = Await([&](auto done) { jobs_->FailJob(request, &reply, done); });
+  EXPECT_TRUE(status.ok()) << status.ToString();
+  EXPECT_FALSE(reply.will_retry());
+}
+
+void SweepWriter::CancelJob(int64_t job_id) {
+  v1::CancelRequest request;
+  request.set_job_id(job_id);
+  v1::CancelResponse reply;
+  Status status = Await([&](auto done) { jobs_->Cancel(request, &reply, done); });
+  EXPECT_TRUE(status.ok()) << status.ToString();
+}
+
+double FixtureValidBpc(const nlohmann::json& factors) {
+  const std::string cell = factors.value("model.cell", "");
+  const double cell_bpc = cell == "gru" ? 1.40 : cell == "lstm" ? 1.50 : 1.60;
+  const double layer_norm = factors.value("model.layer_norm", false) ? -0.10 : 0.0;
+  const std::string init = factors.value("model.init", "");
+  const double init_bpc = init == "xavier" ? 0.0 : init == "orthogonal" ? 0.02 : 0.05;
+  const double seed = 0.003 * factors.value("train.seed", 0);
+  // Differs between the configurations inside every group.
+  const double wobble = 0.001 * static_cast<double>(std::hash<std::string>()(factors.dump()) % 7);
+  return cell_bpc + layer_norm + init_bpc + seed + wobble;
+}
+
+double FinishStandardJob(SweepWriter& writer, const LeasedJob& job, int64_t wall_seconds) {
+  const double valid = FixtureValidBpc(job.factors);
+  writer.Report(job,
+                {Point(v1::SPLIT_TRAIN, 20, valid + 0.3), Point(v1::SPLIT_VALID, 30, valid + 0.5),
+                 Point(v1::SPLIT_TRAIN, 40, valid + 0.2), Point(v1::SPLIT_TRAIN, 60, valid + 0.1),
+                 Point(v1::SPLIT_VALID, 60, valid), Point(v1::SPLIT_TEST, 60, valid + 0.02)});
+  v1::FinalMetrics metrics;
+  metrics.set_train_bpc(valid + 0.1);
+  metrics.set_valid_bpc(valid);
+  metrics.set_test_bpc(valid + 0.02);
+  metrics.set_steps(60);
+  metrics.set_wall_time(static_cast<double>(wall_seconds));
+  writer.Complete(job, metrics);
+  return valid;
+}
+
+}  // namespace ablate::testing

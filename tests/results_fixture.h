@@ -1,0 +1,82 @@
+// Sweep databases for the results, curves and report tests, written through
+// the coordinator's own managers (launch, lease, report, complete, fail,
+// cancel) with curves the test chooses, so that every expected number can be
+// computed independently from what was reported.
+#ifndef ABLATE_TESTS_RESULTS_FIXTURE_H_
+#define ABLATE_TESTS_RESULTS_FIXTURE_H_
+
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "coordinator/clock.h"
+#include "coordinator/job_manager.h"
+#include "coordinator/sqlite.h"
+#include "coordinator/sweep_manager.h"
+#include "coordinator/worker_manager.h"
+#include "coordinator/writer.h"
+#include "proto/ablate.pb.h"
+
+namespace ablate::testing {
+
+// The seed's grid with a tiny model: 3 cells x 2 layer_norm x 3 inits, and
+// `seeds` seeds when it is above 0 (the seeds axis then makes the 4th factor).
+std::string GridSpec(const std::string& name, int seeds = 0);
+
+v1::CurvePoint Point(v1::Split split, int64_t step, double bpc);
+
+// One job as the fixture leased it.
+struct LeasedJob {
+  v1::JobLease lease;
+  nlohmann::json factors;  // {"model.cell": "gru", ...}
+  int64_t id() const { return lease.job_id(); }
+};
+
+// Writes to the database at `path` (created as needed) through the real
+// managers, with a fake clock. Every call asserts success (gtest failures).
+class SweepWriter {
+ public:
+  explicit SweepWriter(const std::string& path);
+  ~SweepWriter();
+
+  // Launches a sweep spec; returns the sweep id.
+  int64_t Launch(const std::string& spec_yaml);
+  // Leases the next pending job (in hand-out order) to `worker` on `device`.
+  LeasedJob Lease(const std::string& worker = "w0", const std::string& device = "cpu");
+  void Report(const LeasedJob& job, const std::vector<v1::CurvePoint>& points);
+  // Completes with final metrics; `metrics` unset fields stay NULL.
+  void Complete(const LeasedJob& job, const v1::FinalMetrics& metrics);
+  // Fails for good (not retryable).
+  void Fail(const LeasedJob& job, const std::string& error);
+  void CancelJob(int64_t job_id);
+  // Moves the fake clock.
+  void AdvanceMs(int64_t ms) { clock_.AdvanceMs(ms); }
+
+  // Closes the database; everything written is committed.
+  void Close();
+
+ private:
+  FakeClock clock_;
+  std::unique_ptr<Database> db_;
+  std::unique_ptr<Writer> writer_;
+  std::unique_ptr<WorkerManager> workers_;
+  std::unique_ptr<JobManager> jobs_;
+  std::unique_ptr<SweepManager> sweeps_;
+};
+
+// The final valid bpc the standard fixture gives a job with these factors
+// (cell, layer norm and init effects plus a small seed offset), so that
+// groups differ and spreads are non-zero.
+double FixtureValidBpc(const nlohmann::json& factors);
+
+// A done job of the standard fixture: train points at 20, 40, 60 (final
+// valid + 0.3, + 0.2, + 0.1), valid points at 30 and 60 (final valid + 0.5,
+// final valid), a test point at 60 (final valid + 0.02), and final metrics
+// that match the curve. Returns the final valid bpc.
+double FinishStandardJob(SweepWriter& writer, const LeasedJob& job, int64_t wall_seconds = 90);
+
+}  // namespace ablate::testing
+
+#endif  // ABLATE_TESTS_RESULTS_FIXTURE_H_

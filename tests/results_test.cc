@@ -1,0 +1,615 @@
+// QueryResults and QueryCurves over sweep databases written through the
+// coordinator's managers; every expected number is computed here from what
+// the test reported, independently of the code under test.
+#include "coordinator/results.h"
+
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include <cmath>
+#include <map>
+#include <set>
+
+#include "coordinator/store.h"
+#include "coordinator/test_util.h"
+#include "tests/results_fixture.h"
+
+namespace ablate {
+namespace {
+
+using testing::FinishStandardJob;
+using testing::GridSpec;
+using testing::LeasedJob;
+using testing::Point;
+using testing::SweepWriter;
+using testing::TempDir;
+
+struct Expected {
+  int64_t n = 0;
+  double mean = 0, stddev = 0, min = 0, max = 0;
+};
+
+Expected Stats(const std::vector<double>& values) {
+  Expected e;
+  e.n = static_cast<int64_t>(values.size());
+  e.min = values[0];
+  e.max = values[0];
+  double sum = 0;
+  for (double v : values) {
+    sum += v;
+    e.min = std::min(e.min, v);
+    e.max = std::max(e.max, v);
+  }
+  e.mean = sum / e.n;
+  double squares = 0;
+  for (double v : values) squares += (v - e.mean) * (v - e.mean);
+  e.stddev = e.n > 1 ? std::sqrt(squares / (e.n - 1)) : NAN;
+  return e;
+}
+
+void ExpectRow(const v1::ResultRow& row, const std::vector<double>& values) {
+  const Expected e = Stats(values);
+  EXPECT_EQ(row.n(), e.n);
+  EXPECT_NEAR(row.mean(), e.mean, 1e-12);
+  EXPECT_NEAR(row.stddev(), e.stddev, 1e-12);
+  EXPECT_DOUBLE_EQ(row.min(), e.min);
+  EXPECT_DOUBLE_EQ(row.max(), e.max);
+}
+
+// A factor value as the reply's JSON text.
+std::string Text(const nlohmann::json& value) { return value.dump(); }
+
+class ResultsTest : public ::testing::Test {
+ protected:
+  std::string path() const { return dir_.File("sweep.db"); }
+
+  // Launches `spec` and finishes every job with the standard curves; keeps
+  // each job's factors and final valid bpc.
+  void FinishAll(const std::string& spec, int jobs) {
+    SweepWriter writer(path());
+    writer.Launch(spec);
+    for (int i = 0; i < jobs; ++i) {
+      LeasedJob job = writer.Lease();
+      valid_[job.id()] = FinishStandardJob(writer, job);
+      factors_[job.id()] = job.factors;
+    }
+  }
+
+  std::unique_ptr<Database> Open() {
+    auto db = OpenStoreReadOnly(path());
+    EXPECT_TRUE(db.ok()) << db.status().ToString();
+    return std::move(db).value();
+  }
+
+  v1::ResultsResponse Results(const std::vector<std::string>& group_by,
+                              v1::Split split = v1::SPLIT_VALID,
+                              v1::ValueAt at = v1::VALUE_AT_FINAL, int64_t step = 0,
+                              bool include_unfinished = false) {
+    v1::ResultsRequest request;
+    request.mutable_sweep()->set_name("grid");
+    for (const auto& g : group_by) request.add_group_by(g);
+    request.set_split(split);
+    request.set_at(at);
+    request.set_step(step);
+    request.set_include_unfinished(include_unfinished);
+    auto db = Open();
+    auto response = QueryResults(*db, request);
+    EXPECT_TRUE(response.ok()) << response.status().ToString();
+    return response.ok() ? *response : v1::ResultsResponse();
+  }
+
+  // The final valid bpc of every finished job whose factor `key` is `value`.
+  std::vector<double> ValidWhere(const std::map<std::string, nlohmann::json>& where) {
+    std::vector<double> values;
+    for (const auto& [id, factors] : factors_) {
+      bool match = true;
+      for (const auto& [key, value] : where) match = match && factors[key] == value;
+      if (match) values.push_back(valid_.at(id));
+    }
+    return values;
+  }
+
+  TempDir dir_;
+  std::map<int64_t, double> valid_;
+  std::map<int64_t, nlohmann::json> factors_;
+};
+
+TEST_F(ResultsTest, GroupingByLayerNormGivesTwoGroupsOfNineWithTheirStatistics) {
+  FinishAll(GridSpec("grid"), 18);
+  v1::ResultsResponse r = Results({"layer_norm"});
+  ASSERT_EQ(r.columns_size(), 1);
+  EXPECT_EQ(r.columns(0), "layer_norm");
+  EXPECT_EQ(r.column_keys(0), "model.layer_norm");
+  ASSERT_EQ(r.rows_size(), 2);
+  // The spec's order: true first.
+  EXPECT_EQ(r.rows(0).values_json(0), "true");
+  EXPECT_EQ(r.rows(1).values_json(0), "false");
+  ExpectRow(r.rows(0), ValidWhere({{"model.layer_norm", true}}));
+  ExpectRow(r.rows(1), ValidWhere({{"model.layer_norm", false}}));
+  EXPECT_EQ(r.rows(0).n(), 9);
+  // 95% interval half-width: t(0.975, 8) * std / sqrt(9).
+  EXPECT_NEAR(r.rows(0).ci95(), 2.306004135 * r.rows(0).stddev() / 3, 1e-9);
+  EXPECT_EQ(r.left_out().pending() + r.left_out().running() + r.left_out().cancelled(), 0);
+  EXPECT_EQ(r.left_out().failed_size() + r.left_out().missing_size(), 0);
+}
+
+TEST_F(ResultsTest, GroupingByCellAndLayerNormGivesSixGroupsOfThree) {
+  FinishAll(GridSpec("grid"), 18);
+  v1::ResultsResponse r = Results({"cell", "model.layer_norm"});
+  ASSERT_EQ(r.columns_size(), 2);
+  EXPECT_EQ(r.columns(1), "model.layer_norm");
+  ASSERT_EQ(r.rows_size(), 6);
+  const std::vector<std::pair<std::string, bool>> order = {{"lstm", true}, {"lstm", false},
+                                                           {"gru", true},  {"gru", false},
+                                                           {"mgu", true},  {"mgu", false}};
+  for (int i = 0; i < 6; ++i) {
+    const auto& [cell, ln] = order[i];
+    EXPECT_EQ(r.rows(i).values_json(0), Text(cell));
+    EXPECT_EQ(r.rows(i).values_json(1), Text(ln));
+    ExpectRow(r.rows(i), ValidWhere({{"model.cell", cell}, {"model.layer_norm", ln}}));
+    EXPECT_EQ(r.rows(i).n(), 3);
+  }
+}
+
+TEST_F(ResultsTest, NoGroupingGivesOneRowPerJobWithEveryFactor) {
+  FinishAll(GridSpec("grid"), 18);
+  v1::ResultsResponse r = Results({});
+  ASSERT_EQ(r.columns_size(), 3);
+  EXPECT_EQ(r.columns(0), "cell");
+  EXPECT_EQ(r.columns(1), "layer_norm");
+  EXPECT_EQ(r.columns(2), "init");
+  ASSERT_EQ(r.rows_size(), 18);
+  std::set<int64_t> jobs;
+  for (const v1::ResultRow& row : r.rows()) {
+    ASSERT_EQ(row.job_ids_size(), 1);
+    const int64_t id = row.job_ids(0);
+    jobs.insert(id);
+    EXPECT_EQ(row.n(), 1);
+    EXPECT_DOUBLE_EQ(row.mean(), valid_.at(id));
+    EXPECT_TRUE(std::isnan(row.stddev()));
+    EXPECT_EQ(row.values_json(0), Text(factors_.at(id)["model.cell"]));
+    EXPECT_EQ(row.values_json(2), Text(factors_.at(id)["model.init"]));
+  }
+  EXPECT_EQ(jobs.size(), 18u);
+}
+
+TEST_F(ResultsTest, SeedsAreAveragedOverWithinEachConfiguration) {
+  FinishAll(GridSpec("grid", 3), 54);
+  v1::ResultsResponse r = Results({"cell", "layer_norm", "init"});
+  ASSERT_EQ(r.rows_size(), 18);
+  for (const v1::ResultRow& row : r.rows()) {
+    EXPECT_EQ(row.n(), 3);
+    const auto cell = nlohmann::json::parse(row.values_json(0));
+    const auto ln = nlohmann::json::parse(row.values_json(1));
+    const auto init = nlohmann::json::parse(row.values_json(2));
+    ExpectRow(row,
+              ValidWhere({{"model.cell", cell}, {"model.layer_norm", ln}, {"model.init", init}}));
+  }
+  v1::ResultsResponse by_seed = Results({"seed"});
+  ASSERT_EQ(by_seed.rows_size(), 3);
+  EXPECT_EQ(by_seed.column_keys(0), "train.seed");
+  for (int seed = 0; seed < 3; ++seed) {
+    EXPECT_EQ(by_seed.rows(seed).values_json(0), std::to_string(seed));
+    ExpectRow(by_seed.rows(seed), ValidWhere({{"train.seed", seed}}));
+  }
+}
+
+TEST_F(ResultsTest, OtherSplitsUseTheirOwnFinalValues) {
+  FinishAll(GridSpec("grid"), 18);
+  v1::ResultsResponse test = Results({"layer_norm"}, v1::SPLIT_TEST);
+  v1::ResultsResponse train = Results({"layer_norm"}, v1::SPLIT_TRAIN);
+  std::vector<double> tests, trains;
+  for (double v : ValidWhere({{"model.layer_norm", true}})) {
+    tests.push_back(v + 0.02);
+    trains.push_back(v + 0.1);
+  }
+  ExpectRow(test.rows(0), tests);
+  ExpectRow(train.rows(0), trains);
+}
+
+TEST_F(ResultsTest, UnfinishedJobsAreLeftOutAndCountedUnlessIncluded) {
+  SweepWriter writer(path());
+  writer.Launch(GridSpec("grid"));
+  std::map<int64_t, double> included;  // job -> value with --include-unfinished
+  for (int i = 0; i < 15; ++i) {
+    LeasedJob job = writer.Lease();
+    valid_[job.id()] = FinishStandardJob(writer, job);
+    factors_[job.id()] = job.factors;
+  }
+  // Two running: one with a valid point at step 30, one with none yet.
+  LeasedJob with_point = writer.Lease();
+  writer.Report(with_point, {Point(v1::SPLIT_VALID, 30, 2.5)});
+  LeasedJob without_point = writer.Lease();
+  writer.Report(without_point, {Point(v1::SPLIT_TRAIN, 20, 3.0)});
+  // The 18th stays pending.
+  writer.Close();
+
+  v1::ResultsResponse r = Results({"layer_norm"});
+  EXPECT_EQ(r.left_out().running(), 2);
+  EXPECT_EQ(r.left_out().pending(), 1);
+  int64_t counted = 0;
+  for (const auto& row : r.rows()) {
+    counted += row.n();
+    EXPECT_EQ(row.unfinished(), 0);
+  }
+  EXPECT_EQ(counted, 15);
+  ExpectRow(r.rows(0), ValidWhere({{"model.layer_norm", true}}));
+
+  v1::ResultsResponse all =
+      Results({"layer_norm"}, v1::SPLIT_VALID, v1::VALUE_AT_FINAL, 0, /*include_unfinished=*/true);
+  // The running job without a valid point and the pending one have no value.
+  EXPECT_EQ(all.left_out().running(), 1);
+  EXPECT_EQ(all.left_out().pending(), 1);
+  const bool ln = with_point.factors["model.layer_norm"];
+  const v1::ResultRow& marked = all.rows(ln ? 0 : 1);
+  EXPECT_EQ(marked.unfinished(), 1);
+  std::vector<double> values = ValidWhere({{"model.layer_norm", ln}});
+  values.push_back(2.5);
+  ExpectRow(marked, values);
+  EXPECT_EQ(all.rows(ln ? 1 : 0).unfinished(), 0);
+}
+
+TEST_F(ResultsTest, FailedAndCancelledJobsAreAccountedForNeverCounted) {
+  SweepWriter writer(path());
+  writer.Launch(GridSpec("grid"));
+  for (int i = 0; i < 16; ++i) FinishStandardJob(writer, writer.Lease());
+  LeasedJob failed = writer.Lease();
+  writer.Report(failed, {Point(v1::SPLIT_VALID, 30, 1.0)});
+  writer.Fail(failed, "loss is nan at step 31");
+  LeasedJob cancelled = writer.Lease();
+  writer.CancelJob(cancelled.id());
+  writer.Close();
+
+  for (bool include : {false, true}) {
+    v1::ResultsResponse r = Results({"cell"}, v1::SPLIT_VALID, v1::VALUE_AT_FINAL, 0, include);
+    int64_t counted = 0;
+    for (const auto& row : r.rows()) counted += row.n();
+    EXPECT_EQ(counted, 16);
+    EXPECT_EQ(r.left_out().cancelled(), 1);
+    ASSERT_EQ(r.left_out().failed_size(), 1);
+    EXPECT_EQ(r.left_out().failed(0).job_id(), failed.id());
+    EXPECT_EQ(r.left_out().failed(0).detail(), "loss is nan at step 31");
+    EXPECT_EQ(nlohmann::json::parse(r.left_out().failed(0).factors_json()), failed.factors);
+  }
+}
+
+TEST_F(ResultsTest, BestIsTheLowestPointOfTheCurve) {
+  SweepWriter writer(path());
+  writer.Launch(GridSpec("grid"));
+  std::vector<double> bests;
+  for (int i = 0; i < 18; ++i) {
+    LeasedJob job = writer.Lease();
+    // The curve dips at step 40 and ends higher: best != final.
+    const double dip = 1.0 + 0.01 * i;
+    writer.Report(job, {Point(v1::SPLIT_VALID, 20, dip + 0.4), Point(v1::SPLIT_VALID, 40, dip),
+                        Point(v1::SPLIT_VALID, 60, dip + 0.1)});
+    v1::FinalMetrics metrics;
+    metrics.set_valid_bpc(dip + 0.1);
+    writer.Complete(job, metrics);
+    bests.push_back(dip);
+  }
+  writer.Close();
+  v1::ResultsResponse best =
+      Results({"layer_norm", "cell", "init"}, v1::SPLIT_VALID, v1::VALUE_AT_BEST);
+  v1::ResultsResponse final = Results({}, v1::SPLIT_VALID, v1::VALUE_AT_FINAL);
+  std::vector<double> got_best, got_final;
+  for (const auto& row : best.rows()) got_best.push_back(row.mean());
+  for (const auto& row : final.rows()) got_final.push_back(row.mean());
+  std::sort(got_best.begin(), got_best.end());
+  std::sort(got_final.begin(), got_final.end());
+  ASSERT_EQ(got_best.size(), 18u);
+  for (size_t i = 0; i < 18; ++i) {
+    EXPECT_DOUBLE_EQ(got_best[i], bests[i]);
+    EXPECT_DOUBLE_EQ(got_final[i], bests[i] + 0.1);
+  }
+}
+
+TEST_F(ResultsTest, AtStepInterpolatesAndReportsCurvesThatEndBefore) {
+  SweepWriter writer(path());
+  writer.Launch(GridSpec("grid"));
+  LeasedJob early_end;
+  for (int i = 0; i < 18; ++i) {
+    LeasedJob job = writer.Lease();
+    if (i == 0) {
+      // Ends at step 30: cannot answer step 45.
+      writer.Report(job, {Point(v1::SPLIT_VALID, 30, 2.0)});
+      writer.Complete(job, v1::FinalMetrics());
+      early_end = job;
+      continue;
+    }
+    // Points at 30 and 60 (or 40 and 50 for odd jobs): step 45 is between.
+    if (i % 2) {
+      writer.Report(job, {Point(v1::SPLIT_VALID, 40, 3.0), Point(v1::SPLIT_VALID, 50, 2.0)});
+      valid_[job.id()] = 2.5;
+    } else {
+      writer.Report(job, {Point(v1::SPLIT_VALID, 30, 3.0), Point(v1::SPLIT_VALID, 60, 1.5)});
+      valid_[job.id()] = 3.0 + (45.0 - 30.0) / 30.0 * (1.5 - 3.0);  // 2.25
+    }
+    factors_[job.id()] = job.factors;
+    writer.Complete(job, v1::FinalMetrics());
+  }
+  writer.Close();
+
+  v1::ResultsResponse r = Results({"cell"}, v1::SPLIT_VALID, v1::VALUE_AT_STEP, 45);
+  ASSERT_EQ(r.rows_size(), 3);
+  for (const auto& row : r.rows()) {
+    ExpectRow(row, ValidWhere({{"model.cell", nlohmann::json::parse(row.values_json(0))}}));
+  }
+  ASSERT_EQ(r.left_out().missing_size(), 1);
+  EXPECT_EQ(r.left_out().missing(0).job_id(), early_end.id());
+  EXPECT_EQ(r.left_out().missing(0).detail(), "the valid curve ends at step 30, before step 45");
+
+  // A step that is a point is that point's value exactly.
+  v1::ResultsResponse at_30 = Results({}, v1::SPLIT_VALID, v1::VALUE_AT_STEP, 30);
+  for (const auto& row : at_30.rows()) {
+    if (row.job_ids(0) == early_end.id()) {
+      EXPECT_DOUBLE_EQ(row.mean(), 2.0);
+    }
+  }
+}
+
+TEST_F(ResultsTest, UnknownFactorSweepAndMissingSplitAreErrors) {
+  FinishAll(GridSpec("grid"), 18);
+  auto db = Open();
+  v1::ResultsRequest request;
+  request.mutable_sweep()->set_name("grid");
+  request.set_split(v1::SPLIT_VALID);
+  request.add_group_by("seed");
+  auto unknown = QueryResults(*db, request);
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.status().code(), Status::kInvalidArgument);
+  EXPECT_EQ(unknown.status().message(),
+            "'seed' is not a factor of sweep 'grid'; its factors are: cell, layer_norm, init");
+
+  request.clear_group_by();
+  request.add_group_by("cell");
+  request.add_group_by("model.cell");
+  EXPECT_EQ(QueryResults(*db, request).status().code(), Status::kInvalidArgument);
+
+  request.clear_group_by();
+  request.set_split(v1::SPLIT_UNSPECIFIED);
+  EXPECT_EQ(QueryResults(*db, request).status().code(), Status::kInvalidArgument);
+
+  request.set_split(v1::SPLIT_VALID);
+  request.mutable_sweep()->set_name("nope");
+  auto missing = QueryResults(*db, request);
+  EXPECT_EQ(missing.status().code(), Status::kNotFound);
+  EXPECT_EQ(missing.status().message(), "no sweep named 'nope'");
+}
+
+TEST_F(ResultsTest, FactsSumWallTimesByDevice) {
+  SweepWriter writer(path());
+  writer.Launch(GridSpec("grid"));
+  for (int i = 0; i < 18; ++i) {
+    LeasedJob job = writer.Lease(i < 6 ? "gpu0" : "cpu0", i < 6 ? "cuda:0" : "cpu");
+    FinishStandardJob(writer, job, /*wall_seconds=*/600);
+  }
+  writer.Close();
+  v1::ResultsResponse r = Results({"cell"});
+  EXPECT_DOUBLE_EQ(r.facts().gpu_hours(), 6 * 600 / 3600.0);
+  EXPECT_DOUBLE_EQ(r.facts().cpu_hours(), 12 * 600 / 3600.0);
+  EXPECT_GT(r.facts().first_started_ms(), 0);
+  EXPECT_GT(r.facts().last_finished_ms(), r.facts().first_started_ms());
+}
+
+// --- Curves -------------------------------------------------------------------
+
+class CurvesTest : public ResultsTest {
+ protected:
+  v1::CurvesResponse Curves(const std::vector<std::string>& group_by, int points = 0,
+                            bool include_unfinished = false) {
+    v1::CurvesRequest request;
+    request.mutable_sweep()->set_name("grid");
+    for (const auto& g : group_by) request.add_group_by(g);
+    request.set_split(v1::SPLIT_VALID);
+    request.set_points(points);
+    request.set_include_unfinished(include_unfinished);
+    auto db = Open();
+    auto response = QueryCurves(*db, request);
+    EXPECT_TRUE(response.ok()) << response.status().ToString();
+    return response.ok() ? *response : v1::CurvesResponse();
+  }
+};
+
+// Two curves on different eval steps, checked by hand:
+//   A: (10, 4.0) (30, 2.0)    B: (20, 3.5) (40, 1.5)
+//   step 10: A 4.0            -> n 1, mean 4.0
+//   step 20: A 3.0, B 3.5     -> n 2, mean 3.25, std 0.5 / sqrt(2)
+//   step 30: A 2.0, B 2.5     -> n 2, mean 2.25
+//   step 40: B 1.5            -> n 1 (A ended at 30: never extrapolated)
+TEST_F(CurvesTest, CurvesOnDifferentEvalStepsAreInterpolatedNeverExtrapolated) {
+  SweepWriter writer(path());
+  // Two seeds of one configuration: one group.
+  writer.Launch("name: grid\ndata: {path: x}\ngrid: {cell: [gru]}\nseeds: [0, 1]\n");
+  LeasedJob a = writer.Lease();
+  writer.Report(a, {Point(v1::SPLIT_VALID, 10, 4.0), Point(v1::SPLIT_VALID, 30, 2.0)});
+  writer.Complete(a, v1::FinalMetrics());
+  LeasedJob b = writer.Lease();
+  writer.Report(b, {Point(v1::SPLIT_VALID, 20, 3.5), Point(v1::SPLIT_VALID, 40, 1.5)});
+  writer.Complete(b, v1::FinalMetrics());
+  writer.Close();
+
+  v1::CurvesResponse r = Curves({"cell"});
+  EXPECT_EQ(std::vector<int64_t>(r.steps().begin(), r.steps().end()),
+            (std::vector<int64_t>{10, 20, 30, 40}));
+  ASSERT_EQ(r.groups_size(), 1);
+  const v1::CurveGroup& g = r.groups(0);
+  EXPECT_EQ(g.jobs(), 2);
+  EXPECT_EQ(std::vector<int64_t>(g.n().begin(), g.n().end()), (std::vector<int64_t>{1, 2, 2, 1}));
+  EXPECT_DOUBLE_EQ(g.mean(0), 4.0);
+  EXPECT_DOUBLE_EQ(g.mean(1), 3.25);
+  EXPECT_DOUBLE_EQ(g.mean(2), 2.25);
+  EXPECT_DOUBLE_EQ(g.mean(3), 1.5);
+  EXPECT_TRUE(std::isnan(g.stddev(0)));
+  EXPECT_NEAR(g.stddev(1), 0.5 / std::sqrt(2.0), 1e-12);
+  EXPECT_NEAR(g.stddev(2), 0.5 / std::sqrt(2.0), 1e-12);
+  EXPECT_DOUBLE_EQ(g.min(1), 3.0);
+  EXPECT_DOUBLE_EQ(g.max(1), 3.5);
+
+  // Five evenly spaced steps over 10..40: 10, 17.5 -> 18, 25, 32.5 -> 33, 40.
+  v1::CurvesResponse even = Curves({"cell"}, 5);
+  EXPECT_EQ(std::vector<int64_t>(even.steps().begin(), even.steps().end()),
+            (std::vector<int64_t>{10, 18, 25, 33, 40}));
+  const v1::CurveGroup& e = even.groups(0);
+  EXPECT_EQ(std::vector<int64_t>(e.n().begin(), e.n().end()),
+            (std::vector<int64_t>{1, 1, 2, 1, 1}));
+  EXPECT_DOUBLE_EQ(e.mean(1), 4.0 - 8.0 / 20.0 * 2.0);                         // A at 18
+  EXPECT_DOUBLE_EQ(e.mean(2), ((4.0 - 0.75 * 2.0) + (3.5 - 0.25 * 2.0)) / 2);  // A, B at 25
+  EXPECT_DOUBLE_EQ(e.mean(3), 3.5 - 13.0 / 20.0 * 2.0);                        // B at 33
+}
+
+TEST_F(CurvesTest, GroupsAverageTheStandardCurvesPerStep) {
+  FinishAll(GridSpec("grid"), 18);
+  v1::CurvesResponse r = Curves({"layer_norm"});
+  EXPECT_EQ(std::vector<int64_t>(r.steps().begin(), r.steps().end()),
+            (std::vector<int64_t>{30, 60}));
+  ASSERT_EQ(r.groups_size(), 2);
+  EXPECT_EQ(r.groups(0).values_json(0), "true");
+  std::vector<double> at_60 = ValidWhere({{"model.layer_norm", true}});
+  std::vector<double> at_30;
+  for (double v : at_60) at_30.push_back(v + 0.5);
+  const Expected e30 = Stats(at_30), e60 = Stats(at_60);
+  const v1::CurveGroup& g = r.groups(0);
+  EXPECT_EQ(g.jobs(), 9);
+  EXPECT_EQ(g.n(0), 9);
+  EXPECT_NEAR(g.mean(0), e30.mean, 1e-12);
+  EXPECT_NEAR(g.mean(1), e60.mean, 1e-12);
+  EXPECT_NEAR(g.stddev(1), e60.stddev, 1e-12);
+  EXPECT_DOUBLE_EQ(g.min(1), e60.min);
+  EXPECT_DOUBLE_EQ(g.max(1), e60.max);
+}
+
+TEST_F(CurvesTest, UnfinishedCurvesJoinOnlyWhenAskedAndEndWhereTheyEnd) {
+  SweepWriter writer(path());
+  writer.Launch(GridSpec("grid"));
+  for (int i = 0; i < 17; ++i) FinishStandardJob(writer, writer.Lease());
+  LeasedJob running = writer.Lease();
+  writer.Report(running, {Point(v1::SPLIT_VALID, 30, 9.0)});
+  writer.Close();
+
+  v1::CurvesResponse without = Curves({});
+  EXPECT_EQ(without.groups_size(), 17);
+  EXPECT_EQ(without.left_out().running(), 1);
+  v1::CurvesResponse with = Curves({}, 0, true);
+  EXPECT_EQ(with.groups_size(), 18);
+  EXPECT_EQ(with.left_out().running(), 0);
+  for (const v1::CurveGroup& g : with.groups()) {
+    if (g.unfinished() == 0) continue;
+    EXPECT_EQ(std::vector<int64_t>(g.n().begin(), g.n().end()), (std::vector<int64_t>{1, 0}));
+    EXPECT_DOUBLE_EQ(g.mean(0), 9.0);
+    EXPECT_TRUE(std::isnan(g.mean(1)));
+  }
+}
+
+TEST_F(CurvesTest, TooManyCellsAskForFewerPoints) {
+  SweepWriter writer(path());
+  writer.Launch(GridSpec("grid"));
+  for (int i = 0; i < 2; ++i) {
+    LeasedJob job = writer.Lease();
+    std::vector<v1::CurvePoint> points;
+    // 30,000 distinct steps per job, offset so the union doubles: 2 x 60,000 cells.
+    for (int s = 0; s < 30'000; ++s) points.push_back(Point(v1::SPLIT_VALID, 2 * s + i, 2.0));
+    writer.Report(job, points);
+    writer.Complete(job, v1::FinalMetrics());
+  }
+  writer.Close();
+  v1::CurvesRequest request;
+  request.mutable_sweep()->set_name("grid");
+  request.set_split(v1::SPLIT_VALID);
+  auto db = Open();
+  auto refused = QueryCurves(*db, request);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), Status::kInvalidArgument);
+  request.set_points(500);
+  auto thinned = QueryCurves(*db, request);
+  ASSERT_TRUE(thinned.ok()) << thinned.status().ToString();
+  EXPECT_EQ(thinned->steps_size(), 500);
+}
+
+// --- Statistics, views and the schema ------------------------------------------
+
+TEST(StudentT, QuantilesMatchTables) {
+  EXPECT_NEAR(StudentT975(1), 12.7062047, 1e-6);
+  EXPECT_NEAR(StudentT975(2), 4.30265273, 1e-6);
+  EXPECT_NEAR(StudentT975(8), 2.30600414, 1e-6);
+  EXPECT_NEAR(StudentT975(30), 2.04227246, 1e-6);
+  EXPECT_NEAR(StudentT975(1'000'000), 1.95996, 1e-4);
+}
+
+// Rows of `sql` through the plain sqlite3 C API, as text.
+std::vector<std::vector<std::string>> Sql(const std::string& path, const std::string& sql) {
+  std::vector<std::vector<std::string>> rows;
+  sqlite3* db = nullptr;
+  EXPECT_EQ(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  EXPECT_EQ(sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr), SQLITE_OK)
+      << sqlite3_errmsg(db);
+  while (stmt && sqlite3_step(stmt) == SQLITE_ROW) {
+    auto& row = rows.emplace_back();
+    for (int i = 0; i < sqlite3_column_count(stmt); ++i) {
+      const unsigned char* text = sqlite3_column_text(stmt, i);
+      row.push_back(text ? reinterpret_cast<const char*>(text) : "");
+    }
+  }
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  return rows;
+}
+
+TEST_F(ResultsTest, ViewsAnswerTheReadmeQueries) {
+  FinishAll(GridSpec("grid"), 18);
+  auto by_cell = Sql(path(),
+                     "SELECT cell, avg(final_valid_bpc), count(*) FROM job_results "
+                     "WHERE sweep = 'grid' GROUP BY cell ORDER BY cell");
+  ASSERT_EQ(by_cell.size(), 3u);
+  for (const auto& row : by_cell) {
+    EXPECT_EQ(row[2], "6");
+    EXPECT_NEAR(std::stod(row[1]), Stats(ValidWhere({{"model.cell", row[0]}})).mean, 1e-9);
+  }
+  auto job = Sql(path(),
+                 "SELECT job_id, state, layer_norm, init, seed, steps, wall_time, attempts, "
+                 "worker, device, final_test_bpc FROM job_results ORDER BY job_id LIMIT 1");
+  ASSERT_EQ(job.size(), 1u);
+  const int64_t id = std::stoll(job[0][0]);
+  EXPECT_EQ(job[0][1], "done");
+  EXPECT_EQ(job[0][2], factors_.at(id)["model.layer_norm"].get<bool>() ? "1" : "0");
+  EXPECT_EQ(job[0][3], factors_.at(id)["model.init"].get<std::string>());
+  EXPECT_EQ(job[0][4], "0");  // fixed, not an axis: still a column
+  EXPECT_EQ(job[0][5], "60");
+  EXPECT_EQ(job[0][6], "90.0");
+  EXPECT_EQ(job[0][7], "1");
+  EXPECT_EQ(job[0][8], "w0");
+  EXPECT_EQ(job[0][9], "cpu");
+  EXPECT_NEAR(std::stod(job[0][10]), valid_.at(id) + 0.02, 1e-12);
+
+  auto curve = Sql(path(),
+                   "SELECT step, count(*), avg(bpc) FROM curve WHERE sweep = 'grid' AND "
+                   "split = 'valid' AND layer_norm GROUP BY step ORDER BY step");
+  ASSERT_EQ(curve.size(), 2u);
+  EXPECT_EQ(curve[0][0], "30");
+  EXPECT_EQ(curve[0][1], "9");
+  EXPECT_NEAR(std::stod(curve[1][2]), Stats(ValidWhere({{"model.layer_norm", true}})).mean, 1e-9);
+}
+
+TEST(Schema, VersionOneDatabaseGainsTheViewsWhenOpened) {
+  TempDir dir;
+  const std::string path = dir.File("old.db");
+  {
+    // The version 1 schema is this one without its views.
+    auto db = OpenStore(path);
+    ASSERT_TRUE(db.ok());
+    ASSERT_TRUE(
+        (*db)->Exec("DROP VIEW job_results; DROP VIEW curve; PRAGMA user_version = 1").ok());
+  }
+  EXPECT_EQ(OpenStoreReadOnly(path).status().code(), Status::kFailedPrecondition);
+  {
+    auto db = OpenStore(path);
+    ASSERT_TRUE(db.ok()) << db.status().ToString();
+    EXPECT_EQ(*(*db)->QueryInt("PRAGMA user_version"), kStoreSchemaVersion);
+  }
+  EXPECT_EQ(Sql(path, "SELECT count(*) FROM job_results")[0][0], "0");
+  EXPECT_EQ(Sql(path, "SELECT count(*) FROM curve")[0][0], "0");
+}
+
+}  // namespace
+}  // namespace ablate
