@@ -6,6 +6,7 @@
 
 #include "proto/rpc.h"
 #include "worker/blas.h"
+#include "worker/gpu_supervisor.h"
 #include "worker/text8.h"
 #include "worker/text8_fetch.h"
 #include "worker/train_command.h"
@@ -20,7 +21,13 @@ int main(int argc, char** argv) {
   app.require_subcommand(0, 1);
   ablate::WorkerOptions worker;
   ablate::AddClientFlags(&app, &worker.client);
-  app.add_option("--device", worker.device, "auto, cpu, cuda or cuda:N");
+  CLI::Option* device_opt = app.add_option("--device", worker.device, "auto, cpu, cuda or cuda:N");
+  std::string gpus;
+  CLI::Option* gpus_opt = app.add_option(
+      "--gpus", gpus,
+      "One worker process per GPU: all, or indices such as 0,2; each is named NAME/gpuI and "
+      "gets the other flags");
+  gpus_opt->excludes(device_opt);
   app.add_option("--threads", worker.threads, "Intra-op threads (default: all cores)")
       ->check(CLI::Range(0, 1024));
   app.add_option("--data-dir", worker.data_dir,
@@ -61,6 +68,9 @@ int main(int argc, char** argv) {
   fetch->add_option("--data-dir", fetch_dir, "Cache directory");
   fetch->add_option("--url", fetch_url, "Where text8.zip is served");
 
+  train_cmd->excludes(gpus_opt);
+  data_cmd->excludes(gpus_opt);
+
   CLI11_PARSE(app, argc, argv);
 
   if (*train_cmd) return ablate::RunTrainCommand(train);
@@ -88,5 +98,6 @@ int main(int argc, char** argv) {
   }
   spdlog::set_default_logger(spdlog::stderr_color_mt("worker"));
   spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
+  if (!gpus.empty()) return ablate::RunGpuWorkers(gpus, worker.name, argc, argv);
   return ablate::RunWorker(worker);
 }
