@@ -13,6 +13,7 @@ packages=(
   libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
   libcurl4-openssl-dev libzip-dev zip unzip
   dict-gcide python3 python3-torch
+  libssl-dev yamllint shellcheck docker-compose
 )
 
 missing=()
