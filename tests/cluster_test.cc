@@ -265,11 +265,14 @@ std::string Script(const std::string& path) { return testing::SourceDir() + "/" 
 // and an empty one is a malformed token.)
 std::map<std::string, std::string> ContainerEnv(std::map<std::string, std::string> settings) {
   std::map<std::string, std::string> env = {{"ABLATE_BIN_DIR", testing::BinDir()}};
-  for (const char* name :
-       {"ABLATE_DB", "ABLATE_LISTEN", "ABLATE_CHECKPOINT_DIR", "ABLATE_SYNC", "ABLATE_LOG_LEVEL",
-        "ABLATE_TOKEN_FILE", "ABLATE_COORDINATOR", "ABLATE_GPUS", "ABLATE_DEVICE", "ABLATE_THREADS",
-        "ABLATE_DATA_DIR", "ABLATE_WORK_DIR", "ABLATE_NAME", "ABLATE_POLL", "ABLATE_EXIT_WHEN_IDLE",
-        "ABLATE_WORKER_CMD", "ABLATE_HOME"}) {
+  for (const char* name : {"ABLATE_DB",       "ABLATE_LISTEN",          "ABLATE_CHECKPOINT_DIR",
+                           "ABLATE_SYNC",     "ABLATE_LOG_LEVEL",       "ABLATE_TOKEN_FILE",
+                           "ABLATE_TLS_CERT", "ABLATE_TLS_KEY",         "ABLATE_TLS_CLIENT_CA",
+                           "ABLATE_TLS_CA",   "ABLATE_TLS_SERVER_NAME", "ABLATE_COORDINATOR",
+                           "ABLATE_GPUS",     "ABLATE_DEVICE",          "ABLATE_THREADS",
+                           "ABLATE_DATA_DIR", "ABLATE_WORK_DIR",        "ABLATE_NAME",
+                           "ABLATE_POLL",     "ABLATE_EXIT_WHEN_IDLE",  "ABLATE_WORKER_CMD",
+                           "ABLATE_HOME"}) {
     env[name] = "";
   }
   for (auto& [key, value] : settings) env[key] = value;
@@ -399,6 +402,42 @@ TEST(Entrypoints, TheTokenFileReachesTheCoordinatorAndTheWorkers) {
   EXPECT_EQ(worker.exit_code, 0) << worker.err;
   EXPECT_EQ(
       QueryInt(dir.File("ablate.db"), "SELECT count(*) FROM workers WHERE name = 'with-token'"), 1);
+}
+
+TEST(Entrypoints, TlsSettingsReachTheCoordinatorItsHealthCheckAndTheWorkers) {
+  if (!CoordinatorOffers("--tls-cert")) GTEST_SKIP() << "ablate-coordinator has no TLS yet";
+  if (access("/usr/bin/openssl", X_OK) != 0) GTEST_SKIP() << "no openssl to make a certificate";
+  TempDir dir;
+  auto made = testing::RunCommand(
+      {"/usr/bin/openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+       "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout",
+       dir.File("key.pem"), "-out", dir.File("cert.pem")},
+      dir.path());
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  const std::map<std::string, std::string> tls = {{"ABLATE_TLS_CERT", dir.File("cert.pem")},
+                                                  {"ABLATE_TLS_KEY", dir.File("key.pem")}};
+  auto settings = tls;
+  settings["ABLATE_DB"] = dir.File("ablate.db");
+  EntrypointCoordinator coordinator(dir, settings);
+  ASSERT_FALSE(coordinator.address.empty()) << coordinator.process.Stderr();
+
+  // The image's HEALTHCHECK, with the same environment as the coordinator.
+  settings["ABLATE_LISTEN"] = coordinator.address;
+  auto healthy = testing::RunCommand({Script("scripts/coordinator-entrypoint.sh"), "health"},
+                                     dir.path(), std::chrono::seconds(30), ContainerEnv(settings));
+  EXPECT_EQ(healthy.exit_code, 0) << healthy.out << healthy.err;
+
+  auto worker = testing::RunCommand({Script("scripts/worker-entrypoint.sh")}, dir.path(),
+                                    std::chrono::seconds(60),
+                                    ContainerEnv({{"ABLATE_COORDINATOR", coordinator.address},
+                                                  {"ABLATE_TLS_CA", dir.File("cert.pem")},
+                                                  {"ABLATE_DEVICE", "cpu"},
+                                                  {"ABLATE_THREADS", "1"},
+                                                  {"ABLATE_NAME", "over-tls"},
+                                                  {"ABLATE_EXIT_WHEN_IDLE", "1"}}));
+  EXPECT_EQ(worker.exit_code, 0) << worker.err;
+  EXPECT_EQ(QueryInt(dir.File("ablate.db"), "SELECT count(*) FROM workers WHERE name = 'over-tls'"),
+            1);
 }
 
 // --- The Slurm job script -----------------------------------------------------
