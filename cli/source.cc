@@ -1,0 +1,116 @@
+#include "cli/source.h"
+
+#include <CLI/CLI.hpp>
+#include <cstdlib>
+
+#include "coordinator/store.h"
+
+namespace ablate {
+
+namespace {
+
+class DatabaseSource final : public Source {
+ public:
+  DatabaseSource(std::string path, std::unique_ptr<Database> db)
+      : path_(std::move(path)), db_(std::move(db)), reader_(db_.get()) {}
+
+  std::string Describe() const override { return "database " + path_; }
+  Status ListSweeps(v1::ListSweepsResponse* out) override {
+    return reader_.ListSweeps(out).WithContext(path_);
+  }
+  Status GetStatus(const v1::GetStatusRequest& request, v1::GetStatusResponse* out) override {
+    return reader_.GetStatus(request, out);
+  }
+  Status ListWorkers(v1::ListWorkersResponse* out) override {
+    return reader_.ListWorkers(out).WithContext(path_);
+  }
+  StoreReader* store() override { return &reader_; }
+  SweepsClient* client() override { return nullptr; }
+
+ private:
+  const std::string path_;
+  const std::unique_ptr<Database> db_;
+  StoreReader reader_;
+};
+
+class CoordinatorSource final : public Source {
+ public:
+  explicit CoordinatorSource(std::unique_ptr<SweepsClient> client) : client_(std::move(client)) {}
+
+  std::string Describe() const override { return "coordinator " + client_->address(); }
+  Status ListSweeps(v1::ListSweepsResponse* out) override { return client_->ListSweeps(out); }
+  Status GetStatus(const v1::GetStatusRequest& request, v1::GetStatusResponse* out) override {
+    return client_->GetStatus(request, out);
+  }
+  Status ListWorkers(v1::ListWorkersResponse* out) override { return client_->ListWorkers(out); }
+  StoreReader* store() override { return nullptr; }
+  SweepsClient* client() override { return client_.get(); }
+
+ private:
+  const std::unique_ptr<SweepsClient> client_;
+};
+
+// The id of the one sweep `ref` names; NotFound when it names none.
+StatusOr<int64_t> LookUp(Source* source, const v1::SweepRef& ref) {
+  v1::GetStatusRequest request;
+  *request.mutable_sweep() = ref;
+  v1::GetStatusResponse response;
+  ABLATE_RETURN_IF_ERROR(source->GetStatus(request, &response));
+  if (response.sweeps_size() != 1) {
+    return Status::Internal("a status request for one sweep answered " +
+                            std::to_string(response.sweeps_size()));
+  }
+  return response.sweeps(0).sweep().id();
+}
+
+}  // namespace
+
+void AddSourceFlags(CLI::App* app, SourceOptions* options) {
+  app->add_option("--db", options->db_path,
+                  "Read this coordinator database directly, read-only (no coordinator needed)");
+  AddClientFlags(app, &options->client);
+}
+
+v1::SweepRef ParseSweepRef(const std::string& arg) {
+  v1::SweepRef ref;
+  const bool digits =
+      !arg.empty() && arg.size() <= 18 && arg.find_first_not_of("0123456789") == std::string::npos;
+  if (digits) {
+    ref.set_id(std::stoll(arg));
+  } else {
+    ref.set_name(arg);
+  }
+  return ref;
+}
+
+StatusOr<std::unique_ptr<Source>> Source::Open(const SourceOptions& options) {
+  if (!options.db_path.empty()) {
+    const char* env = std::getenv("ABLATE_COORDINATOR");
+    if (!options.client.address.empty() && (env == nullptr || options.client.address != env)) {
+      return Status::InvalidArgument("--db " + options.db_path + " and --coordinator " +
+                                     options.client.address + ": give one, not both");
+    }
+    ABLATE_ASSIGN_OR_RETURN(auto db, OpenStoreReadOnly(options.db_path));
+    return std::unique_ptr<Source>(new DatabaseSource(options.db_path, std::move(db)));
+  }
+  if (options.client.address.empty()) {
+    return Status::InvalidArgument(
+        "nothing to read from: pass --db PATH, or --coordinator HOST:PORT (or set "
+        "ABLATE_COORDINATOR)");
+  }
+  ABLATE_ASSIGN_OR_RETURN(auto client, SweepsClient::Connect(options.client));
+  return std::unique_ptr<Source>(new CoordinatorSource(std::move(client)));
+}
+
+StatusOr<int64_t> Source::ResolveSweep(const std::string& arg) {
+  const v1::SweepRef ref = ParseSweepRef(arg);
+  StatusOr<int64_t> id = LookUp(this, ref);
+  if (id.ok() || id.status().code() != Status::kNotFound || !ref.has_id()) return id;
+  v1::SweepRef by_name;
+  by_name.set_name(arg);
+  StatusOr<int64_t> named = LookUp(this, by_name);
+  if (named.ok() || named.status().code() != Status::kNotFound) return named;
+  return Status::NotFound("no sweep with id or name '" + arg + "'");
+}
+
+}  // namespace ablate

@@ -1,0 +1,70 @@
+// Where a reading command reads from: a database file opened read-only
+// (--db PATH: no coordinator needed, and the file is never modified) or a
+// running coordinator (--coordinator HOST:PORT or $ABLATE_COORDINATOR, the
+// flags of AddClientFlags). Both answer the same queries with the same
+// messages, so a command is written once for either.
+//
+// --db wins over $ABLATE_COORDINATOR; --db and an explicit --coordinator
+// together are an error.
+#ifndef ABLATE_CLI_SOURCE_H_
+#define ABLATE_CLI_SOURCE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "cli/sweeps_client.h"
+#include "common/status.h"
+#include "coordinator/store_reader.h"
+#include "proto/ablate.pb.h"
+#include "proto/rpc.h"
+
+namespace CLI {
+class App;
+}
+
+namespace ablate {
+
+struct SourceOptions {
+  std::string db_path;   // --db
+  ClientOptions client;  // --coordinator and whatever AddClientFlags adds
+};
+
+// Registers --db and the client flags on `app`.
+void AddSourceFlags(CLI::App* app, SourceOptions* options);
+
+// A SWEEP argument as the user typed it: digits are an id, anything else a
+// name (the newest sweep of that name).
+v1::SweepRef ParseSweepRef(const std::string& arg);
+
+class Source {
+ public:
+  // Opens the database read-only (NotFound for a missing file,
+  // FailedPrecondition or DataLoss for a file that is not an ablate database)
+  // or connects to the coordinator (nothing is sent yet). InvalidArgument
+  // when neither is given, or both.
+  static StatusOr<std::unique_ptr<Source>> Open(const SourceOptions& options);
+  virtual ~Source() = default;
+
+  // "database PATH" or "coordinator HOST:PORT", for messages.
+  virtual std::string Describe() const = 0;
+
+  // The Sweeps service's read queries (StoreReader's contracts).
+  virtual Status ListSweeps(v1::ListSweepsResponse* out) = 0;
+  virtual Status GetStatus(const v1::GetStatusRequest& request, v1::GetStatusResponse* out) = 0;
+  virtual Status ListWorkers(v1::ListWorkersResponse* out) = 0;
+
+  // The id of the sweep a SWEEP argument names. Digits are tried as an id
+  // first and then as a name, since names may be all digits. NotFound names
+  // the argument.
+  StatusOr<int64_t> ResolveSweep(const std::string& arg);
+
+  // Exactly one of these is non-null, for queries beyond the ones above: the
+  // read-only database's reader (--db) or the coordinator's client.
+  virtual StoreReader* store() = 0;
+  virtual SweepsClient* client() = 0;
+};
+
+}  // namespace ablate
+
+#endif  // ABLATE_CLI_SOURCE_H_

@@ -1,0 +1,64 @@
+#include "cli/sweeps_client.h"
+
+#include <chrono>
+
+namespace ablate {
+
+namespace {
+
+// Long enough for a launch of a large grid to commit; an unreachable
+// coordinator fails at once (UNAVAILABLE) without waiting for it.
+constexpr auto kCallDeadline = std::chrono::seconds(30);
+
+}  // namespace
+
+StatusOr<std::unique_ptr<SweepsClient>> SweepsClient::Connect(const ClientOptions& options) {
+  if (options.address.empty()) {
+    return Status::InvalidArgument(
+        "no coordinator given: pass --coordinator HOST:PORT or set ABLATE_COORDINATOR");
+  }
+  return std::unique_ptr<SweepsClient>(new SweepsClient(options.address, MakeChannel(options)));
+}
+
+SweepsClient::SweepsClient(std::string address, std::shared_ptr<grpc::Channel> channel)
+    : address_(std::move(address)),
+      channel_(std::move(channel)),
+      stub_(v1::Sweeps::NewStub(channel_)) {}
+
+template <typename Call>
+Status SweepsClient::Invoke(Call&& call) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + kCallDeadline);
+  return FromGrpc(call(&context)).WithContext("coordinator " + address_);
+}
+
+Status SweepsClient::Launch(const v1::LaunchRequest& request, v1::LaunchResponse* response) {
+  return Invoke([&](grpc::ClientContext* c) { return stub_->Launch(c, request, response); });
+}
+
+Status SweepsClient::ListSweeps(v1::ListSweepsResponse* response) {
+  return Invoke([&](grpc::ClientContext* c) {
+    return stub_->ListSweeps(c, v1::ListSweepsRequest(), response);
+  });
+}
+
+Status SweepsClient::GetStatus(const v1::GetStatusRequest& request,
+                               v1::GetStatusResponse* response) {
+  return Invoke([&](grpc::ClientContext* c) { return stub_->GetStatus(c, request, response); });
+}
+
+Status SweepsClient::Cancel(const v1::CancelRequest& request, v1::CancelResponse* response) {
+  return Invoke([&](grpc::ClientContext* c) { return stub_->Cancel(c, request, response); });
+}
+
+Status SweepsClient::Retry(const v1::RetryRequest& request, v1::RetryResponse* response) {
+  return Invoke([&](grpc::ClientContext* c) { return stub_->Retry(c, request, response); });
+}
+
+Status SweepsClient::ListWorkers(v1::ListWorkersResponse* response) {
+  return Invoke([&](grpc::ClientContext* c) {
+    return stub_->ListWorkers(c, v1::ListWorkersRequest(), response);
+  });
+}
+
+}  // namespace ablate

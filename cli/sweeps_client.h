@@ -1,0 +1,49 @@
+// SweepsClient: the CLI's side of the Sweeps service. One RPC per call, with
+// a deadline and no retries: a person is waiting, and the error says what
+// failed. Every error message starts "coordinator HOST:PORT: ".
+// Thread-compatible.
+#ifndef ABLATE_CLI_SWEEPS_CLIENT_H_
+#define ABLATE_CLI_SWEEPS_CLIENT_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <string>
+
+#include "common/status.h"
+#include "proto/ablate.grpc.pb.h"
+#include "proto/rpc.h"
+
+namespace ablate {
+
+class SweepsClient {
+ public:
+  // A client for the coordinator `options` name (the channel connects lazily,
+  // on the first call). InvalidArgument when no address is given.
+  static StatusOr<std::unique_ptr<SweepsClient>> Connect(const ClientOptions& options);
+
+  Status Launch(const v1::LaunchRequest& request, v1::LaunchResponse* response);
+  Status ListSweeps(v1::ListSweepsResponse* response);
+  Status GetStatus(const v1::GetStatusRequest& request, v1::GetStatusResponse* response);
+  Status Cancel(const v1::CancelRequest& request, v1::CancelResponse* response);
+  Status Retry(const v1::RetryRequest& request, v1::RetryResponse* response);
+  Status ListWorkers(v1::ListWorkersResponse* response);
+
+  const std::string& address() const { return address_; }
+  // For clients of other services on the same coordinator.
+  const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
+
+ private:
+  SweepsClient(std::string address, std::shared_ptr<grpc::Channel> channel);
+  // Runs one call with the deadline and turns its status into ours.
+  template <typename Call>
+  Status Invoke(Call&& call);
+
+  const std::string address_;
+  const std::shared_ptr<grpc::Channel> channel_;
+  const std::unique_ptr<v1::Sweeps::Stub> stub_;
+};
+
+}  // namespace ablate
+
+#endif  // ABLATE_CLI_SWEEPS_CLIENT_H_
