@@ -1,5 +1,6 @@
 // RPC glue shared by the coordinator, the worker and the CLI: Status <->
-// grpc::Status (the codes are the same numbers), and how a client connects.
+// grpc::Status (the codes are the same numbers), and how a client connects:
+// address, shared token and transport security.
 #ifndef ABLATE_PROTO_RPC_H_
 #define ABLATE_PROTO_RPC_H_
 
@@ -23,16 +24,51 @@ Status FromGrpc(const grpc::Status& status);
 // RESOURCE_EXHAUSTED).
 bool IsTransient(const Status& status);
 
-// How a client reaches the coordinator.
+// The metadata key that carries the shared token, as "Bearer <token>".
+inline constexpr char kAuthorizationHeader[] = "authorization";
+
+// A token as written in a file or $ABLATE_TOKEN: surrounding whitespace is
+// dropped; the rest must be non-empty printable ASCII without spaces (it
+// travels as metadata). Errors name `source` but never repeat the token.
+StatusOr<std::string> ParseToken(const std::string& text, const std::string& source);
+// ParseToken of the file's content.
+StatusOr<std::string> ReadTokenFile(const std::string& path);
+
+// Reads a PEM file (certificate, key or CA bundle); InvalidArgument when it
+// holds no PEM block.
+StatusOr<std::string> ReadPemFile(const std::string& path);
+
+// How a client reaches the coordinator. Contents, not paths: AddClientFlags
+// reads the files while parsing, so a bad file is a usage error up front.
 struct ClientOptions {
   std::string address;  // HOST:PORT
+  // Sent as "authorization: Bearer <token>" on every call; empty: none.
+  std::string token;
+  // Speak TLS, trusting tls_ca_pem (empty: the system's roots).
+  bool tls = false;
+  std::string tls_ca_pem;
+  // A client certificate and its key, for a coordinator that requires one.
+  std::string tls_cert_pem, tls_key_pem;
+  // The name the server's certificate must carry when the address's host is
+  // not it (e.g. connecting by IP); empty: the host.
+  std::string tls_server_name;
 };
 
-// A channel to options.address.
+// A channel to options.address with options' security. Never fails: a bad
+// address or certificate makes the calls fail with UNAVAILABLE. Reconnects
+// at most a couple of seconds after the coordinator is back.
 std::shared_ptr<grpc::Channel> MakeChannel(const ClientOptions& options);
 
 // Registers the flags every client of the coordinator takes on `app`:
-// --coordinator HOST:PORT (or $ABLATE_COORDINATOR).
+//   --coordinator HOST:PORT   ($ABLATE_COORDINATOR)
+//   --token-file PATH         ($ABLATE_TOKEN_FILE; else the token itself in $ABLATE_TOKEN,
+//                             unchecked: the coordinator refuses a malformed one)
+//   --tls                     TLS with the system's roots
+//   --tls-ca PEM              TLS trusting this CA ($ABLATE_TLS_CA)
+//   --tls-cert PEM, --tls-key PEM   a client certificate ($ABLATE_TLS_CERT, $ABLATE_TLS_KEY)
+//   --tls-server-name NAME    the name to expect in the server's certificate
+// Files are read during parsing; an unreadable or malformed one fails the
+// parse with a message naming the flag. `options` must outlive the parse.
 void AddClientFlags(CLI::App* app, ClientOptions* options);
 
 }  // namespace ablate
