@@ -11,11 +11,19 @@ namespace ablate {
 
 namespace {
 
-constexpr auto kUnaryDeadline = std::chrono::seconds(30);
+constexpr auto kUnaryDeadline = std::chrono::seconds(10);
 constexpr auto kStreamDeadline = std::chrono::minutes(30);
 constexpr size_t kChunkBytes = 1 << 20;
 
+// Unary calls wait for the coordinator to be reachable, up to their deadline,
+// instead of failing at once: a call in flight is what makes gRPC notice a
+// restarted coordinator at once (between calls only its 5 s backup poller
+// looks), so fail-fast calls retried with backoff would find it seconds late,
+// possibly after the leases it renewed at start lapsed again. Streams fail
+// fast and are retried; the heartbeats running beside them keep the channel
+// watched.
 void SetDeadline(grpc::ClientContext* context, std::chrono::seconds timeout) {
+  context->set_wait_for_ready(true);
   context->set_deadline(std::chrono::system_clock::now() + timeout);
 }
 
