@@ -123,6 +123,26 @@ std::vector<std::string> ProcEntries(pid_t pid, const std::string& file) {
   return entries;
 }
 
+// The arguments of child `pid` once it runs ablate-worker: right after fork
+// it is still a copy of its parent. Empty if it never does.
+std::vector<std::string> WorkerArgs(pid_t pid) {
+  std::vector<std::string> argv;
+  WaitFor([&] {
+    argv = ProcEntries(pid, "cmdline");
+    return !argv.empty() && argv[0] == Binary("ablate-worker");
+  });
+  return argv.empty() || argv[0] != Binary("ablate-worker") ? std::vector<std::string>{} : argv;
+}
+
+// CUDA_VISIBLE_DEVICES=... as the child got it (the worker may re-exec itself
+// with more variables, never fewer).
+std::string PinnedGpu(pid_t pid) {
+  for (const std::string& entry : ProcEntries(pid, "environ")) {
+    if (entry.rfind("CUDA_VISIBLE_DEVICES=", 0) == 0) return entry;
+  }
+  return "";
+}
+
 bool Contains(const std::vector<std::string>& entries, const std::vector<std::string>& run) {
   return std::search(entries.begin(), entries.end(), run.begin(), run.end()) != entries.end();
 }
@@ -144,13 +164,12 @@ TEST(GpuSupervisor, EachChildIsPinnedAndNamedAndSigtermMakesEveryOneRelease) {
   EXPECT_EQ(children[0].first, "gpu0");
   EXPECT_EQ(children[1].first, "gpu2");
   for (const auto& [label, pid] : children) {
-    const auto argv = ProcEntries(pid, "cmdline");
-    EXPECT_EQ(argv.at(0), Binary("ablate-worker"));
+    const auto argv = WorkerArgs(pid);
+    ASSERT_FALSE(argv.empty()) << label << " never ran ablate-worker";
     EXPECT_TRUE(Contains(argv, {"--coordinator", coordinator.address, "--threads", "1"}));
     EXPECT_TRUE(Contains(argv, {"--device", "cpu", "--name", "box/" + label}))
         << testing::ReadFile("/proc/" + std::to_string(pid) + "/cmdline");
-    const auto env = ProcEntries(pid, "environ");
-    EXPECT_TRUE(Contains(env, {"CUDA_VISIBLE_DEVICES=" + label.substr(3)})) << label;
+    EXPECT_EQ(PinnedGpu(pid), "CUDA_VISIBLE_DEVICES=" + label.substr(3));
   }
 
   // Both train, under their own names.
@@ -186,16 +205,18 @@ TEST(GpuSupervisor, ACrashedChildIsStartedAgainWithTheSameFlags) {
                      dir.path());
   ASSERT_TRUE(WaitFor([&] { return Started(supervisor).size() == 2; })) << supervisor.Stderr();
   const auto [label, pid] = Started(supervisor)[0];
-  const auto argv = ProcEntries(pid, "cmdline");
-  const auto env = ProcEntries(pid, "environ");
+  const auto argv = WorkerArgs(pid);
+  ASSERT_FALSE(argv.empty());
+  const std::string pinned = PinnedGpu(pid);
+  EXPECT_EQ(pinned, "CUDA_VISIBLE_DEVICES=0");
   ASSERT_EQ(kill(pid, SIGKILL), 0);
 
   ASSERT_TRUE(WaitFor([&] { return Started(supervisor).size() == 3; })) << supervisor.Stderr();
   const auto [again_label, again_pid] = Started(supervisor)[2];
   EXPECT_EQ(again_label, label);
   EXPECT_NE(again_pid, pid);
-  EXPECT_EQ(ProcEntries(again_pid, "cmdline"), argv);
-  EXPECT_EQ(ProcEntries(again_pid, "environ"), env);
+  EXPECT_EQ(WorkerArgs(again_pid), argv);
+  EXPECT_EQ(PinnedGpu(again_pid), pinned);
   EXPECT_NE(supervisor.Stderr().find("restarting it in 100 ms"), std::string::npos);
 
   // A clean stop after a recovered crash is a clean exit.
