@@ -1,5 +1,10 @@
 #include "coordinator/grpc_services.h"
 
+#include <fmt/format.h>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+#include <spdlog/spdlog.h>
+
 #include <memory>
 #include <utility>
 
@@ -7,11 +12,58 @@
 
 namespace ablate {
 
-bool CallGate::Enter() {
+namespace {
+
+// SHA-256 of `text`, as 32 raw bytes.
+std::string Digest(grpc::string_ref text) {
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(text.data()), text.size(), digest);
+  return std::string(reinterpret_cast<const char*>(digest), sizeof digest);
+}
+
+}  // namespace
+
+void CallGate::RequireToken(const std::string& token) {
+  expected_digest_ = token.empty() ? "" : Digest("Bearer " + token);
+}
+
+grpc::Status CallGate::Authenticate(const grpc::ServerContextBase& context) {
+  if (expected_digest_.empty()) return grpc::Status::OK;
+  const auto& metadata = context.client_metadata();
+  auto header = metadata.find(kAuthorizationHeader);
+  const char* why = "no token";
+  if (header != metadata.end()) {
+    const std::string presented = Digest(header->second);
+    if (CRYPTO_memcmp(presented.data(), expected_digest_.data(), presented.size()) == 0) {
+      return grpc::Status::OK;
+    }
+    why = "a wrong token";
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto now = std::chrono::steady_clock::now();
+    if (now - last_refusal_log_ >= std::chrono::seconds(1)) {
+      spdlog::warn("refused a call from {} with {}{}", context.peer(), why,
+                   refusals_unlogged_ == 0 ? ""
+                                           : fmt::format(" ({} more refused since the last report)",
+                                                         refusals_unlogged_));
+      last_refusal_log_ = now;
+      refusals_unlogged_ = 0;
+    } else {
+      ++refusals_unlogged_;
+    }
+  }
+  return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                      "this coordinator requires a token: pass --token-file or set ABLATE_TOKEN");
+}
+
+grpc::Status CallGate::Enter(const grpc::ServerContextBase& context) {
+  grpc::Status authenticated = Authenticate(context);
+  if (!authenticated.ok()) return authenticated;
   std::lock_guard<std::mutex> lock(mu_);
-  if (closed_) return false;
+  if (closed_) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "coordinator is shutting down");
   ++in_flight_;
-  return true;
+  return grpc::Status::OK;
 }
 
 void CallGate::Leave() {
@@ -27,14 +79,13 @@ bool CallGate::CloseAndWait(std::chrono::system_clock::time_point deadline) {
 
 namespace {
 
-const grpc::Status kShuttingDown(grpc::StatusCode::UNAVAILABLE, "coordinator is shutting down");
-
 // Starts `call` with a completion that finishes the RPC.
 template <typename Call>
 grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* context, CallGate* gate, Call&& call) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (!gate->Enter()) {
-    reactor->Finish(kShuttingDown);
+  grpc::Status admitted = gate->Enter(*context);
+  if (!admitted.ok()) {
+    reactor->Finish(admitted);
     return reactor;
   }
   call([reactor, gate](Status status) {
@@ -49,10 +100,11 @@ grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* context, CallGate* 
 // verifies and commits it.
 class UploadReactor : public grpc::ServerReadReactor<v1::UploadCheckpointRequest> {
  public:
-  UploadReactor(CheckpointManager* checkpoints, CallGate* gate, v1::UploadCheckpointResponse* reply)
-      : checkpoints_(checkpoints), gate_(gate), entered_(gate->Enter()), reply_(reply) {
-    if (!entered_) {
-      Finish(kShuttingDown);
+  UploadReactor(CheckpointManager* checkpoints, CallGate* gate,
+                const grpc::CallbackServerContext& context, v1::UploadCheckpointResponse* reply)
+      : checkpoints_(checkpoints), gate_(gate), admitted_(gate->Enter(context)), reply_(reply) {
+    if (!admitted_.ok()) {
+      Finish(admitted_);
       return;
     }
     StartRead(&request_);
@@ -78,7 +130,7 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadCheckpointRequest
   }
 
   void OnDone() override {
-    if (entered_) gate_->Leave();
+    if (admitted_.ok()) gate_->Leave();
     delete this;
   }
 
@@ -91,7 +143,7 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadCheckpointRequest
 
   CheckpointManager* const checkpoints_;
   CallGate* const gate_;
-  const bool entered_;
+  const grpc::Status admitted_;
   v1::UploadCheckpointResponse* const reply_;
   v1::UploadCheckpointRequest request_;
   std::unique_ptr<CheckpointUpload> upload_;
@@ -102,10 +154,11 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadCheckpointRequest
 class DownloadReactor : public grpc::ServerWriteReactor<v1::DownloadCheckpointResponse> {
  public:
   DownloadReactor(CheckpointManager* checkpoints, CallGate* gate,
+                  const grpc::CallbackServerContext& context,
                   const v1::DownloadCheckpointRequest& request)
-      : gate_(gate), entered_(gate->Enter()) {
-    if (!entered_) {
-      Finish(kShuttingDown);
+      : gate_(gate), admitted_(gate->Enter(context)) {
+    if (!admitted_.ok()) {
+      Finish(admitted_);
       return;
     }
     checkpoints->BeginDownload(request,
@@ -124,7 +177,7 @@ class DownloadReactor : public grpc::ServerWriteReactor<v1::DownloadCheckpointRe
   }
 
   void OnDone() override {
-    if (entered_) gate_->Leave();
+    if (admitted_.ok()) gate_->Leave();
     delete this;
   }
 
@@ -138,7 +191,7 @@ class DownloadReactor : public grpc::ServerWriteReactor<v1::DownloadCheckpointRe
   }
 
   CallGate* const gate_;
-  const bool entered_;
+  const grpc::Status admitted_;
   std::unique_ptr<CheckpointDownload> download_;
   v1::DownloadCheckpointResponse response_;
 };
@@ -175,13 +228,13 @@ grpc::ServerUnaryReactor* CoordinatorService::ReportPoints(grpc::CallbackServerC
 }
 
 grpc::ServerReadReactor<v1::UploadCheckpointRequest>* CoordinatorService::UploadCheckpoint(
-    grpc::CallbackServerContext*, v1::UploadCheckpointResponse* reply) {
-  return new UploadReactor(checkpoints_, gate_, reply);
+    grpc::CallbackServerContext* context, v1::UploadCheckpointResponse* reply) {
+  return new UploadReactor(checkpoints_, gate_, *context, reply);
 }
 
 grpc::ServerWriteReactor<v1::DownloadCheckpointResponse>* CoordinatorService::DownloadCheckpoint(
-    grpc::CallbackServerContext*, const v1::DownloadCheckpointRequest* request) {
-  return new DownloadReactor(checkpoints_, gate_, *request);
+    grpc::CallbackServerContext* context, const v1::DownloadCheckpointRequest* request) {
+  return new DownloadReactor(checkpoints_, gate_, *context, *request);
 }
 
 grpc::ServerUnaryReactor* CoordinatorService::CompleteJob(grpc::CallbackServerContext* context,

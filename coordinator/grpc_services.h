@@ -8,7 +8,9 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <mutex>
+#include <string>
 
 #include "common/status.h"
 #include "coordinator/checkpoint_manager.h"
@@ -19,15 +21,21 @@
 
 namespace ablate {
 
-
-// Counts the calls in flight so that a shutdown can let them finish, and
-// turns new calls away (Unavailable, so clients retry elsewhere or later)
-// once it began. gRPC's own Shutdown cannot do this alone: it also waits out
-// its whole deadline for idle client connections to go away.
+// Admits calls: checks the shared token when one is configured, counts the
+// calls in flight so that a shutdown can let them finish, and turns new calls
+// away (Unavailable, so clients retry elsewhere or later) once it began.
+// gRPC's own Shutdown cannot do the latter alone: it also waits out its whole
+// deadline for idle client connections to go away.
 class CallGate {
  public:
-  // False once closed: the call must be refused. Thread-safe.
-  bool Enter();
+  // Every call must then carry "authorization: Bearer <token>". Call before
+  // serving. An empty token admits every caller.
+  void RequireToken(const std::string& token);
+  // OK when the call may go on; the caller must Leave() once it is done.
+  // Otherwise the status to finish it with: Unauthenticated for a missing or
+  // wrong token (logged with the peer, never with a token), Unavailable once
+  // closed. Thread-safe.
+  grpc::Status Enter(const grpc::ServerContextBase& context);
   // Ends a call that entered. Thread-safe.
   void Leave();
   // Turns new calls away, then waits until none is in flight or `deadline`
@@ -35,10 +43,19 @@ class CallGate {
   bool CloseAndWait(std::chrono::system_clock::time_point deadline);
 
  private:
+  grpc::Status Authenticate(const grpc::ServerContextBase& context);
+
+  // SHA-256 of "Bearer <token>"; empty: no token required. Digests of equal
+  // length make the comparison's time independent of the presented token.
+  std::string expected_digest_;  // set before serving, then read-only
   std::mutex mu_;
   std::condition_variable idle_;
   int in_flight_ = 0;    // GUARDED_BY(mu_)
   bool closed_ = false;  // GUARDED_BY(mu_)
+  // Refusals are logged at most once a second, with a count, so a flood of
+  // bad calls cannot flood the log.
+  std::chrono::steady_clock::time_point last_refusal_log_;  // GUARDED_BY(mu_)
+  int64_t refusals_unlogged_ = 0;                           // GUARDED_BY(mu_)
 };
 
 class CoordinatorService final : public v1::Coordinator::CallbackService {

@@ -1,6 +1,11 @@
 #include "coordinator/server.h"
 
+#include <arpa/inet.h>
 #include <fmt/format.h>
+#include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <spdlog/spdlog.h>
 
 #include <chrono>
@@ -21,9 +26,62 @@ Status Await(Call&& call) {
   return result.get_future().get();
 }
 
+// Frees OpenSSL objects.
+struct BioFree {
+  void operator()(BIO* bio) const { BIO_free(bio); }
+};
+struct X509Free {
+  void operator()(X509* cert) const { X509_free(cert); }
+};
+struct KeyFree {
+  void operator()(EVP_PKEY* key) const { EVP_PKEY_free(key); }
+};
+
+std::unique_ptr<BIO, BioFree> MemoryBio(const std::string& pem) {
+  return std::unique_ptr<BIO, BioFree>(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+}
+
+std::unique_ptr<X509, X509Free> FirstCertificate(const std::string& pem) {
+  auto bio = MemoryBio(pem);
+  return std::unique_ptr<X509, X509Free>(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+}
+
+// Checks what gRPC would otherwise only report as "cannot listen".
+Status CheckTls(const CoordinatorOptions& options) {
+  const bool cert = !options.tls_cert_pem.empty(), key = !options.tls_key_pem.empty();
+  if (cert != key) return Status::InvalidArgument("--tls-cert and --tls-key go together");
+  if (!options.tls_client_ca_pem.empty() && !cert) {
+    return Status::InvalidArgument("--tls-client-ca needs --tls-cert and --tls-key");
+  }
+  if (!cert) return Status::OK();
+  auto certificate = FirstCertificate(options.tls_cert_pem);
+  if (!certificate) return Status::InvalidArgument("--tls-cert: no PEM certificate in it");
+  auto bio = MemoryBio(options.tls_key_pem);
+  std::unique_ptr<EVP_PKEY, KeyFree> private_key(
+      PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
+  if (!private_key) {
+    return Status::InvalidArgument("--tls-key: no unencrypted PEM private key in it");
+  }
+  if (X509_check_private_key(certificate.get(), private_key.get()) != 1) {
+    return Status::InvalidArgument("--tls-key is not the key of --tls-cert");
+  }
+  if (!options.tls_client_ca_pem.empty() && !FirstCertificate(options.tls_client_ca_pem)) {
+    return Status::InvalidArgument("--tls-client-ca: no PEM certificate in it");
+  }
+  ERR_clear_error();
+  return Status::OK();
+}
+
 // The one place where the transport's security is decided.
-std::shared_ptr<grpc::ServerCredentials> ServerCredentials(const CoordinatorOptions&) {
-  return grpc::InsecureServerCredentials();
+std::shared_ptr<grpc::ServerCredentials> ServerCredentials(const CoordinatorOptions& options) {
+  if (options.tls_cert_pem.empty()) return grpc::InsecureServerCredentials();
+  grpc::SslServerCredentialsOptions ssl(
+      options.tls_client_ca_pem.empty()
+          ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+          : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  ssl.pem_root_certs = options.tls_client_ca_pem;
+  ssl.pem_key_cert_pairs.push_back({options.tls_key_pem, options.tls_cert_pem});
+  return grpc::SslServerCredentials(ssl);
 }
 
 std::string HostOf(const std::string& listen) {
@@ -33,8 +91,27 @@ std::string HostOf(const std::string& listen) {
 
 }  // namespace
 
+bool IsLoopbackAddress(const std::string& listen) {
+  if (listen.rfind("unix:", 0) == 0) return true;
+  std::string host = HostOf(listen);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  if (host == "localhost" || host == "::1") return true;
+  in_addr ipv4{};
+  return inet_pton(AF_INET, host.c_str(), &ipv4) == 1 && (ntohl(ipv4.s_addr) >> 24) == 127;
+}
+
 StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     const CoordinatorOptions& options) {
+  if (options.token.empty() && !IsLoopbackAddress(options.listen)) {
+    return Status::InvalidArgument(
+        fmt::format("refusing to listen on {} without a token: anyone who can reach it could "
+                    "run and cancel sweeps. Pass --token-file FILE (or set ABLATE_TOKEN), or "
+                    "listen on 127.0.0.1",
+                    options.listen));
+  }
+  ABLATE_RETURN_IF_ERROR(CheckTls(options));
   std::unique_ptr<CoordinatorServer> s(new CoordinatorServer(options));
   Clock* clock = options.clock;
   ABLATE_ASSIGN_OR_RETURN(s->db_, OpenStore(options.db_path, options.store));
@@ -53,6 +130,7 @@ StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
                                                                  s->checkpoints_.get(), &s->gate_);
   s->sweeps_service_ = std::make_unique<SweepsService>(s->sweeps_.get(), s->jobs_.get(),
                                                        s->workers_.get(), &s->gate_);
+  s->gate_.RequireToken(options.token);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options.listen, ServerCredentials(options), &s->port_);
@@ -65,8 +143,12 @@ StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   }
   s->address_ = fmt::format("{}:{}", HostOf(options.listen), s->port_);
   s->lease_sweeper_ = std::thread([raw = s.get()] { raw->SweepLeases(); });
-  spdlog::info("coordinator serving {} on {}, checkpoints in {}", options.db_path, s->address_,
-               checkpoint_dir);
+  spdlog::info("coordinator serving {} on {} ({}, {}), checkpoints in {}", options.db_path,
+               s->address_,
+               options.tls_cert_pem.empty()        ? "plaintext"
+               : options.tls_client_ca_pem.empty() ? "TLS"
+                                                   : "mutual TLS",
+               options.token.empty() ? "no token" : "token required", checkpoint_dir);
   return s;
 }
 

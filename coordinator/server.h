@@ -1,8 +1,14 @@
 // CoordinatorServer: the whole coordinator assembled — database, writer,
 // managers, checkpoint directory, the lease sweep, and the gRPC server with
 // the Coordinator, Sweeps and standard health services. Building the gRPC
-// server happens in one place (Start) so that transport security and token
-// authentication can be added there.
+// server happens in one place (Start), which also decides its security:
+//  - a shared token: every call must carry "authorization: Bearer <token>"
+//    (Unauthenticated otherwise), except those to the standard health
+//    service, which container and Kubernetes probes make without metadata
+//    and which reveals nothing but SERVING or NOT_SERVING;
+//  - TLS with a server certificate, and optionally mutual TLS: only clients
+//    with a certificate signed by the client CA get through the handshake;
+//  - the bind rule: without a token the server listens on loopback only.
 #ifndef ABLATE_COORDINATOR_SERVER_H_
 #define ABLATE_COORDINATOR_SERVER_H_
 
@@ -38,12 +44,25 @@ struct CoordinatorOptions {
   int lease_sweep_ms = 1000;
   // Larger requests are refused; a checkpoint chunk is 1 MiB.
   int max_receive_message_bytes = 8 << 20;
+  // The shared token every call must carry; empty: none, and then `listen`
+  // must be a loopback address.
+  std::string token;
+  // TLS, as PEM contents: a certificate (chain) with its key turns TLS on;
+  // a client CA as well requires every client to present a certificate it
+  // signed. All empty: plaintext.
+  std::string tls_cert_pem, tls_key_pem, tls_client_ca_pem;
 };
+
+// True when `listen` (HOST:PORT) can only be reached from this machine:
+// 127.0.0.0/8, ::1, localhost, or a unix: socket.
+bool IsLoopbackAddress(const std::string& listen);
 
 class CoordinatorServer {
  public:
   // Opens the database (renewing the leases of jobs that were running), cleans
-  // the checkpoint directory and starts serving.
+  // the checkpoint directory and starts serving. InvalidArgument, before
+  // anything is opened, for a non-loopback `listen` without a token or an
+  // unusable TLS setting (naming the flag at fault).
   static StatusOr<std::unique_ptr<CoordinatorServer>> Start(const CoordinatorOptions& options);
   // Shuts down if still serving.
   ~CoordinatorServer();
