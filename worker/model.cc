@@ -181,9 +181,13 @@ ModelOutput CharRnnImpl::Forward(const torch::Tensor& tokens, const RecurrentSta
 }
 
 int64_t CharRnnImpl::ForwardMacsPerSymbol() const {
+  return ablate::ForwardMacsPerSymbol(cell_, hidden_, vocab_);
+}
+
+int64_t ForwardMacsPerSymbol(Cell cell, int64_t hidden, int64_t vocab) {
   // Recurrent and output matmuls; the input side is a gather.
-  int64_t macs = hidden_ * GateWidth(cell_, hidden_) + hidden_ * vocab_;
-  if (cell_ != Cell::kLstm) macs += hidden_ * hidden_;
+  int64_t macs = hidden * GateWidth(cell, hidden) + hidden * vocab;
+  if (cell != Cell::kLstm) macs += hidden * hidden;
   return macs;
 }
 

@@ -83,6 +83,8 @@ TORCH_MODULE(CharRnn);
 
 // Parameter count of a configuration without building it.
 int64_t CountParameters(Cell cell, bool layer_norm, int64_t hidden, int64_t vocab);
+// CharRnnImpl::ForwardMacsPerSymbol of a configuration without building it.
+int64_t ForwardMacsPerSymbol(Cell cell, int64_t hidden, int64_t vocab);
 
 }  // namespace ablate
 

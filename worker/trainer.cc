@@ -103,6 +103,18 @@ Trainer::Trainer(const RunConfig& config, const TrainerOptions& options, torch::
 
 StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const RunConfig& config,
                                                    const TrainerOptions& options) {
+  return Build(config, options, nullptr);
+}
+
+StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const RunConfig& config,
+                                                   const TrainerOptions& options,
+                                                   const text8::Corpus& corpus) {
+  return Build(config, options, &corpus);
+}
+
+StatusOr<std::unique_ptr<Trainer>> Trainer::Build(const RunConfig& config,
+                                                  const TrainerOptions& options,
+                                                  const text8::Corpus* corpus) {
   ABLATE_RETURN_IF_ERROR(config.Validate());
   ABLATE_ASSIGN_OR_RETURN(torch::Device device, ParseDevice(options.device));
   Kernel kernel = device.is_cpu() ? Kernel::kFused : Kernel::kReference;
@@ -115,17 +127,22 @@ StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const RunConfig& config,
     kernel = Kernel::kFused;
   }
   if (config.train.checkpoint_every > 0 && options.checkpoint_path.empty()) {
-    return Status::InvalidArgument(
-        "train.checkpoint_every is " + std::to_string(config.train.checkpoint_every) +
-        " but no checkpoint path was given");
+    return Status::InvalidArgument("train.checkpoint_every is " +
+                                   std::to_string(config.train.checkpoint_every) +
+                                   " but no checkpoint path was given");
   }
   std::unique_ptr<Trainer> trainer(new Trainer(config, options, device, kernel));
-  const std::string path = options.corpus_path.empty() ? config.data.path : options.corpus_path;
-  if (path.empty()) {
-    return Status::InvalidArgument("data: no corpus file (data.path is empty and data.corpus \"" +
-                                   config.data.corpus + "\" was not resolved to a file)");
+  if (corpus != nullptr) {
+    ABLATE_RETURN_IF_ERROR(trainer->LoadData(*corpus, "the corpus"));
+  } else {
+    const std::string path = options.corpus_path.empty() ? config.data.path : options.corpus_path;
+    if (path.empty()) {
+      return Status::InvalidArgument("data: no corpus file (data.path is empty and data.corpus \"" +
+                                     config.data.corpus + "\" was not resolved to a file)");
+    }
+    ABLATE_ASSIGN_OR_RETURN(text8::Corpus file, text8::LoadCorpus(path));
+    ABLATE_RETURN_IF_ERROR(trainer->LoadData(file, path));
   }
-  ABLATE_RETURN_IF_ERROR(trainer->LoadData(path));
 
   const ModelConfig& m = config.model;
   trainer->model_ = CharRnn(m.cell, m.layer_norm, m.hidden, m.vocab,
@@ -140,12 +157,11 @@ StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const RunConfig& config,
   return trainer;
 }
 
-Status Trainer::LoadData(const std::string& path) {
-  ABLATE_ASSIGN_OR_RETURN(text8::Corpus corpus, text8::LoadCorpus(path));
+Status Trainer::LoadData(const text8::Corpus& corpus, const std::string& name) {
   std::vector<uint8_t> symbols;
   Status encoded = text8::EncodeSymbols(corpus.bytes(), static_cast<int>(config_.model.vocab),
                                         &symbols);
-  if (!encoded.ok()) return encoded.WithContext(path);
+  if (!encoded.ok()) return encoded.WithContext(name);
   const TrainConfig& t = config_.train;
   train_size_ = static_cast<int64_t>(corpus.train().size());
   valid_begin_ = train_size_;
@@ -155,7 +171,7 @@ Status Trainer::LoadData(const std::string& path) {
   const int64_t needed = t.batch * (t.seq + 1);
   if (train_size_ < needed) {
     return Status::InvalidArgument(
-        "data.path: the training split of " + path + " has " + std::to_string(train_size_) +
+        "data.path: the training split of " + name + " has " + std::to_string(train_size_) +
         " bytes, but train.batch " + std::to_string(t.batch) + " x (train.seq " +
         std::to_string(t.seq) + " + 1) needs at least " + std::to_string(needed));
   }

@@ -110,6 +110,11 @@ class Trainer {
   // alphabet when model.vocab is 27, a missing file.
   static StatusOr<std::unique_ptr<Trainer>> Create(const RunConfig& config,
                                                    const TrainerOptions& options);
+  // The same on a corpus already in memory; options.corpus_path and
+  // config.data are not read.
+  static StatusOr<std::unique_ptr<Trainer>> Create(const RunConfig& config,
+                                                   const TrainerOptions& options,
+                                                   const text8::Corpus& corpus);
 
   // Trains until the step budget is spent (then evaluates the test split) or
   // the listener asks to stop.
@@ -141,7 +146,12 @@ class Trainer {
   Trainer(const RunConfig& config, const TrainerOptions& options, torch::Device device,
           Kernel kernel);
 
-  Status LoadData(const std::string& path);
+  // Both Creates: `corpus` null means the file the options or config name.
+  static StatusOr<std::unique_ptr<Trainer>> Build(const RunConfig& config,
+                                                  const TrainerOptions& options,
+                                                  const text8::Corpus* corpus);
+  // `name` (a path) goes into error messages.
+  Status LoadData(const text8::Corpus& corpus, const std::string& name);
   torch::Tensor Window(int64_t window) const;
   double ElapsedSeconds() const;
 
