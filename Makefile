@@ -17,5 +17,14 @@ build: setup
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
 
+# Only the three binaries: a newcomer's first sweep should not wait for the tests.
+demo: setup
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release
+	cmake --build $(BUILD) -j$(JOBS) --target ablate ablate-worker ablate-coordinator
+	ABLATE_BIN_DIR=$(BUILD)/bin scripts/demo.sh
+
+bench: build
+	BUILD=$(BUILD) bench/run.sh
+
 clean:
 	rm -rf $(BUILD)

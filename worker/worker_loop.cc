@@ -15,6 +15,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/run_config.h"
+#include "worker/blas.h"
 #include "worker/coordinator_client.h"
 #include "worker/train_command.h"
 #include "worker/trainer.h"
@@ -223,6 +224,10 @@ class Worker {
     if (!device.ok()) {
       spdlog::error("{}", device.status().message());
       return 1;
+    }
+    if (device->is_cpu()) {
+      const std::string warning = SlowBlasWarning(MeasureMatmulGflops(), threads);
+      if (!warning.empty()) spdlog::warn("{}", warning);
     }
     request.set_device(device->str());
     request.set_threads(threads);

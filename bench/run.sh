@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# `make bench`: every benchmark, each with its baseline measured in the same
+# run. Results go to stdout and to runs/bench/*.json; BENCHMARKS.md records
+# the numbers and the method.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${BUILD:-build}
+out=runs/bench
+mkdir -p "$out"
+
+# --- Trainer: fused C++ trainer vs plain PyTorch eager, same LibTorch --------
+bench/trainer_vs_pytorch.sh "$build" "$out"
