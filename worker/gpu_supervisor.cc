@@ -67,7 +67,10 @@ sigset_t SupervisedSignals() {
 
 std::string DescribeExit(int status) {
   if (WIFEXITED(status)) return "exited with " + std::to_string(WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return std::string("died of ") + strsignal(WTERMSIG(status));
+  if (WIFSIGNALED(status)) {
+    return "died of signal " + std::to_string(WTERMSIG(status)) + " (" +
+           strsignal(WTERMSIG(status)) + ")";
+  }
   return "stopped";
 }
 
@@ -263,8 +266,8 @@ class Supervisor {
         child.finished = true;
       }
     }
-    spdlog::info("supervisor: {}: passed on to {} worker(s); waiting for them to checkpoint",
-                 strsignal(signal), running);
+    spdlog::info("supervisor: {} passed on to {} worker(s); waiting for them to checkpoint",
+                 signal == SIGTERM ? "SIGTERM" : "SIGINT", running);
   }
 
   void Exited(Child& child, int status) {
