@@ -300,4 +300,18 @@ grpc::ServerUnaryReactor* SweepsService::ListWorkers(grpc::CallbackServerContext
                [&](Writer::Done done) { workers_->ListWorkers(reply, std::move(done)); });
 }
 
+grpc::ServerUnaryReactor* SweepsService::Results(grpc::CallbackServerContext* context,
+                                                 const v1::ResultsRequest* request,
+                                                 v1::ResultsResponse* reply) {
+  return Unary(context, gate_,
+               [&](Writer::Done done) { results_->Results(*request, reply, std::move(done)); });
+}
+
+grpc::ServerUnaryReactor* SweepsService::Curves(grpc::CallbackServerContext* context,
+                                                const v1::CurvesRequest* request,
+                                                v1::CurvesResponse* reply) {
+  return Unary(context, gate_,
+               [&](Writer::Done done) { results_->Curves(*request, reply, std::move(done)); });
+}
+
 }  // namespace ablate

@@ -15,6 +15,7 @@
 #include "common/status.h"
 #include "coordinator/checkpoint_manager.h"
 #include "coordinator/job_manager.h"
+#include "coordinator/results_manager.h"
 #include "coordinator/sweep_manager.h"
 #include "coordinator/worker_manager.h"
 #include "proto/ablate.grpc.pb.h"
@@ -101,8 +102,9 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
 class SweepsService final : public v1::Sweeps::CallbackService {
  public:
   // The managers and the gate must outlive the service.
-  SweepsService(SweepManager* sweeps, JobManager* jobs, WorkerManager* workers, CallGate* gate)
-      : sweeps_(sweeps), jobs_(jobs), workers_(workers), gate_(gate) {}
+  SweepsService(SweepManager* sweeps, JobManager* jobs, WorkerManager* workers,
+                ResultsManager* results, CallGate* gate)
+      : sweeps_(sweeps), jobs_(jobs), workers_(workers), results_(results), gate_(gate) {}
 
   grpc::ServerUnaryReactor* Launch(grpc::CallbackServerContext* context,
                                    const v1::LaunchRequest* request,
@@ -122,11 +124,18 @@ class SweepsService final : public v1::Sweeps::CallbackService {
   grpc::ServerUnaryReactor* ListWorkers(grpc::CallbackServerContext* context,
                                         const v1::ListWorkersRequest* request,
                                         v1::ListWorkersResponse* reply) override;
+  grpc::ServerUnaryReactor* Results(grpc::CallbackServerContext* context,
+                                    const v1::ResultsRequest* request,
+                                    v1::ResultsResponse* reply) override;
+  grpc::ServerUnaryReactor* Curves(grpc::CallbackServerContext* context,
+                                   const v1::CurvesRequest* request,
+                                   v1::CurvesResponse* reply) override;
 
  private:
   SweepManager* const sweeps_;
   JobManager* const jobs_;
   WorkerManager* const workers_;
+  ResultsManager* const results_;
   CallGate* const gate_;
 };
 

@@ -64,6 +64,27 @@ double TwoSidedTail(double t, double df) {
   return RegularizedIncompleteBeta(df / 2, 0.5, df / (df + t * t));
 }
 
+// Holds one read snapshot for a whole query, so that a coordinator's commits
+// between its statements cannot mix two states of the sweep. A savepoint
+// opens a read transaction on its own, and nests inside the writer's batch
+// when the query runs there.
+class ReadSnapshot {
+ public:
+  explicit ReadSnapshot(Database& db) : db_(db) {}
+  Status Begin() {
+    Status status = db_.Exec("SAVEPOINT results_read");
+    open_ = status.ok();
+    return status;
+  }
+  ~ReadSnapshot() {
+    if (open_) db_.Exec("RELEASE results_read");
+  }
+
+ private:
+  Database& db_;
+  bool open_ = false;
+};
+
 // JSON text of a factor value, as stored canonically.
 std::string Dump(const json& value) {
   return value.dump(-1, ' ', false, json::error_handler_t::replace);
@@ -527,6 +548,8 @@ StatusOr<v1::ResultsResponse> QueryResults(Database& db, const v1::ResultsReques
   if (request.at() == v1::VALUE_AT_STEP && request.step() < 0) {
     return Status::InvalidArgument(fmt::format("step {} is negative", request.step()));
   }
+  ReadSnapshot snapshot(db);
+  ABLATE_RETURN_IF_ERROR(snapshot.Begin());
   ABLATE_ASSIGN_OR_RETURN(SweepData sweep, LoadSweep(db, request.sweep(), request.split()));
   ABLATE_ASSIGN_OR_RETURN(Grouping grouping, ResolveGrouping(sweep, request.group_by()));
   v1::ResultsResponse response;
@@ -571,6 +594,8 @@ StatusOr<v1::CurvesResponse> QueryCurves(Database& db, const v1::CurvesRequest& 
   if (request.points() < 0) {
     return Status::InvalidArgument(fmt::format("{} points is negative", request.points()));
   }
+  ReadSnapshot snapshot(db);
+  ABLATE_RETURN_IF_ERROR(snapshot.Begin());
   ABLATE_ASSIGN_OR_RETURN(SweepData sweep, LoadSweep(db, request.sweep(), request.split()));
   ABLATE_ASSIGN_OR_RETURN(Grouping grouping, ResolveGrouping(sweep, request.group_by()));
   v1::CurvesResponse response;

@@ -123,13 +123,14 @@ StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
       options.checkpoint_dir.empty() ? options.db_path + ".ckpt" : options.checkpoint_dir;
   s->checkpoints_ = std::make_unique<CheckpointManager>(checkpoint_dir, s->writer_.get(), clock);
   ABLATE_RETURN_IF_ERROR(s->checkpoints_->Start());
+  s->results_ = std::make_unique<ResultsManager>(options.db_path, s->writer_.get());
   ABLATE_RETURN_IF_ERROR(
       Await([&](Writer::Done done) { s->jobs_->RenewLeasesAfterRestart(std::move(done)); }));
 
   s->coordinator_service_ = std::make_unique<CoordinatorService>(s->workers_.get(), s->jobs_.get(),
                                                                  s->checkpoints_.get(), &s->gate_);
-  s->sweeps_service_ = std::make_unique<SweepsService>(s->sweeps_.get(), s->jobs_.get(),
-                                                       s->workers_.get(), &s->gate_);
+  s->sweeps_service_ = std::make_unique<SweepsService>(
+      s->sweeps_.get(), s->jobs_.get(), s->workers_.get(), s->results_.get(), &s->gate_);
   s->gate_.RequireToken(options.token);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;

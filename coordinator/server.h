@@ -25,6 +25,7 @@
 #include "coordinator/clock.h"
 #include "coordinator/grpc_services.h"
 #include "coordinator/job_manager.h"
+#include "coordinator/results_manager.h"
 #include "coordinator/sqlite.h"
 #include "coordinator/store.h"
 #include "coordinator/sweep_manager.h"
@@ -92,6 +93,7 @@ class CoordinatorServer {
   std::unique_ptr<JobManager> jobs_;
   std::unique_ptr<SweepManager> sweeps_;
   std::unique_ptr<CheckpointManager> checkpoints_;
+  std::unique_ptr<ResultsManager> results_;
   CallGate gate_;
   std::unique_ptr<CoordinatorService> coordinator_service_;
   std::unique_ptr<SweepsService> sweeps_service_;

@@ -2,7 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <future>
+#include <random>
 
 #include "coordinator/store.h"
 
@@ -24,8 +26,8 @@ std::string GridSpec(const std::string& name, int seeds) {
   std::string spec = "name: " + name + R"(
 description: the seed's grid <small> & "quoted"
 data: {path: corpus.txt}
-model: {hidden: 32, vocab: 27}
-train: {batch: 4, seq: 32, steps: 60, log_every: 20, eval_every: 30, eval_bytes: 500}
+model: {hidden: 2000, vocab: 256}
+train: {steps: 60, log_every: 20, eval_every: 30}
 grid:
   cell: [lstm, gru, mgu]
   layer_norm: [true, false]
@@ -169,6 +171,40 @@ double FinishStandardJob(SweepWriter& writer, const LeasedJob& job, int64_t wall
   metrics.set_test_bpc(valid + 0.02);
   metrics.set_steps(60);
   metrics.set_wall_time(static_cast<double>(wall_seconds));
+  writer.Complete(job, metrics);
+  return valid;
+}
+
+double FinishRealisticJob(SweepWriter& writer, const LeasedJob& job, int64_t steps,
+                          int64_t log_every, int64_t eval_every, uint64_t noise_seed) {
+  std::mt19937_64 rng(noise_seed);
+  std::normal_distribution<double> noise(0.0, 0.01);
+  const double final_bpc = FixtureValidBpc(job.factors);
+  const double tau =
+      static_cast<double>(steps) / (job.factors.value("model.layer_norm", false) ? 6 : 4);
+  auto curve = [&](int64_t step) {
+    return final_bpc + (8.0 - final_bpc) * std::exp(-static_cast<double>(step) / tau);
+  };
+  std::vector<v1::CurvePoint> points;
+  double train = 0, valid = 0;
+  for (int64_t step = log_every; step <= steps; step += log_every) {
+    train = curve(step) - 0.03 + 3 * noise(rng);
+    points.push_back(Point(v1::SPLIT_TRAIN, step, train));
+  }
+  for (int64_t step = eval_every; step <= steps; step += eval_every) {
+    valid =
+        curve(step) + noise(rng) * static_cast<double>(steps - step) / static_cast<double>(steps);
+    points.push_back(Point(v1::SPLIT_VALID, step, valid));
+  }
+  const double test = valid + 0.015;
+  points.push_back(Point(v1::SPLIT_TEST, steps, test));
+  writer.Report(job, points);
+  v1::FinalMetrics metrics;
+  metrics.set_train_bpc(train);
+  metrics.set_valid_bpc(valid);
+  metrics.set_test_bpc(test);
+  metrics.set_steps(steps);
+  metrics.set_wall_time(static_cast<double>(steps) * 1.5);
   writer.Complete(job, metrics);
   return valid;
 }

@@ -21,8 +21,10 @@
 
 namespace ablate::testing {
 
-// The seed's grid with a tiny model: 3 cells x 2 layer_norm x 3 inits, and
-// `seeds` seeds when it is above 0 (the seeds axis then makes the 4th factor).
+// The seed's grid at the seed's size (2000 units, 256 symbols; nothing is
+// trained here): 3 cells x 2 layer_norm x 3 inits, and `seeds` seeds when it
+// is above 0 (the seeds axis then makes the 4th factor). Its description
+// holds HTML's special characters.
 std::string GridSpec(const std::string& name, int seeds = 0);
 
 v1::CurvePoint Point(v1::Split split, int64_t step, double bpc);
@@ -76,6 +78,13 @@ double FixtureValidBpc(const nlohmann::json& factors);
 // final valid), a test point at 60 (final valid + 0.02), and final metrics
 // that match the curve. Returns the final valid bpc.
 double FinishStandardJob(SweepWriter& writer, const LeasedJob& job, int64_t wall_seconds = 90);
+
+// A done job with learning curves shaped like real ones: from 8 bits down
+// to FixtureValidBpc (faster with layer norm), train every `log_every`
+// steps, valid every `eval_every` steps, test at `steps`, with a little
+// noise from `noise_seed`. Returns the final valid bpc.
+double FinishRealisticJob(SweepWriter& writer, const LeasedJob& job, int64_t steps,
+                          int64_t log_every, int64_t eval_every, uint64_t noise_seed);
 
 }  // namespace ablate::testing
 

@@ -3,6 +3,7 @@
 // the test reported, independently of the code under test.
 #include "coordinator/results.h"
 
+#include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
@@ -10,8 +11,10 @@
 #include <map>
 #include <set>
 
+#include "coordinator/server.h"
 #include "coordinator/store.h"
 #include "coordinator/test_util.h"
+#include "proto/ablate.grpc.pb.h"
 #include "tests/results_fixture.h"
 
 namespace ablate {
@@ -524,6 +527,98 @@ TEST_F(CurvesTest, TooManyCellsAskForFewerPoints) {
   auto thinned = QueryCurves(*db, request);
   ASSERT_TRUE(thinned.ok()) << thinned.status().ToString();
   EXPECT_EQ(thinned->steps_size(), 500);
+}
+
+// --- Through the coordinator ---------------------------------------------------
+
+// The Sweeps service's Results and Curves of a running coordinator answer
+// exactly what the queries answer on its database file.
+TEST_F(ResultsTest, CoordinatorRpcsAnswerAsTheDatabaseFile) {
+  SweepWriter writer(path());
+  writer.Launch(GridSpec("grid", 2));
+  for (int i = 0; i < 30; ++i) FinishStandardJob(writer, writer.Lease());
+  LeasedJob running = writer.Lease();
+  writer.Report(running, {Point(v1::SPLIT_VALID, 30, 2.5)});
+  writer.Close();
+
+  v1::ResultsRequest results;
+  results.mutable_sweep()->set_name("grid");
+  results.add_group_by("layer_norm");
+  results.set_split(v1::SPLIT_VALID);
+  results.set_include_unfinished(true);
+  v1::CurvesRequest curves;
+  curves.mutable_sweep()->set_name("grid");
+  curves.add_group_by("cell");
+  curves.set_split(v1::SPLIT_VALID);
+  std::string from_file_results, from_file_curves;
+  {
+    auto db = Open();
+    from_file_results = QueryResults(*db, results)->SerializeAsString();
+    from_file_curves = QueryCurves(*db, curves)->SerializeAsString();
+  }
+
+  CoordinatorOptions options;
+  options.db_path = path();
+  options.listen = "127.0.0.1:0";
+  auto server = CoordinatorServer::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  auto stub = v1::Sweeps::NewStub(
+      grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials()));
+  v1::ResultsResponse results_reply;
+  v1::CurvesResponse curves_reply;
+  {
+    grpc::ClientContext context;
+    ASSERT_TRUE(stub->Results(&context, results, &results_reply).ok());
+  }
+  {
+    grpc::ClientContext context;
+    ASSERT_TRUE(stub->Curves(&context, curves, &curves_reply).ok());
+  }
+  EXPECT_EQ(results_reply.SerializeAsString(), from_file_results);
+  EXPECT_EQ(curves_reply.SerializeAsString(), from_file_curves);
+  EXPECT_EQ(results_reply.rows(0).n() + results_reply.rows(1).n(), 31);
+
+  // Errors keep their codes across the wire.
+  results.clear_group_by();
+  results.add_group_by("hidden");
+  grpc::ClientContext context;
+  const grpc::Status refused = stub->Results(&context, results, &results_reply);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(refused.error_message(),
+            "'hidden' is not a factor of sweep 'grid'; its factors are: cell, layer_norm, init, "
+            "seed");
+}
+
+// A coordinator on ":memory:" has no file for a second connection: its
+// queries run on the writer and see what it committed.
+TEST(ResultsRpc, InMemoryCoordinatorAnswersFromItsWriter) {
+  CoordinatorOptions options;
+  options.db_path = ":memory:";
+  options.listen = "127.0.0.1:0";
+  TempDir checkpoints;
+  options.checkpoint_dir = checkpoints.File("ckpt");
+  auto server = CoordinatorServer::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  auto stub = v1::Sweeps::NewStub(
+      grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials()));
+  v1::LaunchRequest launch;
+  launch.set_spec_text(GridSpec("grid"));
+  launch.set_filename("grid.yaml");
+  v1::LaunchResponse launched;
+  {
+    grpc::ClientContext context;
+    ASSERT_TRUE(stub->Launch(&context, launch, &launched).ok());
+  }
+  v1::ResultsRequest request;
+  request.mutable_sweep()->set_name("grid");
+  request.add_group_by("cell");
+  request.set_split(v1::SPLIT_VALID);
+  v1::ResultsResponse reply;
+  grpc::ClientContext context;
+  ASSERT_TRUE(stub->Results(&context, request, &reply).ok());
+  EXPECT_EQ(reply.rows_size(), 0);
+  EXPECT_EQ(reply.left_out().pending(), 18);
+  EXPECT_EQ(reply.sweep().counts().total(), 18);
 }
 
 // --- Statistics, views and the schema ------------------------------------------
