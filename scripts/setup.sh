@@ -14,6 +14,8 @@ packages=(
   libcurl4-openssl-dev libzip-dev zip unzip
   dict-gcide python3 python3-torch
   libssl-dev yamllint shellcheck docker-compose
+  # report_test renders `ablate report` in headless Chromium and decodes its PNG.
+  chromium libpng-dev
 )
 
 missing=()

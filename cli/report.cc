@@ -1,0 +1,602 @@
+#include "cli/report.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <ctime>
+#include <limits>
+#include <nlohmann/json.hpp>
+
+#include "cli/results_format.h"
+#include "cli/table.h"
+#include "common/run_config.h"
+#include "worker/model.h"
+
+namespace ablate {
+
+namespace {
+
+using nlohmann::json;
+
+// Figures interpolate onto this many evenly spaced steps when the union of
+// the jobs' eval steps is too large for one reply.
+constexpr int kFallbackCurvePoints = 500;
+// Each chart's coordinate system (CSS scales it to the page) and margins.
+constexpr double kChartWidth = 400, kChartHeight = 300;
+constexpr double kPlotLeft = 50, kPlotRight = 380, kPlotTop = 14, kPlotBottom = 252;
+// Series colours; charts with more lines than this repeat them dashed.
+constexpr int kColours = 6;
+// A failure's error is shown up to this many characters.
+constexpr size_t kErrorChars = 2000;
+
+const char* kStyle = R"css(
+:root {
+  color-scheme: light dark;
+  --bg: #ffffff; --fg: #1f2328; --muted: #59636e; --rule: #d1d9e0; --card: #f6f8fa;
+  --best: #dafbe1; --bad: #cf222e;
+  --c0: #0072b2; --c1: #d55e00; --c2: #009e73; --c3: #cc79a7; --c4: #b8860b; --c5: #56b4e9;
+}
+@media (prefers-color-scheme: dark) {
+  :root {
+    --bg: #0d1117; --fg: #e6edf3; --muted: #9198a1; --rule: #3d444d; --card: #151b23;
+    --best: #12361f; --bad: #ff7b72;
+    --c0: #56b4e9; --c1: #ff8c4b; --c2: #3fd6a4; --c3: #e59ad3; --c4: #f0c24a; --c5: #a5c8ff;
+  }
+}
+* { box-sizing: border-box; }
+body { margin: 0; background: var(--bg); color: var(--fg);
+  font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", sans-serif; }
+main { max-width: 1280px; margin: 0 auto; padding: 20px 16px 48px; }
+h1 { font-size: 1.6em; margin: 0 0 4px; }
+h2 { font-size: 1.2em; margin: 32px 0 10px; border-bottom: 1px solid var(--rule); padding-bottom: 4px; }
+h3 { font-size: 1em; margin: 0; }
+p { margin: 4px 0; }
+.muted, .note { color: var(--muted); }
+.note { font-size: .85em; }
+.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(200px, 1fr)); gap: 12px; }
+.card { background: var(--card); border: 1px solid var(--rule); border-radius: 8px; padding: 12px 14px; }
+.card .big { font-size: 1.35em; font-weight: 600; }
+.figures { display: grid; grid-template-columns: repeat(auto-fit, minmax(340px, 1fr)); gap: 14px; }
+figure { margin: 0; background: var(--card); border: 1px solid var(--rule); border-radius: 8px; padding: 10px; }
+figcaption { margin-bottom: 4px; }
+svg { display: block; width: 100%; height: auto; }
+svg text { fill: var(--fg); font-size: 12px; font-family: inherit; }
+svg .tick { fill: var(--muted); font-size: 11px; }
+svg .gridline { stroke: var(--rule); stroke-width: 1; }
+svg .axis { stroke: var(--muted); stroke-width: 1; }
+svg .legend-box { fill: var(--bg); fill-opacity: .85; stroke: var(--rule); }
+svg .band { fill: var(--c); fill-opacity: .15; stroke: none; }
+svg .line { fill: none; stroke: var(--c); stroke-width: 2; stroke-linejoin: round; stroke-linecap: round; }
+svg .dashed { stroke-dasharray: 6 4; }
+.s0 { --c: var(--c0); } .s1 { --c: var(--c1); } .s2 { --c: var(--c2); }
+.s3 { --c: var(--c3); } .s4 { --c: var(--c4); } .s5 { --c: var(--c5); }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; width: 100%; font-variant-numeric: tabular-nums; }
+th, td { padding: 5px 10px; border-bottom: 1px solid var(--rule); text-align: left; vertical-align: top; }
+td.num, th.num { text-align: right; }
+#grid th, #grid td { white-space: nowrap; }
+th button { all: inherit; cursor: pointer; padding: 0; font-weight: 600; }
+th button::after { content: " \2195"; color: var(--muted); font-weight: 400; }
+th[aria-sort=ascending] button::after { content: " \2191"; }
+th[aria-sort=descending] button::after { content: " \2193"; }
+tr.best td { background: var(--best); }
+.spread { color: var(--muted); font-size: .85em; }
+.error { white-space: pre-wrap; word-break: break-word; font-family: ui-monospace, monospace; font-size: .85em; color: var(--bad); }
+dl { display: grid; grid-template-columns: max-content 1fr; gap: 4px 16px; margin: 0; }
+dt { color: var(--muted); }
+dd { margin: 0; }
+)css";
+
+// Sorts a table by the clicked column: numerically by each cell's
+// data-sort when both read as numbers, else by text.
+const char* kScript = R"js(
+document.querySelectorAll("table.sortable").forEach(function (table) {
+  var heads = table.tHead.rows[0].cells;
+  Array.prototype.forEach.call(heads, function (th, column) {
+    th.querySelector("button").addEventListener("click", function () {
+      var direction = th.getAttribute("aria-sort") === "ascending" ? -1 : 1;
+      Array.prototype.forEach.call(heads, function (h) { h.removeAttribute("aria-sort"); });
+      th.setAttribute("aria-sort", direction > 0 ? "ascending" : "descending");
+      var body = table.tBodies[0];
+      var rows = Array.prototype.slice.call(body.rows);
+      rows.sort(function (a, b) {
+        var x = a.cells[column].getAttribute("data-sort");
+        var y = b.cells[column].getAttribute("data-sort");
+        var nx = parseFloat(x), ny = parseFloat(y);
+        if (!isNaN(nx) && !isNaN(ny)) return direction * (nx - ny);
+        if (isNaN(nx) !== isNaN(ny)) return isNaN(nx) ? 1 : -1;
+        return direction * x.localeCompare(y);
+      });
+      rows.forEach(function (row) { body.appendChild(row); });
+    });
+  });
+});
+)js";
+
+std::string ShortName(const std::string& key) {
+  const size_t dot = key.find('.');
+  return dot == std::string::npos ? key : key.substr(dot + 1);
+}
+
+// How a factor is named in titles and headers.
+std::string AxisTitle(const std::string& key) {
+  if (key == "model.cell") return "cell";
+  if (key == "model.layer_norm") return "layer norm";
+  if (key == "model.init") return "initializer";
+  std::string name = ShortName(key);
+  std::replace(name.begin(), name.end(), '_', ' ');
+  return name;
+}
+
+// How a factor's value reads in legends and in the best configuration
+// ("GRU", "layer norm", "variance scaling"), or in a table column headed by
+// the factor (`in_column`: "yes" rather than "layer norm").
+std::string ValueLabel(const std::string& key, const std::string& value_json, bool in_column) {
+  const json value = json::parse(value_json, nullptr, /*allow_exceptions=*/false);
+  if (key == "model.cell" && value.is_string()) {
+    std::string cell = value.get<std::string>();
+    for (char& c : cell) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    return cell;
+  }
+  if (key == "model.layer_norm" && value.is_boolean()) {
+    if (in_column) return value.get<bool>() ? "yes" : "no";
+    return value.get<bool>() ? "layer norm" : "no layer norm";
+  }
+  std::string text = FactorText(value_json);
+  if (key == "model.init") std::replace(text.begin(), text.end(), '_', ' ');
+  if (!in_column && key != "model.init") text = AxisTitle(key) + " " + text;
+  return text;
+}
+
+std::string Bpc(double value) { return std::isfinite(value) ? fmt::format("{:.4f}", value) : "–"; }
+
+std::string DataSort(double value) { return std::isfinite(value) ? fmt::format("{}", value) : ""; }
+
+std::string Date(int64_t ms) {
+  if (ms <= 0) return "–";
+  const std::time_t seconds = static_cast<std::time_t>(ms / 1000);
+  std::tm utc{};
+  gmtime_r(&seconds, &utc);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%d %H:%M UTC", &utc);
+  return text;
+}
+
+// The parameter count of a job's config, or -1 when it does not parse.
+int64_t Parameters(const std::string& config_json) {
+  const json config = json::parse(config_json, nullptr, /*allow_exceptions=*/false);
+  if (config.is_discarded()) return -1;
+  StatusOr<RunConfig> run = RunConfig::FromJson(config);
+  if (!run.ok()) return -1;
+  const ModelConfig& m = run->model;
+  return CountParameters(m.cell, m.layer_norm, m.hidden, m.vocab);
+}
+
+std::string FactorsText(const std::string& factors_json) {
+  const json factors = json::parse(factors_json, nullptr, /*allow_exceptions=*/false);
+  if (!factors.is_object()) return factors_json;
+  std::string out;
+  for (const auto& item : factors.items()) {
+    out += (out.empty() ? "" : ", ") + AxisTitle(item.key()) + " " +
+           ValueLabel(item.key(), item.value().dump(), /*in_column=*/true);
+  }
+  return out;
+}
+
+// --- Charts -------------------------------------------------------------------
+
+struct Axis {
+  double low = 0, high = 1, step = 1;
+  std::vector<double> ticks;
+};
+
+// An axis over [low, high] with about `count` round ticks, widened to them.
+Axis NiceAxis(double low, double high, int count) {
+  if (!(high > low)) {
+    const double pad = low == 0 ? 1 : std::fabs(low) * 0.05;
+    low -= pad;
+    high += pad;
+  }
+  const double raw = (high - low) / count;
+  const double magnitude = std::pow(10, std::floor(std::log10(raw)));
+  const double normal = raw / magnitude;
+  const double step = (normal < 1.5 ? 1 : normal < 3 ? 2 : normal < 7 ? 5 : 10) * magnitude;
+  Axis axis;
+  axis.step = step;
+  axis.low = std::floor(low / step + 1e-9) * step;
+  axis.high = std::ceil(high / step - 1e-9) * step;
+  for (int i = 0; axis.low + i * step <= axis.high + step * 1e-6; ++i) {
+    axis.ticks.push_back(axis.low + i * step);
+  }
+  return axis;
+}
+
+std::string StepLabel(double value, double step, double largest) {
+  if (largest >= 10000) {
+    const double k = value / 1000;
+    return step >= 1000 ? fmt::format("{:.0f}k", k) : fmt::format("{:.1f}k", k);
+  }
+  return fmt::format("{:.0f}", value);
+}
+
+std::string BpcLabel(double value, double step) {
+  const int decimals = std::max(0, static_cast<int>(-std::floor(std::log10(step) + 1e-9)));
+  return fmt::format("{:.{}f}", value, decimals);
+}
+
+std::string Chart(const v1::CurvesResponse& curves, const std::string& key,
+                  const std::string& title, int index) {
+  const auto& steps = curves.steps();
+  constexpr double kInfinity = std::numeric_limits<double>::infinity();
+  double x_low = kInfinity, x_high = -kInfinity;
+  for (const v1::CurveGroup& group : curves.groups()) {
+    for (int i = 0; i < steps.size(); ++i) {
+      if (group.n(i) == 0) continue;
+      x_low = std::min(x_low, static_cast<double>(steps[i]));
+      x_high = std::max(x_high, static_cast<double>(steps[i]));
+    }
+  }
+  // The y axis covers the last two thirds of training: the first third's
+  // steep drop from the untrained model would flatten the differences the
+  // figure is about, so its start runs off the top.
+  const double zoom_from = x_low + (x_high - x_low) / 3;
+  double y_low = kInfinity, y_high = -kInfinity, y_first_third = -kInfinity;
+  for (const v1::CurveGroup& group : curves.groups()) {
+    for (int i = 0; i < steps.size(); ++i) {
+      if (group.n(i) == 0) continue;
+      const double spread = std::isfinite(group.stddev(i)) ? group.stddev(i) : 0;
+      y_low = std::min(y_low, group.mean(i) - spread);
+      double& high = static_cast<double>(steps[i]) >= zoom_from ? y_high : y_first_third;
+      high = std::max(high, group.mean(i) + spread);
+    }
+  }
+  const bool zoomed = y_first_third > y_high;
+  std::string out = fmt::format(
+      "<figure class=\"chart\" data-key=\"{}\">\n<figcaption><h3>{}</h3><p class=\"note\">mean "
+      "(line) &#177; standard deviation (band) over each line&#39;s jobs{}</p></figcaption>\n",
+      HtmlEscape(key), HtmlEscape(title),
+      zoomed ? "; the first third of training runs off the top" : "");
+  if (!std::isfinite(x_low)) {
+    return out + "<p class=\"muted\">No validation points yet.</p>\n</figure>\n";
+  }
+
+  const Axis x = NiceAxis(x_low, x_high, 5);
+  const Axis y = NiceAxis(y_low, y_high, 5);
+  auto px = [&](double step) {
+    return kPlotLeft + (step - x.low) / (x.high - x.low) * (kPlotRight - kPlotLeft);
+  };
+  auto py = [&](double bpc) {
+    return kPlotBottom - (bpc - y.low) / (y.high - y.low) * (kPlotBottom - kPlotTop);
+  };
+  out += fmt::format(
+      "<svg viewBox=\"0 0 {} {}\" role=\"img\" aria-label=\"{}\">\n"
+      "<defs><clipPath id=\"plot-{}\"><rect x=\"{}\" y=\"{}\" width=\"{}\" "
+      "height=\"{}\"/></clipPath></defs>\n",
+      kChartWidth, kChartHeight, HtmlEscape(title), index, kPlotLeft, kPlotTop,
+      kPlotRight - kPlotLeft, kPlotBottom - kPlotTop);
+  for (double t : y.ticks) {
+    out += fmt::format(
+        "<line class=\"gridline\" x1=\"{:.1f}\" x2=\"{:.1f}\" y1=\"{:.1f}\" y2=\"{:.1f}\"/>"
+        "<text class=\"tick\" x=\"{:.1f}\" y=\"{:.1f}\" text-anchor=\"end\">{}</text>\n",
+        kPlotLeft, kPlotRight, py(t), py(t), kPlotLeft - 6, py(t) + 4, BpcLabel(t, y.step));
+  }
+  for (double t : x.ticks) {
+    out += fmt::format(
+        "<line class=\"axis\" x1=\"{0:.1f}\" x2=\"{0:.1f}\" y1=\"{1:.1f}\" y2=\"{2:.1f}\"/>"
+        "<text class=\"tick\" x=\"{0:.1f}\" y=\"{3:.1f}\" text-anchor=\"middle\">{4}</text>\n",
+        px(t), kPlotBottom, kPlotBottom + 5, kPlotBottom + 18, StepLabel(t, x.step, x.high));
+  }
+  out += fmt::format(
+      "<line class=\"axis\" x1=\"{0}\" x2=\"{1}\" y1=\"{2}\" y2=\"{2}\"/>"
+      "<line class=\"axis\" x1=\"{0}\" x2=\"{0}\" y1=\"{3}\" y2=\"{2}\"/>\n"
+      "<text x=\"{4}\" y=\"{5}\" text-anchor=\"middle\">training step</text>\n"
+      "<text transform=\"translate(13 {6}) rotate(-90)\" text-anchor=\"middle\">validation "
+      "bpc</text>\n",
+      kPlotLeft, kPlotRight, kPlotBottom, kPlotTop, (kPlotLeft + kPlotRight) / 2, kChartHeight - 8,
+      (kPlotTop + kPlotBottom) / 2);
+
+  std::vector<std::string> labels;
+  out += fmt::format("<g clip-path=\"url(#plot-{})\">\n", index);
+  for (int g = 0; g < curves.groups_size(); ++g) {
+    const v1::CurveGroup& group = curves.groups(g);
+    const std::string series = fmt::format("s{}", g % kColours);
+    std::string line, band;
+    // Each run of steps the group covers is one stretch of line and band.
+    for (int i = 0; i < steps.size();) {
+      if (group.n(i) == 0) {
+        ++i;
+        continue;
+      }
+      int end = i;
+      while (end < steps.size() && group.n(end) > 0) ++end;
+      std::string upper, lower;
+      for (int k = i; k < end; ++k) {
+        const double spread = std::isfinite(group.stddev(k)) ? group.stddev(k) : 0;
+        const double sx = px(static_cast<double>(steps[k]));
+        line += fmt::format("{}{:.1f} {:.1f}", k == i ? "M" : " L", sx, py(group.mean(k)));
+        upper +=
+            fmt::format("{}{:.1f} {:.1f}", k == i ? "M" : " L", sx, py(group.mean(k) + spread));
+        lower = fmt::format(" L{:.1f} {:.1f}", sx, py(group.mean(k) - spread)) + lower;
+      }
+      if (end - i == 1) line += " h0";  // a single point still shows as a dot
+      band += upper + lower + " Z";
+      i = end;
+    }
+    out += fmt::format(
+        "<g class=\"series {}\"><path class=\"band\" d=\"{}\"/><path class=\"line{}\" "
+        "d=\"{}\"/></g>\n",
+        series, band, g >= kColours ? " dashed" : "", line);
+    labels.push_back(
+        fmt::format("{} (n={})", ValueLabel(key, group.values_json(0), false), group.jobs()));
+  }
+
+  out += "</g>\n";
+  // The legend sits in the top right corner, where learning curves have left.
+  size_t longest = 0;
+  for (const std::string& label : labels) longest = std::max(longest, label.size());
+  const double legend_width = 34 + 6.6 * static_cast<double>(longest);
+  const double legend_left = kPlotRight - 8 - legend_width;
+  out += fmt::format(
+      "<g class=\"legend\"><rect class=\"legend-box\" x=\"{:.1f}\" y=\"{:.1f}\" width=\"{:.1f}\" "
+      "height=\"{:.1f}\" rx=\"4\"/>\n",
+      legend_left, kPlotTop + 6, legend_width, 8 + 18.0 * static_cast<double>(labels.size()));
+  for (size_t g = 0; g < labels.size(); ++g) {
+    const double row_y = kPlotTop + 20 + 18.0 * static_cast<double>(g);
+    out += fmt::format(
+        "<g class=\"series s{}\"><line class=\"line{}\" x1=\"{:.1f}\" x2=\"{:.1f}\" y1=\"{:.1f}\" "
+        "y2=\"{:.1f}\"/></g><text x=\"{:.1f}\" y=\"{:.1f}\">{}</text>\n",
+        g % kColours, g >= kColours ? " dashed" : "", legend_left + 8, legend_left + 26, row_y - 4,
+        row_y - 4, legend_left + 32, row_y, HtmlEscape(labels[g]));
+  }
+  out += "</g>\n</svg>\n</figure>\n";
+  return out;
+}
+
+// --- Sections -----------------------------------------------------------------
+
+const v1::ResultRow* FindRow(const v1::ResultsResponse& results, const v1::ResultRow& like) {
+  for (const v1::ResultRow& row : results.rows()) {
+    if (std::equal(row.values_json().begin(), row.values_json().end(), like.values_json().begin(),
+                   like.values_json().end())) {
+      return &row;
+    }
+  }
+  return nullptr;
+}
+
+std::string Configuration(const v1::ResultsResponse& grid, const v1::ResultRow& row) {
+  std::string out;
+  for (int i = 0; i < row.values_json_size() && i < grid.column_keys_size(); ++i) {
+    out += (out.empty() ? "" : " · ") + ValueLabel(grid.column_keys(i), row.values_json(i), false);
+  }
+  return out;
+}
+
+std::string BestSection(const ReportData& data) {
+  const v1::ResultRow* best = nullptr;
+  for (const v1::ResultRow& row : data.grid_valid.rows()) {
+    if (best == nullptr || row.mean() < best->mean()) best = &row;
+  }
+  std::string out = "<h2>Best configuration</h2>\n";
+  if (best == nullptr) return out + "<p class=\"muted\">No job has finished yet.</p>\n";
+  const v1::ResultRow* test = FindRow(data.grid_test, *best);
+  const int64_t parameters = Parameters(best->config_json());
+  out += "<div class=\"cards\" id=\"best\">\n";
+  out += fmt::format(
+      "<div class=\"card\"><p class=\"muted\">lowest final validation bpc, mean over {} "
+      "{}</p><p class=\"big\" id=\"best-config\">{}</p></div>\n",
+      best->n(), best->n() == 1 ? "job" : "jobs",
+      HtmlEscape(Configuration(data.grid_valid, *best)));
+  out += fmt::format(
+      "<div class=\"card\"><p class=\"muted\">validation bpc</p><p class=\"big\">{}</p><p "
+      "class=\"spread\">{}</p></div>\n",
+      Bpc(best->mean()),
+      best->n() > 1 ? fmt::format("&#177; {} std, {} &#8211; {}", Bpc(best->stddev()),
+                                  Bpc(best->min()), Bpc(best->max()))
+                    : std::string("a single job: no spread yet"));
+  out += fmt::format(
+      "<div class=\"card\"><p class=\"muted\">test bpc</p><p class=\"big\" "
+      "id=\"best-test\">{}</p></div>\n",
+      test ? Bpc(test->mean()) : "–");
+  out += fmt::format(
+      "<div class=\"card\"><p class=\"muted\">parameters</p><p class=\"big\" "
+      "id=\"best-parameters\">{}</p><p class=\"spread\">{}</p></div>\n</div>\n",
+      parameters >= 0 ? FormatThousands(parameters) : "–",
+      parameters >= 0 ? FormatSi(static_cast<double>(parameters)) : "");
+  return out;
+}
+
+std::string GridSection(const ReportData& data) {
+  const v1::ResultsResponse& grid = data.grid_valid;
+  std::string out =
+      "<h2>The grid</h2>\n<p class=\"note\">Final bpc of done jobs, mean over seeds (&#177; "
+      "std). Click a heading to sort.</p>\n";
+  if (grid.rows_size() == 0) return out + "<p class=\"muted\">No job has finished yet.</p>\n";
+  const v1::ResultRow* best = nullptr;
+  for (const v1::ResultRow& row : grid.rows()) {
+    if (best == nullptr || row.mean() < best->mean()) best = &row;
+  }
+  out += "<div class=\"scroll\"><table class=\"sortable\" id=\"grid\">\n<thead><tr>";
+  for (const std::string& key : grid.column_keys()) {
+    out += fmt::format("<th><button type=\"button\">{}</button></th>", HtmlEscape(AxisTitle(key)));
+  }
+  for (const char* heading : {"jobs", "valid bpc", "test bpc", "train bpc", "parameters"}) {
+    out += fmt::format("<th class=\"num\"><button type=\"button\">{}</button></th>", heading);
+  }
+  out += "</tr></thead>\n<tbody>\n";
+  for (const v1::ResultRow& row : grid.rows()) {
+    out += &row == best ? "<tr class=\"best\">" : "<tr>";
+    for (int i = 0; i < row.values_json_size() && i < grid.column_keys_size(); ++i) {
+      const std::string label = ValueLabel(grid.column_keys(i), row.values_json(i), true);
+      out += fmt::format("<td data-sort=\"{0}\">{0}</td>", HtmlEscape(label));
+    }
+    const v1::ResultRow* test = FindRow(data.grid_test, row);
+    const v1::ResultRow* train = FindRow(data.grid_train, row);
+    const double test_bpc = test ? test->mean() : NAN;
+    const double train_bpc = train ? train->mean() : NAN;
+    const int64_t parameters = Parameters(row.config_json());
+    out += fmt::format("<td class=\"num\" data-sort=\"{0}\">{0}</td>", row.n());
+    out += fmt::format(
+        "<td class=\"num\" data-sort=\"{}\">{}{}</td>", DataSort(row.mean()), Bpc(row.mean()),
+        row.n() > 1 ? fmt::format(" <span class=\"spread\">&#177; {}</span>", Bpc(row.stddev()))
+                    : "");
+    out += fmt::format("<td class=\"num\" data-sort=\"{}\">{}</td>", DataSort(test_bpc),
+                       Bpc(test_bpc));
+    out += fmt::format("<td class=\"num\" data-sort=\"{}\">{}</td>", DataSort(train_bpc),
+                       Bpc(train_bpc));
+    out += fmt::format("<td class=\"num\" data-sort=\"{}\">{}</td></tr>\n",
+                       parameters >= 0 ? std::to_string(parameters) : "",
+                       parameters >= 0 ? FormatThousands(parameters) : "–");
+  }
+  return out + "</tbody></table></div>\n";
+}
+
+std::string FactsSection(const ReportData& data) {
+  const v1::SweepSummary& sweep = data.jobs.sweep();
+  const v1::JobCounts& counts = sweep.counts();
+  const v1::SweepFacts& facts = data.jobs.facts();
+  std::string out = "<h2>The sweep</h2>\n<dl id=\"facts\">\n";
+  out += fmt::format("<dt>sweep</dt><dd>{} (id {}, spec {})</dd>\n", HtmlEscape(sweep.name()),
+                     sweep.id(), HtmlEscape(sweep.spec_hash().substr(0, 12)));
+  out += fmt::format(
+      "<dt>jobs</dt><dd>{} in all: {} done, {} failed, {} cancelled, {} running, {} "
+      "pending</dd>\n",
+      counts.total(), counts.done(), counts.failed(), counts.cancelled(), counts.running(),
+      counts.pending());
+  out += fmt::format(
+      "<dt>compute</dt><dd>{:.2f} CPU hours, {:.2f} GPU hours (the jobs' training wall "
+      "times)</dd>\n",
+      facts.cpu_hours(), facts.gpu_hours());
+  out += fmt::format("<dt>launched</dt><dd>{}</dd>\n", Date(sweep.created_ms()));
+  out += fmt::format("<dt>ran</dt><dd>{} to {}</dd>\n", Date(facts.first_started_ms()),
+                     Date(facts.last_finished_ms()));
+  const int64_t unfinished = counts.running() + counts.pending();
+  if (unfinished > 0) {
+    out += fmt::format(
+        "<dt>note</dt><dd>{} {} not finished; every number here counts done jobs only</dd>\n",
+        unfinished, unfinished == 1 ? "job is" : "jobs are");
+  }
+  if (data.jobs.left_out().missing_size() > 0) {
+    out += fmt::format("<dt>note</dt><dd>{} done {} no validation point</dd>\n",
+                       data.jobs.left_out().missing_size(),
+                       data.jobs.left_out().missing_size() == 1 ? "job has" : "jobs have");
+  }
+  out += "</dl>\n";
+
+  const auto& failed = data.jobs.left_out().failed();
+  out += fmt::format("<h2>Failures</h2>\n");
+  if (failed.empty()) return out + "<p class=\"muted\" id=\"failures\">No job failed.</p>\n";
+  out +=
+      "<div class=\"scroll\"><table id=\"failures\">\n<thead><tr><th>job</th><th>configuration</"
+      "th><th>last error</th></tr></thead>\n<tbody>\n";
+  for (const v1::JobNote& note : failed) {
+    std::string error = note.detail();
+    if (error.size() > kErrorChars) error = error.substr(0, kErrorChars) + "...";
+    out +=
+        fmt::format("<tr><td>{}</td><td>{}</td><td class=\"error\">{}</td></tr>\n", note.job_id(),
+                    HtmlEscape(FactorsText(note.factors_json())), HtmlEscape(error));
+  }
+  return out + "</tbody></table></div>\n";
+}
+
+}  // namespace
+
+std::string HtmlEscape(const std::string& text) {
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
+    switch (c) {
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out += c;
+    }
+  }
+  return out;
+}
+
+StatusOr<ReportData> CollectReport(const ResultsQueries& queries, const v1::SweepRef& sweep) {
+  ReportData data;
+  v1::ResultsRequest request;
+  *request.mutable_sweep() = sweep;
+  request.set_split(v1::SPLIT_VALID);
+  request.set_at(v1::VALUE_AT_FINAL);
+  ABLATE_RETURN_IF_ERROR(queries.results(request, &data.jobs));
+  // The sweep by id from here on, so a newer sweep of the same name cannot
+  // slip in between the queries.
+  request.mutable_sweep()->set_id(data.jobs.sweep().id());
+
+  std::vector<std::string> configuration;  // every factor but the seed
+  for (const std::string& key : data.jobs.column_keys()) {
+    if (key != "train.seed") configuration.push_back(key);
+  }
+  for (const std::string& key : configuration) request.add_group_by(key);
+  request.set_with_config(true);
+  ABLATE_RETURN_IF_ERROR(queries.results(request, &data.grid_valid));
+  request.set_with_config(false);
+  request.set_split(v1::SPLIT_TEST);
+  ABLATE_RETURN_IF_ERROR(queries.results(request, &data.grid_test));
+  request.set_split(v1::SPLIT_TRAIN);
+  ABLATE_RETURN_IF_ERROR(queries.results(request, &data.grid_train));
+
+  for (const std::string& key : configuration) {
+    v1::CurvesRequest curves;
+    curves.mutable_sweep()->set_id(data.jobs.sweep().id());
+    curves.add_group_by(key);
+    curves.set_split(v1::SPLIT_VALID);
+    v1::CurvesResponse& figure = data.figures.emplace_back();
+    Status status = queries.curves(curves, &figure);
+    if (status.code() == Status::kInvalidArgument) {
+      // Too many distinct steps for one reply: an even grid draws the same lines.
+      curves.set_points(kFallbackCurvePoints);
+      status = queries.curves(curves, &figure);
+    }
+    ABLATE_RETURN_IF_ERROR(status);
+  }
+  return data;
+}
+
+std::string RenderReport(const ReportData& data) {
+  const v1::SweepSummary& sweep = data.jobs.sweep();
+  std::string out = fmt::format(
+      "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+      "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+      "<meta name=\"color-scheme\" content=\"light dark\">\n"
+      "<title>ablate report: {}</title>\n<style>{}</style>\n</head>\n<body>\n<main>\n",
+      HtmlEscape(sweep.name()), kStyle);
+  out += fmt::format("<header>\n<h1>Sweep {}</h1>\n", HtmlEscape(sweep.name()));
+  if (!sweep.description().empty()) {
+    out += fmt::format("<p class=\"muted\" id=\"description\">{}</p>\n",
+                       HtmlEscape(sweep.description()));
+  }
+  out += "</header>\n";
+  out += BestSection(data);
+  out += "<h2>Learning curves</h2>\n<div class=\"figures\">\n";
+  for (size_t i = 0; i < data.figures.size(); ++i) {
+    const v1::CurvesResponse& figure = data.figures[i];
+    const std::string key = figure.column_keys_size() > 0 ? figure.column_keys(0) : "";
+    out += Chart(figure, key, "Validation bpc by " + AxisTitle(key), static_cast<int>(i));
+  }
+  out += "</div>\n";
+  out += GridSection(data);
+  out += FactsSection(data);
+  out += fmt::format("</main>\n<script>{}</script>\n</body>\n</html>\n", kScript);
+  return out;
+}
+
+}  // namespace ablate

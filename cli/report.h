@@ -1,0 +1,54 @@
+// The HTML report of a sweep (`ablate report`): one self-contained file that
+// opens from disk with nothing fetched (inline CSS and SVG, and a few lines of
+// script that sort the grid table). It shows the seed post's figures, the
+// averaged validation learning curves with mean ± std bands, one figure per
+// factor other than the seed (for the seed's grid: by cell, by layer norm, by
+// initializer); the best configuration (lowest final validation bpc averaged
+// over seeds) with its parameter count and test bpc; the whole grid as a
+// sortable table; and the sweep's facts: jobs by state, compute hours, dates,
+// and every failure with its last error. Light and dark colour schemes follow
+// the reader's preference; the layout follows the window's width. Every text
+// that comes from the database is escaped.
+#ifndef ABLATE_CLI_REPORT_H_
+#define ABLATE_CLI_REPORT_H_
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "proto/ablate.pb.h"
+
+namespace ablate {
+
+// Where the report's numbers come from: a database (StoreReader) or a
+// coordinator (the Results and Curves RPCs). Both must be set.
+struct ResultsQueries {
+  std::function<Status(const v1::ResultsRequest&, v1::ResultsResponse*)> results;
+  std::function<Status(const v1::CurvesRequest&, v1::CurvesResponse*)> curves;
+};
+
+// Everything a report shows, as the queries answered it. Only done jobs count.
+struct ReportData {
+  // Final validation bpc per job: the sweep, its factors, facts and failures.
+  v1::ResultsResponse jobs;
+  // Final bpc of each split grouped by every factor but the seed (the grid's
+  // configurations); grid_valid's rows carry their configs.
+  v1::ResultsResponse grid_valid, grid_test, grid_train;
+  // Validation curves grouped by each factor but the seed, in spec order.
+  std::vector<v1::CurvesResponse> figures;
+};
+
+// Runs the report's queries on `sweep`; their errors pass through.
+StatusOr<ReportData> CollectReport(const ResultsQueries& queries, const v1::SweepRef& sweep);
+
+// The whole HTML document. Deterministic: the same data gives the same bytes
+// (no time of generation is written).
+std::string RenderReport(const ReportData& data);
+
+// Text made safe for HTML element content and attribute values.
+std::string HtmlEscape(const std::string& text);
+
+}  // namespace ablate
+
+#endif  // ABLATE_CLI_REPORT_H_

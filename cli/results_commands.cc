@@ -1,0 +1,232 @@
+#include "cli/results_commands.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+
+#include "cli/commands.h"
+#include "cli/report.h"
+#include "cli/results_format.h"
+#include "cli/source.h"
+#include "cli/table.h"
+#include "coordinator/results.h"
+#include "proto/ablate.grpc.pb.h"
+#include "proto/rpc.h"
+
+namespace ablate {
+
+namespace {
+
+// A sweep of ten thousand jobs takes a few seconds to average; a person waits.
+constexpr auto kQueryDeadline = std::chrono::seconds(120);
+
+struct ResultsOptions {
+  std::string sweep;
+  std::string group_by;
+  std::string metric = "valid_bpc";
+  std::string at = "final";
+  std::string format = "table";
+  bool include_unfinished = false;
+  SourceOptions source;
+};
+
+struct CurvesOptions {
+  std::string sweep;
+  std::string group_by;
+  std::string metric = "valid_bpc";
+  int points = 0;
+  std::string format = "csv";
+  bool include_unfinished = false;
+  SourceOptions source;
+};
+
+struct ReportOptions {
+  std::string sweep;
+  std::string output;
+  SourceOptions source;
+};
+
+// The Results and Curves queries of an open source: the database's reader,
+// or the coordinator's RPCs.
+ResultsQueries QueriesOf(Source& source) {
+  if (StoreReader* store = source.store()) {
+    return {[store](const v1::ResultsRequest& request, v1::ResultsResponse* out) {
+              return store->Results(request, out);
+            },
+            [store](const v1::CurvesRequest& request, v1::CurvesResponse* out) {
+              return store->Curves(request, out);
+            }};
+  }
+  std::shared_ptr<v1::Sweeps::Stub> stub = v1::Sweeps::NewStub(source.client()->channel());
+  const std::string where = "coordinator " + source.client()->address();
+  return {[stub, where](const v1::ResultsRequest& request, v1::ResultsResponse* out) {
+            grpc::ClientContext context;
+            context.set_deadline(std::chrono::system_clock::now() + kQueryDeadline);
+            return FromGrpc(stub->Results(&context, request, out)).WithContext(where);
+          },
+          [stub, where](const v1::CurvesRequest& request, v1::CurvesResponse* out) {
+            grpc::ClientContext context;
+            context.set_deadline(std::chrono::system_clock::now() + kQueryDeadline);
+            return FromGrpc(stub->Curves(&context, request, out)).WithContext(where);
+          }};
+}
+
+// Opens the source and resolves SWEEP to an id.
+StatusOr<std::unique_ptr<Source>> OpenSweep(const SourceOptions& options, const std::string& sweep,
+                                            v1::SweepRef* ref) {
+  ABLATE_ASSIGN_OR_RETURN(std::unique_ptr<Source> source, Source::Open(options));
+  ABLATE_ASSIGN_OR_RETURN(int64_t id, source->ResolveSweep(sweep));
+  ref->set_id(id);
+  return source;
+}
+
+int RunResults(const ResultsOptions& options) {
+  const char* command = "results";
+  v1::ResultsRequest request;
+  StatusOr<v1::Split> split = ParseMetric(options.metric);
+  if (!split.ok()) return ReportError(command, split.status());
+  request.set_split(*split);
+  Status at = ParseAt(options.at, &request);
+  if (!at.ok()) return ReportError(command, at);
+  StatusOr<std::vector<std::string>> group_by = ParseGroupBy(options.group_by);
+  if (!group_by.ok()) return ReportError(command, group_by.status());
+  for (const std::string& name : *group_by) request.add_group_by(name);
+  request.set_include_unfinished(options.include_unfinished);
+  StatusOr<Format> format =
+      ParseFormat(options.format, {Format::kTable, Format::kCsv, Format::kJson});
+  if (!format.ok()) return ReportError(command, format.status());
+
+  auto source = OpenSweep(options.source, options.sweep, request.mutable_sweep());
+  if (!source.ok()) return ReportError(command, source.status());
+  v1::ResultsResponse response;
+  Status status = QueriesOf(**source).results(request, &response);
+  if (!status.ok()) return ReportError(command, status);
+  if (*format == Format::kTable) {
+    std::fputs(ResultsTable(request, response).c_str(), stdout);
+    return 0;
+  }
+  std::fputs(
+      (*format == Format::kCsv ? ResultsCsv(request, response) : ResultsJson(request, response))
+          .c_str(),
+      stdout);
+  std::fputs(
+      LeftOutFooter(response.left_out(), request.include_unfinished(), ValueName(request)).c_str(),
+      stderr);
+  return 0;
+}
+
+int RunCurves(const CurvesOptions& options) {
+  const char* command = "curves";
+  v1::CurvesRequest request;
+  StatusOr<v1::Split> split = ParseMetric(options.metric);
+  if (!split.ok()) return ReportError(command, split.status());
+  request.set_split(*split);
+  StatusOr<std::vector<std::string>> group_by = ParseGroupBy(options.group_by);
+  if (!group_by.ok()) return ReportError(command, group_by.status());
+  for (const std::string& name : *group_by) request.add_group_by(name);
+  if (options.points < 0) {
+    return ReportError(
+        command,
+        Status::InvalidArgument("--points: " + std::to_string(options.points) + " is negative"));
+  }
+  request.set_points(options.points);
+  request.set_include_unfinished(options.include_unfinished);
+  StatusOr<Format> format = ParseFormat(options.format, {Format::kCsv, Format::kJson});
+  if (!format.ok()) return ReportError(command, format.status());
+
+  auto source = OpenSweep(options.source, options.sweep, request.mutable_sweep());
+  if (!source.ok()) return ReportError(command, source.status());
+  v1::CurvesResponse response;
+  Status status = QueriesOf(**source).curves(request, &response);
+  if (!status.ok()) return ReportError(command, status);
+  std::fputs((*format == Format::kCsv ? CurvesCsv(response) : CurvesJson(response)).c_str(),
+             stdout);
+  std::fputs(LeftOutFooter(response.left_out(), request.include_unfinished(),
+                           MetricName(request.split()) + " point")
+                 .c_str(),
+             stderr);
+  return 0;
+}
+
+int RunReport(const ReportOptions& options) {
+  const char* command = "report";
+  v1::SweepRef sweep;
+  auto source = OpenSweep(options.source, options.sweep, &sweep);
+  if (!source.ok()) return ReportError(command, source.status());
+  StatusOr<ReportData> data = CollectReport(QueriesOf(**source), sweep);
+  if (!data.ok()) return ReportError(command, data.status());
+  const std::string html = RenderReport(*data);
+  std::ofstream file(options.output, std::ios::binary | std::ios::trunc);
+  file << html;
+  file.close();
+  if (!file) {
+    return ReportError(command, Status::IOError("cannot write " + options.output));
+  }
+  std::printf("wrote %s\n", options.output.c_str());
+  return 0;
+}
+
+}  // namespace
+
+void AddResultsCommands(CLI::App* app) {
+  auto results = std::make_shared<ResultsOptions>();
+  CLI::App* cmd = app->add_subcommand(
+      "results", "A sweep's final (or best, or at-step) bpc averaged by group, with spread");
+  cmd->add_option("sweep", results->sweep, "Sweep name (the newest of that name) or id")
+      ->required();
+  cmd->add_option("--group-by", results->group_by,
+                  "Factors to group by, comma-separated (cell, layer_norm, init, seed or dotted "
+                  "keys), or none for one row per job")
+      ->required();
+  cmd->add_option("--metric", results->metric, "valid_bpc, test_bpc or train_bpc")
+      ->capture_default_str();
+  cmd->add_option("--at", results->at, "final, best (the curve's minimum) or step:N")
+      ->capture_default_str();
+  cmd->add_option("--format", results->format, "table, csv or json")->capture_default_str();
+  cmd->add_flag("--include-unfinished", results->include_unfinished,
+                "Count pending and running jobs at their latest point (marked)");
+  AddSourceFlags(cmd, &results->source);
+  cmd->callback([results] { FinishCommand(RunResults(*results)); });
+
+  auto curves = std::make_shared<CurvesOptions>();
+  cmd = app->add_subcommand("curves", "Learning curves averaged by group on a common step grid");
+  cmd->add_option("sweep", curves->sweep, "Sweep name (the newest of that name) or id")->required();
+  cmd->add_option("--group-by", curves->group_by,
+                  "Factors to group by, comma-separated, or none for one curve per job")
+      ->required();
+  cmd->add_option("--metric", curves->metric, "valid_bpc, test_bpc or train_bpc")
+      ->capture_default_str();
+  cmd->add_option("--points", curves->points,
+                  "K evenly spaced steps; 0: every step some job evaluated at")
+      ->capture_default_str();
+  cmd->add_option("--format", curves->format, "csv or json")->capture_default_str();
+  cmd->add_flag("--include-unfinished", curves->include_unfinished,
+                "Add the partial curves of pending and running jobs");
+  AddSourceFlags(cmd, &curves->source);
+  cmd->callback([curves] { FinishCommand(RunCurves(*curves)); });
+
+  auto report = std::make_shared<ReportOptions>();
+  cmd = app->add_subcommand("report", "A self-contained HTML report of a sweep");
+  cmd->add_option("sweep", report->sweep, "Sweep name (the newest of that name) or id")->required();
+  cmd->add_option("-o,--output", report->output, "The HTML file to write")->required();
+  AddSourceFlags(cmd, &report->source);
+  cmd->callback([report] { FinishCommand(RunReport(*report)); });
+}
+
+Status PrintResultsTable(Database& db, const std::string& sweep,
+                         const std::vector<std::string>& group_by, std::ostream& out) {
+  v1::ResultsRequest request;
+  *request.mutable_sweep() = ParseSweepRef(sweep);
+  for (const std::string& name : group_by) request.add_group_by(name);
+  request.set_split(v1::SPLIT_VALID);
+  request.set_at(v1::VALUE_AT_FINAL);
+  ABLATE_ASSIGN_OR_RETURN(v1::ResultsResponse response, QueryResults(db, request));
+  out << ResultsTable(request, response);
+  return Status::OK();
+}
+
+}  // namespace ablate

@@ -1,0 +1,70 @@
+// How `ablate results` and `ablate curves` spell their requests and print
+// their replies: the flag values they accept, the table, CSV and JSON they
+// write, and the footer that accounts for every job a reply did not count.
+//
+// All functions are pure: the same reply prints the same text, whether it
+// came from a database file or from a coordinator.
+#ifndef ABLATE_CLI_RESULTS_FORMAT_H_
+#define ABLATE_CLI_RESULTS_FORMAT_H_
+
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "proto/ablate.pb.h"
+
+namespace ablate {
+
+// --metric: "valid_bpc", "test_bpc" or "train_bpc".
+StatusOr<v1::Split> ParseMetric(const std::string& metric);
+// The --metric spelling of a split: "valid_bpc".
+std::string MetricName(v1::Split split);
+
+// --at: "final", "best" or "step:N" (N >= 0); sets request->at and step.
+Status ParseAt(const std::string& at, v1::ResultsRequest* request);
+
+// --group-by: comma-separated factors, or "none" for one row per job (an
+// empty list). InvalidArgument for an empty name.
+StatusOr<std::vector<std::string>> ParseGroupBy(const std::string& group_by);
+
+// `results` as an aligned table: one line naming the sweep and the metric,
+// then one row per group (factors, n, mean, std, min, max, ci95; a group with
+// unfinished jobs' latest values has its n marked "*"), or per job (job id,
+// factors, value). Then LeftOutFooter's lines, after an empty line.
+std::string ResultsTable(const v1::ResultsRequest& request, const v1::ResultsResponse& response);
+// The same rows as CSV (numbers in full precision, empty for NaN); with
+// request.include_unfinished an "unfinished" column counts marked values.
+std::string ResultsCsv(const v1::ResultsRequest& request, const v1::ResultsResponse& response);
+// A JSON list, one object per row:
+//   {"group": {"layer_norm": true}, "n": 9, "mean": m, "std": s, "min": a,
+//    "max": b, "ci95": h, "unfinished": 0, "jobs": [ids]}
+// with the group keys as the request named them (per job: every factor by
+// its short name, and "job_id"). NaN is null.
+std::string ResultsJson(const v1::ResultsRequest& request, const v1::ResultsResponse& response);
+
+// `curves` as CSV: group columns, step, n, mean, std, min, max; one line per
+// group and grid step (empty cells where no curve of the group reaches it).
+std::string CurvesCsv(const v1::CurvesResponse& response);
+// A JSON list, one object per group, steps and statistics as parallel lists:
+//   {"group": {"cell": "gru"}, "jobs": 6, "unfinished": 0, "steps": [...],
+//    "n": [...], "mean": [...], "std": [...], "min": [...], "max": [...]}
+std::string CurvesJson(const v1::CurvesResponse& response);
+
+// Lines, each ending in "\n", that account for the jobs a reply left out:
+// unfinished jobs not included (and how to include them) or without a value
+// yet, cancelled ones, every failed job with its last error, and counted
+// jobs without a value with the reason. Empty when every job counted.
+// `what` names the value ("valid_bpc at step 500").
+std::string LeftOutFooter(const v1::LeftOut& left_out, bool include_unfinished,
+                          const std::string& what);
+
+// "valid_bpc (final)", "valid_bpc (best)", "valid_bpc at step 500".
+std::string ValueName(const v1::ResultsRequest& request);
+
+// The display form of a factor value given as JSON text: strings bare,
+// anything else as JSON ("gru", "true", "3").
+std::string FactorText(const std::string& value_json);
+
+}  // namespace ablate
+
+#endif  // ABLATE_CLI_RESULTS_FORMAT_H_

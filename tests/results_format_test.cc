@@ -1,0 +1,210 @@
+// What `ablate results` and `ablate curves` print: the table with its
+// footer, CSV and JSON, for replies queried from a sweep database written
+// through the coordinator's managers; and how their flags are read.
+#include "cli/results_format.h"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <sstream>
+
+#include "cli/results_commands.h"
+#include "coordinator/results.h"
+#include "coordinator/store.h"
+#include "tests/results_fixture.h"
+#include "tests/support/process.h"
+
+namespace ablate {
+namespace {
+
+using json = nlohmann::ordered_json;
+using testing::FinishStandardJob;
+using testing::GridSpec;
+using testing::LeasedJob;
+using testing::Lines;
+using testing::Point;
+using testing::SweepWriter;
+using testing::TempDir;
+
+class ResultsFormatTest : public ::testing::Test {
+ protected:
+  // 15 done jobs, one failed, one running with a valid point, one pending.
+  void SetUp() override {
+    SweepWriter writer(path());
+    writer.Launch(GridSpec("grid"));
+    for (int i = 0; i < 15; ++i) FinishStandardJob(writer, writer.Lease());
+    failed_ = writer.Lease();
+    writer.Fail(failed_, "CUDA out of memory\nat step 31");
+    LeasedJob running = writer.Lease();
+    writer.Report(running, {Point(v1::SPLIT_VALID, 30, 2.5)});
+  }
+
+  std::string path() const { return dir_.File("sweep.db"); }
+
+  v1::ResultsResponse Query(const v1::ResultsRequest& request) {
+    auto db = OpenStoreReadOnly(path());
+    EXPECT_TRUE(db.ok());
+    auto response = QueryResults(**db, request);
+    EXPECT_TRUE(response.ok()) << response.status().ToString();
+    return response.ok() ? *response : v1::ResultsResponse();
+  }
+
+  static v1::ResultsRequest Request(const std::vector<std::string>& group_by) {
+    v1::ResultsRequest request;
+    request.mutable_sweep()->set_name("grid");
+    for (const auto& g : group_by) request.add_group_by(g);
+    request.set_split(v1::SPLIT_VALID);
+    return request;
+  }
+
+  TempDir dir_;
+  LeasedJob failed_;
+};
+
+TEST_F(ResultsFormatTest, JsonIsAListOfGroupsKeyedAsTyped) {
+  const v1::ResultsRequest request = Request({"layer_norm"});
+  const v1::ResultsResponse response = Query(request);
+  const json list = json::parse(ResultsJson(request, response));
+  ASSERT_TRUE(list.is_array());
+  ASSERT_EQ(list.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    const json& item = list[i];
+    const v1::ResultRow& row = response.rows(static_cast<int>(i));
+    std::vector<std::string> keys;
+    for (const auto& entry : item.items()) keys.push_back(entry.key());
+    EXPECT_EQ(keys, (std::vector<std::string>{"group", "n", "mean", "std", "min", "max", "ci95",
+                                              "unfinished", "jobs"}));
+    EXPECT_EQ(item["group"], (json{{"layer_norm", i == 0}}));
+    EXPECT_EQ(item["n"], row.n());
+    EXPECT_EQ(item["mean"].get<double>(), row.mean());
+    EXPECT_EQ(item["std"].get<double>(), row.stddev());
+    EXPECT_EQ(item["min"].get<double>(), row.min());
+    EXPECT_EQ(item["max"].get<double>(), row.max());
+    EXPECT_EQ(item["ci95"].get<double>(), row.ci95());
+    EXPECT_EQ(item["jobs"].size(), static_cast<size_t>(row.n()));
+  }
+  EXPECT_EQ(list[0]["n"].get<int64_t>() + list[1]["n"].get<int64_t>(), 15);
+}
+
+TEST_F(ResultsFormatTest, JsonPerJobCarriesJobIdAndEveryFactor) {
+  const v1::ResultsRequest request = Request({});
+  const json list = json::parse(ResultsJson(request, Query(request)));
+  ASSERT_EQ(list.size(), 15u);
+  for (const json& item : list) {
+    EXPECT_TRUE(item["job_id"].is_number_integer());
+    EXPECT_EQ(item["n"], 1);
+    EXPECT_TRUE(item["std"].is_null());
+    EXPECT_TRUE(item["ci95"].is_null());
+    std::vector<std::string> keys;
+    for (const auto& entry : item["group"].items()) keys.push_back(entry.key());
+    EXPECT_EQ(keys, (std::vector<std::string>{"cell", "layer_norm", "init"}));
+  }
+}
+
+TEST_F(ResultsFormatTest, CsvHasFullPrecisionAndOneLinePerGroup) {
+  const v1::ResultsRequest request = Request({"cell", "layer_norm"});
+  const v1::ResultsResponse response = Query(request);
+  const std::vector<std::string> lines = Lines(ResultsCsv(request, response));
+  ASSERT_EQ(lines.size(), 7u);
+  EXPECT_EQ(lines[0], "cell,layer_norm,n,mean,std,min,max,ci95");
+  EXPECT_EQ(lines[1].rfind("lstm,true,", 0), 0u) << lines[1];
+  std::vector<std::string> cells;
+  std::stringstream line(lines[1]);
+  for (std::string cell; std::getline(line, cell, ',');) cells.push_back(cell);
+  ASSERT_EQ(cells.size(), 8u);
+  EXPECT_EQ(std::stod(cells[3]), response.rows(0).mean());
+  EXPECT_EQ(std::stod(cells[4]), response.rows(0).stddev());
+
+  v1::ResultsRequest unfinished = request;
+  unfinished.set_include_unfinished(true);
+  EXPECT_EQ(Lines(ResultsCsv(unfinished, Query(unfinished)))[0],
+            "cell,layer_norm,n,mean,std,min,max,ci95,unfinished");
+}
+
+TEST_F(ResultsFormatTest, TableAccountsForEveryJobNotCounted) {
+  const v1::ResultsRequest request = Request({"layer_norm"});
+  const std::string table = ResultsTable(request, Query(request));
+  const std::vector<std::string> lines = Lines(table);
+  ASSERT_EQ(lines.size(), 8u) << table;
+  EXPECT_EQ(lines[0],
+            "sweep grid (id 1): valid_bpc (final), averaged over every other factor and seed");
+  EXPECT_EQ(lines[1].substr(0, 16), "layer_norm  n   ");
+  EXPECT_EQ(lines[2].rfind("true        ", 0), 0u) << lines[2];
+  EXPECT_EQ(lines[4], "");
+  EXPECT_EQ(lines[5],
+            "1 running and 1 pending jobs not included; --include-unfinished uses their latest "
+            "point");
+  EXPECT_EQ(lines[6], "1 failed job not included:");
+  EXPECT_EQ(lines[7], "  job " + std::to_string(failed_.id()) +
+                          " (cell=" + failed_.factors["model.cell"].get<std::string>() +
+                          ", init=" + failed_.factors["model.init"].get<std::string>() +
+                          ", layer_norm=" + failed_.factors["model.layer_norm"].dump() +
+                          "): CUDA out of memory");
+}
+
+TEST_F(ResultsFormatTest, TableMarksUnfinishedValuesWhenIncluded) {
+  v1::ResultsRequest request = Request({"layer_norm"});
+  request.set_include_unfinished(true);
+  const std::string table = ResultsTable(request, Query(request));
+  EXPECT_TRUE(std::regex_search(table, std::regex("\\n(true|false) +\\d+\\* "))) << table;
+  EXPECT_NE(table.find("* includes the latest values of 1 unfinished job (not final)\n"),
+            std::string::npos)
+      << table;
+  EXPECT_NE(table.find("1 pending job has no valid_bpc (final) yet\n"), std::string::npos) << table;
+}
+
+TEST_F(ResultsFormatTest, CurvesCsvAndJsonShareTheGrid) {
+  auto db = OpenStoreReadOnly(path());
+  ASSERT_TRUE(db.ok());
+  v1::CurvesRequest request;
+  request.mutable_sweep()->set_name("grid");
+  request.add_group_by("init");
+  request.set_split(v1::SPLIT_VALID);
+  auto response = QueryCurves(**db, request);
+  ASSERT_TRUE(response.ok());
+  const std::vector<std::string> lines = Lines(CurvesCsv(*response));
+  EXPECT_EQ(lines[0], "init,step,n,mean,std,min,max");
+  EXPECT_EQ(lines.size(), 1u + 3 * 2);  // 3 inits x steps 30 and 60
+  EXPECT_EQ(lines[1].rfind("xavier,30,", 0), 0u) << lines[1];
+  const json list = json::parse(CurvesJson(*response));
+  ASSERT_EQ(list.size(), 3u);
+  EXPECT_EQ(list[0]["group"], (json{{"init", "xavier"}}));
+  EXPECT_EQ(list[0]["steps"], (json{30, 60}));
+  for (const char* series : {"n", "mean", "std", "min", "max"}) {
+    EXPECT_EQ(list[0][series].size(), 2u) << series;
+  }
+}
+
+TEST_F(ResultsFormatTest, PrintResultsTableIsTheResultsCommandsTable) {
+  auto db = OpenStoreReadOnly(path());
+  ASSERT_TRUE(db.ok());
+  std::ostringstream out;
+  ASSERT_TRUE(PrintResultsTable(**db, "grid", {"layer_norm"}, out).ok());
+  const v1::ResultsRequest request = Request({"layer_norm"});
+  v1::ResultsRequest resolved = request;
+  resolved.set_at(v1::VALUE_AT_FINAL);
+  EXPECT_EQ(out.str(), ResultsTable(resolved, Query(resolved)));
+  EXPECT_EQ(PrintResultsTable(**db, "grid", {"nope"}, out).code(), Status::kInvalidArgument);
+}
+
+TEST(ResultsFlags, MetricAtAndGroupByAreParsedOrRefused) {
+  EXPECT_EQ(*ParseMetric("test_bpc"), v1::SPLIT_TEST);
+  EXPECT_EQ(ParseMetric("valid").status().message(),
+            "--metric: \"valid\" is not one of valid_bpc, test_bpc, train_bpc");
+  v1::ResultsRequest request;
+  ASSERT_TRUE(ParseAt("step:1500", &request).ok());
+  EXPECT_EQ(request.at(), v1::VALUE_AT_STEP);
+  EXPECT_EQ(request.step(), 1500);
+  ASSERT_TRUE(ParseAt("best", &request).ok());
+  EXPECT_EQ(request.at(), v1::VALUE_AT_BEST);
+  for (const char* bad : {"step:", "step:-1", "step:1e3", "last"}) {
+    EXPECT_EQ(ParseAt(bad, &request).code(), Status::kInvalidArgument) << bad;
+  }
+  EXPECT_EQ(*ParseGroupBy("cell,layer_norm"), (std::vector<std::string>{"cell", "layer_norm"}));
+  EXPECT_TRUE(ParseGroupBy("none")->empty());
+  EXPECT_EQ(ParseGroupBy("cell,,init").status().code(), Status::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace ablate
