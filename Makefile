@@ -3,7 +3,7 @@
 BUILD ?= build
 JOBS ?= $(shell nproc)
 
-.PHONY: all setup build test demo bench clean
+.PHONY: all setup build test demo bench fuzz clean
 
 all: build
 
@@ -25,6 +25,12 @@ demo: setup
 
 bench: build
 	BUILD=$(BUILD) bench/run.sh
+
+# Fuzzes the sweep spec reader with libFuzzer (clang, ASan, UBSan) for
+# FUZZ_SECONDS; outside `make test`, which never needs clang.
+FUZZ_SECONDS ?= 300
+fuzz:
+	scripts/fuzz-spec.sh $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(BUILD)

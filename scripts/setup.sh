@@ -2,6 +2,8 @@
 # Installs every Debian 12 package ablate needs to build, test and run its demo.
 # Idempotent: packages already present are skipped, so `make demo` and `make test`
 # can call it every time at the cost of one dpkg query.
+# `setup.sh fuzz` also installs what scripts/fuzz-spec.sh needs (clang and its
+# libFuzzer/sanitizer runtimes), which the normal build does not use.
 set -euo pipefail
 
 packages=(
@@ -14,9 +16,13 @@ packages=(
   libcurl4-openssl-dev libzip-dev zip unzip
   dict-gcide python3 python3-torch
   libssl-dev yamllint shellcheck docker-compose
+  openssl
   # report_test renders `ablate report` in headless Chromium and decodes its PNG.
   chromium libpng-dev
 )
+if [[ "${1:-}" == fuzz ]]; then
+  packages+=(clang libclang-rt-14-dev)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
