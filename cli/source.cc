@@ -90,8 +90,15 @@ StatusOr<std::unique_ptr<Source>> Source::Open(const SourceOptions& options) {
       return Status::InvalidArgument("--db " + options.db_path + " and --coordinator " +
                                      options.client.address + ": give one, not both");
     }
-    ABLATE_ASSIGN_OR_RETURN(auto db, OpenStoreReadOnly(options.db_path));
-    return std::unique_ptr<Source>(new DatabaseSource(options.db_path, std::move(db)));
+    auto db = OpenStoreReadOnly(options.db_path);
+    if (!db.ok()) {
+      const Status& s = db.status();
+      // SQLite's own messages ("file is not a database") do not say which file.
+      if (s.message().find(options.db_path) != std::string::npos) return s;
+      return Status(s.code(),
+                    options.db_path + " is not a readable ablate database: " + s.message());
+    }
+    return std::unique_ptr<Source>(new DatabaseSource(options.db_path, std::move(db).value()));
   }
   if (options.client.address.empty()) {
     return Status::InvalidArgument(

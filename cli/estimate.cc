@@ -1,0 +1,140 @@
+#include "cli/estimate.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <tuple>
+
+#include "worker/blas.h"
+#include "worker/model.h"
+#include "worker/step_timer.h"
+#include "worker/text8.h"
+#include "worker/text8_fetch.h"
+#include "worker/trainer.h"
+
+namespace ablate {
+
+namespace {
+
+// FLOPs per multiply-accumulate: forward 2, backward 4 (input and weight
+// gradients).
+constexpr double kForwardFlopsPerMac = 2;
+constexpr double kTrainFlopsPerMac = 6;
+
+// Everything a step's time depends on except train.seq.
+using Shape = std::tuple<Cell, bool, int64_t, int64_t, int64_t>;
+
+Shape ShapeOf(const RunConfig& config) {
+  return {config.model.cell, config.model.layer_norm, config.model.hidden, config.model.vocab,
+          config.train.batch};
+}
+
+// Bytes in the corpus a job reads, or nullopt when this machine cannot tell.
+std::optional<int64_t> CorpusBytes(const DataConfig& data) {
+  if (!data.path.empty()) {
+    struct stat st;
+    if (stat(data.path.c_str(), &st) != 0) return std::nullopt;
+    return static_cast<int64_t>(st.st_size);
+  }
+  return static_cast<int64_t>(text8::FetchOptions().expected_bytes);
+}
+
+// What one validation or test evaluation reads (Trainer::Evaluate).
+struct EvalSize {
+  int64_t symbols = 0;
+  int64_t positions = 0;  // forward steps of all streams at once
+};
+
+EvalSize EvaluationSize(int64_t split_bytes, const TrainConfig& train) {
+  EvalSize size;
+  size.symbols = train.eval_bytes > 0 ? std::min(split_bytes, train.eval_bytes) : split_bytes;
+  const int64_t streams = std::max<int64_t>(1, std::min(train.batch, size.symbols));
+  size.positions = (size.symbols + streams - 1) / streams;
+  return size;
+}
+
+// Validation evaluations in a run: at every eval_every steps and at the end.
+int64_t ValidationCount(const TrainConfig& train) {
+  if (train.eval_every <= 0) return 1;
+  return train.steps / train.eval_every + (train.steps % train.eval_every != 0 ? 1 : 0);
+}
+
+}  // namespace
+
+StatusOr<SweepEstimate> EstimateSweep(const std::vector<Job>& jobs,
+                                      const EstimateOptions& options) {
+  SweepEstimate estimate;
+  estimate.threads = ConfigureThreads(options.threads);
+  ABLATE_ASSIGN_OR_RETURN(torch::Device device, ParseDevice(options.device));
+  estimate.device = device.str();
+  if (device.is_cpu()) estimate.blas = BlasCoreName();
+
+  const auto started = std::chrono::steady_clock::now();
+  // Per shape: the sequence length timed and the seconds of one step there.
+  std::map<Shape, std::pair<int64_t, double>> times;
+  for (const Job& job : jobs) {
+    const Shape shape = ShapeOf(job.config);
+    if (times.count(shape)) continue;
+    const RunConfig& c = job.config;
+    const double flops_per_position =
+        kTrainFlopsPerMac *
+        double(ForwardMacsPerSymbol(c.model.cell, c.model.hidden, c.model.vocab)) *
+        double(c.train.batch);
+    const int64_t seq = std::min(
+        c.train.seq,
+        std::max<int64_t>(2, static_cast<int64_t>(options.timing_flops / flops_per_position)));
+    ABLATE_ASSIGN_OR_RETURN(double seconds,
+                            MeasureStepSeconds(c, estimate.device, seq, options.timing_seconds));
+    times.emplace(shape, std::make_pair(seq, seconds));
+    if (std::find(estimate.seq_measured.begin(), estimate.seq_measured.end(), seq) ==
+        estimate.seq_measured.end()) {
+      estimate.seq_measured.push_back(seq);
+    }
+  }
+  std::sort(estimate.seq_measured.begin(), estimate.seq_measured.end());
+  estimate.shapes = static_cast<int>(times.size());
+  estimate.measuring_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+
+  for (const Job& job : jobs) {
+    const RunConfig& c = job.config;
+    const auto& [timed_seq, timed_seconds] = times.at(ShapeOf(c));
+    const double seconds_per_position = timed_seconds / double(timed_seq);
+    if (timed_seq < c.train.seq) estimate.scaled = true;
+    JobEstimate& e = estimate.jobs.emplace_back();
+    e.parameters = CountParameters(c.model.cell, c.model.layer_norm, c.model.hidden, c.model.vocab);
+    e.macs_per_symbol = ForwardMacsPerSymbol(c.model.cell, c.model.hidden, c.model.vocab);
+    e.flops_per_step =
+        kTrainFlopsPerMac * double(e.macs_per_symbol) * double(c.train.batch * c.train.seq);
+    e.flops = e.flops_per_step * double(c.train.steps);
+    e.seconds = seconds_per_position * double(c.train.seq) * double(c.train.steps);
+    if (std::optional<int64_t> bytes = CorpusBytes(c.data)) {
+      const text8::SplitPoints split = text8::SplitText8(static_cast<uint64_t>(*bytes));
+      const EvalSize valid =
+          EvaluationSize(static_cast<int64_t>(split.validation_end - split.train_end), c.train);
+      const EvalSize test =
+          EvaluationSize(*bytes - static_cast<int64_t>(split.validation_end), c.train);
+      const int64_t evaluations = ValidationCount(c.train);
+      e.eval_symbols = evaluations * valid.symbols + test.symbols;
+      e.eval_flops = kForwardFlopsPerMac * double(e.macs_per_symbol) * double(*e.eval_symbols);
+      e.flops += e.eval_flops;
+      // A forward step costs about a third of a training step (2 of 6 FLOPs
+      // per MAC) at the same batch.
+      e.seconds += seconds_per_position * kForwardFlopsPerMac / kTrainFlopsPerMac *
+                   double(evaluations * valid.positions + test.positions);
+    } else {
+      const std::string& path = c.data.path;
+      if (std::find(estimate.unknown_corpora.begin(), estimate.unknown_corpora.end(), path) ==
+          estimate.unknown_corpora.end()) {
+        estimate.unknown_corpora.push_back(path);
+      }
+    }
+    estimate.flops += e.flops;
+    estimate.seconds += e.seconds;
+  }
+  return estimate;
+}
+
+}  // namespace ablate

@@ -1,0 +1,336 @@
+// `ablate local SPEC.yaml --workers N --db PATH`: a whole sweep on this
+// machine. A coordinator runs in this process on a loopback port, the spec is
+// launched into it, and N `ablate-worker` processes (the binary next to this
+// one) train its jobs, each with cores / N threads unless told otherwise. The
+// progress shows while they run: redrawn in place on a terminal, a line every
+// few seconds otherwise. SIGINT or SIGTERM is forwarded to the workers as
+// SIGTERM (they checkpoint and hand their jobs back; a second signal kills
+// them). Running it again on the same database resumes: done jobs are not
+// redone, and released ones go on from their checkpoints.
+//
+// At the end it prints the sweep's job counts and its final validation bpc
+// averaged by each factor (PrintResultsTable). Workers write their logs to
+// PATH.logs/worker-I.log. Exit status: 0 when every job of the sweep is done;
+// 1 when a job failed, a worker failed or jobs are left unfinished; 130 after
+// an interruption.
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <signal.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "cli/commands.h"
+#include "cli/results_commands.h"
+#include "cli/status_view.h"
+#include "cli/sweeps_client.h"
+#include "cli/table.h"
+#include "common/spec.h"
+#include "coordinator/server.h"
+#include "coordinator/store.h"
+
+namespace ablate {
+
+namespace {
+
+// How often the workers and the sweep are looked at.
+constexpr auto kPollInterval = std::chrono::milliseconds(500);
+// Without a terminal, a progress line this often.
+constexpr auto kLogInterval = std::chrono::seconds(5);
+// Exit status after SIGINT/SIGTERM, as a shell reports a SIGINT death.
+constexpr int kInterruptedExit = 130;
+
+struct LocalOptions {
+  std::string spec_path;
+  int workers = 0;
+  int threads = 0;  // per worker; 0: cores / workers, at least 1
+  std::string db_path;
+  std::string data_dir;
+  std::string device = "auto";
+};
+
+struct WorkerProcess {
+  pid_t pid = -1;
+  std::string log_path;
+  int exit_code = -1;  // once exited: the code, or 128 + signal
+};
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+StatusOr<std::string> WorkerBinary() {
+  std::error_code error;
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", error);
+  if (error) return Status::Internal("cannot read /proc/self/exe: " + error.message());
+  const std::string path = (self.parent_path() / "ablate-worker").string();
+  if (access(path.c_str(), X_OK) != 0) {
+    return Status::NotFound("no ablate-worker next to ablate (looked for " + path + ")");
+  }
+  return path;
+}
+
+// Starts a worker in its own process group (a terminal's Ctrl-C reaches only
+// us; we forward it) that gets SIGTERM should this process die first.
+StatusOr<WorkerProcess> SpawnWorker(const std::vector<std::string>& args,
+                                    const std::string& log_path) {
+  const int log = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (log < 0) return Status::IOError("cannot open " + log_path + ": " + std::strerror(errno));
+  std::vector<char*> argv;
+  for (const std::string& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
+  argv.push_back(nullptr);
+  const pid_t parent = getpid();
+  const pid_t pid = fork();
+  if (pid == 0) {
+    // Only async-signal-safe calls until exec: other threads held locks.
+    setpgid(0, 0);
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent) _exit(1);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    const int null = open("/dev/null", O_RDONLY);
+    if (null >= 0) dup2(null, STDIN_FILENO);
+    dup2(log, STDOUT_FILENO);
+    dup2(log, STDERR_FILENO);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  const int fork_errno = errno;
+  close(log);
+  if (pid < 0) return Status::Internal(std::string("fork: ") + std::strerror(fork_errno));
+  WorkerProcess worker;
+  worker.pid = pid;
+  worker.log_path = log_path;
+  return worker;
+}
+
+// Reaps the workers that exited; true while any still runs.
+bool ReapWorkers(std::vector<WorkerProcess>* workers) {
+  bool running = false;
+  for (WorkerProcess& w : *workers) {
+    if (w.exit_code >= 0) continue;
+    int status = 0;
+    const pid_t done = waitpid(w.pid, &status, WNOHANG);
+    if (done == w.pid) {
+      w.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    } else {
+      running = true;
+    }
+  }
+  return running;
+}
+
+void SignalWorkers(const std::vector<WorkerProcess>& workers, int signal) {
+  for (const WorkerProcess& w : workers) {
+    if (w.exit_code < 0) kill(w.pid, signal);
+  }
+}
+
+// The sweep's final counts, once the workers are gone.
+void PrintCounts(const v1::SweepStatus& sweep) {
+  const v1::JobCounts& c = sweep.sweep().counts();
+  std::printf(
+      "sweep %lld '%s': %lld of %lld jobs done, %lld failed, %lld cancelled, %lld pending, "
+      "%lld running\n",
+      static_cast<long long>(sweep.sweep().id()), sweep.sweep().name().c_str(),
+      static_cast<long long>(c.done()), static_cast<long long>(c.total()),
+      static_cast<long long>(c.failed()), static_cast<long long>(c.cancelled()),
+      static_cast<long long>(c.pending()), static_cast<long long>(c.running()));
+}
+
+// The final validation bpc averaged by each factor of the grid in turn (over
+// all the others), or per job when the grid varies only seeds.
+Status PrintResults(const std::string& db_path, const SweepSpec& spec, int64_t sweep_id) {
+  ABLATE_ASSIGN_OR_RETURN(std::unique_ptr<Database> db, OpenStoreReadOnly(db_path));
+  std::vector<std::string> keys;
+  for (const GridAxis& axis : spec.axes) keys.push_back(axis.key);
+  const std::vector<std::string> names = FactorHeader(keys);
+  std::vector<std::vector<std::string>> groupings;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (keys[i] != "train.seed") groupings.push_back({names[i]});
+  }
+  if (groupings.empty()) groupings.push_back({});
+  for (const std::vector<std::string>& group_by : groupings) {
+    std::printf("\n");
+    std::fflush(stdout);
+    ABLATE_RETURN_IF_ERROR(PrintResultsTable(*db, std::to_string(sweep_id), group_by, std::cout));
+    std::cout.flush();
+  }
+  return Status::OK();
+}
+
+int RunLocal(const LocalOptions& options) {
+  auto spec = LoadSpecFile(options.spec_path);
+  if (!spec.ok()) return ReportError("local", spec.status());
+  auto jobs = ExpandGrid(*spec);
+  if (!jobs.ok()) return ReportError("local", jobs.status());
+  auto worker_binary = WorkerBinary();
+  if (!worker_binary.ok()) return ReportError("local", worker_binary.status());
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int threads = options.threads > 0 ? options.threads : std::max(1, cores / options.workers);
+
+  // The coordinator's threads inherit this mask, so the signals wait for the
+  // sigtimedwait below.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  // The coordinator's log would tear the progress display; only problems show.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("coordinator"));
+  spdlog::set_level(spdlog::level::warn);
+  CoordinatorOptions coordinator;
+  coordinator.db_path = options.db_path;
+  coordinator.listen = "127.0.0.1:0";
+  auto server = CoordinatorServer::Start(coordinator);
+  if (!server.ok()) return ReportError("local", server.status());
+  ClientOptions client;
+  client.address = (*server)->address();
+  auto sweeps = SweepsClient::Connect(client);
+  if (!sweeps.ok()) return ReportError("local", sweeps.status());
+
+  v1::LaunchRequest launch;
+  launch.set_spec_text(spec->source_text);
+  launch.set_filename(options.spec_path);
+  v1::LaunchResponse launched;
+  Status s = (*sweeps)->Launch(launch, &launched);
+  if (!s.ok()) return ReportError("local", s);
+  std::printf("sweep %lld '%s' in %s: %lld jobs created, %lld already there\n",
+              static_cast<long long>(launched.sweep_id()), launched.name().c_str(),
+              options.db_path.c_str(), static_cast<long long>(launched.jobs_created()),
+              static_cast<long long>(launched.jobs_existing()));
+
+  v1::GetStatusRequest request;
+  request.mutable_sweep()->set_id(launched.sweep_id());
+  v1::GetStatusResponse status;
+  s = (*sweeps)->GetStatus(request, &status);
+  if (!s.ok()) return ReportError("local", s);
+
+  std::vector<WorkerProcess> workers;
+  const v1::JobCounts& initial = status.sweeps(0).sweep().counts();
+  if (initial.pending() + initial.running() == 0) {
+    std::printf("nothing to do: no job of the sweep is pending or running\n");
+  } else {
+    const std::string log_dir = options.db_path + ".logs";
+    std::error_code error;
+    std::filesystem::create_directories(log_dir, error);
+    if (error) {
+      return ReportError("local",
+                         Status::IOError("cannot create " + log_dir + ": " + error.message()));
+    }
+    for (int i = 0; i < options.workers; ++i) {
+      std::vector<std::string> args = {
+          *worker_binary, "--coordinator",         client.address, "--exit-when-idle",
+          "--threads",    std::to_string(threads), "--name",       fmt::format("local-{}", i),
+          "--device",     options.device,          "--poll",       "0.5"};
+      if (!options.data_dir.empty()) {
+        args.push_back("--data-dir");
+        args.push_back(options.data_dir);
+      }
+      auto worker = SpawnWorker(args, fmt::format("{}/worker-{}.log", log_dir, i));
+      if (!worker.ok()) {
+        SignalWorkers(workers, SIGTERM);
+        return ReportError("local", worker.status());
+      }
+      workers.push_back(*worker);
+    }
+    std::printf("%d worker%s with %d thread%s each; logs in %s/\n", options.workers,
+                options.workers == 1 ? "" : "s", threads, threads == 1 ? "" : "s", log_dir.c_str());
+  }
+  std::fflush(stdout);
+
+  const bool terminal = isatty(STDOUT_FILENO);
+  StatusView view;
+  int drawn_lines = 0;
+  int interrupts = 0;
+  auto last_log = std::chrono::steady_clock::now() - kLogInterval;
+  bool running = !workers.empty();
+  while (running) {
+    const timespec wait = {0, std::chrono::nanoseconds(kPollInterval).count()};
+    const int signal = sigtimedwait(&signals, nullptr, &wait);
+    if (signal == SIGINT || signal == SIGTERM) {
+      ++interrupts;
+      SignalWorkers(workers, interrupts == 1 ? SIGTERM : SIGKILL);
+      std::fprintf(stderr, interrupts == 1
+                               ? "\ninterrupted: the workers checkpoint and hand their jobs back "
+                                 "(again to kill them)\n"
+                               : "\nkilling the workers\n");
+      drawn_lines = 0;
+    }
+    running = ReapWorkers(&workers);
+    v1::GetStatusResponse now;
+    if (!(*sweeps)->GetStatus(request, &now).ok()) continue;
+    view.Update(now, std::chrono::steady_clock::now(), NowMs());
+    if (terminal) {
+      const std::string frame = view.Render();
+      if (drawn_lines > 0) std::printf("\033[%dA\r\033[J", drawn_lines);
+      std::fputs(frame.c_str(), stdout);
+      drawn_lines = static_cast<int>(std::count(frame.begin(), frame.end(), '\n'));
+    } else if (std::chrono::steady_clock::now() - last_log >= kLogInterval || !running) {
+      std::fputs(view.RenderBrief().c_str(), stdout);
+      last_log = std::chrono::steady_clock::now();
+    }
+    std::fflush(stdout);
+  }
+
+  int exit_code = interrupts > 0 ? kInterruptedExit : 0;
+  for (size_t i = 0; i < workers.size(); ++i) {
+    if (workers[i].exit_code == 0 || interrupts > 0) continue;
+    std::fprintf(stderr, "ablate local: worker %zu exited with status %d; see %s\n", i,
+                 workers[i].exit_code, workers[i].log_path.c_str());
+    exit_code = 1;
+  }
+  v1::GetStatusResponse final_status;
+  s = (*sweeps)->GetStatus(request, &final_status);
+  (*server)->Shutdown();
+  if (!s.ok()) return ReportError("local", s);
+  const v1::SweepStatus& sweep = final_status.sweeps(0);
+  PrintCounts(sweep);
+  s = PrintResults(options.db_path, *spec, sweep.sweep().id());
+  if (!s.ok()) return ReportError("local", s);
+  const v1::JobCounts& c = sweep.sweep().counts();
+  if (exit_code == 0 && (c.failed() > 0 || c.pending() + c.running() > 0)) exit_code = 1;
+  return exit_code;
+}
+
+}  // namespace
+
+void AddLocalCommand(CLI::App* app) {
+  auto options = std::make_shared<LocalOptions>();
+  CLI::App* cmd = app->add_subcommand(
+      "local", "Run a whole sweep on this machine: an in-process coordinator and N workers");
+  cmd->add_option("spec", options->spec_path, "Sweep spec (YAML)")->required();
+  cmd->add_option("--workers", options->workers, "Worker processes")
+      ->required()
+      ->check(CLI::Range(1, 1024));
+  cmd->add_option("--threads", options->threads,
+                  "Threads per worker (default: cores / workers, at least 1)")
+      ->check(CLI::Range(1, 1024));
+  cmd->add_option("--db", options->db_path,
+                  "Database file (created if missing; run again on it to resume)")
+      ->required();
+  cmd->add_option("--data-dir", options->data_dir, "Workers' cache for corpus: text8");
+  cmd->add_option("--device", options->device, "Workers' device: auto, cpu, cuda or cuda:N");
+  cmd->callback([options] { FinishCommand(RunLocal(*options)); });
+}
+
+}  // namespace ablate

@@ -1,0 +1,381 @@
+// The `ablate` CLI end to end: the real binary against the real coordinator
+// on loopback and real SQLite files, and `ablate local` with real workers.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <set>
+
+#include "tests/support/process.h"
+#include "tests/support/sqlite_query.h"
+#include "worker/model.h"
+#include "worker/text8.h"
+
+namespace ablate {
+namespace {
+
+using testing::Binary;
+using testing::Process;
+using testing::QueryInt;
+using testing::ReadFile;
+using testing::RunCommand;
+using testing::RunResult;
+using testing::TempDir;
+using testing::WriteFile;
+
+std::string EnglishText8(int repeats) {
+  const std::string paragraph =
+      "The choice of initialization did not have a big impact on performance in my experiments. "
+      "Ironically, the variance scaling initializer resulted in larger variance of the "
+      "performance. The orthogonal initializer could not show a benefit over the simple xavier "
+      "initialization that worked best. In conclusion, try layer norm for your recurrent "
+      "networks, and consider using GRU, possibly with a larger layer, over LSTM. ";
+  std::string text;
+  for (int i = 0; i < repeats; ++i) text += text8::Clean(paragraph);
+  return text;
+}
+
+const char* const kGrid =
+    "grid:\n"
+    "  cell: [lstm, gru, mgu]\n"
+    "  layer_norm: [true, false]\n"
+    "  init: [xavier, variance_scaling, orthogonal]\n";
+
+// The 18-cell grid with a model small enough to train in well under a second.
+std::string TinySpec(const std::string& corpus, const std::string& name = "tiny") {
+  return "name: " + name + "\n" + "data: {path: " + corpus +
+         "}\n"
+         "model: {hidden: 16, vocab: 27}\n"
+         "train: {batch: 2, seq: 16, steps: 30, log_every: 10, eval_every: 15, eval_bytes: 300}\n" +
+         kGrid;
+}
+
+// A temp dir with the English corpus and the tiny spec in it; processes'
+// output goes to logs/ inside it.
+struct Workspace {
+  Workspace() {
+    WriteFile(dir.File("corpus.txt"), EnglishText8(20));
+    WriteFile(spec, TinySpec(dir.File("corpus.txt")));
+    std::filesystem::create_directory(logs);
+  }
+  RunResult Ablate(std::vector<std::string> args,
+                   std::chrono::milliseconds timeout = std::chrono::seconds(120)) const {
+    args.insert(args.begin(), Binary("ablate"));
+    return RunCommand(args, logs, timeout);
+  }
+  // The names in the directory, logs/ aside.
+  std::set<std::string> Files() const {
+    std::set<std::string> names;
+    for (const auto& entry : std::filesystem::directory_iterator(dir.path())) {
+      if (entry.path() != logs) names.insert(entry.path().filename().string());
+    }
+    return names;
+  }
+  TempDir dir;
+  const std::string logs = dir.File("logs");
+  const std::string spec = dir.File("tiny.yaml");
+  const std::string db = dir.File("sweep.db");
+};
+
+// The real coordinator on a free loopback port.
+struct Coordinator {
+  Coordinator(const TempDir& dir, const std::string& db)
+      : process("coordinator",
+                {Binary("ablate-coordinator"), "--db", db, "--listen", "127.0.0.1:0"},
+                dir.File("logs")) {
+    const std::string line = process.WaitForLine("listening on");
+    std::smatch m;
+    if (std::regex_search(line, m, std::regex("listening on (\\S+)"))) address = m[1];
+  }
+  // Graceful, so that the database is complete for --db readers.
+  int Stop() {
+    process.Signal(SIGTERM);
+    return process.Wait();
+  }
+  Process process;
+  std::string address;
+};
+
+std::string Counts(const std::string& name, int total, int pending, int running, int done,
+                   int failed, int cancelled) {
+  return "{\"sweep\":\"" + name + "\",\"total\":" + std::to_string(total) +
+         ",\"jobs\":{\"pending\":" + std::to_string(pending) +
+         ",\"running\":" + std::to_string(running) + ",\"done\":" + std::to_string(done) +
+         ",\"failed\":" + std::to_string(failed) + ",\"cancelled\":" + std::to_string(cancelled) +
+         "}}";
+}
+
+std::string Trim(const std::string& text) {
+  const size_t end = text.find_last_not_of("\n");
+  return end == std::string::npos ? "" : text.substr(0, end + 1);
+}
+
+TEST(Launch, PrintsTheSweepAndLaunchingTheSameSpecAgainCreatesNothing) {
+  Workspace ws;
+  Coordinator coordinator(ws.dir, ws.db);
+  ASSERT_FALSE(coordinator.address.empty()) << coordinator.process.Stderr();
+
+  RunResult first = ws.Ablate({"launch", ws.spec, "--coordinator", coordinator.address});
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  EXPECT_EQ(Trim(first.out), "sweep 1 'tiny': 18 jobs created, 0 already there");
+
+  RunResult again =
+      ws.Ablate({"launch", ws.spec, "--coordinator", coordinator.address, "--format", "json"});
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_EQ(Trim(again.out), R"({"sweep_id":1,"name":"tiny","jobs_created":0,"jobs_existing":18})");
+  EXPECT_EQ(QueryInt(ws.db, "SELECT count(*) FROM jobs"), 18);
+  EXPECT_EQ(QueryInt(ws.db, "SELECT count(*) FROM sweeps"), 1);
+}
+
+TEST(Launch, DryRunShowsEveryJobWithItsSizeAndStoresNothing) {
+  Workspace ws;
+  WriteFile(ws.dir.File("big.yaml"), "name: big\ndata: {path: " + ws.dir.File("corpus.txt") +
+                                         "}\n"
+                                         "model: {hidden: 2000, vocab: 256}\n"
+                                         "train: {batch: 2, seq: 8, steps: 100}\n" +
+                                         std::string(kGrid));
+  Coordinator coordinator(ws.dir, ws.db);
+  ASSERT_FALSE(coordinator.address.empty()) << coordinator.process.Stderr();
+  const std::set<std::string> files = ws.Files();
+
+  RunResult table = ws.Ablate({"launch", ws.dir.File("big.yaml"), "--dry-run", "--threads", "1",
+                               "--coordinator", coordinator.address});
+  ASSERT_EQ(table.exit_code, 0) << table.err;
+  std::set<std::string> cells;  // distinct (cell, layer_norm, init) rows
+  const std::regex row("^\\s*\\d+\\s+(lstm|gru|mgu)\\s+(true|false)\\s+(\\S+)\\s+([\\d,]+)\\s");
+  for (const std::string& line : testing::Lines(table.out)) {
+    std::smatch m;
+    if (!std::regex_search(line, m, row)) continue;
+    const Cell cell = *ParseCell(m[1]);
+    const bool layer_norm = m[2] == "true";
+    std::string digits = m[4];
+    digits.erase(std::remove(digits.begin(), digits.end(), ','), digits.end());
+    EXPECT_EQ(std::stoll(digits), CountParameters(cell, layer_norm, 2000, 256)) << line;
+    if (cell == Cell::kGru && layer_norm) {
+      EXPECT_EQ(m[4], "14,078,256");
+    }
+    cells.insert(m[1].str() + " " + m[2].str() + " " + m[3].str());
+  }
+  EXPECT_EQ(cells.size(), 18u) << table.out;
+  EXPECT_NE(table.out.find("CPU-hours"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("timed on this machine (cpu, 1 thread"), std::string::npos);
+
+  // Nothing reached the coordinator, and no file appeared.
+  RunResult status =
+      ws.Ablate({"status", "--format", "json", "--coordinator", coordinator.address});
+  ASSERT_EQ(status.exit_code, 0) << status.err;
+  EXPECT_EQ(Trim(status.out), "[]");
+  EXPECT_EQ(ws.Files(), files);
+}
+
+TEST(Launch, DryRunJsonCountsSixFlopsPerMacOfEveryStep) {
+  Workspace ws;
+  RunResult json =
+      ws.Ablate({"launch", ws.spec, "--dry-run", "--threads", "1", "--format", "json"});
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  const auto out = nlohmann::json::parse(json.out);
+  ASSERT_EQ(out["jobs"].size(), 18u);
+  for (const auto& job : out["jobs"]) {
+    const auto& f = job["factors"];
+    const Cell cell = *ParseCell(f["model.cell"].get<std::string>());
+    const bool layer_norm = f["model.layer_norm"].get<bool>();
+    EXPECT_EQ(job["parameters"].get<int64_t>(), CountParameters(cell, layer_norm, 16, 27));
+    // batch 2 x seq 16 symbols a step, 30 steps.
+    const double step = 6.0 * double(ForwardMacsPerSymbol(cell, 16, 27)) * 2 * 16;
+    EXPECT_DOUBLE_EQ(job["flops_per_step"].get<double>(), step);
+    EXPECT_GT(job["eval_flops"].get<double>(), 0);
+    EXPECT_DOUBLE_EQ(job["flops"].get<double>(), 30 * step + job["eval_flops"].get<double>());
+    EXPECT_GT(job["estimated_seconds"].get<double>(), 0);
+  }
+  EXPECT_GT(out["estimated_cpu_hours"].get<double>(), 0);
+  EXPECT_EQ(out["threads"], 1);
+}
+
+TEST(Launch, ABadSpecNamesFileLineAndColumnAndFails) {
+  Workspace ws;
+  const std::string bad = ws.dir.File("bad.yaml");
+  WriteFile(bad,
+            "name: bad\n"
+            "data: {path: corpus.txt}\n"
+            "grid:\n"
+            "  cell: [lstm, gruu]\n");
+  for (const char* flag : {"--dry-run", "--extend"}) {
+    RunResult r = ws.Ablate({"launch", bad, flag, "--coordinator", "127.0.0.1:1"});
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_TRUE(std::regex_search(r.err, std::regex("^ablate launch: " + bad + ":4:\\d+: .*gruu")))
+        << r.err;
+    EXPECT_EQ(testing::Lines(r.err).size(), 1u) << r.err;
+  }
+}
+
+TEST(Status, JsonCountsFromTheCoordinatorAndFromItsDatabaseAfterItStopped) {
+  Workspace ws;
+  const std::string one = Counts("tiny", 18, 18, 0, 0, 0, 0);
+  const std::string other = Counts("other", 18, 18, 0, 0, 0, 0);
+  {
+    Coordinator coordinator(ws.dir, ws.db);
+    ASSERT_FALSE(coordinator.address.empty()) << coordinator.process.Stderr();
+    WriteFile(ws.dir.File("other.yaml"), TinySpec(ws.dir.File("corpus.txt"), "other"));
+    ASSERT_EQ(ws.Ablate({"launch", ws.spec, "--coordinator", coordinator.address}).exit_code, 0);
+    ASSERT_EQ(ws.Ablate({"launch", ws.dir.File("other.yaml"), "--coordinator", coordinator.address})
+                  .exit_code,
+              0);
+
+    RunResult named =
+        ws.Ablate({"status", "tiny", "--format", "json", "--coordinator", coordinator.address});
+    ASSERT_EQ(named.exit_code, 0) << named.err;
+    EXPECT_EQ(Trim(named.out), one);
+    RunResult by_id =
+        ws.Ablate({"status", "2", "--format", "json", "--coordinator", coordinator.address});
+    EXPECT_EQ(Trim(by_id.out), other) << by_id.err;
+    RunResult all = ws.Ablate({"status", "--format", "json", "--coordinator", coordinator.address});
+    EXPECT_EQ(Trim(all.out), "[" + one + "," + other + "]") << all.err;
+    ASSERT_EQ(coordinator.Stop(), 0);
+  }
+  const std::string before = ReadFile(ws.db);
+  RunResult named = ws.Ablate({"status", "tiny", "--format", "json", "--db", ws.db});
+  ASSERT_EQ(named.exit_code, 0) << named.err;
+  EXPECT_EQ(Trim(named.out), one);
+  RunResult all = ws.Ablate({"status", "--format", "json", "--db", ws.db});
+  EXPECT_EQ(Trim(all.out), "[" + one + "," + other + "]") << all.err;
+  RunResult table = ws.Ablate({"status", "--db", ws.db});
+  EXPECT_NE(table.out.find("tiny (sweep 1)"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("0/18 done"), std::string::npos) << table.out;
+  RunResult list = ws.Ablate({"list", "--db", ws.db, "--format", "csv"});
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  EXPECT_EQ(testing::Lines(list.out).size(), 3u) << list.out;
+  RunResult unknown = ws.Ablate({"status", "nosuch", "--db", ws.db});
+  EXPECT_NE(unknown.exit_code, 0);
+  EXPECT_NE(unknown.err.find("nosuch"), std::string::npos) << unknown.err;
+  EXPECT_EQ(ReadFile(ws.db), before);
+}
+
+TEST(Status, DbThatIsMissingOrNotOursIsOneClearErrorAndStaysUntouched) {
+  Workspace ws;
+  const std::string missing = ws.dir.File("missing.db");
+  RunResult r = ws.Ablate({"status", "--db", missing});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find(missing), std::string::npos) << r.err;
+  EXPECT_EQ(testing::Lines(r.err).size(), 1u) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(missing));
+
+  const std::string text = ws.dir.File("notes.txt");
+  WriteFile(text, EnglishText8(3));
+  for (const char* command : {"status", "list", "workers"}) {
+    RunResult foreign = ws.Ablate({command, "--db", text});
+    EXPECT_NE(foreign.exit_code, 0) << command;
+    EXPECT_NE(foreign.err.find(text), std::string::npos) << foreign.err;
+    EXPECT_NE(foreign.err.find("not"), std::string::npos) << foreign.err;
+    EXPECT_EQ(testing::Lines(foreign.err).size(), 1u) << foreign.err;
+  }
+  EXPECT_EQ(ReadFile(text), EnglishText8(3));
+  EXPECT_EQ(ws.Files(), (std::set<std::string>{"corpus.txt", "notes.txt", "tiny.yaml"}));
+}
+
+TEST(Control, CancelAndRetryChangeTheStatesOfAJobOrASweep) {
+  Workspace ws;
+  Coordinator coordinator(ws.dir, ws.db);
+  ASSERT_FALSE(coordinator.address.empty()) << coordinator.process.Stderr();
+  const std::vector<std::string> at = {"--coordinator", coordinator.address};
+  auto ablate = [&](std::vector<std::string> args) {
+    args.insert(args.end(), at.begin(), at.end());
+    return ws.Ablate(args);
+  };
+  auto counts = [&] { return Trim(ablate({"status", "tiny", "--format", "json"}).out); };
+  ASSERT_EQ(ablate({"launch", ws.spec}).exit_code, 0);
+
+  RunResult one = ablate({"cancel", "--job", "3"});
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  EXPECT_EQ(Trim(one.out), "job 3: 1 job cancelled");
+  EXPECT_EQ(counts(), Counts("tiny", 18, 17, 0, 0, 0, 1));
+  EXPECT_EQ(QueryInt(ws.db, "SELECT count(*) FROM jobs WHERE id = 3 AND state = 'cancelled'"), 1);
+
+  RunResult sweep = ablate({"cancel", "tiny"});
+  ASSERT_EQ(sweep.exit_code, 0) << sweep.err;
+  EXPECT_EQ(Trim(sweep.out), "sweep 1 ('tiny'): 17 jobs cancelled");
+  EXPECT_EQ(counts(), Counts("tiny", 18, 0, 0, 0, 0, 18));
+
+  RunResult retry_one = ablate({"retry", "--job", "5"});
+  ASSERT_EQ(retry_one.exit_code, 0) << retry_one.err;
+  EXPECT_EQ(counts(), Counts("tiny", 18, 1, 0, 0, 0, 17));
+  RunResult retry_all = ablate({"retry", "1"});
+  ASSERT_EQ(retry_all.exit_code, 0) << retry_all.err;
+  EXPECT_EQ(Trim(retry_all.out), "sweep 1 ('1'): 17 jobs pending again");
+  EXPECT_EQ(counts(), Counts("tiny", 18, 18, 0, 0, 0, 0));
+
+  RunResult neither = ablate({"cancel"});
+  EXPECT_NE(neither.exit_code, 0);
+  RunResult both = ablate({"retry", "tiny", "--job", "2"});
+  EXPECT_NE(both.exit_code, 0);
+  RunResult unknown = ablate({"cancel", "nosuch"});
+  EXPECT_NE(unknown.exit_code, 0);
+  EXPECT_NE(unknown.err.find("nosuch"), std::string::npos) << unknown.err;
+  // A database file is only ever read.
+  RunResult db = ws.Ablate({"cancel", "tiny", "--db", ws.db});
+  EXPECT_NE(db.exit_code, 0);
+  EXPECT_EQ(counts(), Counts("tiny", 18, 18, 0, 0, 0, 0));
+}
+
+TEST(Workers, ListsTheRegisteredWorkers) {
+  Workspace ws;
+  Coordinator coordinator(ws.dir, ws.db);
+  ASSERT_FALSE(coordinator.address.empty()) << coordinator.process.Stderr();
+  // With nothing to do, a worker registers and exits.
+  RunResult worker = RunCommand({Binary("ablate-worker"), "--coordinator", coordinator.address,
+                                 "--threads", "1", "--exit-when-idle", "--name", "box-7/0"},
+                                ws.logs);
+  ASSERT_EQ(worker.exit_code, 0) << worker.err;
+
+  RunResult json = ws.Ablate({"workers", "--format", "json", "--coordinator", coordinator.address});
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  const auto workers = nlohmann::json::parse(json.out);
+  ASSERT_EQ(workers.size(), 1u) << json.out;
+  EXPECT_EQ(workers[0]["name"], "box-7/0");
+  EXPECT_EQ(workers[0]["device"], "cpu");
+  EXPECT_EQ(workers[0]["threads"], 1);
+  EXPECT_TRUE(workers[0]["running_job_ids"].empty());
+
+  RunResult table = ws.Ablate({"workers", "--coordinator", coordinator.address});
+  EXPECT_NE(table.out.find("box-7/0"), std::string::npos) << table.out;
+  ASSERT_EQ(coordinator.Stop(), 0);
+  RunResult db = ws.Ablate({"workers", "--db", ws.db});
+  EXPECT_NE(db.out.find("box-7/0"), std::string::npos) << db.out << db.err;
+}
+
+TEST(Local, TrainsTheGridWithTwoWorkersAndAgainResumesWithNothingToDo) {
+  Workspace ws;
+  RunResult run = ws.Ablate({"local", ws.spec, "--workers", "2", "--threads", "1", "--db", ws.db},
+                            std::chrono::seconds(300));
+  ASSERT_EQ(run.exit_code, 0) << run.out << run.err;
+  EXPECT_NE(run.out.find("18 jobs created"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("18 of 18 jobs done, 0 failed"), std::string::npos) << run.out;
+  // The results averaged by each factor: 6 jobs per cell and per initializer, 9 per layer norm.
+  for (const char* level : {"lstm", "gru", "mgu", "xavier", "variance_scaling", "orthogonal"}) {
+    EXPECT_TRUE(std::regex_search(run.out, std::regex(std::string("\n") + level + " +6 ")))
+        << level << "\n"
+        << run.out;
+  }
+  EXPECT_TRUE(std::regex_search(run.out, std::regex("\ntrue +9 "))) << run.out;
+  EXPECT_EQ(QueryInt(ws.db, "SELECT count(*) FROM jobs WHERE state = 'done'"), 18);
+  EXPECT_EQ(QueryInt(ws.db, "SELECT count(*) FROM workers"), 2);
+  const int64_t points = QueryInt(ws.db, "SELECT count(*) FROM curve_points");
+  const int64_t finished = QueryInt(ws.db, "SELECT sum(finished_ms) FROM jobs");
+
+  RunResult again = ws.Ablate({"local", ws.spec, "--workers", "2", "--db", ws.db});
+  ASSERT_EQ(again.exit_code, 0) << again.out << again.err;
+  EXPECT_NE(again.out.find("0 jobs created, 18 already there"), std::string::npos) << again.out;
+  EXPECT_NE(again.out.find("nothing to do"), std::string::npos) << again.out;
+  EXPECT_EQ(QueryInt(ws.db, "SELECT count(*) FROM curve_points"), points);
+  EXPECT_EQ(QueryInt(ws.db, "SELECT sum(finished_ms) FROM jobs"), finished);
+
+  // Every sweep is finished, so watching ends at once.
+  RunResult watch = ws.Ablate({"status", "--watch", "1", "--db", ws.db}, std::chrono::seconds(30));
+  EXPECT_EQ(watch.exit_code, 0) << watch.err;
+  EXPECT_NE(watch.out.find("18/18 done"), std::string::npos) << watch.out;
+}
+
+}  // namespace
+}  // namespace ablate
