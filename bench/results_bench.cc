@@ -8,7 +8,7 @@
 // uses) beside the obvious SQL GROUP BY over curve_points, and prints the
 // median of several warm runs of each.
 //
-//   results_bench [--db PATH] [--jobs N] [--runs R] [--rebuild]
+//   results_bench [--db PATH] [--jobs N] [--runs R] [--rebuild] [--only TEXT]
 #include <fmt/format.h>
 #include <sqlite3.h>
 #include <sys/utsname.h>
@@ -277,6 +277,7 @@ int Main(int argc, char** argv) {
   int64_t jobs = 10'000;
   int runs = 5;
   bool rebuild = false;
+  std::string only;
   app.add_option("--db", path, "Where the benchmark database is built and kept between runs")
       ->capture_default_str();
   app.add_option("--jobs", jobs, "Jobs in the sweep (rounded up to whole grids of 18)")
@@ -286,6 +287,7 @@ int Main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(1, 100));
   app.add_flag("--rebuild", rebuild, "Build the database even if a matching one is cached");
+  app.add_option("--only", only, "Time only the queries whose name contains this text");
   CLI11_PARSE(app, argc, argv);
 
   if (rebuild || !Cached(path, jobs)) {
@@ -349,32 +351,36 @@ int Main(int argc, char** argv) {
       SELECT layer_norm, count(*), avg(final_valid_bpc) FROM job_results
       WHERE sweep = ? AND state = 'done' GROUP BY layer_norm)sql";
 
+  // Each query, and the naive SQL it stands beside (indented).
+  const std::vector<std::pair<std::string, std::function<std::string()>>> queries = {
+      {"results --group-by layer_norm (final valid)",
+       [&] { return results({"layer_norm"}, v1::SPLIT_VALID, v1::VALUE_AT_FINAL, 0); }},
+      {"results --group-by cell,layer_norm,init",
+       [&] {
+         return results({"cell", "layer_norm", "init"}, v1::SPLIT_VALID, v1::VALUE_AT_FINAL, 0);
+       }},
+      {"results --group-by none (10k rows)",
+       [&] { return results({}, v1::SPLIT_VALID, v1::VALUE_AT_FINAL, 0); }},
+      {"results --group-by cell --at best",
+       [&] { return results({"cell"}, v1::SPLIT_VALID, v1::VALUE_AT_BEST, 0); }},
+      {"results --group-by cell --at step:4020",
+       [&] { return results({"cell"}, v1::SPLIT_VALID, v1::VALUE_AT_STEP, 4020); }},
+      {"  naive SQL: last valid point per job, GROUP BY",
+       [&] { return RunSql(db, naive_results, "valid"); }},
+      {"  SQL over the job_results view", [&] { return RunSql(db, view_results, kSweepName); }},
+      {"curves --group-by cell (valid, 2M points)",
+       [&] { return curves({"cell"}, v1::SPLIT_VALID); }},
+      {"curves --group-by layer_norm --metric train_bpc (8M points)",
+       [&] { return curves({"layer_norm"}, v1::SPLIT_TRAIN); }},
+      {"  naive SQL: GROUP BY cell, step (valid)",
+       [&] { return RunSql(db, naive_curves, "valid"); }},
+      {"  naive SQL: GROUP BY cell, step (train)",
+       [&] { return RunSql(db, naive_curves, "train"); }},
+  };
   std::vector<Timing> timings;
-  timings.push_back(Time("results --group-by layer_norm (final valid)", runs, [&] {
-    return results({"layer_norm"}, v1::SPLIT_VALID, v1::VALUE_AT_FINAL, 0);
-  }));
-  timings.push_back(Time("results --group-by cell,layer_norm,init", runs, [&] {
-    return results({"cell", "layer_norm", "init"}, v1::SPLIT_VALID, v1::VALUE_AT_FINAL, 0);
-  }));
-  timings.push_back(Time("results --group-by none (10k rows)", runs,
-                         [&] { return results({}, v1::SPLIT_VALID, v1::VALUE_AT_FINAL, 0); }));
-  timings.push_back(Time("results --group-by cell --at best", runs,
-                         [&] { return results({"cell"}, v1::SPLIT_VALID, v1::VALUE_AT_BEST, 0); }));
-  timings.push_back(Time("results --group-by cell --at step:4020", runs, [&] {
-    return results({"cell"}, v1::SPLIT_VALID, v1::VALUE_AT_STEP, 4020);
-  }));
-  timings.push_back(Time("  naive SQL: last valid point per job, GROUP BY", runs,
-                         [&] { return RunSql(db, naive_results, "valid"); }));
-  timings.push_back(Time("  SQL over the job_results view", runs,
-                         [&] { return RunSql(db, view_results, kSweepName); }));
-  timings.push_back(Time("curves --group-by cell (valid, 2M points)", runs,
-                         [&] { return curves({"cell"}, v1::SPLIT_VALID); }));
-  timings.push_back(Time("curves --group-by layer_norm --metric train_bpc (8M points)", runs,
-                         [&] { return curves({"layer_norm"}, v1::SPLIT_TRAIN); }));
-  timings.push_back(Time("  naive SQL: GROUP BY cell, step (valid)", runs,
-                         [&] { return RunSql(db, naive_curves, "valid"); }));
-  timings.push_back(Time("  naive SQL: GROUP BY cell, step (train)", runs,
-                         [&] { return RunSql(db, naive_curves, "train"); }));
+  for (const auto& [name, query] : queries) {
+    if (name.find(only) != std::string::npos) timings.push_back(Time(name, runs, query));
+  }
 
   utsname host{};
   uname(&host);

@@ -152,6 +152,9 @@ JOIN sweeps s ON s.id = j.sweep_id;
 )sql",
 };
 
+// How much of a file a read-only connection maps into memory.
+constexpr int64_t kReadOnlyMmapBytes = int64_t{1} << 30;
+
 struct Identity {
   int64_t application_id;
   int64_t user_version;
@@ -231,6 +234,9 @@ StatusOr<std::unique_ptr<Database>> OpenStoreReadOnly(const std::string& path) {
         "{} has the older schema version {}; start the coordinator on it once to upgrade it", path,
         id.user_version));
   }
+  // Readers scan whole sweeps' curves: mapping the file spares copying every
+  // page out of the OS cache.
+  ABLATE_RETURN_IF_ERROR(db->Exec(fmt::format("PRAGMA mmap_size = {}", kReadOnlyMmapBytes)));
   return db;
 }
 
