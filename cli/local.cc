@@ -253,8 +253,9 @@ int RunLocal(const LocalOptions& options) {
       }
       workers.push_back(*worker);
     }
-    std::printf("%d worker%s with %d thread%s each; logs in %s/\n", options.workers,
-                options.workers == 1 ? "" : "s", threads, threads == 1 ? "" : "s", log_dir.c_str());
+    std::printf("%d worker%s with %d thread%s%s; logs in %s/\n", options.workers,
+                options.workers == 1 ? "" : "s", threads, threads == 1 ? "" : "s",
+                options.workers == 1 ? "" : " each", log_dir.c_str());
   }
   std::fflush(stdout);
 

@@ -377,5 +377,23 @@ TEST(Local, TrainsTheGridWithTwoWorkersAndAgainResumesWithNothingToDo) {
   EXPECT_NE(watch.out.find("18/18 done"), std::string::npos) << watch.out;
 }
 
+TEST(Local, AFailedJobMakesItExitNonZero) {
+  Workspace ws;
+  // Capitals are outside the 27-symbol alphabet: that job fails for good.
+  WriteFile(ws.dir.File("raw.txt"), std::string(2000, 'A'));
+  WriteFile(ws.dir.File("mixed.yaml"),
+            "name: mixed\n"
+            "model: {hidden: 8, vocab: 27}\n"
+            "train: {batch: 2, seq: 8, steps: 10, log_every: 5, eval_every: 5, eval_bytes: 100}\n"
+            "grid:\n"
+            "  path: [" +
+                ws.dir.File("corpus.txt") + ", " + ws.dir.File("raw.txt") + "]\n");
+  RunResult run = ws.Ablate({"local", ws.dir.File("mixed.yaml"), "--workers", "1", "--db", ws.db},
+                            std::chrono::seconds(120));
+  EXPECT_EQ(run.exit_code, 1) << run.out << run.err;
+  EXPECT_NE(run.out.find("1 of 2 jobs done, 1 failed"), std::string::npos) << run.out;
+  EXPECT_EQ(QueryInt(ws.db, "SELECT count(*) FROM jobs WHERE state = 'failed'"), 1);
+}
+
 }  // namespace
 }  // namespace ablate
