@@ -21,5 +21,7 @@ function(ablate_test name)
     PROPERTIES
       TIMEOUT ${ARG_TIMEOUT}
       LABELS "${ARG_LABELS}"
-      ENVIRONMENT "ABLATE_BIN_DIR=${CMAKE_BINARY_DIR}/bin;ABLATE_SOURCE_DIR=${CMAKE_SOURCE_DIR}")
+      # One variable only: gtest_discover_tests splits a list value. The source
+      # tree reaches tests at compile time (tests/support, SourceDir()).
+      ENVIRONMENT "ABLATE_BIN_DIR=${CMAKE_BINARY_DIR}/bin")
 endfunction()

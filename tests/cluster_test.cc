@@ -280,7 +280,7 @@ TEST(WorkerGpus, ExcludesDeviceAndTheSubcommands) {
 
 // The source tree, compiled in: CTest's per-test environment carries only the
 // first of the variables AblateTest.cmake sets.
-std::string Script(const std::string& path) { return std::string(ABLATE_SOURCE_ROOT) + "/" + path; }
+std::string Script(const std::string& path) { return testing::SourceDir() + "/" + path; }
 
 // The environment a container would give the scripts: every ABLATE_ setting
 // they map cleared (so the developer's own shell does not leak in), then
@@ -482,7 +482,7 @@ struct SlurmTask {
     // No GPU here: one worker on the CPU instead of --gpus all.
     return ContainerEnv({{"PATH", dir.File("bin") + ":" + (path ? path : "/usr/bin:/bin")},
                          {"ABLATE_COORDINATOR", coordinator},
-                         {"ABLATE_HOME", ABLATE_SOURCE_ROOT},
+                         {"ABLATE_HOME", testing::SourceDir()},
                          {"ABLATE_GPUS", ""},
                          {"ABLATE_DEVICE", "cpu"},
                          {"ABLATE_THREADS", "1"},

@@ -29,7 +29,7 @@ std::string EnvOr(const char* name, const std::string& fallback) {
 
 std::string BinDir() { return EnvOr("ABLATE_BIN_DIR", "build/bin"); }
 std::string Binary(const std::string& name) { return BinDir() + "/" + name; }
-std::string SourceDir() { return EnvOr("ABLATE_SOURCE_DIR", "."); }
+std::string SourceDir() { return EnvOr("ABLATE_SOURCE_DIR", ABLATE_SOURCE_ROOT); }
 
 Process::Process(const std::string& name, std::vector<std::string> argv,
                  const std::string& log_dir, std::map<std::string, std::string> env)

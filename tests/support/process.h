@@ -16,7 +16,7 @@ namespace ablate::testing {
 std::string BinDir();
 // BinDir() + "/" + name.
 std::string Binary(const std::string& name);
-// The source tree ($ABLATE_SOURCE_DIR).
+// The source tree: $ABLATE_SOURCE_DIR, else the one this test was built from.
 std::string SourceDir();
 
 // A child process with its stdout and stderr captured to files (so a chatty
