@@ -10,3 +10,6 @@ mkdir -p "$out"
 
 # --- Trainer: fused C++ trainer vs plain PyTorch eager, same LibTorch --------
 bench/trainer_vs_pytorch.sh "$build" "$out"
+
+# --- Coordinator: 1,000 simulated workers over gRPC, then Optuna on SQLite ---
+"$build/bench/coordinator_load" --json "$out/coordinator_load.json"

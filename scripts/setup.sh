@@ -19,6 +19,8 @@ packages=(
   openssl
   # report_test renders `ablate report` in headless Chromium and decodes its PNG.
   chromium libpng-dev
+  # bench/coordinator_load compares against Optuna's SQLite storage.
+  python3-optuna
 )
 if [[ "${1:-}" == fuzz ]]; then
   packages+=(clang libclang-rt-14-dev)
