@@ -66,10 +66,13 @@ svg text { fill: var(--fg); font-size: 12px; font-family: inherit; }
 svg .tick { fill: var(--muted); font-size: 11px; }
 svg .gridline { stroke: var(--rule); stroke-width: 1; }
 svg .axis { stroke: var(--muted); stroke-width: 1; }
-svg .legend-box { fill: var(--bg); fill-opacity: .85; stroke: var(--rule); }
 svg .band { fill: var(--c); fill-opacity: .15; stroke: none; }
 svg .line { fill: none; stroke: var(--c); stroke-width: 2; stroke-linejoin: round; stroke-linecap: round; }
 svg .dashed { stroke-dasharray: 6 4; }
+.legend { display: flex; flex-wrap: wrap; gap: 2px 16px; list-style: none; margin: 4px 0 0; padding: 0 0 0 44px; font-size: .85em; }
+.legend li { display: flex; align-items: center; gap: 6px; }
+.swatch { display: inline-block; width: 20px; border-top: 3px solid var(--c); }
+.swatch.dashed { border-top-style: dashed; }
 .s0 { --c: var(--c0); } .s1 { --c: var(--c1); } .s2 { --c: var(--c2); }
 .s3 { --c: var(--c3); } .s4 { --c: var(--c4); } .s5 { --c: var(--c5); }
 .scroll { overflow-x: auto; }
@@ -332,26 +335,15 @@ std::string Chart(const v1::CurvesResponse& curves, const std::string& key,
         fmt::format("{} (n={})", ValueLabel(key, group.values_json(0), false), group.jobs()));
   }
 
-  out += "</g>\n";
-  // The legend sits in the top right corner, where learning curves have left.
-  size_t longest = 0;
-  for (const std::string& label : labels) longest = std::max(longest, label.size());
-  const double legend_width = 34 + 6.6 * static_cast<double>(longest);
-  const double legend_left = kPlotRight - 8 - legend_width;
-  out += fmt::format(
-      "<g class=\"legend\"><rect class=\"legend-box\" x=\"{:.1f}\" y=\"{:.1f}\" width=\"{:.1f}\" "
-      "height=\"{:.1f}\" rx=\"4\"/>\n",
-      legend_left, kPlotTop + 6, legend_width, 8 + 18.0 * static_cast<double>(labels.size()));
+  out += "</g>\n</svg>\n";
+  // Below the plot rather than on it: curves that are still falling leave
+  // no corner free.
+  out += "<ul class=\"legend\">";
   for (size_t g = 0; g < labels.size(); ++g) {
-    const double row_y = kPlotTop + 20 + 18.0 * static_cast<double>(g);
-    out += fmt::format(
-        "<g class=\"series s{}\"><line class=\"line{}\" x1=\"{:.1f}\" x2=\"{:.1f}\" y1=\"{:.1f}\" "
-        "y2=\"{:.1f}\"/></g><text x=\"{:.1f}\" y=\"{:.1f}\">{}</text>\n",
-        g % kColours, g >= kColours ? " dashed" : "", legend_left + 8, legend_left + 26, row_y - 4,
-        row_y - 4, legend_left + 32, row_y, HtmlEscape(labels[g]));
+    out += fmt::format("<li><span class=\"swatch s{}{}\"></span>{}</li>", g % kColours,
+                       g >= kColours ? " dashed" : "", HtmlEscape(labels[g]));
   }
-  out += "</g>\n</svg>\n</figure>\n";
-  return out;
+  return out + "</ul>\n</figure>\n";
 }
 
 // --- Sections -----------------------------------------------------------------
@@ -466,8 +458,9 @@ std::string FactsSection(const ReportData& data) {
       counts.total(), counts.done(), counts.failed(), counts.cancelled(), counts.running(),
       counts.pending());
   out += fmt::format(
-      "<dt>compute</dt><dd>{:.2f} CPU hours, {:.2f} GPU hours (the jobs' training wall "
-      "times)</dd>\n",
+      "<dt>compute</dt><dd>{} on CPUs, {} on GPUs ({:.2f} and {:.2f} hours: the jobs&#39; "
+      "training wall times)</dd>\n",
+      FormatDuration(facts.cpu_hours() * 3600), FormatDuration(facts.gpu_hours() * 3600),
       facts.cpu_hours(), facts.gpu_hours());
   out += fmt::format("<dt>launched</dt><dd>{}</dd>\n", Date(sweep.created_ms()));
   out += fmt::format("<dt>ran</dt><dd>{} to {}</dd>\n", Date(facts.first_started_ms()),

@@ -73,6 +73,18 @@ void ListJobs(const google::protobuf::RepeatedPtrField<v1::JobNote>& notes, std:
 
 bool PerJob(const v1::ResultsRequest& request) { return request.group_by().empty(); }
 
+// A JSON list with one item per line: compact, yet a person can read it and
+// a line-oriented tool can split it.
+std::string OnePerLine(const ordered_json& list) {
+  if (list.empty()) return "[]\n";
+  std::string out = "[\n";
+  for (size_t i = 0; i < list.size(); ++i) {
+    out += list[i].dump(-1, ' ', false, ordered_json::error_handler_t::replace);
+    out += i + 1 < list.size() ? ",\n" : "\n";
+  }
+  return out + "]\n";
+}
+
 int64_t UnfinishedValues(const v1::ResultsResponse& response) {
   int64_t total = 0;
   for (const v1::ResultRow& row : response.rows()) total += row.unfinished();
@@ -251,7 +263,7 @@ std::string ResultsJson(const v1::ResultsRequest& request, const v1::ResultsResp
     item["jobs"] = std::vector<int64_t>(row.job_ids().begin(), row.job_ids().end());
     list.push_back(std::move(item));
   }
-  return list.dump(2) + "\n";
+  return OnePerLine(list);
 }
 
 std::string CurvesCsv(const v1::CurvesResponse& response) {
@@ -297,7 +309,7 @@ std::string CurvesJson(const v1::CurvesResponse& response) {
     item["max"] = series(group.max());
     list.push_back(std::move(item));
   }
-  return list.dump() + "\n";
+  return OnePerLine(list);
 }
 
 std::string LeftOutFooter(const v1::LeftOut& left_out, bool include_unfinished,

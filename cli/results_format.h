@@ -35,7 +35,7 @@ std::string ResultsTable(const v1::ResultsRequest& request, const v1::ResultsRes
 // The same rows as CSV (numbers in full precision, empty for NaN); with
 // request.include_unfinished an "unfinished" column counts marked values.
 std::string ResultsCsv(const v1::ResultsRequest& request, const v1::ResultsResponse& response);
-// A JSON list, one object per row:
+// A JSON list, one object per row (and per line):
 //   {"group": {"layer_norm": true}, "n": 9, "mean": m, "std": s, "min": a,
 //    "max": b, "ci95": h, "unfinished": 0, "jobs": [ids]}
 // with the group keys as the request named them (per job: every factor by
@@ -45,7 +45,8 @@ std::string ResultsJson(const v1::ResultsRequest& request, const v1::ResultsResp
 // `curves` as CSV: group columns, step, n, mean, std, min, max; one line per
 // group and grid step (empty cells where no curve of the group reaches it).
 std::string CurvesCsv(const v1::CurvesResponse& response);
-// A JSON list, one object per group, steps and statistics as parallel lists:
+// A JSON list, one object per group (and per line), steps and statistics as
+// parallel lists:
 //   {"group": {"cell": "gru"}, "jobs": 6, "unfinished": 0, "steps": [...],
 //    "n": [...], "mean": [...], "std": [...], "min": [...], "max": [...]}
 std::string CurvesJson(const v1::CurvesResponse& response);
