@@ -138,7 +138,8 @@ void RaiseDescriptorLimit() {
 class CoordinatorProcess {
  public:
   static StatusOr<std::unique_ptr<CoordinatorProcess>> Start(const std::string& binary,
-                                                             const std::string& dir) {
+                                                             const std::string& dir,
+                                                             const std::string& sync) {
     std::unique_ptr<CoordinatorProcess> p(new CoordinatorProcess);
     p->db_path_ = dir + "/coordinator.db";
     p->log_path_ = dir + "/coordinator.log";
@@ -150,8 +151,8 @@ class CoordinatorProcess {
     posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
     posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, p->log_path_.c_str(),
                                      O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    std::vector<std::string> args = {binary,        "--db",        p->db_path_, "--listen",
-                                     "127.0.0.1:0", "--log-level", "warn"};
+    std::vector<std::string> args = {binary,        "--db", p->db_path_, "--listen", "127.0.0.1:0",
+                                     "--log-level", "warn", "--sync",    sync};
     std::vector<char*> argv;
     for (std::string& arg : args) argv.push_back(arg.data());
     argv.push_back(nullptr);
@@ -776,6 +777,7 @@ struct Args {
   LoadOptions load;
   double seconds = 10;
   std::string phase = "all";
+  std::string sync = "normal";
   int jobs = 0;  // 0: enough for the phases' targets
   bool keep_db = false;
   bool optuna = true;
@@ -824,6 +826,11 @@ int Main(int argc, char** argv) {
   app.add_option("--phase", args.phase, "all, report (saturated and fixed rate) or lease")
       ->check(CLI::IsMember({"all", "report", "lease"}))
       ->capture_default_str();
+  app.add_option("--sync", args.sync,
+                 "The coordinator's --sync: normal (its default) or full (an fsync per commit, "
+                 "as Optuna's SQLite does)")
+      ->check(CLI::IsMember({"normal", "full"}))
+      ->capture_default_str();
   app.add_option("--jobs", args.jobs, "Jobs to launch (default: enough for the phases)");
   app.add_flag("--keep-db", args.keep_db, "Keep the temp dir with the coordinator's database");
   app.add_option("--json", args.json_path, "Also write the results as JSON to this file");
@@ -864,7 +871,7 @@ int Main(int argc, char** argv) {
   const std::string load_at_start = LoadAverage();
   const auto wall_start = std::chrono::system_clock::now();
 
-  auto coordinator = CoordinatorProcess::Start(args.coordinator_binary, dir);
+  auto coordinator = CoordinatorProcess::Start(args.coordinator_binary, dir, args.sync);
   if (!coordinator.ok()) {
     std::fprintf(stderr, "coordinator_load: %s\n", coordinator.status().ToString().c_str());
     return 1;
@@ -896,6 +903,7 @@ int Main(int argc, char** argv) {
       {"batch", args.load.batch},
       {"points_per_job", args.load.points_per_job},
       {"seconds_per_phase", args.seconds},
+      {"sync", args.sync},
       {"jobs_launched", sweeps * kJobsPerSweep},
       {"launch_seconds", launch_seconds},
       {"cpu", CpuModel()},
@@ -912,9 +920,10 @@ int Main(int argc, char** argv) {
   };
 
   std::printf(
-      "coordinator_load: %d workers (one connection each), %d points per report, %g s per phase\n"
+      "coordinator_load: %d workers (one connection each), %d points per report, %g s per "
+      "phase, --sync %s\n"
       "%s, %u cores, load average %s at the start; %d jobs launched in %.1f s\n\n",
-      args.load.workers, args.load.batch, args.seconds, CpuModel().c_str(),
+      args.load.workers, args.load.batch, args.seconds, args.sync.c_str(), CpuModel().c_str(),
       std::thread::hardware_concurrency(), load_at_start.c_str(), sweeps * kJobsPerSweep,
       launch_seconds);
   std::printf("%-22s %7s %16s %11s  %6s %6s %6s %6s  %5s %5s %8s\n", "", "", "", "", "report", "or",
