@@ -3,9 +3,10 @@
 // launched into it, and N `ablate-worker` processes (the binary next to this
 // one) train its jobs, each with cores / N threads unless told otherwise. The
 // progress shows while they run: redrawn in place on a terminal, a line every
-// few seconds otherwise. SIGINT or SIGTERM is forwarded to the workers as
-// SIGTERM (they checkpoint and hand their jobs back; a second signal kills
-// them). Running it again on the same database resumes: done jobs are not
+// few seconds otherwise. SIGINT, SIGTERM or SIGHUP (the terminal closed) is
+// forwarded to the workers as SIGTERM (they checkpoint and hand their jobs
+// back to the coordinator, which lives until they are gone; a second signal
+// kills them). Running it again on the same database resumes: done jobs are not
 // redone, and released ones go on from their checkpoints.
 //
 // At the end it prints the sweep's job counts and its final validation bpc
@@ -27,6 +28,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -52,7 +54,7 @@ namespace {
 constexpr auto kPollInterval = std::chrono::milliseconds(500);
 // Without a terminal, a progress line this often.
 constexpr auto kLogInterval = std::chrono::seconds(5);
-// Exit status after SIGINT/SIGTERM, as a shell reports a SIGINT death.
+// Exit status after a signal, as a shell reports a SIGINT death.
 constexpr int kInterruptedExit = 130;
 
 struct LocalOptions {
@@ -88,7 +90,10 @@ StatusOr<std::string> WorkerBinary() {
 }
 
 // Starts a worker in its own process group (a terminal's Ctrl-C reaches only
-// us; we forward it) that gets SIGTERM should this process die first.
+// us; we forward it). Should this process die first, the worker is killed:
+// its coordinator died with us, so it has nowhere to hand its job back to
+// (the job's lease lapses and the next run resumes it from its last
+// checkpoint).
 StatusOr<WorkerProcess> SpawnWorker(const std::vector<std::string>& args,
                                     const std::string& log_path) {
   const int log = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
@@ -101,7 +106,7 @@ StatusOr<WorkerProcess> SpawnWorker(const std::vector<std::string>& args,
   if (pid == 0) {
     // Only async-signal-safe calls until exec: other threads held locks.
     setpgid(0, 0);
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(1);
     sigset_t none;
     sigemptyset(&none);
@@ -193,7 +198,10 @@ int RunLocal(const LocalOptions& options) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // Output to a closed terminal or pipe must not end us before the workers.
+  std::signal(SIGPIPE, SIG_IGN);
 
   // The coordinator's log would tear the progress display; only problems show.
   spdlog::set_default_logger(spdlog::stderr_color_mt("coordinator"));
@@ -268,7 +276,7 @@ int RunLocal(const LocalOptions& options) {
   while (running) {
     const timespec wait = {0, std::chrono::nanoseconds(kPollInterval).count()};
     const int signal = sigtimedwait(&signals, nullptr, &wait);
-    if (signal == SIGINT || signal == SIGTERM) {
+    if (signal > 0) {
       ++interrupts;
       SignalWorkers(workers, interrupts == 1 ? SIGTERM : SIGKILL);
       std::fprintf(stderr, interrupts == 1

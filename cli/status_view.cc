@@ -50,8 +50,12 @@ void StatusView::Update(const v1::GetStatusResponse& status, Clock::time_point n
   }
 }
 
-// The rate between the first and the latest change seen, once there are two.
 double StatusView::StepRate(const v1::RunningJob& job) const {
+  // The worker's own measure, once a heartbeat brought it.
+  if (job.bytes_per_s() > 0 && job.bytes_per_step() > 0) {
+    return job.bytes_per_s() / double(job.bytes_per_step());
+  }
+  // The rate between the first and the latest change seen, once there are two.
   auto it = job_steps_.find(job.job_id());
   if (it != job_steps_.end() && it->second.size() > 1) {
     const Sample& first = it->second.front();

@@ -4,11 +4,12 @@
 // training bpc, ETA). It keeps what earlier answers said, so that over
 // repeated refreshes ETAs come from the observed progress.
 //
-// ETAs: a running job's from its step rate (between the step changes seen
-// over refreshes, since steps arrive with heartbeats; or since its lease
-// began while only one was seen); a sweep's from its running jobs' rates and
-// progress, spread over the jobs still to do, or from the observed rate of
-// finished jobs when none says its speed. "-" when unknown.
+// ETAs: a running job's from its step rate: the worker's throughput over the
+// bytes a step reads; before its first heartbeat says so, the rate between
+// the step changes seen over refreshes, or since its lease began while only
+// one was seen. A sweep's from its running jobs' rates and progress, spread
+// over the jobs still to do, or from the observed rate of finished jobs when
+// none says its speed. "-" when unknown.
 // Not thread-safe.
 #ifndef ABLATE_CLI_STATUS_VIEW_H_
 #define ABLATE_CLI_STATUS_VIEW_H_

@@ -97,7 +97,9 @@ Status StoreReader::AppendSweeps(int64_t only_id, bool with_running, v1::GetStat
   for (v1::SweepStatus& status : *out->mutable_sweeps()) {
     ABLATE_ASSIGN_OR_RETURN(Rows jobs, db_->Query(R"sql(
         SELECT j.id, j.ord, j.factors_json, j.attempts, j.lease_owner, w.name, j.step,
-               j.steps_total, j.bytes_per_s, j.train_bpc, j.started_ms
+               j.steps_total, j.bytes_per_s, j.train_bpc, j.started_ms,
+               json_extract(j.config_json, '$.train.batch') *
+                   json_extract(j.config_json, '$.train.seq')
         FROM jobs j LEFT JOIN workers w ON w.id = j.lease_owner
         WHERE j.state = 'running' AND j.sweep_id = ?
         ORDER BY j.ord)sql",
@@ -117,6 +119,7 @@ Status StoreReader::AppendSweeps(int64_t only_id, bool with_running, v1::GetStat
       job->set_bytes_per_s(jobs.Double(8));
       job->set_train_bpc(jobs.Double(9));
       job->set_started_ms(jobs.Int(10));
+      job->set_bytes_per_step(jobs.Int(11));
     }
   }
   return Status::OK();

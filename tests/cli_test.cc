@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <set>
+#include <thread>
 
 #include "tests/support/process.h"
 #include "tests/support/sqlite_query.h"
@@ -251,6 +252,47 @@ TEST(Status, JsonCountsFromTheCoordinatorAndFromItsDatabaseAfterItStopped) {
   EXPECT_NE(unknown.exit_code, 0);
   EXPECT_NE(unknown.err.find("nosuch"), std::string::npos) << unknown.err;
   EXPECT_EQ(ReadFile(ws.db), before);
+}
+
+TEST(Status, ShowsEachRunningJobWithItsWorkerProgressRateBpcAndEta) {
+  Workspace ws;
+  // Heartbeats every second; far more steps than the test waits for.
+  WriteFile(ws.dir.File("long.yaml"),
+            "name: long\ndata: {path: " + ws.dir.File("corpus.txt") +
+                "}\n"
+                "model: {hidden: 16, vocab: 27}\n"
+                "train: {batch: 2, seq: 16, steps: 1000000, log_every: 20, eval_every: 0}\n"
+                "schedule: {lease_seconds: 3}\n"
+                "grid:\n"
+                "  cell: [gru]\n");
+  Coordinator coordinator(ws.dir, ws.db);
+  ASSERT_FALSE(coordinator.address.empty()) << coordinator.process.Stderr();
+  const std::vector<std::string> at = {"--coordinator", coordinator.address};
+  ASSERT_EQ(ws.Ablate({"launch", ws.dir.File("long.yaml"), at[0], at[1]}).exit_code, 0);
+  Process worker("worker",
+                 {Binary("ablate-worker"), "--coordinator", coordinator.address, "--threads", "1",
+                  "--exit-when-idle", "--name", "runner"},
+                 ws.logs);
+
+  // job id, factor, worker, step/steps_total, rate, training bpc, ETA.
+  const std::regex line(
+      "\n +1 +gru +runner +[1-9]\\d*/1000000 +[\\d.]+ [kM]?B/s +\\d\\.\\d{3} +\\d+[dhms]");
+  std::string shown;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (std::chrono::steady_clock::now() < deadline) {
+    shown = ws.Ablate({"status", "long", at[0], at[1]}).out;
+    if (std::regex_search(shown, line)) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+  EXPECT_TRUE(std::regex_search(shown, line)) << shown;
+  EXPECT_NE(shown.find("0/1 done  1 running  0 pending  0 failed  ETA "), std::string::npos)
+      << shown;
+
+  // Cancelled, the job stops at the worker's next heartbeat and it exits.
+  ASSERT_EQ(ws.Ablate({"cancel", "long", at[0], at[1]}).exit_code, 0);
+  EXPECT_EQ(worker.Wait(std::chrono::seconds(60)), 0) << worker.Stderr();
+  EXPECT_EQ(Trim(ws.Ablate({"status", "long", "--format", "json", at[0], at[1]}).out),
+            Counts("long", 1, 0, 0, 0, 0, 1));
 }
 
 TEST(Status, DbThatIsMissingOrNotOursIsOneClearErrorAndStaysUntouched) {
