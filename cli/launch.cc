@@ -37,8 +37,6 @@ std::string Hours(double seconds) {
 
 // The estimate's provenance and caveats, in words.
 std::string DescribeEstimate(const SweepEstimate& e, const std::vector<Job>& jobs) {
-  std::string timed;
-  for (int64_t seq : e.seq_measured) timed += (timed.empty() ? "" : ", ") + std::to_string(seq);
   std::vector<int64_t> trained;
   for (const Job& job : jobs) {
     if (std::find(trained.begin(), trained.end(), job.config.train.seq) == trained.end()) {
@@ -49,7 +47,7 @@ std::string DescribeEstimate(const SweepEstimate& e, const std::vector<Job>& job
       "Estimated from real training steps timed on this machine ({}, {} thread{}{}), {} model "
       "shape{}, batch as configured, at sequence length {}",
       e.device, e.threads, e.threads == 1 ? "" : "s", e.blas.empty() ? "" : ", OpenBLAS " + e.blas,
-      e.shapes, e.shapes == 1 ? "" : "s", timed);
+      e.shapes, e.shapes == 1 ? "" : "s", fmt::join(e.seq_measured, ", "));
   if (e.scaled) {
     text += fmt::format(
         " and scaled linearly to the jobs' {} (which overstates clipping and the Adam update a "
@@ -115,14 +113,14 @@ int DryRun(const LaunchOptions& options, const SweepSpec& spec, const std::vecto
   for (size_t i = 0; i < jobs.size(); ++i) {
     std::vector<std::string> row = {std::to_string(jobs[i].order)};
     for (const std::string& key : keys) row.push_back(FactorCell(jobs[i].factors.at(key)));
-    row.push_back(format == Format::kCsv ? std::to_string(e.jobs[i].parameters)
-                                         : FormatThousands(e.jobs[i].parameters));
     if (format == Format::kCsv) {
+      row.push_back(std::to_string(e.jobs[i].parameters));
       row.push_back(fmt::format("{:.6g}", e.jobs[i].flops_per_step));
       row.push_back(fmt::format("{:.6g}", e.jobs[i].eval_flops));
       row.push_back(fmt::format("{:.6g}", e.jobs[i].flops));
       row.push_back(fmt::format("{:.1f}", e.jobs[i].seconds));
     } else {
+      row.push_back(FormatThousands(e.jobs[i].parameters));
       row.push_back(FormatSi(e.jobs[i].flops_per_step));
       row.push_back(e.jobs[i].eval_symbols ? FormatSi(e.jobs[i].eval_flops) : "-");
       row.push_back(FormatSi(e.jobs[i].flops));

@@ -310,11 +310,13 @@ int RunLocal(const LocalOptions& options) {
   }
   v1::GetStatusResponse final_status;
   s = (*sweeps)->GetStatus(request, &final_status);
-  (*server)->Shutdown();
   if (!s.ok()) return ReportError("local", s);
   const v1::SweepStatus& sweep = final_status.sweeps(0);
   PrintCounts(sweep);
+  // Read while the coordinator still holds the database, so that its
+  // shutdown leaves no journal files behind a reader.
   s = PrintResults(options.db_path, *spec, sweep.sweep().id());
+  (*server)->Shutdown();
   if (!s.ok()) return ReportError("local", s);
   const v1::JobCounts& c = sweep.sweep().counts();
   if (exit_code == 0 && (c.failed() > 0 || c.pending() + c.running() > 0)) exit_code = 1;

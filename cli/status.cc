@@ -41,8 +41,9 @@ int64_t NowMs() {
 std::string StatusJson(const v1::GetStatusResponse& status, bool one) {
   if (one && status.sweeps_size() == 1) return SweepCountsJson(status.sweeps(0).sweep()).dump();
   nlohmann::ordered_json list = nlohmann::ordered_json::array();
-  for (const v1::SweepStatus& sweep : status.sweeps())
+  for (const v1::SweepStatus& sweep : status.sweeps()) {
     list.push_back(SweepCountsJson(sweep.sweep()));
+  }
   return list.dump();
 }
 

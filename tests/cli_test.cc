@@ -392,6 +392,9 @@ TEST(Local, TrainsTheGridWithTwoWorkersAndAgainResumesWithNothingToDo) {
   RunResult run = ws.Ablate({"local", ws.spec, "--workers", "2", "--threads", "1", "--db", ws.db},
                             std::chrono::seconds(300));
   ASSERT_EQ(run.exit_code, 0) << run.out << run.err;
+  // The coordinator closed the database cleanly after the results were read
+  // (and before anything here opened it).
+  EXPECT_FALSE(std::filesystem::exists(ws.db + "-wal"));
   EXPECT_NE(run.out.find("18 jobs created"), std::string::npos) << run.out;
   EXPECT_NE(run.out.find("18 of 18 jobs done, 0 failed"), std::string::npos) << run.out;
   // The results averaged by each factor: 6 jobs per cell and per initializer, 9 per layer norm.
