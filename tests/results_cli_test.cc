@@ -13,6 +13,7 @@
 #include <regex>
 
 #include "proto/ablate.grpc.pb.h"
+#include "tests/results_fixture.h"
 #include "tests/support/process.h"
 #include "tests/support/sqlite_query.h"
 #include "worker/text8.h"
@@ -157,7 +158,10 @@ std::vector<Answer>* ResultsCliTest::by_file_ = nullptr;
 std::string* ResultsCliTest::bytes_before_ = nullptr;
 std::string* ResultsCliTest::bytes_after_ = nullptr;
 
-TEST_F(ResultsCliTest, CoordinatorAndDatabaseFileGiveTheSameBytes) {
+// One test, because each test is its own process under CTest and the sweep
+// takes half a minute to train.
+TEST_F(ResultsCliTest, CoordinatorAndFileAnswerAlikeAndTheFileStaysUntouched) {
+  // The same bytes from the coordinator and from the file.
   ASSERT_EQ(by_coordinator_->size(), kCommands.size());
   ASSERT_EQ(by_file_->size(), kCommands.size());
   for (size_t i = 0; i < kCommands.size(); ++i) {
@@ -175,15 +179,13 @@ TEST_F(ResultsCliTest, CoordinatorAndDatabaseFileGiveTheSameBytes) {
       EXPECT_EQ(rpc.run.err, file.run.err) << command;
     }
   }
-}
 
-TEST_F(ResultsCliTest, ReadingTheFileLeavesItByteIdentical) {
+  // Reading the file left it byte-identical.
   ASSERT_FALSE(bytes_before_->empty());
   EXPECT_TRUE(*bytes_before_ == *bytes_after_);
-}
 
-TEST_F(ResultsCliTest, LayerNormGroupsMatchTheJobsTable) {
-  // Independently: every done job's final validation bpc, by layer norm.
+  // The layer-norm groups match the jobs table, read independently: every
+  // done job's final validation bpc.
   std::map<bool, std::vector<double>> values;
   for (const auto& row : testing::Query(
            *db_, "SELECT factors_json, final_valid_bpc FROM jobs WHERE state = 'done'")) {
@@ -220,7 +222,14 @@ TEST_F(ResultsCliTest, LayerNormGroupsMatchTheJobsTable) {
   EXPECT_EQ(table[3].rfind("false ", 0), 0u);
 }
 
-TEST_F(ResultsCliTest, ErrorsAreOneLineAndExitNonZero) {
+TEST(ResultsCliErrors, ErrorsAreOneLineAndExitNonZero) {
+  // A launched sweep is enough: nothing here needs a trained job.
+  TempDir dir;
+  const std::string db = dir.File("sweep.db");
+  {
+    testing::SweepWriter writer(db);
+    writer.Launch(testing::GridSpec("tiny"));
+  }
   const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
       {{"results", "tiny", "--group-by", "seed"},
        "ablate results: 'seed' is not a factor of sweep 'tiny'; its factors are: cell, "
@@ -235,8 +244,10 @@ TEST_F(ResultsCliTest, ErrorsAreOneLineAndExitNonZero) {
   for (const auto& [args, message] : cases) {
     std::vector<std::string> with_db = args;
     with_db.push_back("--db");
-    with_db.push_back(*db_);
-    const RunResult run = Ablate(with_db);
+    with_db.push_back(db);
+    with_db.insert(with_db.begin(), Binary("ablate"));
+    const RunResult run =
+        RunCommand(with_db, dir.path(), std::chrono::seconds(60), {{"ABLATE_COORDINATOR", ""}});
     EXPECT_EQ(run.exit_code, 1) << args[0];
     EXPECT_EQ(run.err, message);
     EXPECT_EQ(run.out, "");
