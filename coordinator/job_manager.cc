@@ -68,7 +68,27 @@ std::string Truncate(const std::string& text) {
   return text.size() <= kMaxErrorBytes ? text : text.substr(0, kMaxErrorBytes);
 }
 
+// Gives every running job a full lease from `now`; records it as an event
+// of `kind`.
+Status RenewRunningLeases(Database& db, int64_t now, const char* kind) {
+  ABLATE_RETURN_IF_ERROR(db.Run(R"sql(
+      UPDATE jobs
+      SET lease_expiry_ms = ? + (SELECT lease_ms FROM sweeps WHERE sweeps.id = jobs.sweep_id)
+      WHERE state = 'running')sql",
+                                now));
+  const int64_t renewed = db.Changes();
+  return RecordEvent(db, {now, std::nullopt, std::nullopt, std::nullopt, kind,
+                          fmt::format("renewed {} leases", renewed)});
+}
+
 }  // namespace
+
+void JobManager::Submit(Writer::Op op, Writer::Done done) {
+  writer_->Submit(std::move(op), [this, done = std::move(done)](Status status) {
+    if (status.code() == Status::kUnavailable) renew_leases_ = true;
+    done(std::move(status));
+  });
+}
 
 StatusOr<JobRow> JobManager::ReadJob(Database& db, int64_t job_id) {
   ABLATE_ASSIGN_OR_RETURN(Rows rows, db.Query(R"sql(
@@ -104,9 +124,8 @@ StatusOr<JobRow> JobManager::CheckLease(Database& db, int64_t job_id, int64_t le
 
 void JobManager::LeaseJob(const v1::LeaseJobRequest& request, v1::LeaseJobResponse* reply,
                           Writer::Done done) {
-  writer_->Submit(
-      [this, &request, reply](Database& db) { return Lease(db, request.worker_id(), reply); },
-      std::move(done));
+  Submit([this, &request, reply](Database& db) { return Lease(db, request.worker_id(), reply); },
+         std::move(done));
 }
 
 Status JobManager::Lease(Database& db, int64_t worker_id, v1::LeaseJobResponse* reply) {
@@ -169,6 +188,9 @@ Status JobManager::Lease(Database& db, int64_t worker_id, v1::LeaseJobResponse* 
 }
 
 Status JobManager::ExpireOverdue(Database& db, int64_t now) {
+  if (renew_leases_.exchange(false)) {
+    ABLATE_RETURN_IF_ERROR(RenewRunningLeases(db, now, "renew_after_refused_writes"));
+  }
   struct Expired {
     int64_t id, sweep_id, attempts, max_attempts, owner;
     std::string owner_name;
@@ -210,7 +232,7 @@ void JobManager::Heartbeat(const v1::HeartbeatRequest& request, v1::HeartbeatRes
   if (progress.step() < 0 || progress.steps_total() < 0) {
     return done(Status::InvalidArgument("progress steps must not be negative"));
   }
-  writer_->Submit(
+  Submit(
       [this, &request, reply](Database& db) -> Status {
         ABLATE_ASSIGN_OR_RETURN(JobRow job, ReadJob(db, request.job_id()));
         if (job.lease_token != request.lease_token()) {
@@ -244,7 +266,7 @@ void JobManager::Heartbeat(const v1::HeartbeatRequest& request, v1::HeartbeatRes
 void JobManager::ReportPoints(const v1::ReportPointsRequest& request, Writer::Done done) {
   Status invalid = ValidatePoints(request);
   if (!invalid.ok()) return done(invalid);
-  writer_->Submit(
+  Submit(
       [&request](Database& db) -> Status {
         ABLATE_ASSIGN_OR_RETURN(JobRow job,
                                 CheckLease(db, request.job_id(), request.lease_token()));
@@ -265,7 +287,7 @@ void JobManager::ReportPoints(const v1::ReportPointsRequest& request, Writer::Do
 void JobManager::CompleteJob(const v1::CompleteJobRequest& request, Writer::Done done) {
   Status invalid = ValidateMetrics(request.metrics());
   if (!invalid.ok()) return done(invalid);
-  writer_->Submit(
+  Submit(
       [this, &request](Database& db) -> Status {
         ABLATE_ASSIGN_OR_RETURN(JobRow job, ReadJob(db, request.job_id()));
         if (job.lease_token != request.lease_token()) {
@@ -296,7 +318,7 @@ void JobManager::CompleteJob(const v1::CompleteJobRequest& request, Writer::Done
 
 void JobManager::FailJob(const v1::FailJobRequest& request, v1::FailJobResponse* reply,
                          Writer::Done done) {
-  writer_->Submit(
+  Submit(
       [this, &request, reply](Database& db) -> Status {
         ABLATE_ASSIGN_OR_RETURN(JobRow job, ReadJob(db, request.job_id()));
         if (job.lease_token != request.lease_token()) {
@@ -327,7 +349,7 @@ void JobManager::FailJob(const v1::FailJobRequest& request, v1::FailJobResponse*
 }
 
 void JobManager::ReleaseJob(const v1::ReleaseJobRequest& request, Writer::Done done) {
-  writer_->Submit(
+  Submit(
       [this, &request](Database& db) -> Status {
         ABLATE_ASSIGN_OR_RETURN(JobRow job, ReadJob(db, request.job_id()));
         if (job.lease_token != request.lease_token()) {
@@ -349,7 +371,7 @@ void JobManager::ReleaseJob(const v1::ReleaseJobRequest& request, Writer::Done d
 
 void JobManager::Cancel(const v1::CancelRequest& request, v1::CancelResponse* reply,
                         Writer::Done done) {
-  writer_->Submit(
+  Submit(
       [this, &request, reply](Database& db) -> Status {
         int64_t now = clock_->NowMs();
         if (request.has_sweep()) {
@@ -384,7 +406,7 @@ void JobManager::Cancel(const v1::CancelRequest& request, v1::CancelResponse* re
 
 void JobManager::Retry(const v1::RetryRequest& request, v1::RetryResponse* reply,
                        Writer::Done done) {
-  writer_->Submit(
+  Submit(
       [this, &request, reply](Database& db) -> Status {
         int64_t now = clock_->NowMs();
         int64_t sweep_id = 0;
@@ -420,24 +442,12 @@ void JobManager::Retry(const v1::RetryRequest& request, v1::RetryResponse* reply
 }
 
 void JobManager::ExpireLeases(Writer::Done done) {
-  writer_->Submit([this](Database& db) { return ExpireOverdue(db, clock_->NowMs()); },
-                  std::move(done));
+  Submit([this](Database& db) { return ExpireOverdue(db, clock_->NowMs()); }, std::move(done));
 }
 
 void JobManager::RenewLeasesAfterRestart(Writer::Done done) {
-  writer_->Submit(
-      [this](Database& db) -> Status {
-        int64_t now = clock_->NowMs();
-        ABLATE_RETURN_IF_ERROR(db.Run(R"sql(
-            UPDATE jobs
-            SET lease_expiry_ms = ? + (SELECT lease_ms FROM sweeps WHERE sweeps.id = jobs.sweep_id)
-            WHERE state = 'running')sql",
-                                      now));
-        int64_t renewed = db.Changes();
-        return RecordEvent(db, {now, std::nullopt, std::nullopt, std::nullopt, "start",
-                                fmt::format("renewed {} leases", renewed)});
-      },
-      std::move(done));
+  Submit([this](Database& db) { return RenewRunningLeases(db, clock_->NowMs(), "start"); },
+         std::move(done));
 }
 
 }  // namespace ablate

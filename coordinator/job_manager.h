@@ -15,12 +15,20 @@
 // noticed by ExpireLeases (the server calls it every second) and lazily by
 // LeaseJob; until then the job still belongs to its worker.
 //
+// Refused writes: when the database refuses a write (disk full, read-only,
+// I/O errors, an overloaded writer), heartbeats are refused with it, so the
+// leases that lapse meanwhile say nothing about their workers. Once any of
+// this manager's operations was answered Unavailable, the next lease check
+// first renews every running lease, as a restart does, and only then expires
+// what lapses after that.
+//
 // Thread safety: every method may be called from any thread; `done` runs on
 // the writer thread once the effect is committed. Requests and replies must
 // stay alive until `done` runs.
 #ifndef ABLATE_COORDINATOR_JOB_MANAGER_H_
 #define ABLATE_COORDINATOR_JOB_MANAGER_H_
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 
@@ -86,11 +94,18 @@ class JobManager {
   static StatusOr<JobRow> ReadJob(Database& db, int64_t job_id);
 
  private:
+  // writer_->Submit, noting refused writes (see the class comment).
+  void Submit(Writer::Op op, Writer::Done done);
   Status Lease(Database& db, int64_t worker_id, v1::LeaseJobResponse* reply);
+  // Renews first when writes were refused since the last check.
   Status ExpireOverdue(Database& db, int64_t now);
 
   Writer* const writer_;
   Clock* const clock_;
+  // Set by any operation answered Unavailable; cleared on the writer thread
+  // by the check that renews the leases (and set again if that check's batch
+  // is refused in turn).
+  std::atomic<bool> renew_leases_{false};
 };
 
 }  // namespace ablate

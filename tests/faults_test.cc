@@ -34,7 +34,7 @@ using testing::WorkerFlags;
 struct SpecOptions {
   std::string name = "faults";
   std::string grid = "  cell: [gru]\n";
-  int steps = 240;
+  int steps = 400;
   int checkpoint_every = 60;
   double lease_seconds = 3;
   int max_attempts = 3;
@@ -147,11 +147,14 @@ TEST_F(FaultTest, KilledWorkersJobResumesElsewhereFromItsCheckpointBitForBit) {
   auto a = Worker("a");
   // Frozen as soon as it reported points past an uploaded checkpoint, then
   // killed: its last moment had points that the next attempt must replace.
+  // Requests already on their way land while it is frozen; what counts is
+  // the state once they did.
   bool caught = false;
   ASSERT_TRUE(WaitUntil(
       [&] {
         if (Job(1).checkpoint_step == 0 || PointsAfterCheckpoint(1) == 0) return false;
         a->Signal(SIGSTOP);
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));
         caught = Job(1).state == "running" && PointsAfterCheckpoint(1) > 0;
         if (!caught) a->Signal(SIGCONT);
         return caught;
@@ -312,7 +315,6 @@ TEST_F(FaultTest, FullDiskRefusesWritesAsUnavailableAndServiceResumes) {
   StartCoordinator();
   SpecOptions spec;
   spec.grid = "  cell: [gru, lstm]\n";
-  spec.lease_seconds = 5;
   Launch(spec);
   auto a = Worker("a");
   ASSERT_TRUE(WaitUntil([&] { return CurveOf(1).size() >= 2; }, seconds(120))) << a->Stderr();
@@ -320,18 +322,22 @@ TEST_F(FaultTest, FullDiskRefusesWritesAsUnavailableAndServiceResumes) {
   const pid_t pid = coordinator_->process().pid();
   rlimit full{0, RLIM_INFINITY};
   ASSERT_EQ(prlimit(pid, RLIMIT_FSIZE, &full, nullptr), 0) << std::strerror(errno);
+  const auto disk_full = std::chrono::steady_clock::now();
   SpecOptions other;
   other.name = "refused";
   auto refused = testing::Launch(coordinator_->Channel(), Spec(corpus_, other), "refused.yaml");
   EXPECT_EQ(refused.status().code(), Status::kUnavailable) << refused.status().ToString();
   auto stored = testing::QueryInt64(db_, "SELECT count(*) FROM curve_points");
   ASSERT_TRUE(stored.ok());
-  // The worker keeps training and reporting meanwhile; nothing lands.
+  // The worker's calls are refused; it holds its points (and its checkpoint
+  // upload) and retries. Nothing lands meanwhile.
   ASSERT_TRUE(WaitUntil(
-      [&] { return a->Stderr().find("points wait for the coordinator") != std::string::npos; },
+      [&] { return a->Stderr().find("UNAVAILABLE: not committed, retry") != std::string::npos; },
       seconds(60)))
       << a->Stderr();
-  std::this_thread::sleep_for(seconds(2));
+  // Longer than a lease: the heartbeats refused meanwhile must not cost the
+  // worker its job once the disk has room again.
+  std::this_thread::sleep_until(disk_full + seconds(5));
   EXPECT_EQ(*testing::QueryInt64(db_, "SELECT count(*) FROM curve_points"), *stored);
   EXPECT_TRUE(a->running());
 
@@ -340,6 +346,10 @@ TEST_F(FaultTest, FullDiskRefusesWritesAsUnavailableAndServiceResumes) {
   ExpectExits(*a);
   EXPECT_TRUE(coordinator_->process().running()) << coordinator_->Logs();
   EXPECT_EQ(*testing::QueryInt64(db_, "SELECT count(*) FROM sweeps WHERE name = 'refused'"), 0);
+  EXPECT_EQ(Job(1).attempts, 1) << "the job was taken from a worker that kept heartbeating";
+  EXPECT_GE(*testing::QueryInt64(
+                db_, "SELECT count(*) FROM events WHERE kind = 'renew_after_refused_writes'"),
+            1);
   ExpectWholeAndExact();
 }
 
