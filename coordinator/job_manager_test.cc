@@ -254,6 +254,24 @@ TEST_P(SchedulerTest, RegisteringTheSameNameIsTheSameWorker) {
   EXPECT_NE(Register("gpu-box/1"), first);
 }
 
+TEST_P(SchedulerTest, ARestartedWorkersOldLeasesLapseWhenItRegistersAgain) {
+  Launch("a");
+  int64_t worker = Register("gpu-box/0");
+  v1::JobLease orphan = Lease(worker).job();
+  // The process died and came back under its name, well within the lease.
+  clock_.AdvanceMs(1 * kSecond);
+  EXPECT_EQ(Register("gpu-box/0"), worker);
+  v1::JobLease again = Lease(worker).job();
+  EXPECT_EQ(again.job_id(), orphan.job_id());
+  EXPECT_EQ(again.attempt(), 2);
+  EXPECT_GT(again.lease_token(), orphan.lease_token());
+  EXPECT_EQ(Heartbeat(orphan), v1::LEASE_STATE_LOST);
+  // Another worker's leases are not touched.
+  v1::JobLease other = Lease(Register("gpu-box/1")).job();
+  EXPECT_EQ(Register("gpu-box/0"), worker);
+  EXPECT_EQ(Heartbeat(other), v1::LEASE_STATE_ACTIVE);
+}
+
 TEST_P(SchedulerTest, HeartbeatExtendsTheLease) {
   Launch("a");
   v1::JobLease lease = Lease(Register("w1")).job();

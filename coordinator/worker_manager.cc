@@ -40,6 +40,15 @@ void WorkerManager::RegisterWorker(const v1::RegisterWorkerRequest& request,
               "UPDATE workers SET host = ?, device = ?, threads = ?, version = ?, "
               "last_seen_ms = ? WHERE id = ?",
               request.host(), request.device(), request.threads(), request.version(), now, id));
+          // A worker registers once per process: one registering again under
+          // its name was restarted, and the jobs its old process leased are
+          // orphaned. Their leases lapse now rather than a lease period later
+          // (the usual expiry then re-offers them, counting the attempt).
+          // (Expiry is strictly before now, hence now - 1.)
+          ABLATE_RETURN_IF_ERROR(db.Run(
+              "UPDATE jobs SET lease_expiry_ms = ? WHERE state = 'running' AND lease_owner = ? "
+              "AND lease_expiry_ms >= ?",
+              now - 1, id, now));
         } else {
           ABLATE_RETURN_IF_ERROR(
               db.Run("INSERT INTO workers (name, host, device, threads, version, registered_ms, "

@@ -18,6 +18,8 @@ class WorkerManager {
   WorkerManager(Writer* writer, Clock* clock) : writer_(writer), clock_(clock) {}
 
   // A known name is the same worker reconnecting: same id, details updated.
+  // Workers register once per process, so the leases a known name still
+  // holds belonged to its previous process: they lapse at once.
   void RegisterWorker(const v1::RegisterWorkerRequest& request, v1::RegisterWorkerResponse* reply,
                       Writer::Done done);
 
