@@ -115,6 +115,8 @@ StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   std::unique_ptr<CoordinatorServer> s(new CoordinatorServer(options));
   Clock* clock = options.clock;
   ABLATE_ASSIGN_OR_RETURN(s->db_, OpenStore(options.db_path, options.store));
+  ABLATE_ASSIGN_OR_RETURN(s->wal_checkpointer_,
+                          WalCheckpointer::Start(options.db_path, s->db_.get()));
   s->writer_ = std::make_unique<Writer>(s->db_.get(), options.writer);
   s->workers_ = std::make_unique<WorkerManager>(s->writer_.get(), clock);
   s->jobs_ = std::make_unique<JobManager>(s->writer_.get(), clock);

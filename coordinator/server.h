@@ -29,6 +29,7 @@
 #include "coordinator/sqlite.h"
 #include "coordinator/store.h"
 #include "coordinator/sweep_manager.h"
+#include "coordinator/wal_checkpointer.h"
 #include "coordinator/worker_manager.h"
 #include "coordinator/writer.h"
 
@@ -88,6 +89,7 @@ class CoordinatorServer {
   // In dependency order: each is built from those above it and destroyed
   // before them.
   std::unique_ptr<Database> db_;
+  std::unique_ptr<WalCheckpointer> wal_checkpointer_;  // null for ":memory:"
   std::unique_ptr<Writer> writer_;
   std::unique_ptr<WorkerManager> workers_;
   std::unique_ptr<JobManager> jobs_;
