@@ -20,7 +20,8 @@
 // bench/optuna_reference.py for the same time, for the ratio.
 //
 //   coordinator_load [--workers 1000] [--batch 50] [--seconds 10] [--rate 50000]
-//                    [--phase all|report|lease] [--keep-db] [--json PATH] [--no-optuna]
+//                    [--phase all|report|saturate|rate|lease] [--keep-db] [--json PATH]
+//                    [--no-optuna] [--sync normal|full]
 #include <absl/synchronization/mutex.h>
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
@@ -823,8 +824,9 @@ int Main(int argc, char** argv) {
   app.add_option("--rate", args.load.rate, "Points/s offered in the fixed-rate report phase")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  app.add_option("--phase", args.phase, "all, report (saturated and fixed rate) or lease")
-      ->check(CLI::IsMember({"all", "report", "lease"}))
+  app.add_option("--phase", args.phase,
+                 "all; report (saturate and rate); saturate, rate or lease alone")
+      ->check(CLI::IsMember({"all", "report", "saturate", "rate", "lease"}))
       ->capture_default_str();
   app.add_option("--sync", args.sync,
                  "The coordinator's --sync: normal (its default) or full (an fsync per commit, "
@@ -846,7 +848,11 @@ int Main(int argc, char** argv) {
   if (args.coordinator_binary.empty()) {
     args.coordinator_binary = ExecutableDir() + "/../bin/ablate-coordinator";
   }
-  const bool report_phases = args.phase != "lease", lease_phase = args.phase != "report";
+  const bool all = args.phase == "all", report = all || args.phase == "report";
+  const bool saturate_phase = report || args.phase == "saturate";
+  const bool rate_phase = report || args.phase == "rate";
+  const bool report_phases = saturate_phase || rate_phase;
+  const bool lease_phase = all || args.phase == "lease";
   if (args.jobs == 0) {
     // Every worker holds a job; the report phases complete one per
     // points_per_job points, at up to ~4x the target; the lease phase up to
@@ -943,8 +949,8 @@ int Main(int argc, char** argv) {
     std::string name, label;
   };
   std::vector<Phase> phases;
-  if (report_phases) {
-    phases.push_back({Mode::kSaturate, "report_saturated", "report, saturated"});
+  if (saturate_phase) phases.push_back({Mode::kSaturate, "report_saturated", "report, saturated"});
+  if (rate_phase) {
     phases.push_back(
         {Mode::kRate, "report_fixed_rate", "report, " + Grouped(args.load.rate) + " pts/s"});
   }
@@ -1054,7 +1060,7 @@ int Main(int argc, char** argv) {
       peak / 1024.0, memory["end_kib"].get<double>() / 1024, 100 * growth,
       flat ? "flat" : "GROWING");
 
-  if (args.optuna && report_phases) {
+  if (args.optuna && saturate_phase) {
     std::fprintf(stderr, "running the Optuna reference for %g s\n", args.seconds);
     int exit_code = 0;
     std::string out =
