@@ -40,6 +40,11 @@ class StoreTest : public ::testing::TestWithParam<bool> {
 INSTANTIATE_TEST_SUITE_P(Backends, StoreTest, ::testing::Values(false, true),
                          [](const auto& info) { return info.param ? "Memory" : "File"; });
 
+// What only a file can show: reopening, files written by others, read-only opens.
+using StoreFileTest = StoreTest;
+INSTANTIATE_TEST_SUITE_P(Backends, StoreFileTest, ::testing::Values(false),
+                         [](const auto&) { return "File"; });
+
 TEST_P(StoreTest, NewDatabaseGetsSchemaAndIdentity) {
   auto db = OpenStore(path());
   ASSERT_TRUE(db.ok()) << db.status().ToString();
@@ -80,8 +85,7 @@ TEST_P(StoreTest, JobCountsFollowJobStates) {
   EXPECT_EQ(sweeps.sweeps(0).counts().total(), 3);
 }
 
-TEST_P(StoreTest, ReopenKeepsData) {
-  if (in_memory()) GTEST_SKIP() << "an in-memory database ends with its connection";
+TEST_P(StoreFileTest, ReopenKeepsData) {
   {
     auto db = OpenStore(path());
     ASSERT_TRUE(db.ok());
@@ -95,8 +99,7 @@ TEST_P(StoreTest, ReopenKeepsData) {
   EXPECT_EQ(*(*db)->QueryInt("SELECT COUNT(*) FROM workers WHERE name = 'w'"), 1);
 }
 
-TEST_P(StoreTest, ForeignDatabaseIsRefusedUntouched) {
-  if (in_memory()) GTEST_SKIP() << "needs a file written by someone else";
+TEST_P(StoreFileTest, ForeignDatabaseIsRefusedUntouched) {
   WriteForeignDatabase(path(),
                        "CREATE TABLE photos (id INTEGER PRIMARY KEY); "
                        "INSERT INTO photos VALUES (1)");
@@ -109,8 +112,7 @@ TEST_P(StoreTest, ForeignDatabaseIsRefusedUntouched) {
   EXPECT_FALSE(std::filesystem::exists(path() + "-wal"));
 }
 
-TEST_P(StoreTest, NonSqliteFileIsRefusedUntouched) {
-  if (in_memory()) GTEST_SKIP() << "needs a file";
+TEST_P(StoreFileTest, NonSqliteFileIsRefusedUntouched) {
   std::string text(4096, 'x');
   std::ofstream(path(), std::ios::binary) << text;
   auto db = OpenStore(path());
@@ -119,8 +121,7 @@ TEST_P(StoreTest, NonSqliteFileIsRefusedUntouched) {
   EXPECT_EQ(ReadBytes(path()), text);
 }
 
-TEST_P(StoreTest, NewerSchemaIsRefusedUntouched) {
-  if (in_memory()) GTEST_SKIP() << "needs a file";
+TEST_P(StoreFileTest, NewerSchemaIsRefusedUntouched) {
   ASSERT_TRUE(OpenStore(path()).ok());
   WriteForeignDatabase(path(), "PRAGMA user_version = " + std::to_string(kStoreSchemaVersion + 1));
   std::string before = ReadBytes(path());
@@ -132,8 +133,7 @@ TEST_P(StoreTest, NewerSchemaIsRefusedUntouched) {
   EXPECT_EQ(OpenStoreReadOnly(path()).status().code(), Status::kFailedPrecondition);
 }
 
-TEST_P(StoreTest, ReadOnlyOpenReadsButCannotWrite) {
-  if (in_memory()) GTEST_SKIP() << "a read-only open needs an existing file";
+TEST_P(StoreFileTest, ReadOnlyOpenReadsButCannotWrite) {
   {
     auto db = OpenStore(path());
     ASSERT_TRUE(db.ok());
@@ -153,8 +153,7 @@ TEST_P(StoreTest, ReadOnlyOpenReadsButCannotWrite) {
   EXPECT_EQ(*(*db)->QueryInt("SELECT COUNT(*) FROM workers"), 1);
 }
 
-TEST_P(StoreTest, ReadOnlyOpenOfMissingFileIsNotFound) {
-  if (in_memory()) GTEST_SKIP() << "needs a path";
+TEST_P(StoreFileTest, ReadOnlyOpenOfMissingFileIsNotFound) {
   EXPECT_EQ(OpenStoreReadOnly(path()).status().code(), Status::kNotFound);
   EXPECT_FALSE(std::filesystem::exists(path()));
 }

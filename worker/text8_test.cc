@@ -4,6 +4,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -307,13 +308,49 @@ TEST(Text8Prepare, OutputUnderARegularFileFails) {
   EXPECT_EQ(ListDir(dir.path()), std::vector<std::string>{"in"});
 }
 
+// Runs `fn` in a child process as the unprivileged user "nobody" (uid and gid
+// 65534) and returns its Status: root writes to read-only directories.
+template <typename Fn>
+Status AsNobody(Fn fn) {
+  int fds[2];
+  if (pipe(fds) != 0) return Status(Status::kInternal, "pipe failed");
+  const pid_t pid = fork();
+  if (pid == 0) {
+    close(fds[0]);
+    Status status = (setgid(65534) == 0 && setuid(65534) == 0)
+                        ? fn()
+                        : Status(Status::kInternal, "could not become nobody");
+    const std::string reply = std::to_string(static_cast<int>(status.code())) + " " +
+                              status.message();
+    (void)!write(fds[1], reply.data(), reply.size());
+    _exit(0);
+  }
+  close(fds[1]);
+  std::string reply;
+  char buffer[4096];
+  for (ssize_t n; (n = read(fds[0], buffer, sizeof buffer)) > 0;) reply.append(buffer, n);
+  close(fds[0]);
+  int wait_status = 0;
+  waitpid(pid, &wait_status, 0);
+  const size_t space = reply.find(' ');
+  if (space == std::string::npos) return Status(Status::kInternal, "the child said nothing");
+  return Status(static_cast<Status::Code>(std::stoi(reply.substr(0, space))),
+                reply.substr(space + 1));
+}
+
 TEST(Text8Prepare, UnwritableOutputDirectoryFailsWithoutAPartialFile) {
-  if (geteuid() == 0) GTEST_SKIP() << "root writes to read-only directories";
   TempDir dir;
   WriteFile(dir.Path("in"), "text");
   fs::create_directory(dir.Path("locked"));
-  fs::permissions(dir.Path("locked"), fs::perms::owner_read | fs::perms::owner_exec);
-  const Status status = PrepareFile(dir.Path("in"), dir.Path("locked/out"), nullptr);
+  // Readable by everyone (nobody included), writable by no one but root.
+  const auto read_exec = fs::perms::owner_read | fs::perms::owner_exec | fs::perms::group_read |
+                         fs::perms::group_exec | fs::perms::others_read | fs::perms::others_exec;
+  fs::permissions(dir.path(), read_exec | fs::perms::owner_write);
+  fs::permissions(dir.Path("in"), fs::perms::owner_read | fs::perms::owner_write |
+                                      fs::perms::group_read | fs::perms::others_read);
+  fs::permissions(dir.Path("locked"), read_exec);
+  auto prepare = [&] { return PrepareFile(dir.Path("in"), dir.Path("locked/out"), nullptr); };
+  const Status status = geteuid() == 0 ? AsNobody(prepare) : prepare();
   EXPECT_EQ(status.code(), Status::kPermissionDenied);
   EXPECT_THAT(status.message(), HasSubstr(dir.Path("locked")));
   EXPECT_TRUE(ListDir(dir.Path("locked")).empty());
