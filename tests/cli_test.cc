@@ -10,6 +10,7 @@
 #include <set>
 #include <thread>
 
+#include "tests/support/corpus.h"
 #include "tests/support/process.h"
 #include "tests/support/sqlite_query.h"
 #include "worker/model.h"
@@ -26,18 +27,6 @@ using testing::RunCommand;
 using testing::RunResult;
 using testing::TempDir;
 using testing::WriteFile;
-
-std::string EnglishText8(int repeats) {
-  const std::string paragraph =
-      "The choice of initialization did not have a big impact on performance in my experiments. "
-      "Ironically, the variance scaling initializer resulted in larger variance of the "
-      "performance. The orthogonal initializer could not show a benefit over the simple xavier "
-      "initialization that worked best. In conclusion, try layer norm for your recurrent "
-      "networks, and consider using GRU, possibly with a larger layer, over LSTM. ";
-  std::string text;
-  for (int i = 0; i < repeats; ++i) text += text8::Clean(paragraph);
-  return text;
-}
 
 const char* const kGrid =
     "grid:\n"
@@ -58,7 +47,7 @@ std::string TinySpec(const std::string& corpus, const std::string& name = "tiny"
 // output goes to logs/ inside it.
 struct Workspace {
   Workspace() {
-    WriteFile(dir.File("corpus.txt"), EnglishText8(20));
+    WriteFile(dir.File("corpus.txt"), testing::EnglishText8(9));
     WriteFile(spec, TinySpec(dir.File("corpus.txt")));
     std::filesystem::create_directory(logs);
   }
@@ -305,7 +294,7 @@ TEST(Status, DbThatIsMissingOrNotOursIsOneClearErrorAndStaysUntouched) {
   EXPECT_FALSE(std::filesystem::exists(missing));
 
   const std::string text = ws.dir.File("notes.txt");
-  WriteFile(text, EnglishText8(3));
+  WriteFile(text, testing::EnglishText8(3));
   for (const char* command : {"status", "list", "workers"}) {
     RunResult foreign = ws.Ablate({command, "--db", text});
     EXPECT_NE(foreign.exit_code, 0) << command;
@@ -313,7 +302,7 @@ TEST(Status, DbThatIsMissingOrNotOursIsOneClearErrorAndStaysUntouched) {
     EXPECT_NE(foreign.err.find("not"), std::string::npos) << foreign.err;
     EXPECT_EQ(testing::Lines(foreign.err).size(), 1u) << foreign.err;
   }
-  EXPECT_EQ(ReadFile(text), EnglishText8(3));
+  EXPECT_EQ(ReadFile(text), testing::EnglishText8(3));
   EXPECT_EQ(ws.Files(), (std::set<std::string>{"corpus.txt", "notes.txt", "tiny.yaml"}));
 }
 

@@ -6,6 +6,7 @@
 #include <regex>
 
 #include "proto/ablate.grpc.pb.h"
+#include "tests/support/corpus.h"
 #include "tests/support/process.h"
 #include "tests/support/sqlite_query.h"
 #include "worker/text8.h"
@@ -18,18 +19,6 @@ using testing::Process;
 using testing::Query;
 using testing::QueryInt;
 using testing::TempDir;
-
-std::string EnglishText8(int repeats) {
-  const std::string paragraph =
-      "The choice of initialization did not have a big impact on performance in my experiments. "
-      "Ironically, the variance scaling initializer resulted in larger variance of the "
-      "performance. The orthogonal initializer could not show a benefit over the simple xavier "
-      "initialization that worked best. In conclusion, try layer norm for your recurrent "
-      "networks, and consider using GRU, possibly with a larger layer, over LSTM. ";
-  std::string text;
-  for (int i = 0; i < repeats; ++i) text += text8::Clean(paragraph);
-  return text;
-}
 
 std::string TinySpec(const std::string& corpus) {
   return "name: tiny\n"
@@ -60,7 +49,7 @@ struct Coordinator {
 
 TEST(Sweep, TwoWorkersTrainTheWholeGridAndEveryPointLandsOnce) {
   TempDir dir;
-  testing::WriteFile(dir.File("corpus.txt"), EnglishText8(40));
+  testing::WriteFile(dir.File("corpus.txt"), testing::EnglishText8(18));
   const std::string db = dir.File("sweep.db");
   Coordinator coordinator(dir, db);
   ASSERT_FALSE(coordinator.address.empty()) << coordinator.process.Stderr();

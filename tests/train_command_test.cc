@@ -3,6 +3,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/support/corpus.h"
 #include "tests/support/process.h"
 #include "worker/text8.h"
 
@@ -14,19 +15,6 @@ using testing::Binary;
 using testing::RunCommand;
 using testing::TempDir;
 using testing::WriteFile;
-
-// Real English text (from the seed post), in text8 form.
-std::string EnglishText8(int repeats) {
-  const std::string paragraph =
-      "Normalization inside neural networks is known to improve performance in many cases. "
-      "Especially recurrent networks suffer from vanishing or exploding gradients when their "
-      "weight matrix changes the magnitude of hidden activations too much between time steps. "
-      "Layer norm centers and scales the activations at every time step, so that they stay in a "
-      "similar range. Layer norm both speeds up training and results in better performance. ";
-  std::string text;
-  for (int i = 0; i < repeats; ++i) text += text8::Clean(paragraph);
-  return text;
-}
 
 std::string Config(const std::string& corpus, const std::string& cell, int steps) {
   return "data: {path: " + corpus + "}\nmodel: {cell: " + cell +
@@ -42,7 +30,7 @@ std::vector<json> JsonLines(const std::string& out) {
 
 TEST(TrainCommand, ResumingInANewProcessGivesBitIdenticalLosses) {
   TempDir dir;
-  WriteFile(dir.File("corpus.txt"), EnglishText8(30));
+  WriteFile(dir.File("corpus.txt"), testing::EnglishText8(13));
   for (const std::string cell : {"lstm", "gru", "mgu"}) {
     WriteFile(dir.File("run.yaml"), Config(dir.File("corpus.txt"), cell, 14));
     const std::vector<std::string> base = {Binary("ablate-worker"), "train", dir.File("run.yaml"),
@@ -85,7 +73,7 @@ TEST(TrainCommand, ResumingInANewProcessGivesBitIdenticalLosses) {
 
 TEST(TrainCommand, BadInputIsOneLineNamingTheSettingAndNothingIsWritten) {
   TempDir dir;
-  WriteFile(dir.File("corpus.txt"), EnglishText8(30));
+  WriteFile(dir.File("corpus.txt"), testing::EnglishText8(13));
   WriteFile(dir.File("caps.txt"), "Capital letters are not in the text8 alphabet");
   struct Case {
     std::string name, yaml;

@@ -22,12 +22,10 @@
 
 #include "common/status.h"
 #include "proto/ablate.grpc.pb.h"
+#include "tests/support/corpus.h"
 #include "tests/support/process.h"
 
 namespace ablate::testing {
-
-// `repeats` copies of real English prose, cleaned into text8 form.
-std::string EnglishText8(int repeats);
 
 // The real coordinator binary on 127.0.0.1:`port`, stderr appended across
 // restarts to `log_dir`/coordinator-N.err.
