@@ -307,6 +307,34 @@ TEST_F(FaultTest, TerminatedWorkerHandsItsJobBackAtOnce) {
   ExpectWholeAndExact();
 }
 
+// Fault 4b: SIGTERM while the coordinator is gone. The worker checkpoints,
+// retries for its --stop-grace, then exits without releasing; the job's lease
+// lapses and the job resumes from its last uploaded checkpoint, bit for bit.
+TEST_F(FaultTest, TerminatedWorkerWhoseCoordinatorIsGoneGivesUpAfterItsGrace) {
+  StartCoordinator();
+  SpecOptions spec;
+  spec.lease_seconds = 4;
+  Launch(spec);
+  WorkerFlags flags;
+  flags.name = "a";
+  flags.extra_args = {"--stop-grace", "3"};
+  auto a = StartWorker(dir_.path(), "a", coordinator_->address(), flags);
+  ASSERT_TRUE(WaitUntil([&] { return Job(1).checkpoint_step > 0; }, seconds(120))) << a->Stderr();
+  coordinator_->Stop(SIGKILL);
+  const auto stopped = std::chrono::steady_clock::now();
+  a->Signal(SIGTERM);
+  ExpectExits(*a);
+  // The grace, plus at most one RPC deadline and a backoff in flight.
+  EXPECT_LT(std::chrono::steady_clock::now() - stopped, seconds(30));
+  EXPECT_NE(a->Stderr().find("its lease will lapse"), std::string::npos) << a->Stderr();
+
+  ASSERT_TRUE(coordinator_->Restart()) << coordinator_->Logs();
+  auto b = Worker("b");
+  ExpectExits(*b);
+  EXPECT_EQ(Job(1).state, "done");
+  ExpectWholeAndExact();
+}
+
 // Fault 5: the database cannot grow (a full disk; here a file-size limit set
 // on the running coordinator). Every write is refused as UNAVAILABLE, nothing
 // unacknowledged is stored, workers hold their points, and service resumes

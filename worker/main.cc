@@ -38,6 +38,11 @@ int main(int argc, char** argv) {
                "Exit once no job is pending or running anywhere");
   app.add_option("--poll", worker.idle_poll_seconds, "Seconds between lease attempts when idle")
       ->check(CLI::PositiveNumber);
+  app.add_option("--stop-grace", worker.stop_grace_seconds,
+                 "After SIGTERM, seconds to keep retrying an unreachable coordinator before "
+                 "exiting anyway (the job's lease then lapses)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
 
   ablate::TrainCommandOptions train;
   CLI::App* train_cmd = app.add_subcommand("train", "Train one configuration on this machine");

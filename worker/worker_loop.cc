@@ -12,6 +12,7 @@
 #include <random>
 #include <thread>
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include "common/run_config.h"
@@ -27,6 +28,21 @@ namespace {
 std::atomic<bool> g_terminate{false};
 
 void OnTerminate(int) { g_terminate = true; }
+
+// WorkerOptions::stop_grace_seconds, for the whole process.
+std::chrono::milliseconds g_stop_grace{60000};
+
+// True until SIGTERM, then for g_stop_grace more: how long calls to a
+// coordinator that does not answer are retried once the worker is asked to
+// stop. Giving up loses nothing acknowledged: the job's lease lapses and it
+// resumes from its last uploaded checkpoint.
+bool WithinStopGrace() {
+  if (!g_terminate) return true;
+  static std::once_flag once;
+  static std::chrono::steady_clock::time_point since;
+  std::call_once(once, [] { since = std::chrono::steady_clock::now(); });
+  return std::chrono::steady_clock::now() - since < g_stop_grace;
+}
 
 v1::Split ToProto(Split split) {
   switch (split) {
@@ -97,7 +113,14 @@ class JobUplink : public TrainerListener {
     const int64_t target = queued_;
     flush_requested_ = true;
     cv_.notify_all();
-    cv_.wait(lock, [&] { return acked_ >= target || reason_ == StopReason::kLeaseLost; });
+    while (!cv_.wait_for(lock, std::chrono::milliseconds(200),
+                         [&] { return acked_ >= target || reason_ == StopReason::kLeaseLost; })) {
+      if (!WithinStopGrace()) {
+        return Status::Unavailable(fmt::format(
+            "{} points not acknowledged within {} s of the stop", target - acked_,
+            std::chrono::duration_cast<std::chrono::seconds>(g_stop_grace).count()));
+      }
+    }
     if (acked_ < target) return Status::FailedPrecondition("lease lost while flushing points");
     return Status::OK();
   }
@@ -107,7 +130,7 @@ class JobUplink : public TrainerListener {
     ABLATE_RETURN_IF_ERROR(Flush());
     Status s = CoordinatorClient::CallWithRetry(
         [&] { return client_->UploadCheckpoint(job_id_, token_, step, path); },
-        [&] { return stop_reason() != StopReason::kLeaseLost; });
+        [&] { return stop_reason() != StopReason::kLeaseLost && WithinStopGrace(); });
     if (s.ok()) spdlog::info("job {}: checkpoint at step {} uploaded", job_id_, step);
     return s;
   }
@@ -168,7 +191,7 @@ class JobUplink : public TrainerListener {
           backoff_ = std::min<std::chrono::milliseconds>(backoff_ * 2, std::chrono::seconds(5));
           // A closing uplink whose coordinator stays away keeps trying for a
           // while, then gives the points up with the lease.
-          if (closing_ && ++closing_failures_ > 30) give_up_ = true;
+          if (closing_ && (++closing_failures_ > 30 || !WithinStopGrace())) give_up_ = true;
         } else {
           spdlog::error("job {}: points refused: {}", job_id_, s.ToString());
           reason_ = StopReason::kLeaseLost;
@@ -294,7 +317,7 @@ class Worker {
       request.set_non_finite_loss(non_finite);
       v1::FailJobResponse response;
       Status s = CoordinatorClient::CallWithRetry(
-          [&] { return client_->Fail(request, &response); }, [] { return true; });
+          [&] { return client_->Fail(request, &response); }, [] { return WithinStopGrace(); });
       spdlog::error("job {} failed ({}): {}{}", job, retryable ? "retryable" : "final",
                     status.message(), s.ok() ? "" : "; the coordinator did not take it: " + s.ToString());
     };
@@ -349,9 +372,14 @@ class Worker {
         request.set_reason(s.ok() ? "worker terminated; checkpoint uploaded"
                                   : "worker terminated; checkpoint not uploaded: " + s.message());
         Status released = CoordinatorClient::CallWithRetry(
-            [&] { return client_->Release(request); }, [] { return true; });
-        spdlog::info("job {}: released at step {} ({})", job, (*trainer)->step(),
-                     released.ok() ? "ok" : released.ToString());
+            [&] { return client_->Release(request); }, [] { return WithinStopGrace(); });
+        if (released.ok()) {
+          spdlog::info("job {}: released at step {}", job, (*trainer)->step());
+        } else {
+          spdlog::warn("job {}: not released ({}); its lease will lapse and it resumes from its "
+                       "last uploaded checkpoint",
+                       job, released.ToString());
+        }
         std::filesystem::remove(checkpoint);
         return;
       }
@@ -369,7 +397,7 @@ class Worker {
     m->set_steps(summary->step);
     m->set_wall_time(summary->wall_time);
     Status s = flushed.ok() ? CoordinatorClient::CallWithRetry(
-                                  [&] { return client_->Complete(request); }, [] { return true; })
+                                  [&] { return client_->Complete(request); }, [] { return WithinStopGrace(); })
                             : flushed;
     std::filesystem::remove(checkpoint);
     if (s.ok()) {
@@ -389,6 +417,7 @@ class Worker {
 
 int RunWorker(const WorkerOptions& given) {
   WorkerOptions options = given;
+  g_stop_grace = std::chrono::milliseconds(static_cast<int64_t>(1000 * options.stop_grace_seconds));
   if (options.client.address.empty()) {
     spdlog::error("no coordinator: pass --coordinator HOST:PORT or set ABLATE_COORDINATOR");
     return 2;

@@ -4,8 +4,9 @@
 // and complete, fail or release the job.
 //
 // Nothing is lost when the coordinator goes away: points wait in a buffer and
-// every call is retried with backoff until it answers. Before a checkpoint at
-// step S is uploaded, every point up to S is acknowledged, so a job resumed
+// every call is retried with backoff until it answers (once the worker is told
+// to stop, for WorkerOptions::stop_grace_seconds at most). Before a checkpoint
+// at step S is uploaded, every point up to S is acknowledged, so a job resumed
 // from that checkpoint never misses one. SIGTERM (or SIGINT) makes the worker
 // checkpoint the running job, upload it, release the lease and exit 0.
 #ifndef ABLATE_WORKER_WORKER_LOOP_H_
@@ -27,6 +28,9 @@ struct WorkerOptions {
   bool exit_when_idle = false;
   double idle_poll_seconds = 1.0;
   int max_points_per_report = 1000;
+  // After SIGTERM, how long to keep retrying a coordinator that does not
+  // answer before exiting anyway (the job's lease then lapses).
+  double stop_grace_seconds = 60;
 };
 
 // Runs until SIGTERM/SIGINT, or, with exit_when_idle, until no job is pending

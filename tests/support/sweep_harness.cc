@@ -116,6 +116,7 @@ std::unique_ptr<Process> StartWorker(const std::string& log_dir, const std::stri
                                    "--name",
                                    flags.name.empty() ? log_name : flags.name};
   if (flags.exit_when_idle) argv.push_back("--exit-when-idle");
+  argv.insert(argv.end(), flags.extra_args.begin(), flags.extra_args.end());
   return std::make_unique<Process>(log_name, argv, log_dir);
 }
 

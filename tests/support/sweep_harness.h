@@ -65,6 +65,7 @@ struct WorkerFlags {
   int threads = 1;
   bool exit_when_idle = true;
   double poll_seconds = 0.2;
+  std::vector<std::string> extra_args;  // appended as given
 };
 
 // An ablate-worker serving `address`; stdout/stderr in `log_dir`/`log_name`.*
