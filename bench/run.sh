@@ -13,3 +13,7 @@ bench/trainer_vs_pytorch.sh "$build" "$out"
 
 # --- Coordinator: 1,000 simulated workers over gRPC, then Optuna on SQLite ---
 "$build/bench/coordinator_load" --json "$out/coordinator_load.json"
+
+# --- Results: `ablate results` / `ablate curves` on a 10-million-point sweep --
+# (beside the naive SQL; the database is built once and cached)
+"$build/bench/results_bench" --runs 5 | tee "$out/results_bench.txt"
