@@ -1,0 +1,109 @@
+// gemm_bench: the recurrent matmul shapes alone, PackedGemm against LibTorch's
+// BLAS (at::mm_out) on the same inputs, alternating so that both see the same
+// machine load.
+//
+//   gemm_bench --reps 20
+//
+// Shapes are the seed's (H 2000, B 100: GRU w_h [H, 2H], w_hc [H, H], and
+// their transposes for the backward pass) and the small test config's (H 128,
+// B 32). Prints the median GFLOP/s of each and PackedGemm's one-off packing
+// time.
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "worker/blas.h"
+#include "worker/packed_gemm.h"
+#include "worker/trainer.h"
+
+namespace {
+
+struct Shape {
+  int64_t m, k, n;
+  bool transposed;  // w is a transposed view, as in the backward pass
+};
+
+double Seconds(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ablate::MaybeReexecForFasterBlas(argv);
+  CLI::App app{"gemm_bench: recurrent matmul shapes, PackedGemm vs BLAS"};
+  int reps = 20, threads = 0;
+  std::string format = "table";
+  app.add_option("--reps", reps, "Timed calls per shape and path")->check(CLI::PositiveNumber);
+  app.add_option("--threads", threads, "Intra-op threads (default: all cores)");
+  app.add_option("--format", format, "table or json");
+  CLI11_PARSE(app, argc, argv);
+  const int used_threads = ablate::ConfigureThreads(threads);
+  torch::NoGradGuard no_grad;
+
+  const std::vector<Shape> shapes = {{100, 2000, 4000, false}, {100, 2000, 2000, false},
+                                     {100, 4000, 2000, true},  {100, 2000, 2000, true},
+                                     {32, 128, 384, false},    {32, 128, 128, false},
+                                     {32, 384, 128, true}};
+  nlohmann::json results = nlohmann::json::array();
+  for (const Shape& s : shapes) {
+    torch::manual_seed(1);
+    const torch::Tensor a = torch::randn({s.m, s.k});
+    const torch::Tensor w = s.transposed ? torch::randn({s.n, s.k}).t() : torch::randn({s.k, s.n});
+    torch::Tensor c = torch::empty({s.m, s.n});
+    auto start = std::chrono::steady_clock::now();
+    ablate::PackedGemm gemm(w);
+    const double pack_seconds = Seconds(start);
+    // Small shapes take microseconds: time batches of calls.
+    const int64_t batch = std::max<int64_t>(1, 20'000'000 / (s.m * s.k * s.n));
+    std::vector<double> blas, packed;
+    for (int i = 0; i < reps + 1; ++i) {
+      start = std::chrono::steady_clock::now();
+      for (int64_t j = 0; j < batch; ++j) at::mm_out(c, a, w);
+      const double blas_s = Seconds(start) / batch;
+      start = std::chrono::steady_clock::now();
+      for (int64_t j = 0; j < batch; ++j) gemm.Run(a, 0.0, &c);
+      const double packed_s = Seconds(start) / batch;
+      if (i == 0) continue;  // warm-up
+      blas.push_back(blas_s);
+      packed.push_back(packed_s);
+    }
+    const double flops = 2.0 * s.m * s.k * s.n;
+    results.push_back({{"m", s.m},
+                       {"k", s.k},
+                       {"n", s.n},
+                       {"transposed", s.transposed},
+                       {"blas_gflops", flops / Median(blas) / 1e9},
+                       {"packed_gflops", flops / Median(packed) / 1e9},
+                       {"packed_kernel", gemm.packed()},
+                       {"pack_ms", pack_seconds * 1e3}});
+  }
+  if (format == "json") {
+    std::printf("%s\n", nlohmann::json{{"threads", used_threads},
+                                       {"blas", ablate::BlasCoreName()},
+                                       {"shapes", results}}
+                            .dump()
+                            .c_str());
+    return 0;
+  }
+  std::printf("%d threads, BLAS %s; median GFLOP/s of %d calls\n", used_threads,
+              ablate::BlasCoreName().c_str(), reps);
+  std::printf("  %-22s %10s %10s %9s\n", "m x k x n", "BLAS", "packed", "pack ms");
+  for (const auto& r : results) {
+    char name[64];
+    std::snprintf(name, sizeof(name), "%lldx%lldx%lld%s", (long long)r["m"].get<int64_t>(),
+                  (long long)r["k"].get<int64_t>(), (long long)r["n"].get<int64_t>(),
+                  r["transposed"].get<bool>() ? " (w^T)" : "");
+    std::printf("  %-22s %10.1f %10.1f %9.2f\n", name, r["blas_gflops"].get<double>(),
+                r["packed_gflops"].get<double>(), r["pack_ms"].get<double>());
+  }
+  return 0;
+}

@@ -1,0 +1,123 @@
+#include "worker/packed_gemm.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+
+#include "worker/packed_gemm_kernel.h"
+
+namespace ablate {
+
+namespace {
+
+using packed_gemm::kPanelWidth;
+
+// Multiply-adds per parallel task: enough to amortise handing it to a thread.
+constexpr int64_t kMacsPerTask = 1 << 17;
+
+std::atomic<bool>& EnabledFlag() {
+  static std::atomic<bool> enabled{[] {
+    const char* env = std::getenv("ABLATE_GEMM");
+    return env == nullptr || std::strcmp(env, "blas") != 0;
+  }()};
+  return enabled;
+}
+
+bool CpuHasAvx512() {
+#if defined(ABLATE_PACKED_GEMM_AVX512)
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") != 0;
+  }();
+  return has;
+#else
+  return false;
+#endif
+}
+
+// w ([k, n], strides sk and sn) as [panels, k, 32], zero past column n.
+void PackPanels(const float* w, int64_t k, int64_t n, int64_t sk, int64_t sn, float* out) {
+  const int64_t panels = (n + kPanelWidth - 1) / kPanelWidth;
+  at::parallel_for(0, panels, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      float* dst = out + p * k * kPanelWidth;
+      const int64_t col0 = p * kPanelWidth, cols = std::min(kPanelWidth, n - col0);
+      if (cols < kPanelWidth) std::fill(dst, dst + k * kPanelWidth, 0.0f);
+      // Walk the source along its smaller stride: a transposed view reads
+      // down its columns rather than gathering across rows.
+      if (sn <= sk) {
+        for (int64_t i = 0; i < k; ++i) {
+          for (int64_t j = 0; j < cols; ++j) dst[i * kPanelWidth + j] = w[i * sk + (col0 + j) * sn];
+        }
+      } else {
+        for (int64_t j = 0; j < cols; ++j) {
+          for (int64_t i = 0; i < k; ++i) dst[i * kPanelWidth + j] = w[i * sk + (col0 + j) * sn];
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void SetPackedGemmEnabled(bool enabled) { EnabledFlag().store(enabled); }
+bool PackedGemmEnabled() { return EnabledFlag().load(); }
+
+PackedGemm::PackedGemm(const torch::Tensor& w) : w_(w) {
+  TORCH_CHECK(w.dim() == 2, "PackedGemm: w must be a matrix");
+  k_ = w.size(0);
+  n_ = w.size(1);
+  if (!PackedGemmEnabled() || !CpuHasAvx512() || w.scalar_type() != torch::kFloat ||
+      !w.device().is_cpu() || k_ == 0 || n_ == 0) {
+    return;
+  }
+  const int64_t panels = (n_ + kPanelWidth - 1) / kPanelWidth;
+  // LibTorch's CPU allocator aligns to 64 bytes, as the kernel's loads need.
+  packed_ = torch::empty({panels, k_, kPanelWidth}, w.options());
+  PackPanels(w.data_ptr<float>(), k_, n_, w.stride(0), w.stride(1), packed_.data_ptr<float>());
+}
+
+void PackedGemm::Run(const torch::Tensor& a, double beta, torch::Tensor* c_out) {
+  torch::Tensor& c = *c_out;
+  TORCH_CHECK(
+      a.dim() == 2 && a.size(1) == k_ && c.dim() == 2 && c.size(0) == a.size(0) && c.size(1) == n_,
+      "PackedGemm: shapes do not match");
+  if (!packed()) {
+    if (beta == 0) {
+      at::mm_out(c, a, w_);
+    } else {
+      c.addmm_(a, w_, beta);
+    }
+    return;
+  }
+  TORCH_CHECK(a.is_contiguous() && c.is_contiguous() && a.scalar_type() == torch::kFloat &&
+                  c.scalar_type() == torch::kFloat,
+              "PackedGemm: a and c must be contiguous float32");
+#if defined(ABLATE_PACKED_GEMM_AVX512)
+  const int64_t m = a.size(0);
+  if (m == 0) return;
+  if (a_buffer_.numel() < m * k_) a_buffer_ = torch::empty({m * k_}, a.options());
+  const float* a_p = a.data_ptr<float>();
+  float* a_packed = a_buffer_.data_ptr<float>();
+  const int64_t blocks = packed_gemm::RowBlockCount(m);
+  at::parallel_for(0, blocks, std::max<int64_t>(1, kMacsPerTask / (12 * k_ * 8)),
+                   [&](int64_t begin, int64_t end) {
+                     for (int64_t b = begin; b < end; ++b) {
+                       packed_gemm::PackRowBlock(a_p, k_, m, k_, b, a_packed);
+                     }
+                   });
+  const float* w_packed = packed_.data_ptr<float>();
+  float* c_p = c.data_ptr<float>();
+  const int64_t panels = packed_.size(0);
+  const int64_t grain = std::max<int64_t>(1, kMacsPerTask / (m * k_ * kPanelWidth));
+  at::parallel_for(0, panels, grain, [&](int64_t begin, int64_t end) {
+    packed_gemm::MultiplyPanels(a_packed, m, k_, w_packed, n_, begin, end, static_cast<float>(beta),
+                                c_p, n_);
+  });
+#endif
+}
+
+}  // namespace ablate

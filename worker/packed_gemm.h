@@ -1,0 +1,49 @@
+// A matrix product with a constant right-hand side, for the recurrent
+// matmuls: every timestep multiplies a [B, H] state by the same weight, and
+// with B ~100 rows OpenBLAS runs at about half its large-matrix rate, largely
+// because it repacks the weight at every call. PackedGemm packs the weight
+// once and runs an AVX-512 kernel over it.
+#ifndef ABLATE_WORKER_PACKED_GEMM_H_
+#define ABLATE_WORKER_PACKED_GEMM_H_
+
+#include <torch/torch.h>
+
+#include <cstdint>
+
+namespace ablate {
+
+// Whether PackedGemm may use its own kernel (default: yes, unless the
+// environment sets ABLATE_GEMM=blas). Benchmarks flip it to compare with
+// LibTorch's BLAS in one process. Read when a PackedGemm is constructed.
+void SetPackedGemmEnabled(bool enabled);
+bool PackedGemmEnabled();
+
+// c = beta * c + a * w for a fixed w ([K, N], any strides and dtype).
+//
+// The kernel runs when the CPU has AVX-512F and w is float32 on the CPU;
+// otherwise Run calls LibTorch (the gradient
+// checks run in double). The kernel computes every element of c on one
+// thread, summing over k in a fixed order, so its results do not depend on
+// the thread count. w must stay unchanged while the PackedGemm is in use; the
+// packed copy is taken at construction. Not thread-safe: Run reuses a buffer.
+class PackedGemm {
+ public:
+  explicit PackedGemm(const torch::Tensor& w);
+
+  // a: [M, K], c: [M, N], both contiguous with w's dtype; c is written in
+  // place. beta 0 ignores c's old contents (NaN included).
+  void Run(const torch::Tensor& a, double beta, torch::Tensor* c);
+
+  // Whether Run uses the AVX-512 kernel.
+  bool packed() const { return packed_.defined(); }
+
+ private:
+  torch::Tensor w_;       // the original, for the LibTorch path
+  torch::Tensor packed_;  // [panels, K, kPanelWidth] or undefined
+  torch::Tensor a_buffer_;
+  int64_t k_ = 0, n_ = 0;
+};
+
+}  // namespace ablate
+
+#endif  // ABLATE_WORKER_PACKED_GEMM_H_

@@ -1,0 +1,120 @@
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "worker/packed_gemm_kernel.h"
+
+namespace ablate {
+namespace packed_gemm {
+
+namespace {
+
+// Rows per register tile: 12 x 32 accumulators take 24 of the 32 zmm
+// registers, leaving room for two w vectors and a broadcast of a.
+constexpr int64_t kMaxRows = 12;
+
+// Depth per pass over a panel: a 256 x 32 slice of w (32 KiB) stays in L1
+// while every row block of a runs over it.
+constexpr int64_t kDepthBlock = 256;
+
+inline int64_t Min(int64_t a, int64_t b) { return a < b ? a : b; }
+
+// First row and row count of row block `block`.
+inline void RowBlock(int64_t m, int64_t block, int64_t* row0, int64_t* rows) {
+  const int64_t blocks = RowBlockCount(m);
+  const int64_t base = m / blocks, extra = m % blocks;
+  *row0 = block * base + Min(block, extra);
+  *rows = base + (block < extra ? 1 : 0);
+}
+
+// c tile [R, 32] (columns masked by m0, m1) = (first ? beta * c : c) + a * w
+// over `depth` steps; a is [depth][R], w is [depth][32] (64-byte aligned).
+// The sum over k runs in order, one fused multiply-add per k. When `next` is
+// set, also prefetches depth * 32 floats from it into L2.
+template <int R>
+void Tile(int64_t depth, const float* a, const float* w, float* c, int64_t ldc, __mmask16 m0,
+          __mmask16 m1, bool first, float beta, const float* next) {
+  __m512 acc0[R], acc1[R];
+  if (first && beta == 0.0f) {
+#pragma GCC unroll 12
+    for (int r = 0; r < R; ++r) acc0[r] = acc1[r] = _mm512_setzero_ps();
+  } else {
+    const __m512 scale = _mm512_set1_ps(first ? beta : 1.0f);
+#pragma GCC unroll 12
+    for (int r = 0; r < R; ++r) {
+      acc0[r] = _mm512_mul_ps(scale, _mm512_maskz_loadu_ps(m0, c + r * ldc));
+      acc1[r] = _mm512_mul_ps(scale, _mm512_maskz_loadu_ps(m1, c + r * ldc + 16));
+    }
+  }
+  for (int64_t k = 0; k < depth; ++k) {
+    if (next != nullptr) {
+      _mm_prefetch(reinterpret_cast<const char*>(next + k * kPanelWidth), _MM_HINT_T1);
+      _mm_prefetch(reinterpret_cast<const char*>(next + k * kPanelWidth + 16), _MM_HINT_T1);
+    }
+    const __m512 w0 = _mm512_load_ps(w + k * kPanelWidth);
+    const __m512 w1 = _mm512_load_ps(w + k * kPanelWidth + 16);
+#pragma GCC unroll 12
+    for (int r = 0; r < R; ++r) {
+      const __m512 av = _mm512_set1_ps(a[k * R + r]);
+      acc0[r] = _mm512_fmadd_ps(av, w0, acc0[r]);
+      acc1[r] = _mm512_fmadd_ps(av, w1, acc1[r]);
+    }
+  }
+#pragma GCC unroll 12
+  for (int r = 0; r < R; ++r) {
+    _mm512_mask_storeu_ps(c + r * ldc, m0, acc0[r]);
+    _mm512_mask_storeu_ps(c + r * ldc + 16, m1, acc1[r]);
+  }
+}
+
+using TileFn = void (*)(int64_t, const float*, const float*, float*, int64_t, __mmask16, __mmask16,
+                        bool, float, const float*);
+constexpr TileFn kTiles[kMaxRows + 1] = {nullptr,  Tile<1>,  Tile<2>, Tile<3>, Tile<4>,
+                                         Tile<5>,  Tile<6>,  Tile<7>, Tile<8>, Tile<9>,
+                                         Tile<10>, Tile<11>, Tile<12>};
+
+}  // namespace
+
+int64_t RowBlockCount(int64_t m) { return (m + kMaxRows - 1) / kMaxRows; }
+
+void PackRowBlock(const float* a, int64_t lda, int64_t m, int64_t depth, int64_t block,
+                  float* packed) {
+  int64_t row0, rows;
+  RowBlock(m, block, &row0, &rows);
+  float* out = packed + row0 * depth;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* src = a + (row0 + r) * lda;
+    for (int64_t k = 0; k < depth; ++k) out[k * rows + r] = src[k];
+  }
+}
+
+void MultiplyPanels(const float* a_packed, int64_t m, int64_t depth, const float* w_packed,
+                    int64_t n, int64_t panel_begin, int64_t panel_end, float beta, float* c,
+                    int64_t ldc) {
+  const int64_t blocks = RowBlockCount(m);
+  for (int64_t p = panel_begin; p < panel_end; ++p) {
+    const int64_t col0 = p * kPanelWidth;
+    const int64_t cols = Min(kPanelWidth, n - col0);
+    const __mmask16 m0 = cols >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << cols) - 1);
+    const __mmask16 m1 =
+        cols >= 32 ? 0xFFFF : (cols <= 16 ? 0 : static_cast<__mmask16>((1u << (cols - 16)) - 1));
+    const float* panel = w_packed + p * depth * kPanelWidth;
+    for (int64_t k0 = 0; k0 < depth; k0 += kDepthBlock) {
+      const int64_t kc = Min(kDepthBlock, depth - k0);
+      for (int64_t block = 0; block < blocks; ++block) {
+        int64_t row0, rows;
+        RowBlock(m, block, &row0, &rows);
+        // w comes from memory or L3 (the weights outgrow L2) faster than the
+        // hardware prefetcher fetches it: the first row block pulls the next
+        // slice (of this panel or the next) into L2 while the rest reuse this.
+        const float* slice = panel + k0 * kPanelWidth;
+        const bool last = p + 1 == panel_end && k0 + kc >= depth;
+        kTiles[rows](kc, a_packed + row0 * depth + k0 * rows, slice, c + row0 * ldc + col0, ldc, m0,
+                     m1, k0 == 0, beta, block == 0 && !last ? slice + kc * kPanelWidth : nullptr);
+      }
+    }
+  }
+}
+
+}  // namespace packed_gemm
+}  // namespace ablate

@@ -1,0 +1,102 @@
+#include "worker/packed_gemm.h"
+
+#include <ATen/Parallel.h>
+#include <gtest/gtest.h>
+
+#include <tuple>
+
+namespace ablate {
+namespace {
+
+// Largest |c - reference| relative to the rounding bound of a float sum of
+// k products and beta * c0, (k + 1) * eps * (|a| |w| + |beta c0|): within 1
+// the result is a correct product.
+double BoundRatio(const torch::Tensor& c, const torch::Tensor& reference, const torch::Tensor& a,
+                  const torch::Tensor& w, const torch::Tensor& beta_c0) {
+  const int64_t k = a.size(1);
+  const torch::Tensor magnitude =
+      at::mm(a.abs().to(torch::kDouble), w.abs().to(torch::kDouble)) + beta_c0.abs();
+  const torch::Tensor bound = magnitude * ((k + 1) * 1.2e-7) + 1e-30;
+  return ((c.to(torch::kDouble) - reference) / bound).abs().max().item<double>();
+}
+
+// Runs c = beta * c0 + a * w through PackedGemm and checks it against the
+// product in double.
+void CheckProduct(int64_t m, int64_t k, int64_t n, double beta, bool transposed) {
+  SCOPED_TRACE(testing::Message() << "m=" << m << " k=" << k << " n=" << n << " beta=" << beta
+                                  << (transposed ? " w transposed" : ""));
+  torch::manual_seed(m * 1000003 + k * 1009 + n);
+  const torch::Tensor a = torch::randn({m, k});
+  // A transposed view has strides (1, k): the backward pass's w.t().
+  const torch::Tensor w = transposed ? torch::randn({n, k}).t() : torch::randn({k, n});
+  const torch::Tensor c0 = torch::randn({m, n});
+  torch::Tensor c = beta == 0 ? torch::full({m, n}, NAN) : c0.clone();
+
+  PackedGemm gemm(w);
+  EXPECT_TRUE(gemm.packed());
+  gemm.Run(a, beta, &c);
+
+  const torch::Tensor beta_c0 = beta * c0.to(torch::kDouble);
+  const torch::Tensor reference = at::mm(a.to(torch::kDouble), w.to(torch::kDouble)) + beta_c0;
+  EXPECT_LT(BoundRatio(c, reference, a, w, beta_c0), 1.0);
+}
+
+class PackedGemmShapes : public testing::TestWithParam<std::tuple<int64_t, int64_t, int64_t>> {};
+
+TEST_P(PackedGemmShapes, MatchesTheProductInDouble) {
+  if (!PackedGemm(torch::zeros({1, 1})).packed()) GTEST_SKIP() << "no AVX-512 on this CPU";
+  const auto [m, k, n] = GetParam();
+  for (double beta : {0.0, 1.0, 0.5}) {
+    for (bool transposed : {false, true}) CheckProduct(m, k, n, beta, transposed);
+  }
+}
+
+// Rows around the 12-row tile (1, 7, 12, 13, 100, 101), depths around the
+// 256-deep block (1, 255, 257, 600) and widths around the 32-column panel.
+INSTANTIATE_TEST_SUITE_P(EdgeSizes, PackedGemmShapes,
+                         testing::Values(std::make_tuple(1, 1, 1), std::make_tuple(1, 64, 33),
+                                         std::make_tuple(7, 1, 32), std::make_tuple(7, 255, 17),
+                                         std::make_tuple(12, 256, 64), std::make_tuple(13, 257, 65),
+                                         std::make_tuple(100, 600, 200),
+                                         std::make_tuple(101, 300, 95),
+                                         std::make_tuple(100, 128, 384),
+                                         std::make_tuple(32, 513, 31)));
+
+TEST(PackedGemm, ResultsDoNotDependOnTheThreadCount) {
+  if (!PackedGemm(torch::zeros({1, 1})).packed()) GTEST_SKIP() << "no AVX-512 on this CPU";
+  torch::manual_seed(7);
+  const torch::Tensor a = torch::randn({100, 700});
+  const torch::Tensor w = torch::randn({900, 700}).t();
+  const int threads = at::get_num_threads();
+  auto product = [&](int n_threads) {
+    at::set_num_threads(n_threads);
+    torch::Tensor c = torch::ones({100, 900});
+    PackedGemm(w).Run(a, 1.0, &c);
+    return c;
+  };
+  const torch::Tensor one = product(1), two = product(2), three = product(3);
+  at::set_num_threads(threads);
+  EXPECT_TRUE(torch::equal(one, two));
+  EXPECT_TRUE(torch::equal(one, three));
+}
+
+TEST(PackedGemm, FallsBackToLibTorchForDouble) {
+  torch::manual_seed(3);
+  const torch::Tensor a = torch::randn({5, 9}, torch::kDouble);
+  const torch::Tensor w = torch::randn({9, 4}, torch::kDouble);
+  torch::Tensor c = torch::ones({5, 4}, torch::kDouble);
+  PackedGemm gemm(w);
+  EXPECT_FALSE(gemm.packed());
+  gemm.Run(a, 1.0, &c);
+  EXPECT_TRUE(torch::allclose(c, 1 + at::mm(a, w)));
+}
+
+TEST(PackedGemm, CanBeTurnedOff) {
+  SetPackedGemmEnabled(false);
+  const bool packed = PackedGemm(torch::zeros({64, 64})).packed();
+  SetPackedGemmEnabled(true);
+  EXPECT_FALSE(packed);
+}
+
+}  // namespace
+}  // namespace ablate
