@@ -11,8 +11,8 @@
 
 #include "cli/results_format.h"
 #include "cli/table.h"
+#include "common/model_size.h"
 #include "common/run_config.h"
-#include "worker/model.h"
 
 namespace ablate {
 

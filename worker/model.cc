@@ -46,12 +46,6 @@ int64_t Numel(const std::vector<int64_t>& shape) {
 
 }  // namespace
 
-int64_t CountParameters(Cell cell, bool layer_norm, int64_t hidden, int64_t vocab) {
-  int64_t total = 0;
-  for (const auto& [name, shape] : Layout(cell, layer_norm, hidden, vocab)) total += Numel(shape);
-  return total;
-}
-
 CharRnnImpl::CharRnnImpl(Cell cell, bool layer_norm, int64_t hidden, int64_t vocab,
                          torch::TensorOptions options)
     : cell_(cell),
@@ -59,7 +53,10 @@ CharRnnImpl::CharRnnImpl(Cell cell, bool layer_norm, int64_t hidden, int64_t voc
       hidden_(hidden),
       vocab_(vocab),
       layout_(Layout(cell, layer_norm, hidden, vocab)) {
-  const int64_t total = CountParameters(cell, layer_norm, hidden, vocab);
+  // Summed from the layout, not common/model_size.h's closed form: the
+  // buffer must fit what is registered, and model_test checks the two agree.
+  int64_t total = 0;
+  for (const auto& entry : layout_) total += Numel(entry.second);
   flat_params_ = torch::zeros({total}, options);
   flat_grads_ = torch::zeros({total}, options);
   int64_t offset = 0;
@@ -182,13 +179,6 @@ ModelOutput CharRnnImpl::Forward(const torch::Tensor& tokens, const RecurrentSta
 
 int64_t CharRnnImpl::ForwardMacsPerSymbol() const {
   return ablate::ForwardMacsPerSymbol(cell_, hidden_, vocab_);
-}
-
-int64_t ForwardMacsPerSymbol(Cell cell, int64_t hidden, int64_t vocab) {
-  // Recurrent and output matmuls; the input side is a gather.
-  int64_t macs = hidden * GateWidth(cell, hidden) + hidden * vocab;
-  if (cell != Cell::kLstm) macs += hidden * hidden;
-  return macs;
 }
 
 }  // namespace ablate

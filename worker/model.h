@@ -14,6 +14,7 @@
 
 #include <torch/torch.h>
 
+#include "common/model_size.h"
 #include "common/run_config.h"
 #include "worker/recurrence.h"
 
@@ -61,7 +62,8 @@ class CharRnnImpl : public torch::nn::Module {
   // GRU {2H, H}, MGU {H, H}, LSTM {4H}.
   std::vector<int64_t> input_groups() const;
 
-  // Multiply-accumulates of one forward step for one stream, for FLOP counts.
+  // Multiply-accumulates of one forward step for one stream, for FLOP counts
+  // (common/model_size.h's ForwardMacsPerSymbol).
   int64_t ForwardMacsPerSymbol() const;
 
  private:
@@ -80,11 +82,6 @@ class CharRnnImpl : public torch::nn::Module {
   torch::Tensor w_out_, b_out_;  // [H, V], [V]
 };
 TORCH_MODULE(CharRnn);
-
-// Parameter count of a configuration without building it.
-int64_t CountParameters(Cell cell, bool layer_norm, int64_t hidden, int64_t vocab);
-// CharRnnImpl::ForwardMacsPerSymbol of a configuration without building it.
-int64_t ForwardMacsPerSymbol(Cell cell, int64_t hidden, int64_t vocab);
 
 }  // namespace ablate
 

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <string>
+#include <utility>
 
 #include "worker/init.h"
 
@@ -43,6 +44,21 @@ TEST(Model, BuiltModelHasTheCountedParameters) {
   int64_t registered = 0;
   for (const auto& p : model->parameters()) registered += p.numel();
   EXPECT_EQ(registered, 14078256);
+}
+
+TEST(Model, ClosedFormCountsMatchTheBuiltModelForEveryCell) {
+  // The CLI counts with the closed form and never builds a model.
+  for (const CellCase& c : kAllCells) {
+    for (const auto& [hidden, vocab] : {std::pair<int64_t, int64_t>{7, 27}, {300, 256}}) {
+      CharRnn model(c.cell, c.layer_norm, hidden, vocab);
+      int64_t registered = 0;
+      for (const auto& p : model->parameters()) registered += p.numel();
+      const std::string name = std::string(CellName(c.cell)) + (c.layer_norm ? " + LN" : "") +
+                               " H " + std::to_string(hidden) + " V " + std::to_string(vocab);
+      EXPECT_EQ(CountParameters(c.cell, c.layer_norm, hidden, vocab), registered) << name;
+      EXPECT_EQ(model->parameter_count(), registered) << name;
+    }
+  }
 }
 
 TEST(Model, BiasesStartAtTheSeedsValues) {
