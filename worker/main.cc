@@ -1,5 +1,6 @@
 // ablate-worker: trains jobs. Without a subcommand it serves a coordinator;
-// `train` runs one configuration locally; `data` prepares corpora.
+// `train` runs one configuration locally; `data` prepares corpora;
+// `time-steps` (hidden: the CLI's, not people's) times steps for an estimate.
 #include <CLI/CLI.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -9,6 +10,7 @@
 #include "worker/gpu_supervisor.h"
 #include "worker/text8.h"
 #include "worker/text8_fetch.h"
+#include "worker/time_steps_command.h"
 #include "worker/train_command.h"
 #include "worker/worker_loop.h"
 
@@ -73,12 +75,19 @@ int main(int argc, char** argv) {
   fetch->add_option("--data-dir", fetch_dir, "Cache directory");
   fetch->add_option("--url", fetch_url, "Where text8.zip is served");
 
+  // No group: hidden from --help, since `ablate launch --dry-run` is its user.
+  CLI::App* time_steps_cmd = app.add_subcommand(
+      "time-steps", "Time trainer steps: a JSON request on stdin, a JSON reply on stdout");
+  time_steps_cmd->group("");
+
   train_cmd->excludes(gpus_opt);
   data_cmd->excludes(gpus_opt);
+  time_steps_cmd->excludes(gpus_opt);
 
   CLI11_PARSE(app, argc, argv);
 
   if (*train_cmd) return ablate::RunTrainCommand(train);
+  if (*time_steps_cmd) return ablate::RunTimeStepsCommand();
   if (*prepare) {
     ablate::text8::PrepareStats stats;
     ablate::Status s = ablate::text8::PrepareFile(prepare_in, prepare_out, &stats);
