@@ -7,12 +7,11 @@
 #include <map>
 #include <tuple>
 
-#include "worker/blas.h"
-#include "worker/model.h"
-#include "worker/step_timer.h"
+#include "cli/worker_process.h"
+#include "common/model_size.h"
+#include "common/step_timing.h"
 #include "worker/text8.h"
 #include "worker/text8_fetch.h"
-#include "worker/trainer.h"
 
 namespace ablate {
 
@@ -61,22 +60,47 @@ int64_t ValidationCount(const TrainConfig& train) {
   return train.steps / train.eval_every + (train.steps % train.eval_every != 0 ? 1 : 0);
 }
 
+// Times the request's steps in an `ablate-worker time-steps` process.
+StatusOr<StepTimingReply> TimeSteps(const StepTimingRequest& request) {
+  ABLATE_ASSIGN_OR_RETURN(std::string worker, FindWorkerBinary());
+  ABLATE_ASSIGN_OR_RETURN(CommandOutput output,
+                          RunWithInput({worker, "time-steps"}, request.ToJson().dump()));
+  const std::string command = worker + " time-steps";
+  const nlohmann::json json =
+      nlohmann::json::parse(output.out, nullptr, /*allow_exceptions=*/false);
+  if (!json.is_discarded()) {
+    ABLATE_RETURN_IF_ERROR(StepTimingErrorFromJson(json));
+  }
+  if (output.exit_code != 0) {
+    std::string err = output.err;
+    while (!err.empty() && err.back() == '\n') err.pop_back();
+    return Status::Internal(command + " exited with status " + std::to_string(output.exit_code) +
+                            (err.empty() ? "" : ": " + err));
+  }
+  if (json.is_discarded()) return Status::Internal(command + " printed no JSON reply");
+  StatusOr<StepTimingReply> reply = StepTimingReply::FromJson(json);
+  if (!reply.ok()) return Status::Internal(command + ": " + reply.status().message());
+  if (reply->seconds.size() != request.shapes.size()) {
+    return Status::Internal(command + " timed " + std::to_string(reply->seconds.size()) +
+                            " shapes of " + std::to_string(request.shapes.size()));
+  }
+  return reply;
+}
+
 }  // namespace
 
 StatusOr<SweepEstimate> EstimateSweep(const std::vector<Job>& jobs,
                                       const EstimateOptions& options) {
   SweepEstimate estimate;
-  estimate.threads = ConfigureThreads(options.threads);
-  ABLATE_ASSIGN_OR_RETURN(torch::Device device, ParseDevice(options.device));
-  estimate.device = device.str();
-  if (device.is_cpu()) estimate.blas = BlasCoreName();
-
-  const auto started = std::chrono::steady_clock::now();
-  // Per shape: the sequence length timed and the seconds of one step there.
-  std::map<Shape, std::pair<int64_t, double>> times;
+  StepTimingRequest request;
+  request.device = options.device;
+  request.threads = options.threads;
+  request.budget_seconds = options.timing_seconds;
+  // Per shape: its index in the request.
+  std::map<Shape, size_t> shape_index;
   for (const Job& job : jobs) {
     const Shape shape = ShapeOf(job.config);
-    if (times.count(shape)) continue;
+    if (shape_index.count(shape)) continue;
     const RunConfig& c = job.config;
     const double flops_per_position =
         kTrainFlopsPerMac *
@@ -85,22 +109,29 @@ StatusOr<SweepEstimate> EstimateSweep(const std::vector<Job>& jobs,
     const int64_t seq = std::min(
         c.train.seq,
         std::max<int64_t>(2, static_cast<int64_t>(options.timing_flops / flops_per_position)));
-    ABLATE_ASSIGN_OR_RETURN(double seconds,
-                            MeasureStepSeconds(c, estimate.device, seq, options.timing_seconds));
-    times.emplace(shape, std::make_pair(seq, seconds));
+    shape_index.emplace(shape, request.shapes.size());
+    request.shapes.push_back({c, seq});
     if (std::find(estimate.seq_measured.begin(), estimate.seq_measured.end(), seq) ==
         estimate.seq_measured.end()) {
       estimate.seq_measured.push_back(seq);
     }
   }
   std::sort(estimate.seq_measured.begin(), estimate.seq_measured.end());
-  estimate.shapes = static_cast<int>(times.size());
+  estimate.shapes = static_cast<int>(request.shapes.size());
+
+  const auto started = std::chrono::steady_clock::now();
+  ABLATE_ASSIGN_OR_RETURN(StepTimingReply timing, TimeSteps(request));
   estimate.measuring_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  estimate.device = timing.device;
+  estimate.threads = timing.threads;
+  estimate.blas = timing.blas;
 
   for (const Job& job : jobs) {
     const RunConfig& c = job.config;
-    const auto& [timed_seq, timed_seconds] = times.at(ShapeOf(c));
+    const size_t timed = shape_index.at(ShapeOf(c));
+    const int64_t timed_seq = request.shapes[timed].seq;
+    const double timed_seconds = timing.seconds[timed];
     const double seconds_per_position = timed_seconds / double(timed_seq);
     if (timed_seq < c.train.seq) estimate.scaled = true;
     JobEstimate& e = estimate.jobs.emplace_back();

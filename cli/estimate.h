@@ -1,8 +1,9 @@
 // What a sweep will cost before it runs: per job its parameter count, FLOPs
 // and training time, the time coming from real trainer steps measured on this
-// machine (worker/step_timer.h) for each distinct model shape, at a shorter
-// sequence length for large models and scaled linearly to the jobs' (which
-// overstates the per-step part that does not grow with the sequence:
+// machine for each distinct model shape by an `ablate-worker time-steps`
+// process (worker/time_steps_command.h; the CLI does not link LibTorch), at a
+// shorter sequence length for large models and scaled linearly to the jobs'
+// (which overstates the per-step part that does not grow with the sequence:
 // clipping and the Adam update).
 //
 // FLOPs count 2 per multiply-accumulate forward and 4 backward: a training
@@ -23,7 +24,7 @@ namespace ablate {
 
 struct EstimateOptions {
   std::string device = "auto";  // as TrainerOptions::device
-  int threads = 0;              // LibTorch intra-op threads; 0: the machine's cores
+  int threads = 0;              // the worker's intra-op threads; 0: the machine's cores
   // Steps are timed at a sequence length that keeps one near this many
   // FLOPs (at least 2 and at most train.seq positions), and scaled linearly
   // to train.seq, so that measuring stays quick.
@@ -59,8 +60,10 @@ struct SweepEstimate {
   std::vector<std::string> unknown_corpora;
 };
 
-// Measures and multiplies out. Sets LibTorch's thread count. Errors: a device
-// this machine lacks, or a trainer that cannot be built for a job's shape.
+// Measures (in an ablate-worker found as FindWorkerBinary finds it) and
+// multiplies out. Errors: no ablate-worker (NotFound), a device this machine
+// lacks or a trainer that cannot be built for a job's shape (the worker's
+// Status), a worker that fails or answers nonsense (Internal, naming it).
 StatusOr<SweepEstimate> EstimateSweep(const std::vector<Job>& jobs, const EstimateOptions& options);
 
 }  // namespace ablate

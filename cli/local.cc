@@ -1,8 +1,8 @@
 // `ablate local SPEC.yaml --workers N --db PATH`: a whole sweep on this
 // machine. A coordinator runs in this process on a loopback port, the spec is
 // launched into it, and N `ablate-worker` processes (the binary next to this
-// one) train its jobs, each with cores / N threads unless told otherwise. The
-// progress shows while they run: redrawn in place on a terminal, a line every
+// one, else on PATH) train its jobs, each with cores / N threads unless told
+// otherwise. The progress shows while they run: redrawn in place on a terminal, a line every
 // few seconds otherwise. SIGINT, SIGTERM or SIGHUP (the terminal closed) is
 // forwarded to the workers as SIGTERM (they checkpoint and hand their jobs
 // back to the coordinator, which lives until they are gone; a second signal
@@ -42,6 +42,7 @@
 #include "cli/status_view.h"
 #include "cli/sweeps_client.h"
 #include "cli/table.h"
+#include "cli/worker_process.h"
 #include "common/spec.h"
 #include "coordinator/server.h"
 #include "coordinator/store.h"
@@ -76,17 +77,6 @@ int64_t NowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
-}
-
-StatusOr<std::string> WorkerBinary() {
-  std::error_code error;
-  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", error);
-  if (error) return Status::Internal("cannot read /proc/self/exe: " + error.message());
-  const std::string path = (self.parent_path() / "ablate-worker").string();
-  if (access(path.c_str(), X_OK) != 0) {
-    return Status::NotFound("no ablate-worker next to ablate (looked for " + path + ")");
-  }
-  return path;
 }
 
 // Starts a worker in its own process group (a terminal's Ctrl-C reaches only
@@ -187,7 +177,7 @@ int RunLocal(const LocalOptions& options) {
   if (!spec.ok()) return ReportError("local", spec.status());
   auto jobs = ExpandGrid(*spec);
   if (!jobs.ok()) return ReportError("local", jobs.status());
-  auto worker_binary = WorkerBinary();
+  auto worker_binary = FindWorkerBinary();
   if (!worker_binary.ok()) return ReportError("local", worker_binary.status());
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const int threads = options.threads > 0 ? options.threads : std::max(1, cores / options.workers);

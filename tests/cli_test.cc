@@ -13,12 +13,13 @@
 #include "tests/support/corpus.h"
 #include "tests/support/process.h"
 #include "tests/support/sqlite_query.h"
-#include "worker/model.h"
+#include "common/model_size.h"
 #include "worker/text8.h"
 
 namespace ablate {
 namespace {
 
+using testing::BinDir;
 using testing::Binary;
 using testing::Process;
 using testing::QueryInt;
@@ -182,6 +183,76 @@ TEST(Launch, DryRunJsonCountsSixFlopsPerMacOfEveryStep) {
   }
   EXPECT_GT(out["estimated_cpu_hours"].get<double>(), 0);
   EXPECT_EQ(out["threads"], 1);
+}
+
+// A copy of `ablate` alone in a directory, with `worker` (a script), if
+// given, as the ablate-worker beside it.
+std::string AblateBeside(const TempDir& dir, const std::string& worker = "") {
+  const std::string bin = dir.File("bin");
+  std::filesystem::create_directory(bin);
+  std::filesystem::copy_file(Binary("ablate"), bin + "/ablate");
+  if (!worker.empty()) {
+    WriteFile(bin + "/ablate-worker", "#!/bin/sh\n" + worker);
+    std::filesystem::permissions(bin + "/ablate-worker", std::filesystem::perms::owner_all);
+  }
+  return bin + "/ablate";
+}
+
+TEST(Launch, DryRunFindsTheWorkerOnPathWhenNoneIsBesideIt) {
+  Workspace ws;
+  const std::string ablate = AblateBeside(ws.dir);
+  const std::vector<std::string> args = {ablate,        "launch", ws.spec, "--dry-run",
+                                         "--threads",   "1",      "--format", "json"};
+  RunResult alone = RunCommand(args, ws.logs, std::chrono::seconds(120), {{"PATH", ""}});
+  EXPECT_NE(alone.exit_code, 0);
+  EXPECT_EQ(testing::Lines(alone.err).size(), 1u) << alone.err;
+  EXPECT_NE(alone.err.find("ablate launch: no ablate-worker next to ablate (looked for " +
+                           ws.dir.File("bin/ablate-worker") + ") nor on PATH"),
+            std::string::npos)
+      << alone.err;
+  EXPECT_EQ(alone.out, "");
+
+  RunResult on_path = RunCommand(args, ws.logs, std::chrono::seconds(120), {{"PATH", BinDir()}});
+  ASSERT_EQ(on_path.exit_code, 0) << on_path.err;
+  const auto out = nlohmann::json::parse(on_path.out);
+  EXPECT_EQ(out["jobs"].size(), 18u);
+  EXPECT_GT(out["estimated_seconds"].get<double>(), 0);
+}
+
+TEST(Launch, DryRunNamesAWorkerThatFailsOrAnswersNonsense) {
+  Workspace ws;
+  struct Case {
+    std::string worker;    // the script
+    std::string expected;  // in the one line of stderr
+  };
+  const Case cases[] = {
+      {"echo 'no room at the inn' >&2\nexit 3\n",
+       "time-steps exited with status 3: no room at the inn"},
+      {"kill -KILL $$\n", "time-steps exited with status 137"},
+      {"echo 'timing, not JSON'\n", "time-steps printed no JSON reply"},
+      {"echo '{\"seconds\": [1]}'\n", "time-steps: step timing device: unexpected null"},
+      {"echo '{\"seconds\": [], \"device\": \"cpu\", \"threads\": 1, \"blas\": \"\"}'\n",
+       "time-steps timed 0 shapes of 6"},
+  };
+  for (const Case& c : cases) {
+    TempDir dir;
+    const std::string ablate = AblateBeside(dir, c.worker);
+    RunResult r = RunCommand({ablate, "launch", ws.spec, "--dry-run"}, ws.logs);
+    EXPECT_EQ(r.exit_code, 1) << c.worker;
+    ASSERT_EQ(testing::Lines(r.err).size(), 1u) << r.err;
+    EXPECT_NE(r.err.find("ablate launch: " + dir.File("bin/ablate-worker") + " " + c.expected),
+              std::string::npos)
+        << r.err;
+  }
+}
+
+TEST(Launch, DryRunOnADeviceThisMachineLacksSaysSo) {
+  Workspace ws;
+  RunResult r = ws.Ablate({"launch", ws.spec, "--dry-run", "--device", "cuda:99"});
+  EXPECT_EQ(r.exit_code, 1);
+  ASSERT_EQ(testing::Lines(r.err).size(), 1u) << r.err;
+  EXPECT_TRUE(std::regex_search(r.err, std::regex("^ablate launch: --device: \"cuda:99\"")))
+      << r.err;
 }
 
 TEST(Launch, ABadSpecNamesFileLineAndColumnAndFails) {
