@@ -60,7 +60,7 @@ int main(int argc, char** argv) {
     const torch::Tensor w = s.transposed ? torch::randn({s.n, s.k}).t() : torch::randn({s.k, s.n});
     torch::Tensor c = torch::empty({s.m, s.n});
     auto start = std::chrono::steady_clock::now();
-    ablate::PackedGemm gemm(w);
+    ablate::PackedGemm gemm(w, reps);
     const double pack_seconds = Seconds(start);
     // Small shapes take microseconds: time batches of calls.
     const int64_t batch = std::max<int64_t>(1, 20'000'000 / (s.m * s.k * s.n));

@@ -3,6 +3,9 @@
 //
 //   trainer_bench --cell gru --layer-norm --hidden 2000 --batch 100 --seq 200
 //
+// With --gemm blas,packed it times the recurrent matmuls on LibTorch's BLAS
+// and then on PackedGemm in the same process, one result each.
+//
 // Prints step time, bytes/s, achieved GFLOP/s (6 flops per multiply-add of the
 // recurrent and output matmuls per symbol: 2 forward, 4 backward) and that
 // rate's share of the measured matmul rate, and peak memory.
@@ -19,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "worker/blas.h"
+#include "worker/packed_gemm.h"
 #include "worker/text8.h"
 #include "worker/trainer.h"
 
@@ -60,7 +64,14 @@ int main(int argc, char** argv) {
   app.add_option("--kernel", kernel, "auto, fused or reference");
   app.add_option("--matmul-n", matmul_n, "Size of the square matmul that measures the BLAS rate");
   app.add_option("--format", format, "table or json");
+  std::vector<std::string> gemms = {"auto"};
+  app.add_option("--gemm", gemms,
+                 "Recurrent matmuls on packed (PackedGemm), blas or auto (ABLATE_GEMM decides); "
+                 "a list runs each in turn")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"auto", "packed", "blas"}));
   CLI11_PARSE(app, argc, argv);
+  const int64_t rounds = static_cast<int64_t>(gemms.size());
 
   const int used_threads = ablate::ConfigureThreads(threads);
   ablate::RunConfig config;
@@ -77,7 +88,7 @@ int main(int argc, char** argv) {
   config.model.vocab = vocab;
   config.train.batch = batch;
   config.train.seq = seq;
-  config.train.steps = warmup + steps;
+  config.train.steps = (warmup + steps) * rounds;
   config.train.log_every = 1'000'000'000;
 
   // A corpus a little longer than the steps need.
@@ -86,7 +97,7 @@ int main(int argc, char** argv) {
                                  .string();
   {
     const std::string clean = ablate::text8::Clean(kText);
-    const int64_t needed = (batch * (seq + 1) * (warmup + steps + 1)) * 10 / 9 + 1000;
+    const int64_t needed = (batch * (seq + 1) * ((warmup + steps) * rounds + 1)) * 10 / 9 + 1000;
     std::ofstream out(corpus, std::ios::binary);
     for (int64_t written = 0; written < needed; written += clean.size()) out << clean;
   }
@@ -108,57 +119,64 @@ int main(int argc, char** argv) {
   };
 
   const double matmul_gflops = cuda ? 0 : ablate::MeasureMatmulGflops(matmul_n, 3);
-  for (int i = 0; i < warmup; ++i) t.TrainStep();
-  sync();
-  std::vector<double> times;
-  torch::Tensor last;
-  for (int i = 0; i < steps; ++i) {
-    const auto start = std::chrono::steady_clock::now();
-    last = t.TrainStep();
+  for (const std::string& gemm : gemms) {
+    if (gemm != "auto") ablate::SetPackedGemmEnabled(gemm == "packed");
+    const char* gemm_used = ablate::PackedGemmEnabled() ? "packed" : "blas";
+    for (int i = 0; i < warmup; ++i) t.TrainStep();
     sync();
-    times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    std::vector<double> times;
+    torch::Tensor last;
+    for (int i = 0; i < steps; ++i) {
+      const auto start = std::chrono::steady_clock::now();
+      last = t.TrainStep();
+      sync();
+      times.push_back(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    }
+    std::sort(times.begin(), times.end());
+    const double median = times[times.size() / 2];
+    const double bytes_per_step = double(batch) * seq;
+    const double flops = 6.0 * t.model()->ForwardMacsPerSymbol() * bytes_per_step;
+    const double gflops = flops / median / 1e9;
+    nlohmann::json result = {
+        {"cell", cell},
+        {"layer_norm", layer_norm},
+        {"hidden", hidden},
+        {"batch", batch},
+        {"seq", seq},
+        {"vocab", vocab},
+        {"device", t.device().str()},
+        {"threads", used_threads},
+        {"kernel", t.kernel() == ablate::Kernel::kFused ? "fused" : "reference"},
+        {"blas", ablate::BlasCoreName()},
+        {"gemm", gemm_used},
+        {"parameters", t.model()->parameter_count()},
+        {"step_seconds", median},
+        {"step_seconds_min", times.front()},
+        {"bytes_per_s", bytes_per_step / median},
+        {"gflops", gflops},
+        {"matmul_gflops", matmul_gflops},
+        {"matmul_share", matmul_gflops > 0 ? gflops / matmul_gflops : 0},
+        {"peak_memory_mib", PeakMemoryMiB()},
+        {"last_loss", last.item<double>()},
+    };
+    if (format == "json") {
+      std::printf("%s\n", result.dump().c_str());
+      continue;
+    }
+    std::printf(
+        "%s%s H=%lld B=%lld T=%lld V=%lld on %s (%d threads, %s kernel, BLAS %s, %s GEMM)\n",
+        cell.c_str(), layer_norm ? "+ln" : "", (long long)hidden, (long long)batch, (long long)seq,
+        (long long)vocab, t.device().str().c_str(), used_threads,
+        result["kernel"].get<std::string>().c_str(), ablate::BlasCoreName().c_str(), gemm_used);
+    std::printf("  step      %.4f s (median of %d, min %.4f)\n", median, steps, times.front());
+    std::printf("  bytes/s   %.0f\n", bytes_per_step / median);
+    std::printf("  achieved  %.1f GFLOP/s\n", gflops);
+    if (matmul_gflops > 0) {
+      std::printf("  matmul    %.1f GFLOP/s (%dx%d float32 on the same threads): %.0f%% of it\n",
+                  matmul_gflops, matmul_n, matmul_n, 100 * gflops / matmul_gflops);
+    }
+    std::printf("  memory    %.0f MiB peak RSS\n", PeakMemoryMiB());
   }
-  std::sort(times.begin(), times.end());
-  const double median = times[times.size() / 2];
-  const double bytes_per_step = double(batch) * seq;
-  const double flops = 6.0 * t.model()->ForwardMacsPerSymbol() * bytes_per_step;
-  const double gflops = flops / median / 1e9;
-  nlohmann::json result = {
-      {"cell", cell},
-      {"layer_norm", layer_norm},
-      {"hidden", hidden},
-      {"batch", batch},
-      {"seq", seq},
-      {"vocab", vocab},
-      {"device", t.device().str()},
-      {"threads", used_threads},
-      {"kernel", t.kernel() == ablate::Kernel::kFused ? "fused" : "reference"},
-      {"blas", ablate::BlasCoreName()},
-      {"parameters", t.model()->parameter_count()},
-      {"step_seconds", median},
-      {"step_seconds_min", times.front()},
-      {"bytes_per_s", bytes_per_step / median},
-      {"gflops", gflops},
-      {"matmul_gflops", matmul_gflops},
-      {"matmul_share", matmul_gflops > 0 ? gflops / matmul_gflops : 0},
-      {"peak_memory_mib", PeakMemoryMiB()},
-      {"last_loss", last.item<double>()},
-  };
-  if (format == "json") {
-    std::printf("%s\n", result.dump().c_str());
-    return 0;
-  }
-  std::printf("%s%s H=%lld B=%lld T=%lld V=%lld on %s (%d threads, %s kernel, BLAS %s)\n",
-              cell.c_str(), layer_norm ? "+ln" : "", (long long)hidden, (long long)batch,
-              (long long)seq, (long long)vocab, t.device().str().c_str(), used_threads,
-              result["kernel"].get<std::string>().c_str(), ablate::BlasCoreName().c_str());
-  std::printf("  step      %.4f s (median of %d, min %.4f)\n", median, steps, times.front());
-  std::printf("  bytes/s   %.0f\n", bytes_per_step / median);
-  std::printf("  achieved  %.1f GFLOP/s\n", gflops);
-  if (matmul_gflops > 0) {
-    std::printf("  matmul    %.1f GFLOP/s (%dx%d float32 on the same threads): %.0f%% of it\n",
-                matmul_gflops, matmul_n, matmul_n, 100 * gflops / matmul_gflops);
-  }
-  std::printf("  memory    %.0f MiB peak RSS\n", PeakMemoryMiB());
   return 0;
 }

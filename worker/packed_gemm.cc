@@ -66,12 +66,12 @@ void PackPanels(const float* w, int64_t k, int64_t n, int64_t sk, int64_t sn, fl
 void SetPackedGemmEnabled(bool enabled) { EnabledFlag().store(enabled); }
 bool PackedGemmEnabled() { return EnabledFlag().load(); }
 
-PackedGemm::PackedGemm(const torch::Tensor& w) : w_(w) {
+PackedGemm::PackedGemm(const torch::Tensor& w, int64_t calls) : w_(w) {
   TORCH_CHECK(w.dim() == 2, "PackedGemm: w must be a matrix");
   k_ = w.size(0);
   n_ = w.size(1);
-  if (!PackedGemmEnabled() || !CpuHasAvx512() || w.scalar_type() != torch::kFloat ||
-      !w.device().is_cpu() || k_ == 0 || n_ == 0) {
+  if (calls < kMinCallsToPack || !PackedGemmEnabled() || !CpuHasAvx512() ||
+      w.scalar_type() != torch::kFloat || !w.device().is_cpu() || k_ == 0 || n_ == 0) {
     return;
   }
   const int64_t panels = (n_ + kPanelWidth - 1) / kPanelWidth;
@@ -112,10 +112,19 @@ void PackedGemm::Run(const torch::Tensor& a, double beta, torch::Tensor* c_out) 
   const float* w_packed = packed_.data_ptr<float>();
   float* c_p = c.data_ptr<float>();
   const int64_t panels = packed_.size(0);
-  const int64_t grain = std::max<int64_t>(1, kMacsPerTask / (m * k_ * kPanelWidth));
-  at::parallel_for(0, panels, grain, [&](int64_t begin, int64_t end) {
-    packed_gemm::MultiplyPanels(a_packed, m, k_, w_packed, n_, begin, end, static_cast<float>(beta),
-                                c_p, n_);
+  const int64_t chunk = std::max<int64_t>(1, kMacsPerTask / (m * k_ * kPanelWidth));
+  const int64_t chunks = (panels + chunk - 1) / chunk;
+  // Threads claim chunks of panels as they go rather than a fixed share each:
+  // on a shared machine a thread that loses its core for a while leaves its
+  // work to the others instead of making them wait. Which thread computes a
+  // panel does not change its result.
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
+    for (int64_t i = next++; i < chunks; i = next++) {
+      packed_gemm::MultiplyPanels(a_packed, m, k_, w_packed, n_, i * chunk,
+                                  std::min(panels, (i + 1) * chunk), static_cast<float>(beta), c_p,
+                                  n_);
+    }
   });
 #endif
 }

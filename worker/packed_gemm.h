@@ -20,15 +20,19 @@ bool PackedGemmEnabled();
 
 // c = beta * c + a * w for a fixed w ([K, N], any strides and dtype).
 //
-// The kernel runs when the CPU has AVX-512F and w is float32 on the CPU;
-// otherwise Run calls LibTorch (the gradient
-// checks run in double). The kernel computes every element of c on one
-// thread, summing over k in a fixed order, so its results do not depend on
-// the thread count. w must stay unchanged while the PackedGemm is in use; the
+// The kernel runs when the CPU has AVX-512F, w is float32 on the CPU and it
+// will be used often enough; otherwise Run calls LibTorch (the gradient checks
+// run in double). The kernel computes every element of c on one thread,
+// summing over k in a fixed order, so its results do not depend on the thread
+// count. w must stay unchanged while the PackedGemm is in use; the
 // packed copy is taken at construction. Not thread-safe: Run reuses a buffer.
 class PackedGemm {
  public:
-  explicit PackedGemm(const torch::Tensor& w);
+  // `calls`: how many products Run will compute. Packing costs about as much
+  // as a few products, so for fewer than kMinCallsToPack Run calls LibTorch.
+  PackedGemm(const torch::Tensor& w, int64_t calls);
+
+  static constexpr int64_t kMinCallsToPack = 4;
 
   // a: [M, K], c: [M, N], both contiguous with w's dtype; c is written in
   // place. beta 0 ignores c's old contents (NaN included).

@@ -8,6 +8,8 @@
 namespace ablate {
 namespace {
 
+bool KernelRuns() { return PackedGemm(torch::zeros({1, 1}), PackedGemm::kMinCallsToPack).packed(); }
+
 // Largest |c - reference| relative to the rounding bound of a float sum of
 // k products and beta * c0, (k + 1) * eps * (|a| |w| + |beta c0|): within 1
 // the result is a correct product.
@@ -32,7 +34,7 @@ void CheckProduct(int64_t m, int64_t k, int64_t n, double beta, bool transposed)
   const torch::Tensor c0 = torch::randn({m, n});
   torch::Tensor c = beta == 0 ? torch::full({m, n}, NAN) : c0.clone();
 
-  PackedGemm gemm(w);
+  PackedGemm gemm(w, PackedGemm::kMinCallsToPack);
   EXPECT_TRUE(gemm.packed());
   gemm.Run(a, beta, &c);
 
@@ -44,7 +46,7 @@ void CheckProduct(int64_t m, int64_t k, int64_t n, double beta, bool transposed)
 class PackedGemmShapes : public testing::TestWithParam<std::tuple<int64_t, int64_t, int64_t>> {};
 
 TEST_P(PackedGemmShapes, MatchesTheProductInDouble) {
-  if (!PackedGemm(torch::zeros({1, 1})).packed()) GTEST_SKIP() << "no AVX-512 on this CPU";
+  if (!KernelRuns()) GTEST_SKIP() << "no AVX-512 on this CPU";
   const auto [m, k, n] = GetParam();
   for (double beta : {0.0, 1.0, 0.5}) {
     for (bool transposed : {false, true}) CheckProduct(m, k, n, beta, transposed);
@@ -63,7 +65,7 @@ INSTANTIATE_TEST_SUITE_P(EdgeSizes, PackedGemmShapes,
                                          std::make_tuple(32, 513, 31)));
 
 TEST(PackedGemm, ResultsDoNotDependOnTheThreadCount) {
-  if (!PackedGemm(torch::zeros({1, 1})).packed()) GTEST_SKIP() << "no AVX-512 on this CPU";
+  if (!KernelRuns()) GTEST_SKIP() << "no AVX-512 on this CPU";
   torch::manual_seed(7);
   const torch::Tensor a = torch::randn({100, 700});
   const torch::Tensor w = torch::randn({900, 700}).t();
@@ -71,7 +73,7 @@ TEST(PackedGemm, ResultsDoNotDependOnTheThreadCount) {
   auto product = [&](int n_threads) {
     at::set_num_threads(n_threads);
     torch::Tensor c = torch::ones({100, 900});
-    PackedGemm(w).Run(a, 1.0, &c);
+    PackedGemm(w, PackedGemm::kMinCallsToPack).Run(a, 1.0, &c);
     return c;
   };
   const torch::Tensor one = product(1), two = product(2), three = product(3);
@@ -85,15 +87,20 @@ TEST(PackedGemm, FallsBackToLibTorchForDouble) {
   const torch::Tensor a = torch::randn({5, 9}, torch::kDouble);
   const torch::Tensor w = torch::randn({9, 4}, torch::kDouble);
   torch::Tensor c = torch::ones({5, 4}, torch::kDouble);
-  PackedGemm gemm(w);
+  PackedGemm gemm(w, PackedGemm::kMinCallsToPack);
   EXPECT_FALSE(gemm.packed());
   gemm.Run(a, 1.0, &c);
   EXPECT_TRUE(torch::allclose(c, 1 + at::mm(a, w)));
 }
 
+TEST(PackedGemm, FewCallsUseLibTorchRatherThanPack) {
+  const torch::Tensor w = torch::randn({64, 64});
+  EXPECT_FALSE(PackedGemm(w, PackedGemm::kMinCallsToPack - 1).packed());
+}
+
 TEST(PackedGemm, CanBeTurnedOff) {
   SetPackedGemmEnabled(false);
-  const bool packed = PackedGemm(torch::zeros({64, 64})).packed();
+  const bool packed = PackedGemm(torch::zeros({64, 64}), PackedGemm::kMinCallsToPack).packed();
   SetPackedGemmEnabled(true);
   EXPECT_FALSE(packed);
 }

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "worker/packed_gemm.h"
+
 namespace ablate {
 
 namespace {
@@ -158,6 +160,8 @@ RecurrentOutput GatedForward(const torch::Tensor& xg, const RecurrentState& init
   }
   torch::Tensor zg = torch::empty({batch, gate_width}, opts);
   torch::Tensor zc = torch::empty({batch, hidden}, opts);
+  // The weights are the same at every step: pack them once.
+  PackedGemm gemm_h(w.w_h, steps), gemm_hc(w.w_hc, steps);
 
   const T* x_all = xg.data_ptr<T>();
   T* h_all = s[kH].data_ptr<T>();
@@ -170,7 +174,7 @@ RecurrentOutput GatedForward(const torch::Tensor& xg, const RecurrentState& init
   const T* shift_2 = ln ? w.ln_2_shift.data_ptr<T>() : nullptr;
 
   for (int64_t t = 0; t < steps; ++t) {
-    at::mm_out(zg, s[kH][t], w.w_h);
+    gemm_h.Run(s[kH][t], 0, &zg);
     const T* z = zg.data_ptr<T>();
     at::parallel_for(0, batch, RowGrain(gate_width), [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
@@ -196,7 +200,7 @@ RecurrentOutput GatedForward(const torch::Tensor& xg, const RecurrentState& init
         for (int64_t j = 0; j < hidden; ++j) rh[j] = r[j] * h[j];
       }
     });
-    at::mm_out(zc, s[kRh][t], w.w_hc);
+    gemm_hc.Run(s[kRh][t], 0, &zc);
     const T* zcp = zc.data_ptr<T>();
     at::parallel_for(0, batch, RowGrain(hidden), [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
@@ -257,7 +261,8 @@ FusedGrads GatedBackward(const torch::Tensor& d_hs, const torch::Tensor& d_h_fin
   T* dzc_all = dz_c.data_ptr<T>();
   const T* gain_h = ln ? w.ln_h_gain.data_ptr<T>() : nullptr;
   const T* gain_2 = ln ? w.ln_2_gain.data_ptr<T>() : nullptr;
-  const torch::Tensor w_h_t = w.w_h.t(), w_hc_t = w.w_hc.t();
+  // Packed once as transposed views (no transposed copy is made first).
+  PackedGemm gemm_h_t(w.w_h.t(), steps), gemm_hc_t(w.w_hc.t(), steps);
 
   for (int64_t t = steps - 1; t >= 0; --t) {
     T* dh_p = dh.data_ptr<T>();
@@ -290,7 +295,7 @@ FusedGrads GatedBackward(const torch::Tensor& d_hs, const torch::Tensor& d_h_fin
         }
       }
     });
-    at::mm_out(d_rh, dz_c[t], w_hc_t);
+    gemm_hc_t.Run(dz_c[t], 0, &d_rh);
     const T* drh_p = d_rh.data_ptr<T>();
     at::parallel_for(0, batch, RowGrain(gate_width), [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
@@ -326,7 +331,7 @@ FusedGrads GatedBackward(const torch::Tensor& d_hs, const torch::Tensor& d_h_fin
         }
       }
     });
-    dh_prev.addmm_(dz_g[t], w_h_t);
+    gemm_h_t.Run(dz_g[t], 1, &dh_prev);
     std::swap(dh, dh_prev);
   }
 
@@ -371,6 +376,7 @@ RecurrentOutput LstmForward(const torch::Tensor& xg, const RecurrentState& init,
     s[kRstd2] = torch::empty({steps, batch}, opts);
   }
   torch::Tensor z = torch::empty({batch, width}, opts);
+  PackedGemm gemm_h(w.w_h, steps);
 
   const T* x_all = xg.data_ptr<T>();
   T* h_all = s[kH].data_ptr<T>();
@@ -383,7 +389,7 @@ RecurrentOutput LstmForward(const torch::Tensor& xg, const RecurrentState& init,
   const T* shift_c = ln ? w.ln_2_shift.data_ptr<T>() : nullptr;
 
   for (int64_t t = 0; t < steps; ++t) {
-    at::mm_out(z, s[kH][t], w.w_h);
+    gemm_h.Run(s[kH][t], 0, &z);
     const T* zp = z.data_ptr<T>();
     at::parallel_for(0, batch, RowGrain(width), [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b) {
@@ -465,7 +471,7 @@ FusedGrads LstmBackward(const torch::Tensor& d_hs, const torch::Tensor& d_h_fina
   T* dz_all = dz.data_ptr<T>();
   const T* gain_h = ln ? w.ln_h_gain.data_ptr<T>() : nullptr;
   const T* gain_c = ln ? w.ln_2_gain.data_ptr<T>() : nullptr;
-  const torch::Tensor w_h_t = w.w_h.t();
+  PackedGemm gemm_h_t(w.w_h.t(), steps);
 
   for (int64_t t = steps - 1; t >= 0; --t) {
     T* dh_p = dh.data_ptr<T>();
@@ -517,7 +523,7 @@ FusedGrads LstmBackward(const torch::Tensor& d_hs, const torch::Tensor& d_h_fina
         }
       }
     });
-    at::mm_out(dh_prev, dz[t], w_h_t);
+    gemm_h_t.Run(dz[t], 0, &dh_prev);
     std::swap(dh, dh_prev);
     std::swap(dc, dc_prev);
   }
