@@ -1,6 +1,9 @@
 #include "worker/trainer.h"
 
+#include <malloc.h>
+
 #include <cmath>
+#include <limits>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -90,7 +93,20 @@ StatusOr<torch::Device> ParseDevice(const std::string& device) {
 int ConfigureThreads(int threads) {
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   torch::set_num_threads(threads);
+  KeepFreedMemory();
   return torch::get_num_threads();
+}
+
+void KeepFreedMemory() {
+#if defined(__GLIBC__)
+  // glibc serves blocks over its mmap threshold (at most 32 MiB) with mmap
+  // and unmaps them on free, so every step's activations were fresh pages:
+  // page faults, zeroing and cgroup accounting cost a quarter of a step at
+  // the seed's size. Served from the heap and never trimmed, freed blocks
+  // are reused by the next step (about 15% more peak memory).
+  mallopt(M_MMAP_MAX, 0);
+  mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
+#endif
 }
 
 Trainer::Trainer(const RunConfig& config, const TrainerOptions& options, torch::Device device,

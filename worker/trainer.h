@@ -182,9 +182,14 @@ class Trainer {
   at::Generator generator_;
 };
 
-// Sets LibTorch's intra-op threads: `threads` if > 0, else the machine's cores.
-// Returns the number in effect.
+// Sets LibTorch's intra-op threads: `threads` if > 0, else the machine's cores,
+// and calls KeepFreedMemory. Returns the number of threads in effect.
 int ConfigureThreads(int threads);
+
+// Makes this process keep the memory it frees for its next allocations
+// instead of returning it to the system (ConfigureThreads calls it): the
+// trainer frees and allocates the same large buffers every step.
+void KeepFreedMemory();
 
 }  // namespace ablate
 
