@@ -143,7 +143,14 @@ class FaultTest : public ::testing::Test {
 // it are replaced by the new attempt's.
 TEST_F(FaultTest, KilledWorkersJobResumesElsewhereFromItsCheckpointBitForBit) {
   StartCoordinator();
-  Launch(SpecOptions{});
+  // Checkpoints far enough apart (over a second here) that the worker's
+  // half-second point reports land between them: points past a checkpoint
+  // are in the database for a while, not an instant, whatever the trainer's
+  // speed.
+  SpecOptions spec;
+  spec.steps = 2000;
+  spec.checkpoint_every = 300;
+  Launch(spec);
   auto a = Worker("a");
   // Frozen as soon as it reported points past an uploaded checkpoint, then
   // killed: its last moment had points that the next attempt must replace.
