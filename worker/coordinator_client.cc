@@ -1,5 +1,9 @@
 #include "worker/coordinator_client.h"
 
+#include <time.h>
+
+#include <algorithm>
+#include <atomic>
 #include <fstream>
 #include <random>
 #include <thread>
@@ -22,12 +26,33 @@ constexpr size_t kChunkBytes = 1 << 20;
 // possibly after the leases it renewed at start lapsed again. Streams fail
 // fast and are retried; the heartbeats running beside them keep the channel
 // watched.
+// CapDeadlines's cap, nanoseconds of CLOCK_REALTIME; 0 for none.
+std::atomic<int64_t> g_deadline_cap_ns{0};
+static_assert(std::atomic<int64_t>::is_always_lock_free, "CapDeadlines runs in signal handlers");
+
+std::chrono::system_clock::time_point Deadline(std::chrono::system_clock::duration timeout) {
+  auto deadline = std::chrono::system_clock::now() + timeout;
+  if (const int64_t cap = g_deadline_cap_ns.load(); cap != 0) {
+    deadline = std::min(deadline, std::chrono::system_clock::time_point(
+                                      std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                                          std::chrono::nanoseconds(cap))));
+  }
+  return deadline;
+}
+
 void SetDeadline(grpc::ClientContext* context, std::chrono::seconds timeout) {
   context->set_wait_for_ready(true);
-  context->set_deadline(std::chrono::system_clock::now() + timeout);
+  context->set_deadline(Deadline(timeout));
 }
 
 }  // namespace
+
+void CoordinatorClient::CapDeadlines(double seconds_from_now) {
+  timespec now{};
+  clock_gettime(CLOCK_REALTIME, &now);
+  g_deadline_cap_ns.store(int64_t{now.tv_sec} * 1000000000 + now.tv_nsec +
+                          static_cast<int64_t>(seconds_from_now * 1e9));
+}
 
 CoordinatorClient::CoordinatorClient(std::shared_ptr<grpc::Channel> channel)
     : stub_(v1::Coordinator::NewStub(std::move(channel))) {}
@@ -87,7 +112,7 @@ Status CoordinatorClient::UploadCheckpoint(int64_t job_id, int64_t lease_token, 
   if (!in) return Status::NotFound("checkpoint " + path + " cannot be read");
   const std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + kStreamDeadline);
+  context.set_deadline(Deadline(kStreamDeadline));
   v1::UploadCheckpointResponse response;
   auto writer = stub_->UploadCheckpoint(&context, &response);
   v1::UploadCheckpointRequest first;
@@ -109,7 +134,7 @@ Status CoordinatorClient::UploadCheckpoint(int64_t job_id, int64_t lease_token, 
 StatusOr<int64_t> CoordinatorClient::DownloadCheckpoint(int64_t job_id, int64_t lease_token,
                                                         const std::string& path) {
   grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + kStreamDeadline);
+  context.set_deadline(Deadline(kStreamDeadline));
   v1::DownloadCheckpointRequest request;
   request.set_job_id(job_id);
   request.set_lease_token(lease_token);

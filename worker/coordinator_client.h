@@ -44,6 +44,10 @@ class CoordinatorClient {
   static Status CallWithRetry(const std::function<Status()>& call,
                               const std::function<bool()>& keep_trying);
 
+  // No call of any client in this process, started now or later, runs past
+  // `seconds_from_now`: the bound on a worker's stop. Async-signal-safe.
+  static void CapDeadlines(double seconds_from_now);
+
  private:
   std::unique_ptr<v1::Coordinator::Stub> stub_;
 };

@@ -41,8 +41,8 @@ int main(int argc, char** argv) {
   app.add_option("--poll", worker.idle_poll_seconds, "Seconds between lease attempts when idle")
       ->check(CLI::PositiveNumber);
   app.add_option("--stop-grace", worker.stop_grace_seconds,
-                 "After SIGTERM, seconds to keep retrying an unreachable coordinator before "
-                 "exiting anyway (the job's lease then lapses)")
+                 "Seconds after SIGTERM by which the worker exits, its job released or, if the "
+                 "coordinator does not answer by then, left to its lease")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
 

@@ -1,5 +1,6 @@
 #include "worker/worker_loop.h"
 
+#include <time.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -27,21 +28,33 @@ namespace {
 
 std::atomic<bool> g_terminate{false};
 
-void OnTerminate(int) { g_terminate = true; }
-
 // WorkerOptions::stop_grace_seconds, for the whole process.
-std::chrono::milliseconds g_stop_grace{60000};
+double g_stop_grace_seconds = 60;
 
-// True until SIGTERM, then for g_stop_grace more: how long calls to a
+// When SIGTERM came, nanoseconds of CLOCK_MONOTONIC.
+std::atomic<int64_t> g_terminated_ns{0};
+
+int64_t MonotonicNs() {
+  timespec now{};
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return int64_t{now.tv_sec} * 1000000000 + now.tv_nsec;
+}
+
+// Everything here is async-signal-safe.
+void OnTerminate(int) {
+  if (g_terminate.exchange(true)) return;
+  g_terminated_ns = MonotonicNs();
+  CoordinatorClient::CapDeadlines(g_stop_grace_seconds);
+}
+
+// True until SIGTERM, then for the stop grace more: how long calls to a
 // coordinator that does not answer are retried once the worker is asked to
-// stop. Giving up loses nothing acknowledged: the job's lease lapses and it
-// resumes from its last uploaded checkpoint.
+// stop (and no call runs past it: CapDeadlines). Giving up loses nothing
+// acknowledged: the job's lease lapses and it resumes from its last uploaded
+// checkpoint.
 bool WithinStopGrace() {
   if (!g_terminate) return true;
-  static std::once_flag once;
-  static std::chrono::steady_clock::time_point since;
-  std::call_once(once, [] { since = std::chrono::steady_clock::now(); });
-  return std::chrono::steady_clock::now() - since < g_stop_grace;
+  return MonotonicNs() - g_terminated_ns < static_cast<int64_t>(g_stop_grace_seconds * 1e9);
 }
 
 v1::Split ToProto(Split split) {
@@ -118,7 +131,7 @@ class JobUplink : public TrainerListener {
       if (!WithinStopGrace()) {
         return Status::Unavailable(fmt::format(
             "{} points not acknowledged within {} s of the stop", target - acked_,
-            std::chrono::duration_cast<std::chrono::seconds>(g_stop_grace).count()));
+            g_stop_grace_seconds));
       }
     }
     if (acked_ < target) return Status::FailedPrecondition("lease lost while flushing points");
@@ -140,8 +153,10 @@ class JobUplink : public TrainerListener {
     std::unique_lock<std::mutex> lock(mu_);
     auto next_heartbeat = std::chrono::steady_clock::now();
     while (!closing_ || (!pending_.empty() && reason_ != StopReason::kLeaseLost && !give_up_)) {
+      if (closing_ && !WithinStopGrace()) break;  // the points go with the lease
       const auto now = std::chrono::steady_clock::now();
-      if (now >= next_heartbeat && reason_ == StopReason::kNone) {
+      // A closing uplink's job is over (done, failed or released): no lease to keep.
+      if (!closing_ && now >= next_heartbeat && reason_ == StopReason::kNone) {
         v1::HeartbeatRequest request;
         request.set_job_id(job_id_);
         request.set_lease_token(token_);
@@ -191,7 +206,7 @@ class JobUplink : public TrainerListener {
           backoff_ = std::min<std::chrono::milliseconds>(backoff_ * 2, std::chrono::seconds(5));
           // A closing uplink whose coordinator stays away keeps trying for a
           // while, then gives the points up with the lease.
-          if (closing_ && (++closing_failures_ > 30 || !WithinStopGrace())) give_up_ = true;
+          if (closing_ && ++closing_failures_ > 30) give_up_ = true;
         } else {
           spdlog::error("job {}: points refused: {}", job_id_, s.ToString());
           reason_ = StopReason::kLeaseLost;
@@ -317,7 +332,7 @@ class Worker {
       request.set_non_finite_loss(non_finite);
       v1::FailJobResponse response;
       Status s = CoordinatorClient::CallWithRetry(
-          [&] { return client_->Fail(request, &response); }, [] { return WithinStopGrace(); });
+          [&] { return client_->Fail(request, &response); }, WithinStopGrace);
       spdlog::error("job {} failed ({}): {}{}", job, retryable ? "retryable" : "final",
                     status.message(), s.ok() ? "" : "; the coordinator did not take it: " + s.ToString());
     };
@@ -372,7 +387,7 @@ class Worker {
         request.set_reason(s.ok() ? "worker terminated; checkpoint uploaded"
                                   : "worker terminated; checkpoint not uploaded: " + s.message());
         Status released = CoordinatorClient::CallWithRetry(
-            [&] { return client_->Release(request); }, [] { return WithinStopGrace(); });
+            [&] { return client_->Release(request); }, WithinStopGrace);
         if (released.ok()) {
           spdlog::info("job {}: released at step {}", job, (*trainer)->step());
         } else {
@@ -397,7 +412,7 @@ class Worker {
     m->set_steps(summary->step);
     m->set_wall_time(summary->wall_time);
     Status s = flushed.ok() ? CoordinatorClient::CallWithRetry(
-                                  [&] { return client_->Complete(request); }, [] { return WithinStopGrace(); })
+                                  [&] { return client_->Complete(request); }, WithinStopGrace)
                             : flushed;
     std::filesystem::remove(checkpoint);
     if (s.ok()) {
@@ -417,7 +432,7 @@ class Worker {
 
 int RunWorker(const WorkerOptions& given) {
   WorkerOptions options = given;
-  g_stop_grace = std::chrono::milliseconds(static_cast<int64_t>(1000 * options.stop_grace_seconds));
+  g_stop_grace_seconds = options.stop_grace_seconds;
   if (options.client.address.empty()) {
     spdlog::error("no coordinator: pass --coordinator HOST:PORT or set ABLATE_COORDINATOR");
     return 2;

@@ -28,8 +28,9 @@ struct WorkerOptions {
   bool exit_when_idle = false;
   double idle_poll_seconds = 1.0;
   int max_points_per_report = 1000;
-  // After SIGTERM, how long to keep retrying a coordinator that does not
-  // answer before exiting anyway (the job's lease then lapses).
+  // Seconds after SIGTERM by which every call to the coordinator has ended:
+  // the worker exits by then, its job released or, when the coordinator
+  // does not answer, left to lapse with its lease.
   double stop_grace_seconds = 60;
 };
 
