@@ -85,20 +85,24 @@ int64_t SweepWriter::Launch(const std::string& spec_yaml) {
 }
 
 LeasedJob SweepWriter::Lease(const std::string& worker, const std::string& device) {
-  v1::RegisterWorkerRequest registration;
-  registration.set_name(worker);
-  registration.set_host("host");
-  registration.set_device(device);
-  registration.set_threads(1);
-  v1::RegisterWorkerResponse registered;
-  Status status =
-      Await([&](auto done) { workers_->RegisterWorker(registration, &registered, done); });
-  EXPECT_TRUE(status.ok()) << status.ToString();
+  auto [known, added] = worker_ids_.emplace(worker, 0);
+  if (added) {
+    v1::RegisterWorkerRequest registration;
+    registration.set_name(worker);
+    registration.set_host("host");
+    registration.set_device(device);
+    registration.set_threads(1);
+    v1::RegisterWorkerResponse registered;
+    Status status =
+        Await([&](auto done) { workers_->RegisterWorker(registration, &registered, done); });
+    EXPECT_TRUE(status.ok()) << status.ToString();
+    known->second = registered.worker_id();
+  }
 
   v1::LeaseJobRequest request;
-  request.set_worker_id(registered.worker_id());
+  request.set_worker_id(known->second);
   v1::LeaseJobResponse reply;
-  status = Await([&](auto done) { jobs_->LeaseJob(request, &reply, done); });
+  Status status = Await([&](auto done) { jobs_->LeaseJob(request, &reply, done); });
   EXPECT_TRUE(status.ok()) << status.ToString();
   EXPECT_TRUE(reply.has_job()) << "no pending job to lease";
   LeasedJob job;

@@ -6,6 +6,7 @@
 #define ABLATE_TESTS_RESULTS_FIXTURE_H_
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -66,6 +67,9 @@ class SweepWriter {
   std::unique_ptr<WorkerManager> workers_;
   std::unique_ptr<JobManager> jobs_;
   std::unique_ptr<SweepManager> sweeps_;
+  // Worker name -> id. A worker registers once per process: registering a
+  // known name again would lapse the leases it holds.
+  std::map<std::string, int64_t> worker_ids_;
 };
 
 // The final valid bpc the standard fixture gives a job with these factors
