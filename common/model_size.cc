@@ -2,8 +2,6 @@
 
 namespace ablate {
 
-namespace {
-
 // Width of the recurrent projection w_h: the GRU's and MGU's gates, or all
 // four LSTM gates.
 int64_t GateWidth(Cell cell, int64_t hidden) {
@@ -17,8 +15,6 @@ int64_t GateWidth(Cell cell, int64_t hidden) {
   }
   return 0;
 }
-
-}  // namespace
 
 int64_t CountParameters(Cell cell, bool layer_norm, int64_t hidden, int64_t vocab) {
   const int64_t gates = GateWidth(cell, hidden);

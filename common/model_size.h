@@ -11,6 +11,10 @@
 
 namespace ablate {
 
+// Width of the recurrent projection w_h: the GRU's and MGU's gates, or all
+// four LSTM gates.
+int64_t GateWidth(Cell cell, int64_t hidden);
+
 // Parameters of one recurrent layer with `hidden` units reading and
 // predicting `vocab` symbols: the input projection of every gate group
 // (V x G) and its bias, the recurrent projections (H x gates, and for the GRU

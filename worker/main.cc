@@ -34,7 +34,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 1024));
   app.add_option("--data-dir", worker.data_dir,
                  "Cache for corpus: text8 (default $ABLATE_DATA_DIR or ./data)");
-  app.add_option("--name", worker.name, "Worker name, stable across restarts (default HOST-PID)");
+  app.add_option("--name", worker.name, "Worker name, stable across restarts and unique among live workers: registering "
+                 "a name frees the jobs its previous process held (default HOST-PID)");
   app.add_option("--work-dir", worker.work_dir, "Local checkpoint directory (default: a temp dir)");
   app.add_flag("--exit-when-idle", worker.exit_when_idle,
                "Exit once no job is pending or running anywhere");

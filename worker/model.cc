@@ -6,17 +6,6 @@ namespace ablate {
 
 namespace {
 
-// Width of the h-projection w_h: the gate group of the GRU and MGU, or all
-// four LSTM gates.
-int64_t GateWidth(Cell cell, int64_t hidden) {
-  switch (cell) {
-    case Cell::kLstm: return 4 * hidden;
-    case Cell::kGru: return 2 * hidden;
-    case Cell::kMgu: return hidden;
-  }
-  return 0;
-}
-
 std::vector<std::pair<std::string, std::vector<int64_t>>> Layout(Cell cell, bool layer_norm,
                                                                  int64_t hidden, int64_t vocab) {
   const int64_t gates = GateWidth(cell, hidden);

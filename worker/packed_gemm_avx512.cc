@@ -28,7 +28,8 @@ inline void RowBlock(int64_t m, int64_t block, int64_t* row0, int64_t* rows) {
 }
 
 // c tile [R, 32] (columns masked by m0, m1) = (first ? beta * c : c) + a * w
-// over `depth` steps; a is [depth][R], w is [depth][32] (64-byte aligned).
+// over `depth` steps; a is [depth][R], w is [depth][32] (loaded unaligned:
+// free on aligned data, and correct whatever the allocator returns).
 // The sum over k runs in order, one fused multiply-add per k. When `next` is
 // set, also prefetches depth * 32 floats from it into L2.
 template <int R>
@@ -51,8 +52,8 @@ void Tile(int64_t depth, const float* a, const float* w, float* c, int64_t ldc, 
       _mm_prefetch(reinterpret_cast<const char*>(next + k * kPanelWidth), _MM_HINT_T1);
       _mm_prefetch(reinterpret_cast<const char*>(next + k * kPanelWidth + 16), _MM_HINT_T1);
     }
-    const __m512 w0 = _mm512_load_ps(w + k * kPanelWidth);
-    const __m512 w1 = _mm512_load_ps(w + k * kPanelWidth + 16);
+    const __m512 w0 = _mm512_loadu_ps(w + k * kPanelWidth);
+    const __m512 w1 = _mm512_loadu_ps(w + k * kPanelWidth + 16);
 #pragma GCC unroll 12
     for (int r = 0; r < R; ++r) {
       const __m512 av = _mm512_set1_ps(a[k * R + r]);
