@@ -72,8 +72,10 @@ StatusOr<StepTimingReply> TimeSteps(const StepTimingRequest& request) {
     ABLATE_RETURN_IF_ERROR(StepTimingErrorFromJson(json));
   }
   if (output.exit_code != 0) {
+    // The last line says why; earlier ones are the worker's log.
     std::string err = output.err;
     while (!err.empty() && err.back() == '\n') err.pop_back();
+    err = err.substr(err.find_last_of('\n') + 1);
     return Status::Internal(command + " exited with status " + std::to_string(output.exit_code) +
                             (err.empty() ? "" : ": " + err));
   }
