@@ -31,7 +31,8 @@ std::atomic<bool> g_terminate{false};
 // WorkerOptions::stop_grace_seconds, for the whole process.
 double g_stop_grace_seconds = 60;
 
-// When SIGTERM came, nanoseconds of CLOCK_MONOTONIC.
+// When SIGTERM came, nanoseconds of CLOCK_MONOTONIC; 0 before. Set before
+// g_terminate, so whoever sees g_terminate sees it.
 std::atomic<int64_t> g_terminated_ns{0};
 
 int64_t MonotonicNs() {
@@ -42,9 +43,10 @@ int64_t MonotonicNs() {
 
 // Everything here is async-signal-safe.
 void OnTerminate(int) {
-  if (g_terminate.exchange(true)) return;
-  g_terminated_ns = MonotonicNs();
+  int64_t none = 0;
+  if (!g_terminated_ns.compare_exchange_strong(none, MonotonicNs())) return;  // a second signal
   CoordinatorClient::CapDeadlines(g_stop_grace_seconds);
+  g_terminate = true;
 }
 
 // True until SIGTERM, then for the stop grace more: how long calls to a
@@ -53,8 +55,8 @@ void OnTerminate(int) {
 // acknowledged: the job's lease lapses and it resumes from its last uploaded
 // checkpoint.
 bool WithinStopGrace() {
-  if (!g_terminate) return true;
-  return MonotonicNs() - g_terminated_ns < static_cast<int64_t>(g_stop_grace_seconds * 1e9);
+  const int64_t since = g_terminated_ns;
+  return since == 0 || MonotonicNs() - since < static_cast<int64_t>(g_stop_grace_seconds * 1e9);
 }
 
 v1::Split ToProto(Split split) {
