@@ -42,7 +42,9 @@ int main(int argc, char** argv) {
   CLI::App app{"gemm_bench: recurrent matmul shapes, PackedGemm vs BLAS"};
   int reps = 20, threads = 0;
   std::string format = "table";
-  app.add_option("--reps", reps, "Timed calls per shape and path")->check(CLI::PositiveNumber);
+  // Fewer calls than PackedGemm::kMinCallsToPack would time LibTorch on both sides.
+  app.add_option("--reps", reps, "Timed calls per shape and path")
+      ->check(CLI::Range(ablate::PackedGemm::kMinCallsToPack, int64_t{1} << 20));
   app.add_option("--threads", threads, "Intra-op threads (default: all cores)");
   app.add_option("--format", format, "table or json");
   CLI11_PARSE(app, argc, argv);
