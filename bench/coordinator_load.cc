@@ -526,15 +526,7 @@ class Load {
     w.stub->async()->ReportPoints(w.context.get(), &w.report_request, &w.report_reply,
                                   [this, &w](grpc::Status s) {
                                     const TimePoint now = SteadyClock::now();
-                                    if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {
-                                      ++stats_->lost_leases;
-                                      w.job_id = 0;
-                                      return Act(w);
-                                    }
-                                    if (!s.ok()) {
-                                      stats_->Error(s, "ReportPoints");
-                                      return At(now + kRetryDelay, &w);
-                                    }
+                                    if (Failed(s, "ReportPoints", now, w)) return;
                                     stats_->report_ms.Add(Milliseconds(now - w.sent));
                                     ++stats_->reports;
                                     stats_->points += options_.batch;
@@ -542,6 +534,23 @@ class Load {
                                     w.points_in_job += options_.batch;
                                     Act(w);
                                   });
+  }
+
+  // For a call on `w`'s lease: a refusal (the lease was lost) drops the job
+  // and goes on; another error retries after a pause. True when `s` was one.
+  bool Failed(const grpc::Status& s, const char* rpc, TimePoint now, Worker& w) {
+    if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {
+      ++stats_->lost_leases;
+      w.job_id = 0;
+      Act(w);
+      return true;
+    }
+    if (!s.ok()) {
+      stats_->Error(s, rpc);
+      At(now + kRetryDelay, &w);
+      return true;
+    }
+    return false;
   }
 
   void Heartbeat(Worker& w) {
@@ -579,15 +588,7 @@ class Load {
     w.stub->async()->CompleteJob(w.context.get(), &w.complete_request, &w.complete_reply,
                                  [this, &w](grpc::Status s) {
                                    const TimePoint now = SteadyClock::now();
-                                   if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {
-                                     ++stats_->lost_leases;
-                                     w.job_id = 0;
-                                     return Act(w);
-                                   }
-                                   if (!s.ok()) {
-                                     stats_->Error(s, "CompleteJob");
-                                     return At(now + kRetryDelay, &w);
-                                   }
+                                   if (Failed(s, "CompleteJob", now, w)) return;
                                    stats_->complete_ms.Add(Milliseconds(now - w.sent));
                                    ++stats_->completes;
                                    w.job_id = 0;
