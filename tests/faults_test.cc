@@ -247,14 +247,26 @@ TEST_F(FaultTest, CoordinatorKilledMidSweepLosesNoAcknowledgedPoint) {
 TEST_F(FaultTest, WorkerCutOffPastItsLeaseIsFencedOffAndMovesOn) {
   StartCoordinator();
   SpecOptions spec;
-  spec.grid = "  cell: [gru, lstm, mgu]\n";
+  // Enough jobs that some are still pending when a comes back, however
+  // fast b trains.
+  spec.grid = "  cell: [gru, lstm, mgu]\n  layer_norm: [true, false]\n";
   Launch(spec);
   auto a = Worker("a");
   ASSERT_TRUE(WaitUntil([&] { return Job(1).checkpoint_step > 0; }, seconds(120))) << a->Stderr();
   a->Signal(SIGSTOP);
   const JobRecord frozen = Job(1);
+  // b starts once a's lease has lapsed, so its first lease expires job 1
+  // and takes it (the lowest pending job) ahead of the untouched ones.
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        auto expiry = testing::QueryInt64(db_, "SELECT lease_expiry_ms FROM jobs WHERE id = 1");
+        auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
+        return expiry.ok() && *expiry < now;
+      },
+      seconds(120)));
   auto b = Worker("b");
-  // b takes job 1 once its lease lapsed (first, or after job 2).
   ASSERT_TRUE(WaitUntil(
       [&] {
         JobRecord job = Job(1);
