@@ -49,6 +49,7 @@ class Status {
   static Status Internal(std::string m) { return {kInternal, std::move(m)}; }
   static Status Aborted(std::string m) { return {kAborted, std::move(m)}; }
   static Status Cancelled(std::string m) { return {kCancelled, std::move(m)}; }
+  static Status DeadlineExceeded(std::string m) { return {kDeadlineExceeded, std::move(m)}; }
   static Status OutOfRange(std::string m) { return {kOutOfRange, std::move(m)}; }
   static Status PermissionDenied(std::string m) { return {kPermissionDenied, std::move(m)}; }
   static Status Unauthenticated(std::string m) { return {kUnauthenticated, std::move(m)}; }

@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <atomic>
 #include <fstream>
+#include <mutex>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "common/config_hash.h"
@@ -45,13 +47,64 @@ void SetDeadline(grpc::ClientContext* context, std::chrono::seconds timeout) {
   context->set_deadline(Deadline(timeout));
 }
 
+int64_t RealtimeNs() {
+  timespec now{};
+  clock_gettime(CLOCK_REALTIME, &now);
+  return int64_t{now.tv_sec} * 1000000000 + now.tv_nsec;
+}
+
+// Every call in flight, for CancelCallsPastCap: a call started before the
+// cap keeps the deadline it started with.
+std::mutex g_calls_mu;
+std::set<grpc::ClientContext*>& Calls() {
+  static auto* calls = new std::set<grpc::ClientContext*>;
+  return *calls;
+}
+
+// Registers a call's context for as long as the call runs.
+class InFlight {
+ public:
+  explicit InFlight(grpc::ClientContext* context) : context_(context) {
+    std::lock_guard<std::mutex> lock(g_calls_mu);
+    Calls().insert(context_);
+  }
+  ~InFlight() {
+    std::lock_guard<std::mutex> lock(g_calls_mu);
+    Calls().erase(context_);
+  }
+  InFlight(const InFlight&) = delete;
+  InFlight& operator=(const InFlight&) = delete;
+
+  // The call's status; one CancelCallsPastCap ended reads as the deadline
+  // it is (transient: the caller treats it as a coordinator still away).
+  Status Finish(const grpc::Status& status) const {
+    if (status.error_code() == grpc::StatusCode::CANCELLED) {
+      const int64_t cap = g_deadline_cap_ns.load();
+      if (cap != 0 && RealtimeNs() >= cap) {
+        return Status::DeadlineExceeded("the worker's stop grace ran out");
+      }
+    }
+    return FromGrpc(status);
+  }
+
+ private:
+  grpc::ClientContext* const context_;
+};
+
 }  // namespace
 
 void CoordinatorClient::CapDeadlines(double seconds_from_now) {
-  timespec now{};
-  clock_gettime(CLOCK_REALTIME, &now);
-  g_deadline_cap_ns.store(int64_t{now.tv_sec} * 1000000000 + now.tv_nsec +
-                          static_cast<int64_t>(seconds_from_now * 1e9));
+  g_deadline_cap_ns.store(RealtimeNs() + static_cast<int64_t>(seconds_from_now * 1e9));
+}
+
+int CoordinatorClient::CancelCallsPastCap() {
+  const int64_t cap = g_deadline_cap_ns.load();
+  if (cap == 0 || RealtimeNs() < cap) return 0;
+  std::lock_guard<std::mutex> lock(g_calls_mu);
+  // TryCancel on a context whose call has not started yet cancels the call
+  // when it starts.
+  for (grpc::ClientContext* context : Calls()) context->TryCancel();
+  return static_cast<int>(Calls().size());
 }
 
 CoordinatorClient::CoordinatorClient(std::shared_ptr<grpc::Channel> channel)
@@ -60,50 +113,57 @@ CoordinatorClient::CoordinatorClient(std::shared_ptr<grpc::Channel> channel)
 Status CoordinatorClient::Register(const v1::RegisterWorkerRequest& request,
                                    v1::RegisterWorkerResponse* response) {
   grpc::ClientContext context;
+  InFlight in_flight(&context);
   SetDeadline(&context, kUnaryDeadline);
-  return FromGrpc(stub_->RegisterWorker(&context, request, response));
+  return in_flight.Finish(stub_->RegisterWorker(&context, request, response));
 }
 
 Status CoordinatorClient::Lease(int64_t worker_id, v1::LeaseJobResponse* response) {
   grpc::ClientContext context;
+  InFlight in_flight(&context);
   SetDeadline(&context, kUnaryDeadline);
   v1::LeaseJobRequest request;
   request.set_worker_id(worker_id);
-  return FromGrpc(stub_->LeaseJob(&context, request, response));
+  return in_flight.Finish(stub_->LeaseJob(&context, request, response));
 }
 
 Status CoordinatorClient::Heartbeat(const v1::HeartbeatRequest& request,
                                     v1::HeartbeatResponse* response) {
   grpc::ClientContext context;
+  InFlight in_flight(&context);
   SetDeadline(&context, kUnaryDeadline);
-  return FromGrpc(stub_->Heartbeat(&context, request, response));
+  return in_flight.Finish(stub_->Heartbeat(&context, request, response));
 }
 
 Status CoordinatorClient::ReportPoints(const v1::ReportPointsRequest& request) {
   grpc::ClientContext context;
+  InFlight in_flight(&context);
   SetDeadline(&context, kUnaryDeadline);
   v1::ReportPointsResponse response;
-  return FromGrpc(stub_->ReportPoints(&context, request, &response));
+  return in_flight.Finish(stub_->ReportPoints(&context, request, &response));
 }
 
 Status CoordinatorClient::Complete(const v1::CompleteJobRequest& request) {
   grpc::ClientContext context;
+  InFlight in_flight(&context);
   SetDeadline(&context, kUnaryDeadline);
   v1::CompleteJobResponse response;
-  return FromGrpc(stub_->CompleteJob(&context, request, &response));
+  return in_flight.Finish(stub_->CompleteJob(&context, request, &response));
 }
 
 Status CoordinatorClient::Fail(const v1::FailJobRequest& request, v1::FailJobResponse* response) {
   grpc::ClientContext context;
+  InFlight in_flight(&context);
   SetDeadline(&context, kUnaryDeadline);
-  return FromGrpc(stub_->FailJob(&context, request, response));
+  return in_flight.Finish(stub_->FailJob(&context, request, response));
 }
 
 Status CoordinatorClient::Release(const v1::ReleaseJobRequest& request) {
   grpc::ClientContext context;
+  InFlight in_flight(&context);
   SetDeadline(&context, kUnaryDeadline);
   v1::ReleaseJobResponse response;
-  return FromGrpc(stub_->ReleaseJob(&context, request, &response));
+  return in_flight.Finish(stub_->ReleaseJob(&context, request, &response));
 }
 
 Status CoordinatorClient::UploadCheckpoint(int64_t job_id, int64_t lease_token, int64_t step,
@@ -112,6 +172,7 @@ Status CoordinatorClient::UploadCheckpoint(int64_t job_id, int64_t lease_token, 
   if (!in) return Status::NotFound("checkpoint " + path + " cannot be read");
   const std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   grpc::ClientContext context;
+  InFlight in_flight(&context);
   context.set_deadline(Deadline(kStreamDeadline));
   v1::UploadCheckpointResponse response;
   auto writer = stub_->UploadCheckpoint(&context, &response);
@@ -128,12 +189,13 @@ Status CoordinatorClient::UploadCheckpoint(int64_t job_id, int64_t lease_token, 
     ok = writer->Write(chunk);
   }
   writer->WritesDone();
-  return FromGrpc(writer->Finish());
+  return in_flight.Finish(writer->Finish());
 }
 
 StatusOr<int64_t> CoordinatorClient::DownloadCheckpoint(int64_t job_id, int64_t lease_token,
                                                         const std::string& path) {
   grpc::ClientContext context;
+  InFlight in_flight(&context);
   context.set_deadline(Deadline(kStreamDeadline));
   v1::DownloadCheckpointRequest request;
   request.set_job_id(job_id);
@@ -148,7 +210,7 @@ StatusOr<int64_t> CoordinatorClient::DownloadCheckpoint(int64_t job_id, int64_t 
     first = false;
     data += message.chunk();
   }
-  ABLATE_RETURN_IF_ERROR(FromGrpc(reader->Finish()));
+  ABLATE_RETURN_IF_ERROR(in_flight.Finish(reader->Finish()));
   if (first) return Status::DataLoss("checkpoint download of job " + std::to_string(job_id) +
                                      " ended before its first message");
   if (static_cast<int64_t>(data.size()) != info.total_bytes() ||

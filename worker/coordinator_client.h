@@ -48,6 +48,12 @@ class CoordinatorClient {
   // `seconds_from_now`: the bound on a worker's stop. Async-signal-safe.
   static void CapDeadlines(double seconds_from_now);
 
+  // Once the cap CapDeadlines set has passed, cancels every call still in
+  // flight (one started before the cap keeps its own, later deadline);
+  // before that, or with no cap, does nothing. Returns how many it cancelled.
+  // Not async-signal-safe: a watching thread calls it.
+  static int CancelCallsPastCap();
+
  private:
   std::unique_ptr<v1::Coordinator::Stub> stub_;
 };

@@ -240,6 +240,35 @@ class JobUplink : public TrainerListener {
   std::thread thread_;  // last: starts after everything above is built
 };
 
+// Once SIGTERM's stop grace is over, cancels the coordinator calls still in
+// flight: one started just before the signal keeps its own deadline (10 s
+// for a unary call), which would otherwise outlast a shorter grace.
+class GraceWatchdog {
+ public:
+  GraceWatchdog() : thread_([this] { Loop(); }) {}
+  ~GraceWatchdog() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+ private:
+  void Loop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!cv_.wait_for(lock, std::chrono::milliseconds(50), [this] { return done_; })) {
+      if (g_terminate) CoordinatorClient::CancelCallsPastCap();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;  // last: starts after everything above is built
+};
+
 std::string DefaultName() {
   char host[256] = {};
   gethostname(host, sizeof(host) - 1);
@@ -254,6 +283,7 @@ class Worker {
   int Run() {
     std::signal(SIGTERM, OnTerminate);
     std::signal(SIGINT, OnTerminate);
+    GraceWatchdog watchdog;
     const int threads = ConfigureThreads(options_.threads);
     v1::RegisterWorkerRequest request;
     request.set_name(options_.name.empty() ? DefaultName() : options_.name);
@@ -372,6 +402,15 @@ class Worker {
     if (reason == StopReason::kCancelled || reason == StopReason::kLeaseLost) {
       spdlog::warn("job {}: {}; dropping it", job,
                    reason == StopReason::kCancelled ? "cancelled" : "the lease is no longer ours");
+      std::filesystem::remove(checkpoint);
+      return;
+    }
+    if (!summary.ok() && g_terminate) {
+      // Stopping, and a checkpoint upload found no coordinator within the
+      // grace: a FailJob would not get through either.
+      spdlog::warn("job {}: stopped before it could hand the job back ({}); its lease will lapse "
+                   "and it resumes from its last uploaded checkpoint",
+                   job, summary.status().ToString());
       std::filesystem::remove(checkpoint);
       return;
     }
