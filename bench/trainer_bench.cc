@@ -51,6 +51,7 @@ int main(int argc, char** argv) {
   bool layer_norm = false;
   int64_t hidden = 128, batch = 32, seq = 100, vocab = 256;
   int steps = 10, warmup = 2, threads = 0, matmul_n = 2000;
+  bool paired = false;
   app.add_option("--cell", cell, "lstm, gru or mgu");
   app.add_flag("--layer-norm", layer_norm, "Layer norm on");
   app.add_option("--hidden", hidden);
@@ -63,6 +64,9 @@ int main(int argc, char** argv) {
   app.add_option("--device", device, "cpu, cuda, cuda:N");
   app.add_option("--kernel", kernel, "auto, fused or reference");
   app.add_option("--matmul-n", matmul_n, "Size of the square matmul that measures the BLAS rate");
+  app.add_flag("--paired", paired,
+               "Also measure the matmul rate before every timed step (for steps of seconds: the "
+               "measurement leaves the caches cold for a short step)");
   app.add_option("--format", format, "table or json");
   std::vector<std::string> gemms = {"auto"};
   app.add_option("--gemm", gemms,
@@ -118,29 +122,43 @@ int main(int argc, char** argv) {
     if (cuda) t.model()->flat_params().sum().item<float>();  // waits for the queue
   };
 
-  // The machine's rate drifts on a shared VM (164 to 213 GFLOP/s in one
-  // afternoon), so it is measured before and after each timed loop and the
-  // best of all counts: the share errs low, never high.
+  // The machine's rate drifts on a shared VM (164 to 322 GFLOP/s in one
+  // day, minutes apart), so on the CPU it is measured before and after the
+  // timed steps, and with --paired before every one of them too: each step's
+  // share is then taken against the mean of the two measurements around it,
+  // and the best rate seen in the whole run gives a conservative share that
+  // errs low.
   double matmul_gflops = cuda ? 0 : ablate::MeasureMatmulGflops(matmul_n, 3);
   for (const std::string& gemm : gemms) {
     if (gemm != "auto") ablate::SetPackedGemmEnabled(gemm == "packed");
     const char* gemm_used = ablate::PackedGemmEnabled() ? "packed" : "blas";
     for (int i = 0; i < warmup; ++i) t.TrainStep();
     sync();
-    std::vector<double> times;
+    std::vector<double> times, matmul_rates;
     torch::Tensor last;
     for (int i = 0; i < steps; ++i) {
+      if (!cuda && (paired || i == 0)) {
+        matmul_rates.push_back(ablate::MeasureMatmulGflops(matmul_n, 3));
+      }
       const auto start = std::chrono::steady_clock::now();
       last = t.TrainStep();
       sync();
       times.push_back(
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     }
-    if (!cuda) matmul_gflops = std::max(matmul_gflops, ablate::MeasureMatmulGflops(matmul_n, 3));
-    std::sort(times.begin(), times.end());
-    const double median = times[times.size() / 2];
+    if (!cuda) matmul_rates.push_back(ablate::MeasureMatmulGflops(matmul_n, 3));
     const double bytes_per_step = double(batch) * seq;
     const double flops = 6.0 * t.model()->ForwardMacsPerSymbol() * bytes_per_step;
+    std::vector<double> paired_shares;
+    for (size_t i = 0; !cuda && paired && i < times.size(); ++i) {
+      paired_shares.push_back(flops / times[i] / 1e9 /
+                              ((matmul_rates[i] + matmul_rates[i + 1]) / 2));
+    }
+    for (double rate : matmul_rates) matmul_gflops = std::max(matmul_gflops, rate);
+    std::sort(paired_shares.begin(), paired_shares.end());
+    const double paired_share = paired_shares.empty() ? 0 : paired_shares[paired_shares.size() / 2];
+    std::sort(times.begin(), times.end());
+    const double median = times[times.size() / 2];
     const double gflops = flops / median / 1e9;
     nlohmann::json result = {
         {"cell", cell},
@@ -161,6 +179,10 @@ int main(int argc, char** argv) {
         {"gflops", gflops},
         {"matmul_gflops", matmul_gflops},
         {"matmul_share", matmul_gflops > 0 ? gflops / matmul_gflops : 0},
+        {"matmul_gflops_each", matmul_rates},
+        {"paired_share", paired_share},
+        {"paired_share_min", paired_shares.empty() ? 0 : paired_shares.front()},
+        {"paired_share_max", paired_shares.empty() ? 0 : paired_shares.back()},
         {"peak_memory_mib", PeakMemoryMiB()},
         {"last_loss", last.item<double>()},
     };
@@ -177,8 +199,13 @@ int main(int argc, char** argv) {
     std::printf("  bytes/s   %.0f\n", bytes_per_step / median);
     std::printf("  achieved  %.1f GFLOP/s\n", gflops);
     if (matmul_gflops > 0) {
-      std::printf("  matmul    %.1f GFLOP/s (%dx%d float32 on the same threads): %.0f%% of it\n",
+      std::printf("  matmul    %.1f GFLOP/s best (%dx%d float32 on the same threads): %.0f%% of it\n",
                   matmul_gflops, matmul_n, matmul_n, 100 * gflops / matmul_gflops);
+    }
+    if (!paired_shares.empty()) {
+      std::printf("  paired    %.0f%% median share of the matmul rate around each step "
+                  "(%.0f%% to %.0f%%)\n",
+                  100 * paired_share, 100 * paired_shares.front(), 100 * paired_shares.back());
     }
     std::printf("  memory    %.0f MiB peak RSS\n", PeakMemoryMiB());
   }
