@@ -19,10 +19,11 @@ core=$("$bench" --hidden 8 --batch 2 --seq 4 --steps 1 --warmup 0 --matmul-n 64 
        "$python" -c 'import json,sys; print(json.load(sys.stdin)["blas"])')
 export OPENBLAS_CORETYPE="$core"
 
-run() {  # name, shared args, trainer steps, reference steps
-  local name=$1 args=$2 steps=$3 ref_steps=$4
+run() {  # name, shared args, trainer steps, reference steps, trainer-only args
+  local name=$1 args=$2 steps=$3 ref_steps=$4 own=${5:-}
   # shellcheck disable=SC2086
-  "$bench" $args --threads "$threads" --steps "$steps" --warmup 1 --format json >"$out/$name.ablate.json"
+  "$bench" $args $own --threads "$threads" --steps "$steps" --warmup 1 --format json \
+    >"$out/$name.ablate.json"
   # shellcheck disable=SC2086
   "$python" bench/reference_rnn.py $args --threads "$threads" --steps "$ref_steps" --warmup 1 \
     >"$out/$name.pytorch.json"
@@ -34,6 +35,9 @@ print(f"{name}: {a['cell']}{'+ln' if a['layer_norm'] else ''} H={a['hidden']} B=
 print(f"  ablate   {a['step_seconds']*1000:10.1f} ms/step {a['bytes_per_s']:10.0f} bytes/s "
       f"{a['gflops']:7.1f} GFLOP/s = {100*a['matmul_share']:5.1f}% of matmul "
       f"({a['matmul_gflops']:.1f} GFLOP/s)  peak {a['peak_memory_mib']:.0f} MiB")
+if a.get('paired_share'):
+    print(f"  ablate   {100*a['paired_share']:.1f}% of the matmul rate measured around each step "
+          f"(median; {100*a['paired_share_min']:.1f}% to {100*a['paired_share_max']:.1f}%)")
 flops = a['gflops'] * a['step_seconds']
 print(f"  pytorch  {p['step_seconds']*1000:10.1f} ms/step {p['bytes_per_s']:10.0f} bytes/s "
       f"{flops/p['step_seconds']:7.1f} GFLOP/s = "
@@ -44,4 +48,4 @@ PY
 }
 
 run small "--cell gru --layer-norm --hidden 128 --batch 32 --seq 100 --vocab 256" 30 10
-run seed "--cell gru --layer-norm --hidden 2000 --batch 100 --seq 200 --vocab 256" 3 2
+run seed "--cell gru --layer-norm --hidden 2000 --batch 100 --seq 200 --vocab 256" 3 2 --paired
