@@ -1,4 +1,5 @@
 #include "worker/model.h"
+#include "worker/recurrence_fused.h"
 
 #include <gtest/gtest.h>
 
@@ -162,22 +163,29 @@ torch::Tensor ProblemLoss(GradProblem& p, Kernel kernel, const torch::Tensor& h0
 
 class CellGradient : public testing::TestWithParam<CellCase> {};
 
+// The fused kernels' two copies: AVX-512 (where the CPU has it) and baseline.
+const std::vector<bool> kWidths = {true, false};
+
+struct Analytic {
+  torch::Tensor params, h0, c0;
+};
+
+Analytic AnalyticGrads(GradProblem& p, Kernel kernel) {
+  p.model->flat_grads().zero_();
+  torch::Tensor h0 = p.h0.clone().requires_grad_(true);
+  torch::Tensor c0 = p.c0.clone().requires_grad_(true);
+  ProblemLoss(p, kernel, h0, c0).backward();
+  Analytic a{p.model->flat_grads().clone(), h0.grad().clone(), torch::Tensor()};
+  if (p.model->cell() == Cell::kLstm) a.c0 = c0.grad().clone();
+  return a;
+}
+
 TEST_P(CellGradient, FusedAndReferenceMatchFiniteDifferencesInDouble) {
   GradProblem p = MakeProblem(GetParam(), 11);
   torch::Tensor& flat = p.model->flat_params();
   const int64_t n = flat.numel();
 
-  std::map<Kernel, torch::Tensor> grads, grad_h0, grad_c0;
-  for (Kernel kernel : {Kernel::kFused, Kernel::kReference}) {
-    p.model->flat_grads().zero_();
-    torch::Tensor h0 = p.h0.clone().requires_grad_(true);
-    torch::Tensor c0 = p.c0.clone().requires_grad_(true);
-    ProblemLoss(p, kernel, h0, c0).backward();
-    grads[kernel] = p.model->flat_grads().clone();
-    grad_h0[kernel] = h0.grad().clone();
-    if (GetParam().cell == Cell::kLstm) grad_c0[kernel] = c0.grad().clone();
-  }
-
+  const Analytic reference = AnalyticGrads(p, Kernel::kReference);
   torch::Tensor numeric = torch::empty({n}, torch::kDouble);
   {
     torch::NoGradGuard no_grad;
@@ -192,16 +200,20 @@ TEST_P(CellGradient, FusedAndReferenceMatchFiniteDifferencesInDouble) {
       numeric[i] = (plus - minus) / (2 * eps);
     }
   }
-  for (Kernel kernel : {Kernel::kFused, Kernel::kReference}) {
-    const char* name = kernel == Kernel::kFused ? "fused" : "reference";
-    const double err = (grads[kernel] - numeric).abs().max().item<double>();
-    EXPECT_LT(err, 1e-7) << name << " parameter gradient is off by " << err;
+  const double reference_err = (reference.params - numeric).abs().max().item<double>();
+  EXPECT_LT(reference_err, 1e-7) << "reference parameter gradient is off by " << reference_err;
+  for (bool wide : kWidths) {
+    SCOPED_TRACE(wide ? "fused, AVX-512 copy where the CPU has it" : "fused, baseline copy");
+    SetWideFusedKernels(wide);
+    const Analytic fused = AnalyticGrads(p, Kernel::kFused);
+    const double err = (fused.params - numeric).abs().max().item<double>();
+    EXPECT_LT(err, 1e-7) << "fused parameter gradient is off by " << err;
+    EXPECT_TRUE(torch::allclose(fused.h0, reference.h0, 1e-10, 1e-12));
+    if (GetParam().cell == Cell::kLstm) {
+      EXPECT_TRUE(torch::allclose(fused.c0, reference.c0, 1e-10, 1e-12));
+    }
   }
-  EXPECT_TRUE(torch::allclose(grad_h0[Kernel::kFused], grad_h0[Kernel::kReference], 1e-10, 1e-12));
-  if (GetParam().cell == Cell::kLstm) {
-    EXPECT_TRUE(
-        torch::allclose(grad_c0[Kernel::kFused], grad_c0[Kernel::kReference], 1e-10, 1e-12));
-  }
+  SetWideFusedKernels(true);
 }
 
 TEST_P(CellGradient, FusedMatchesReferenceInFloatAtATrainingSize) {
@@ -210,18 +222,25 @@ TEST_P(CellGradient, FusedMatchesReferenceInFloatAtATrainingSize) {
   model->Initialize(Init::kXavier, gen);
   torch::Tensor tokens = torch::randint(0, 27, {20, 6}, gen, torch::kLong);
   torch::Tensor targets = torch::randint(0, 27, {120}, gen, torch::kLong);
-  std::map<Kernel, torch::Tensor> loss, grads;
-  for (Kernel kernel : {Kernel::kFused, Kernel::kReference}) {
+  auto run = [&](Kernel kernel, torch::Tensor* grads) {
     model->flat_grads().zero_();
     ModelOutput out = model->Forward(tokens, model->InitialState(6), kernel);
-    loss[kernel] = torch::cross_entropy_loss(out.logits, targets);
-    loss[kernel].backward();
-    grads[kernel] = model->flat_grads().clone();
+    torch::Tensor loss = torch::cross_entropy_loss(out.logits, targets);
+    loss.backward();
+    *grads = model->flat_grads().clone();
+    return loss.item<double>();
+  };
+  torch::Tensor reference_grads, fused_grads;
+  const double reference_loss = run(Kernel::kReference, &reference_grads);
+  const double scale = reference_grads.abs().max().item<double>();
+  for (bool wide : kWidths) {
+    SCOPED_TRACE(wide ? "fused, AVX-512 copy where the CPU has it" : "fused, baseline copy");
+    SetWideFusedKernels(wide);
+    EXPECT_NEAR(run(Kernel::kFused, &fused_grads), reference_loss, 1e-5);
+    const double err = (fused_grads - reference_grads).abs().max().item<double>();
+    EXPECT_LT(err, 1e-4 * scale);
   }
-  EXPECT_NEAR(loss[Kernel::kFused].item<double>(), loss[Kernel::kReference].item<double>(), 1e-5);
-  const double scale = grads[Kernel::kReference].abs().max().item<double>();
-  const double err = (grads[Kernel::kFused] - grads[Kernel::kReference]).abs().max().item<double>();
-  EXPECT_LT(err, 1e-4 * scale);
+  SetWideFusedKernels(true);
 }
 
 INSTANTIATE_TEST_SUITE_P(AllCells, CellGradient, testing::ValuesIn(kAllCells), CaseName);
