@@ -42,6 +42,25 @@ double PeakMemoryMiB() {
   return usage.ru_maxrss / 1024.0;
 }
 
+// The mean float32 matmul rate (n x n products, GFLOP/s) over at least
+// `seconds` of back-to-back products: a rate over as long as a training step,
+// not the best of a few bursts.
+double MatmulRateOver(int n, double seconds) {
+  torch::NoGradGuard no_grad;
+  const torch::Tensor a = torch::randn({n, n}), b = torch::randn({n, n});
+  torch::Tensor c = torch::empty({n, n});
+  at::mm_out(c, a, b);
+  const auto start = std::chrono::steady_clock::now();
+  int64_t products = 0;
+  double elapsed = 0;
+  do {
+    at::mm_out(c, a, b);
+    ++products;
+    elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  } while (elapsed < seconds);
+  return 2.0 * n * n * n * products / elapsed / 1e9;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -65,8 +84,9 @@ int main(int argc, char** argv) {
   app.add_option("--kernel", kernel, "auto, fused or reference");
   app.add_option("--matmul-n", matmul_n, "Size of the square matmul that measures the BLAS rate");
   app.add_flag("--paired", paired,
-               "Also measure the matmul rate before every timed step (for steps of seconds: the "
-               "measurement leaves the caches cold for a short step)");
+               "Also measure the mean matmul rate for as long as a step before every timed step "
+               "and after the last (doubles the run; for steps of seconds: the measurement "
+               "leaves the caches cold for a short step)");
   app.add_option("--format", format, "table or json");
   std::vector<std::string> gemms = {"auto"};
   app.add_option("--gemm", gemms,
@@ -122,37 +142,45 @@ int main(int argc, char** argv) {
     if (cuda) t.model()->flat_params().sum().item<float>();  // waits for the queue
   };
 
-  // The machine's rate drifts on a shared VM (164 to 322 GFLOP/s in one
-  // day, minutes apart), so on the CPU it is measured before and after the
-  // timed steps, and with --paired before every one of them too: each step's
-  // share is then taken against the mean of the two measurements around it,
-  // and the best rate seen in the whole run gives a conservative share that
-  // errs low.
+  // The machine's rate drifts on a shared VM (110 to 324 GFLOP/s in one
+  // day, minutes apart), so on the CPU the best of a few products is
+  // measured before and after the timed steps: the best rate seen gives a
+  // conservative share that errs low. With --paired the mean rate over as
+  // long as a step is also measured before every timed step and after the
+  // last, and each step's share is taken against the mean of the two rates
+  // around it (paired).
   double matmul_gflops = cuda ? 0 : ablate::MeasureMatmulGflops(matmul_n, 3);
   for (const std::string& gemm : gemms) {
     if (gemm != "auto") ablate::SetPackedGemmEnabled(gemm == "packed");
     const char* gemm_used = ablate::PackedGemmEnabled() ? "packed" : "blas";
-    for (int i = 0; i < warmup; ++i) t.TrainStep();
-    sync();
-    std::vector<double> times, matmul_rates;
+    double last_seconds = 0;
+    for (int i = 0; i < warmup; ++i) {
+      const auto start = std::chrono::steady_clock::now();
+      t.TrainStep();
+      sync();
+      last_seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    }
+    std::vector<double> times, matmul_rates, paired_rates;
     torch::Tensor last;
     for (int i = 0; i < steps; ++i) {
-      if (!cuda && (paired || i == 0)) {
-        matmul_rates.push_back(ablate::MeasureMatmulGflops(matmul_n, 3));
-      }
+      if (!cuda && i == 0) matmul_rates.push_back(ablate::MeasureMatmulGflops(matmul_n, 3));
+      if (!cuda && paired) paired_rates.push_back(MatmulRateOver(matmul_n, last_seconds));
       const auto start = std::chrono::steady_clock::now();
       last = t.TrainStep();
       sync();
-      times.push_back(
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+      last_seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      times.push_back(last_seconds);
     }
+    if (!cuda && paired) paired_rates.push_back(MatmulRateOver(matmul_n, last_seconds));
     if (!cuda) matmul_rates.push_back(ablate::MeasureMatmulGflops(matmul_n, 3));
     const double bytes_per_step = double(batch) * seq;
     const double flops = 6.0 * t.model()->ForwardMacsPerSymbol() * bytes_per_step;
     std::vector<double> paired_shares;
-    for (size_t i = 0; !cuda && paired && i < times.size(); ++i) {
+    for (size_t i = 0; i + 1 < paired_rates.size(); ++i) {
       paired_shares.push_back(flops / times[i] / 1e9 /
-                              ((matmul_rates[i] + matmul_rates[i + 1]) / 2));
+                              ((paired_rates[i] + paired_rates[i + 1]) / 2));
     }
     for (double rate : matmul_rates) matmul_gflops = std::max(matmul_gflops, rate);
     std::sort(paired_shares.begin(), paired_shares.end());
@@ -180,6 +208,7 @@ int main(int argc, char** argv) {
         {"matmul_gflops", matmul_gflops},
         {"matmul_share", matmul_gflops > 0 ? gflops / matmul_gflops : 0},
         {"matmul_gflops_each", matmul_rates},
+        {"paired_matmul_gflops", paired_rates},
         {"paired_share", paired_share},
         {"paired_share_min", paired_shares.empty() ? 0 : paired_shares.front()},
         {"paired_share_max", paired_shares.empty() ? 0 : paired_shares.back()},
@@ -203,8 +232,8 @@ int main(int argc, char** argv) {
                   matmul_gflops, matmul_n, matmul_n, 100 * gflops / matmul_gflops);
     }
     if (!paired_shares.empty()) {
-      std::printf("  paired    %.0f%% median share of the matmul rate around each step "
-                  "(%.0f%% to %.0f%%)\n",
+      std::printf("  paired    %.0f%% median share of the mean matmul rate over as long as a step, "
+                  "before and after it (%.0f%% to %.0f%%)\n",
                   100 * paired_share, 100 * paired_shares.front(), 100 * paired_shares.back());
     }
     std::printf("  memory    %.0f MiB peak RSS\n", PeakMemoryMiB());
