@@ -36,7 +36,7 @@ print(f"  ablate   {a['step_seconds']*1000:10.1f} ms/step {a['bytes_per_s']:10.0
       f"{a['gflops']:7.1f} GFLOP/s = {100*a['matmul_share']:5.1f}% of matmul "
       f"({a['matmul_gflops']:.1f} GFLOP/s)  peak {a['peak_memory_mib']:.0f} MiB")
 if a.get('paired_share'):
-    print(f"  ablate   {100*a['paired_share']:.1f}% of the matmul rate measured around each step "
+    print(f"  ablate   {100*a['paired_share']:.1f}% of the mean matmul rate over as long as a step, beside each step "
           f"(median; {100*a['paired_share_min']:.1f}% to {100*a['paired_share_max']:.1f}%)")
 flops = a['gflops'] * a['step_seconds']
 print(f"  pytorch  {p['step_seconds']*1000:10.1f} ms/step {p['bytes_per_s']:10.0f} bytes/s "
