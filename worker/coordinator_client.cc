@@ -21,16 +21,15 @@ constexpr auto kUnaryDeadline = std::chrono::seconds(10);
 constexpr auto kStreamDeadline = std::chrono::minutes(30);
 constexpr size_t kChunkBytes = 1 << 20;
 
-// Unary calls wait for the coordinator to be reachable, up to their deadline,
-// instead of failing at once: a call in flight is what makes gRPC notice a
-// restarted coordinator at once (between calls only its 5 s backup poller
-// looks), so fail-fast calls retried with backoff would find it seconds late,
-// possibly after the leases it renewed at start lapsed again. Streams fail
-// fast and are retried; the heartbeats running beside them keep the channel
-// watched.
 // CapDeadlines's cap, nanoseconds of CLOCK_REALTIME; 0 for none.
 std::atomic<int64_t> g_deadline_cap_ns{0};
 static_assert(std::atomic<int64_t>::is_always_lock_free, "CapDeadlines runs in signal handlers");
+
+int64_t RealtimeNs() {
+  timespec now{};
+  clock_gettime(CLOCK_REALTIME, &now);
+  return int64_t{now.tv_sec} * 1000000000 + now.tv_nsec;
+}
 
 std::chrono::system_clock::time_point Deadline(std::chrono::system_clock::duration timeout) {
   auto deadline = std::chrono::system_clock::now() + timeout;
@@ -42,17 +41,6 @@ std::chrono::system_clock::time_point Deadline(std::chrono::system_clock::durati
   return deadline;
 }
 
-void SetDeadline(grpc::ClientContext* context, std::chrono::seconds timeout) {
-  context->set_wait_for_ready(true);
-  context->set_deadline(Deadline(timeout));
-}
-
-int64_t RealtimeNs() {
-  timespec now{};
-  clock_gettime(CLOCK_REALTIME, &now);
-  return int64_t{now.tv_sec} * 1000000000 + now.tv_nsec;
-}
-
 // Every call in flight, for CancelCallsPastCap: a call started before the
 // cap keeps the deadline it started with.
 std::mutex g_calls_mu;
@@ -61,19 +49,34 @@ std::set<grpc::ClientContext*>& Calls() {
   return *calls;
 }
 
-// Registers a call's context for as long as the call runs.
-class InFlight {
+// One call's context, with its deadline (capped by CapDeadlines), listed
+// among the calls in flight for as long as the call runs.
+//
+// Unary calls wait for the coordinator to be reachable, up to their deadline,
+// instead of failing at once: a call in flight is what makes gRPC notice a
+// restarted coordinator at once (between calls only its 5 s backup poller
+// looks), so fail-fast calls retried with backoff would find it seconds late,
+// possibly after the leases it renewed at start lapsed again. Streams fail
+// fast and are retried; the heartbeats running beside them keep the channel
+// watched.
+class Call {
  public:
-  explicit InFlight(grpc::ClientContext* context) : context_(context) {
+  enum Kind { kUnary, kStream };
+
+  explicit Call(Kind kind) {
+    if (kind == kUnary) context_.set_wait_for_ready(true);
+    context_.set_deadline(Deadline(kind == kUnary ? kUnaryDeadline : kStreamDeadline));
     std::lock_guard<std::mutex> lock(g_calls_mu);
-    Calls().insert(context_);
+    Calls().insert(&context_);
   }
-  ~InFlight() {
+  ~Call() {
     std::lock_guard<std::mutex> lock(g_calls_mu);
-    Calls().erase(context_);
+    Calls().erase(&context_);
   }
-  InFlight(const InFlight&) = delete;
-  InFlight& operator=(const InFlight&) = delete;
+  Call(const Call&) = delete;
+  Call& operator=(const Call&) = delete;
+
+  grpc::ClientContext* context() { return &context_; }
 
   // The call's status; one CancelCallsPastCap ended reads as the deadline
   // it is (transient: the caller treats it as a coordinator still away).
@@ -88,7 +91,7 @@ class InFlight {
   }
 
  private:
-  grpc::ClientContext* const context_;
+  grpc::ClientContext context_;
 };
 
 }  // namespace
@@ -112,58 +115,44 @@ CoordinatorClient::CoordinatorClient(std::shared_ptr<grpc::Channel> channel)
 
 Status CoordinatorClient::Register(const v1::RegisterWorkerRequest& request,
                                    v1::RegisterWorkerResponse* response) {
-  grpc::ClientContext context;
-  InFlight in_flight(&context);
-  SetDeadline(&context, kUnaryDeadline);
-  return in_flight.Finish(stub_->RegisterWorker(&context, request, response));
+  Call call(Call::kUnary);
+  return call.Finish(stub_->RegisterWorker(call.context(), request, response));
 }
 
 Status CoordinatorClient::Lease(int64_t worker_id, v1::LeaseJobResponse* response) {
-  grpc::ClientContext context;
-  InFlight in_flight(&context);
-  SetDeadline(&context, kUnaryDeadline);
+  Call call(Call::kUnary);
   v1::LeaseJobRequest request;
   request.set_worker_id(worker_id);
-  return in_flight.Finish(stub_->LeaseJob(&context, request, response));
+  return call.Finish(stub_->LeaseJob(call.context(), request, response));
 }
 
 Status CoordinatorClient::Heartbeat(const v1::HeartbeatRequest& request,
                                     v1::HeartbeatResponse* response) {
-  grpc::ClientContext context;
-  InFlight in_flight(&context);
-  SetDeadline(&context, kUnaryDeadline);
-  return in_flight.Finish(stub_->Heartbeat(&context, request, response));
+  Call call(Call::kUnary);
+  return call.Finish(stub_->Heartbeat(call.context(), request, response));
 }
 
 Status CoordinatorClient::ReportPoints(const v1::ReportPointsRequest& request) {
-  grpc::ClientContext context;
-  InFlight in_flight(&context);
-  SetDeadline(&context, kUnaryDeadline);
+  Call call(Call::kUnary);
   v1::ReportPointsResponse response;
-  return in_flight.Finish(stub_->ReportPoints(&context, request, &response));
+  return call.Finish(stub_->ReportPoints(call.context(), request, &response));
 }
 
 Status CoordinatorClient::Complete(const v1::CompleteJobRequest& request) {
-  grpc::ClientContext context;
-  InFlight in_flight(&context);
-  SetDeadline(&context, kUnaryDeadline);
+  Call call(Call::kUnary);
   v1::CompleteJobResponse response;
-  return in_flight.Finish(stub_->CompleteJob(&context, request, &response));
+  return call.Finish(stub_->CompleteJob(call.context(), request, &response));
 }
 
 Status CoordinatorClient::Fail(const v1::FailJobRequest& request, v1::FailJobResponse* response) {
-  grpc::ClientContext context;
-  InFlight in_flight(&context);
-  SetDeadline(&context, kUnaryDeadline);
-  return in_flight.Finish(stub_->FailJob(&context, request, response));
+  Call call(Call::kUnary);
+  return call.Finish(stub_->FailJob(call.context(), request, response));
 }
 
 Status CoordinatorClient::Release(const v1::ReleaseJobRequest& request) {
-  grpc::ClientContext context;
-  InFlight in_flight(&context);
-  SetDeadline(&context, kUnaryDeadline);
+  Call call(Call::kUnary);
   v1::ReleaseJobResponse response;
-  return in_flight.Finish(stub_->ReleaseJob(&context, request, &response));
+  return call.Finish(stub_->ReleaseJob(call.context(), request, &response));
 }
 
 Status CoordinatorClient::UploadCheckpoint(int64_t job_id, int64_t lease_token, int64_t step,
@@ -171,11 +160,9 @@ Status CoordinatorClient::UploadCheckpoint(int64_t job_id, int64_t lease_token, 
   std::ifstream in(path, std::ios::binary);
   if (!in) return Status::NotFound("checkpoint " + path + " cannot be read");
   const std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  grpc::ClientContext context;
-  InFlight in_flight(&context);
-  context.set_deadline(Deadline(kStreamDeadline));
+  Call call(Call::kStream);
   v1::UploadCheckpointResponse response;
-  auto writer = stub_->UploadCheckpoint(&context, &response);
+  auto writer = stub_->UploadCheckpoint(call.context(), &response);
   v1::UploadCheckpointRequest first;
   first.set_job_id(job_id);
   first.set_lease_token(lease_token);
@@ -189,18 +176,16 @@ Status CoordinatorClient::UploadCheckpoint(int64_t job_id, int64_t lease_token, 
     ok = writer->Write(chunk);
   }
   writer->WritesDone();
-  return in_flight.Finish(writer->Finish());
+  return call.Finish(writer->Finish());
 }
 
 StatusOr<int64_t> CoordinatorClient::DownloadCheckpoint(int64_t job_id, int64_t lease_token,
                                                         const std::string& path) {
-  grpc::ClientContext context;
-  InFlight in_flight(&context);
-  context.set_deadline(Deadline(kStreamDeadline));
+  Call call(Call::kStream);
   v1::DownloadCheckpointRequest request;
   request.set_job_id(job_id);
   request.set_lease_token(lease_token);
-  auto reader = stub_->DownloadCheckpoint(&context, request);
+  auto reader = stub_->DownloadCheckpoint(call.context(), request);
   v1::DownloadCheckpointResponse message;
   v1::CheckpointInfo info;
   std::string data;
@@ -210,7 +195,7 @@ StatusOr<int64_t> CoordinatorClient::DownloadCheckpoint(int64_t job_id, int64_t 
     first = false;
     data += message.chunk();
   }
-  ABLATE_RETURN_IF_ERROR(in_flight.Finish(reader->Finish()));
+  ABLATE_RETURN_IF_ERROR(call.Finish(reader->Finish()));
   if (first) return Status::DataLoss("checkpoint download of job " + std::to_string(job_id) +
                                      " ended before its first message");
   if (static_cast<int64_t>(data.size()) != info.total_bytes() ||
