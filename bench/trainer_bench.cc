@@ -149,7 +149,7 @@ int main(int argc, char** argv) {
   // long as a step is also measured before every timed step and after the
   // last, and each step's share is taken against the mean of the two rates
   // around it (paired).
-  double matmul_gflops = cuda ? 0 : ablate::MeasureMatmulGflops(matmul_n, 3);
+  double matmul_gflops = 0;
   for (const std::string& gemm : gemms) {
     if (gemm != "auto") ablate::SetPackedGemmEnabled(gemm == "packed");
     const char* gemm_used = ablate::PackedGemmEnabled() ? "packed" : "blas";
