@@ -11,18 +11,18 @@
 // rate's share of the measured matmul rate, and peak memory.
 #include <sys/resource.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <vector>
-
-#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
+#include <vector>
 
 #include "worker/blas.h"
 #include "worker/packed_gemm.h"
+#include "worker/recurrence_fused.h"
 #include "worker/text8.h"
 #include "worker/trainer.h"
 
@@ -94,8 +94,19 @@ int main(int argc, char** argv) {
                  "a list runs each in turn")
       ->delimiter(',')
       ->check(CLI::IsMember({"auto", "packed", "blas"}));
+  std::vector<std::string> row_groups = {"auto"};
+  app.add_option("--row-groups", row_groups,
+                 "Time loops with a group of batch rows per thread (always), shared among the "
+                 "threads (never) or as the trainer decides (auto); a list runs each in turn, "
+                 "after every --gemm choice")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"auto", "always", "never"}));
   CLI11_PARSE(app, argc, argv);
-  const int64_t rounds = static_cast<int64_t>(gemms.size());
+  std::vector<std::pair<std::string, std::string>> variants;  // (gemm, row groups)
+  for (const std::string& gemm : gemms) {
+    for (const std::string& groups : row_groups) variants.emplace_back(gemm, groups);
+  }
+  const int64_t rounds = static_cast<int64_t>(variants.size());
 
   const int used_threads = ablate::ConfigureThreads(threads);
   ablate::RunConfig config;
@@ -150,8 +161,11 @@ int main(int argc, char** argv) {
   // last, and each step's share is taken against the mean of the two rates
   // around it (paired).
   double matmul_gflops = 0;
-  for (const std::string& gemm : gemms) {
+  for (const auto& [gemm, groups] : variants) {
     if (gemm != "auto") ablate::SetPackedGemmEnabled(gemm == "packed");
+    ablate::SetRowGroups(groups == "always"  ? ablate::RowGroups::kAlways
+                         : groups == "never" ? ablate::RowGroups::kNever
+                                             : ablate::RowGroups::kAuto);
     const char* gemm_used = ablate::PackedGemmEnabled() ? "packed" : "blas";
     double last_seconds = 0;
     for (int i = 0; i < warmup; ++i) {
@@ -200,6 +214,7 @@ int main(int argc, char** argv) {
         {"kernel", t.kernel() == ablate::Kernel::kFused ? "fused" : "reference"},
         {"blas", ablate::BlasCoreName()},
         {"gemm", gemm_used},
+        {"row_groups", groups},
         {"parameters", t.model()->parameter_count()},
         {"step_seconds", median},
         {"step_seconds_min", times.front()},
@@ -220,21 +235,25 @@ int main(int argc, char** argv) {
       continue;
     }
     std::printf(
-        "%s%s H=%lld B=%lld T=%lld V=%lld on %s (%d threads, %s kernel, BLAS %s, %s GEMM)\n",
+        "%s%s H=%lld B=%lld T=%lld V=%lld on %s (%d threads, %s kernel, BLAS %s, %s GEMM, "
+        "row groups %s)\n",
         cell.c_str(), layer_norm ? "+ln" : "", (long long)hidden, (long long)batch, (long long)seq,
         (long long)vocab, t.device().str().c_str(), used_threads,
-        result["kernel"].get<std::string>().c_str(), ablate::BlasCoreName().c_str(), gemm_used);
+        result["kernel"].get<std::string>().c_str(), ablate::BlasCoreName().c_str(), gemm_used,
+        groups.c_str());
     std::printf("  step      %.4f s (median of %d, min %.4f)\n", median, steps, times.front());
     std::printf("  bytes/s   %.0f\n", bytes_per_step / median);
     std::printf("  achieved  %.1f GFLOP/s\n", gflops);
     if (matmul_gflops > 0) {
-      std::printf("  matmul    %.1f GFLOP/s best (%dx%d float32 on the same threads): %.0f%% of it\n",
-                  matmul_gflops, matmul_n, matmul_n, 100 * gflops / matmul_gflops);
+      std::printf(
+          "  matmul    %.1f GFLOP/s best (%dx%d float32 on the same threads): %.0f%% of it\n",
+          matmul_gflops, matmul_n, matmul_n, 100 * gflops / matmul_gflops);
     }
     if (!paired_shares.empty()) {
-      std::printf("  paired    %.0f%% median share of the mean matmul rate over as long as a step, "
-                  "before and after it (%.0f%% to %.0f%%)\n",
-                  100 * paired_share, 100 * paired_shares.front(), 100 * paired_shares.back());
+      std::printf(
+          "  paired    %.0f%% median share of the mean matmul rate over as long as a step, "
+          "before and after it (%.0f%% to %.0f%%)\n",
+          100 * paired_share, 100 * paired_shares.front(), 100 * paired_shares.back());
     }
     std::printf("  memory    %.0f MiB peak RSS\n", PeakMemoryMiB());
   }

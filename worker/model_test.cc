@@ -1,6 +1,6 @@
 #include "worker/model.h"
-#include "worker/recurrence_fused.h"
 
+#include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -8,6 +8,8 @@
 #include <utility>
 
 #include "worker/init.h"
+#include "worker/packed_gemm.h"
+#include "worker/recurrence_fused.h"
 
 namespace ablate {
 namespace {
@@ -34,9 +36,9 @@ TEST(Model, ParameterCountsMatchTheSeedAtH2000V256) {
   // 12,000 short of GRU minus one gate group); see the issue note.
   EXPECT_EQ(CountParameters(Cell::kMgu, false, 2000, 256),
             (256 + 2000 + 1) * 2 * 2000 + (2000 + 1) * 256);
-  EXPECT_EQ(CountParameters(Cell::kGru, false, 2000, 256) -
-                CountParameters(Cell::kMgu, false, 2000, 256),
-            (256 + 2000 + 1) * 2000);
+  EXPECT_EQ(
+      CountParameters(Cell::kGru, false, 2000, 256) - CountParameters(Cell::kMgu, false, 2000, 256),
+      (256 + 2000 + 1) * 2000);
 }
 
 TEST(Model, BuiltModelHasTheCountedParameters) {
@@ -131,7 +133,7 @@ struct GradProblem {
 
 GradProblem MakeProblem(CellCase c, uint64_t seed) {
   at::Generator gen = at::detail::createCPUGenerator(seed);
-  const int64_t hidden = 5, vocab = 7, steps = 4, batch = 3;
+  const int64_t hidden = 5, vocab = 7, steps = 5, batch = 3;  // odd steps: see GatedBackward
   auto dbl = torch::TensorOptions().dtype(torch::kDouble);
   GradProblem p;
   p.model = CharRnn(c.cell, c.layer_norm, hidden, vocab, dbl);
@@ -163,8 +165,40 @@ torch::Tensor ProblemLoss(GradProblem& p, Kernel kernel, const torch::Tensor& h0
 
 class CellGradient : public testing::TestWithParam<CellCase> {};
 
-// The fused kernels' two copies: AVX-512 (where the CPU has it) and baseline.
-const std::vector<bool> kWidths = {true, false};
+// The fused kernels' variants: the AVX-512 copy (where the CPU has it) or the
+// baseline copy, and the time loops shared among two threads or split into
+// one group of rows per thread.
+struct Variant {
+  bool wide;
+  RowGroups groups;
+  std::string Name() const {
+    return std::string(wide ? "AVX-512 copy where the CPU has it" : "baseline copy") +
+           (groups == RowGroups::kAlways ? ", a group of rows per thread" : ", shared loops");
+  }
+};
+const std::vector<Variant> kVariants = {{true, RowGroups::kNever},
+                                        {false, RowGroups::kNever},
+                                        {true, RowGroups::kAlways},
+                                        {false, RowGroups::kAlways}};
+
+// Runs the fused kernels as `v` on two threads (LibTorch's default here is
+// one, which would never split the rows) until it goes out of scope.
+class ScopedVariant {
+ public:
+  explicit ScopedVariant(const Variant& v) : threads_(at::get_num_threads()) {
+    SetWideFusedKernels(v.wide);
+    SetRowGroups(v.groups);
+    at::set_num_threads(2);
+  }
+  ~ScopedVariant() {
+    SetWideFusedKernels(true);
+    SetRowGroups(RowGroups::kAuto);
+    at::set_num_threads(threads_);
+  }
+
+ private:
+  int threads_;
+};
 
 struct Analytic {
   torch::Tensor params, h0, c0;
@@ -202,9 +236,9 @@ TEST_P(CellGradient, FusedAndReferenceMatchFiniteDifferencesInDouble) {
   }
   const double reference_err = (reference.params - numeric).abs().max().item<double>();
   EXPECT_LT(reference_err, 1e-7) << "reference parameter gradient is off by " << reference_err;
-  for (bool wide : kWidths) {
-    SCOPED_TRACE(wide ? "fused, AVX-512 copy where the CPU has it" : "fused, baseline copy");
-    SetWideFusedKernels(wide);
+  for (const Variant& v : kVariants) {
+    SCOPED_TRACE("fused, " + v.Name());
+    ScopedVariant scoped(v);
     const Analytic fused = AnalyticGrads(p, Kernel::kFused);
     const double err = (fused.params - numeric).abs().max().item<double>();
     EXPECT_LT(err, 1e-7) << "fused parameter gradient is off by " << err;
@@ -213,7 +247,6 @@ TEST_P(CellGradient, FusedAndReferenceMatchFiniteDifferencesInDouble) {
       EXPECT_TRUE(torch::allclose(fused.c0, reference.c0, 1e-10, 1e-12));
     }
   }
-  SetWideFusedKernels(true);
 }
 
 TEST_P(CellGradient, FusedMatchesReferenceInFloatAtATrainingSize) {
@@ -233,14 +266,61 @@ TEST_P(CellGradient, FusedMatchesReferenceInFloatAtATrainingSize) {
   torch::Tensor reference_grads, fused_grads;
   const double reference_loss = run(Kernel::kReference, &reference_grads);
   const double scale = reference_grads.abs().max().item<double>();
-  for (bool wide : kWidths) {
-    SCOPED_TRACE(wide ? "fused, AVX-512 copy where the CPU has it" : "fused, baseline copy");
-    SetWideFusedKernels(wide);
+  for (const Variant& v : kVariants) {
+    SCOPED_TRACE("fused, " + v.Name());
+    ScopedVariant scoped(v);
     EXPECT_NEAR(run(Kernel::kFused, &fused_grads), reference_loss, 1e-5);
     const double err = (fused_grads - reference_grads).abs().max().item<double>();
     EXPECT_LT(err, 1e-4 * scale);
   }
-  SetWideFusedKernels(true);
+}
+
+// Splitting the batch into a group of rows per thread changes which thread
+// computes a row, not how: with the packed kernel every number is the same
+// bit for bit. (Compared at one thread count: LibTorch's own ops, such as
+// the output layer's product, may round differently on another.)
+TEST_P(CellGradient, RowGroupsDoNotChangeTheResultInFloat) {
+  const int64_t batch = 40, steps = 13;  // odd: the gradient buffers end swapped
+  at::Generator gen = at::detail::createCPUGenerator(5);
+  CharRnn model(GetParam().cell, GetParam().layer_norm, 64, 27);
+  model->Initialize(Init::kXavier, gen);
+  torch::Tensor tokens = torch::randint(0, 27, {steps, batch}, gen, torch::kLong);
+  torch::Tensor targets = torch::randint(0, 27, {steps * batch}, gen, torch::kLong);
+  RecurrentState init = model->InitialState(batch);
+  init.h.uniform_(-0.5, 0.5, gen);
+  if (init.c.defined()) init.c.uniform_(-0.5, 0.5, gen);
+  struct Result {
+    torch::Tensor logits, h, grads;
+  };
+  auto run = [&](RowGroups groups, int threads) {
+    SetRowGroups(groups);
+    const int saved = at::get_num_threads();
+    at::set_num_threads(threads);
+    model->flat_grads().zero_();
+    ModelOutput out = model->Forward(tokens, init, Kernel::kFused);
+    torch::cross_entropy_loss(out.logits, targets).backward();
+    Result r{out.logits.detach().clone(), out.state.h.detach().clone(),
+             model->flat_grads().clone()};
+    at::set_num_threads(saved);
+    SetRowGroups(RowGroups::kAuto);
+    return r;
+  };
+  const bool packed = PackedGemm(torch::zeros({64, 64}), steps).packed();
+  for (int threads : {2, 3}) {
+    SCOPED_TRACE(std::to_string(threads) + " threads");
+    const Result shared = run(RowGroups::kNever, threads);
+    const Result grouped = run(RowGroups::kAlways, threads);
+    if (packed) {
+      EXPECT_TRUE(torch::equal(grouped.logits, shared.logits));
+      EXPECT_TRUE(torch::equal(grouped.h, shared.h));
+      EXPECT_TRUE(torch::equal(grouped.grads, shared.grads));
+    } else {  // LibTorch's BLAS may round a product of fewer rows differently
+      EXPECT_TRUE(torch::allclose(grouped.logits, shared.logits, 1e-5, 1e-6));
+      EXPECT_TRUE(torch::allclose(grouped.h, shared.h, 1e-5, 1e-6));
+      EXPECT_TRUE(torch::allclose(grouped.grads, shared.grads, 1e-4, 1e-6));
+    }
+    EXPECT_FALSE(grouped.h.isnan().any().item<bool>());
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(AllCells, CellGradient, testing::ValuesIn(kAllCells), CaseName);

@@ -80,7 +80,8 @@ PackedGemm::PackedGemm(const torch::Tensor& w, int64_t calls) : w_(w) {
   PackPanels(w.data_ptr<float>(), k_, n_, w.stride(0), w.stride(1), packed_.data_ptr<float>());
 }
 
-void PackedGemm::Run(const torch::Tensor& a, double beta, torch::Tensor* c_out) {
+void PackedGemm::Run(const torch::Tensor& a, double beta, torch::Tensor* c_out,
+                     torch::Tensor* scratch) {
   torch::Tensor& c = *c_out;
   TORCH_CHECK(
       a.dim() == 2 && a.size(1) == k_ && c.dim() == 2 && c.size(0) == a.size(0) && c.size(1) == n_,
@@ -99,9 +100,10 @@ void PackedGemm::Run(const torch::Tensor& a, double beta, torch::Tensor* c_out) 
 #if defined(ABLATE_PACKED_GEMM_AVX512)
   const int64_t m = a.size(0);
   if (m == 0) return;
-  if (a_buffer_.numel() < m * k_) a_buffer_ = torch::empty({m * k_}, a.options());
+  torch::Tensor& buffer = scratch != nullptr ? *scratch : a_buffer_;
+  if (!buffer.defined() || buffer.numel() < m * k_) buffer = torch::empty({m * k_}, a.options());
   const float* a_p = a.data_ptr<float>();
-  float* a_packed = a_buffer_.data_ptr<float>();
+  float* a_packed = buffer.data_ptr<float>();
   const int64_t blocks = packed_gemm::RowBlockCount(m);
   at::parallel_for(0, blocks, std::max<int64_t>(1, kMacsPerTask / (12 * k_ * 8)),
                    [&](int64_t begin, int64_t end) {

@@ -25,7 +25,8 @@ bool PackedGemmEnabled();
 // run in double). The kernel computes every element of c on one thread,
 // summing over k in a fixed order, so its results do not depend on the thread
 // count. w must stay unchanged while the PackedGemm is in use; the
-// packed copy is taken at construction. Not thread-safe: Run reuses a buffer.
+// packed copy is taken at construction. Threads may call Run at once on
+// disjoint outputs if each passes its own scratch buffer.
 class PackedGemm {
  public:
   // `calls`: how many products Run will compute. Packing costs about as much
@@ -35,8 +36,11 @@ class PackedGemm {
   static constexpr int64_t kMinCallsToPack = 4;
 
   // a: [M, K], c: [M, N], both contiguous with w's dtype; c is written in
-  // place. beta 0 ignores c's old contents (NaN included).
-  void Run(const torch::Tensor& a, double beta, torch::Tensor* c);
+  // place. beta 0 ignores c's old contents (NaN included). `scratch` holds
+  // a's packed copy between calls (grown as needed); without one Run uses a
+  // buffer of its own. Called inside an at::parallel_for, Run stays on the
+  // calling thread.
+  void Run(const torch::Tensor& a, double beta, torch::Tensor* c, torch::Tensor* scratch = nullptr);
 
   // Whether Run uses the AVX-512 kernel.
   bool packed() const { return packed_.defined(); }

@@ -28,7 +28,9 @@ enum Slot {
 };
 
 // Rows per parallel task: enough work per task to amortise the fork.
-int64_t RowGrain(int64_t width) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, width)); }
+int64_t RowGrain(int64_t width) {
+  return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, width));
+}
 
 // The build targets baseline x86-64, where the `omp simd` loops below run
 // 4 floats wide (SSE2). On a CPU with AVX-512, ParallelRows runs each body
@@ -53,21 +55,56 @@ bool UseWide() {
 
 template <typename Body>
 __attribute__((target("avx512f"), flatten)) void RunWide(const Body& body, int64_t begin,
-                                                          int64_t end) {
+                                                         int64_t end) {
   body(begin, end);
 }
 #endif
 
-// at::parallel_for over rows [0, n), on the widest vectors the CPU has.
+// at::parallel_for over rows [begin, end), on the widest vectors the CPU
+// has. Inside a row group (ForEachRowGroup) it runs on the calling thread.
 template <typename Body>
-void ParallelRows(int64_t n, int64_t grain, const Body& body) {
+void ParallelRows(int64_t begin, int64_t end, int64_t grain, const Body& body) {
 #if defined(__x86_64__) && defined(__GNUC__)
   if (UseWide()) {
-    at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) { RunWide(body, begin, end); });
+    at::parallel_for(begin, end, grain, [&](int64_t b, int64_t e) { RunWide(body, b, e); });
     return;
   }
 #endif
-  at::parallel_for(0, n, grain, body);
+  at::parallel_for(begin, end, grain, body);
+}
+
+// Rows per thread below which the time loops share every product among all
+// threads instead (see ForEachRowGroup): each group streams all the weights
+// at every step, so fewer rows means less work per byte read.
+constexpr int64_t kMinRowsPerThread = 16;
+
+std::atomic<RowGroups> g_row_groups{RowGroups::kAuto};
+
+// Runs body(row_begin, row_end) over the batch. Every batch row's recurrence
+// is independent of the others' (the products, the layer norms and the
+// nonlinearities all work row by row), so with enough rows each thread takes
+// one contiguous group and runs every timestep over it alone: no barrier
+// between the products and the pointwise passes, 6 per timestep otherwise,
+// and each thread reads back from its own cache the rows it wrote. Otherwise
+// one group of all rows, whose products and passes share out their columns
+// and rows among the threads. PackedGemm sums each element in the same order
+// either way, so the grouping does not change the results.
+template <typename Body>
+void ForEachRowGroup(int64_t batch, const Body& body) {
+  const int64_t threads = at::get_num_threads();
+  const RowGroups policy = g_row_groups.load(std::memory_order_relaxed);
+  const int64_t min_rows = policy == RowGroups::kAlways ? 1 : kMinRowsPerThread;
+  if (policy == RowGroups::kNever || threads <= 1 || at::in_parallel_region() ||
+      batch / threads < min_rows) {
+    body(int64_t{0}, batch);
+    return;
+  }
+  at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
+    // Grad mode is per thread, and the caller's (off, inside the autograd
+    // function) does not reach the pool's threads.
+    torch::NoGradGuard no_grad;
+    for (int64_t g = begin; g < end; ++g) body(g * batch / threads, (g + 1) * batch / threads);
+  });
 }
 
 // exp for float in plain arithmetic (Cephes' expf: range reduction by ln 2
@@ -144,10 +181,10 @@ inline void LayerNormRowBackward(const T* dn, const T* xhat, T rstd, const T* ga
 // cost a third more), for row-major matrices with leading dimensions lda and
 // ldb. Each column sums its rows in order, in double.
 template <typename T>
-void ColumnDotAndSums(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t rows,
-                      int64_t cols, T* dots, T* sums) {
+void ColumnDotAndSums(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t rows, int64_t cols,
+                      T* dots, T* sums) {
   constexpr int64_t kBlock = 256;
-  ParallelRows((cols + kBlock - 1) / kBlock, 1, [&](int64_t begin, int64_t end) {
+  ParallelRows(0, (cols + kBlock - 1) / kBlock, 1, [&](int64_t begin, int64_t end) {
     for (int64_t blk = begin; blk < end; ++blk) {
       const int64_t c0 = blk * kBlock, width = std::min(cols, c0 + kBlock) - c0;
       double dot[kBlock] = {}, sum[kBlock] = {};
@@ -219,60 +256,63 @@ RecurrentOutput GatedForward(const torch::Tensor& xg, const RecurrentState& init
   const T* gain_2 = ln ? w.ln_2_gain.data_ptr<T>() : nullptr;
   const T* shift_2 = ln ? w.ln_2_shift.data_ptr<T>() : nullptr;
 
-  for (int64_t t = 0; t < steps; ++t) {
-    gemm_h.Run(s[kH][t], 0, &zg);
-    const T* z = zg.data_ptr<T>();
-    ParallelRows(batch, RowGrain(gate_width), [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) {
-        const int64_t row = t * batch + b;
-        const T* x = x_all + row * width;
-        const T* zr = z + b * gate_width;
-        const T* h = h_all + row * hidden;
-        T* gate = gates_all + row * gate_width;
-        if (ln) {
-          T* xhat = s[kXhatH].template data_ptr<T>() + row * gate_width;
-          s[kRstdH].template data_ptr<T>()[row] = NormalizeRow(zr, gate_width, xhat);
+  const T* z = zg.data_ptr<T>();
+  const T* zcp = zc.data_ptr<T>();
+  ForEachRowGroup(batch, [&](int64_t r0, int64_t r1) {
+    torch::Tensor scratch, zg_rows = zg.narrow(0, r0, r1 - r0), zc_rows = zc.narrow(0, r0, r1 - r0);
+    for (int64_t t = 0; t < steps; ++t) {
+      gemm_h.Run(s[kH][t].narrow(0, r0, r1 - r0), 0, &zg_rows, &scratch);
+      ParallelRows(r0, r1, RowGrain(gate_width), [&](int64_t begin, int64_t end) {
+        for (int64_t b = begin; b < end; ++b) {
+          const int64_t row = t * batch + b;
+          const T* x = x_all + row * width;
+          const T* zr = z + b * gate_width;
+          const T* h = h_all + row * hidden;
+          T* gate = gates_all + row * gate_width;
+          if (ln) {
+            T* xhat = s[kXhatH].template data_ptr<T>() + row * gate_width;
+            s[kRstdH].template data_ptr<T>()[row] = NormalizeRow(zr, gate_width, xhat);
 #pragma omp simd
-          for (int64_t j = 0; j < gate_width; ++j) {
-            gate[j] = Sigmoid(x[j] + xhat[j] * gain_h[j] + shift_h[j]);
+            for (int64_t j = 0; j < gate_width; ++j) {
+              gate[j] = Sigmoid(x[j] + xhat[j] * gain_h[j] + shift_h[j]);
+            }
+          } else {
+#pragma omp simd
+            for (int64_t j = 0; j < gate_width; ++j) gate[j] = Sigmoid(x[j] + zr[j]);
           }
-        } else {
+          const T* r = tied ? gate : gate + hidden;
+          T* rh = rh_all + row * hidden;
 #pragma omp simd
-          for (int64_t j = 0; j < gate_width; ++j) gate[j] = Sigmoid(x[j] + zr[j]);
+          for (int64_t j = 0; j < hidden; ++j) rh[j] = r[j] * h[j];
         }
-        const T* r = tied ? gate : gate + hidden;
-        T* rh = rh_all + row * hidden;
+      });
+      gemm_hc.Run(s[kRh][t].narrow(0, r0, r1 - r0), 0, &zc_rows, &scratch);
+      ParallelRows(r0, r1, RowGrain(hidden), [&](int64_t begin, int64_t end) {
+        for (int64_t b = begin; b < end; ++b) {
+          const int64_t row = t * batch + b;
+          const T* x = x_all + row * width + gate_width;
+          const T* zr = zcp + b * hidden;
+          const T* h = h_all + row * hidden;
+          const T* u = gates_all + row * gate_width;
+          T* cand = cand_all + row * hidden;
+          T* h_next = h_all + (row + batch) * hidden;
+          if (ln) {
+            T* xhat = s[kXhat2].template data_ptr<T>() + row * hidden;
+            s[kRstd2].template data_ptr<T>()[row] = NormalizeRow(zr, hidden, xhat);
 #pragma omp simd
-        for (int64_t j = 0; j < hidden; ++j) rh[j] = r[j] * h[j];
-      }
-    });
-    gemm_hc.Run(s[kRh][t], 0, &zc);
-    const T* zcp = zc.data_ptr<T>();
-    ParallelRows(batch, RowGrain(hidden), [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) {
-        const int64_t row = t * batch + b;
-        const T* x = x_all + row * width + gate_width;
-        const T* zr = zcp + b * hidden;
-        const T* h = h_all + row * hidden;
-        const T* u = gates_all + row * gate_width;
-        T* cand = cand_all + row * hidden;
-        T* h_next = h_all + (row + batch) * hidden;
-        if (ln) {
-          T* xhat = s[kXhat2].template data_ptr<T>() + row * hidden;
-          s[kRstd2].template data_ptr<T>()[row] = NormalizeRow(zr, hidden, xhat);
+            for (int64_t j = 0; j < hidden; ++j) {
+              cand[j] = Tanh(x[j] + xhat[j] * gain_2[j] + shift_2[j]);
+            }
+          } else {
 #pragma omp simd
-          for (int64_t j = 0; j < hidden; ++j) {
-            cand[j] = Tanh(x[j] + xhat[j] * gain_2[j] + shift_2[j]);
+            for (int64_t j = 0; j < hidden; ++j) cand[j] = Tanh(x[j] + zr[j]);
           }
-        } else {
 #pragma omp simd
-          for (int64_t j = 0; j < hidden; ++j) cand[j] = Tanh(x[j] + zr[j]);
+          for (int64_t j = 0; j < hidden; ++j) h_next[j] = h[j] + u[j] * (cand[j] - h[j]);
         }
-#pragma omp simd
-        for (int64_t j = 0; j < hidden; ++j) h_next[j] = h[j] + u[j] * (cand[j] - h[j]);
-      }
-    });
-  }
+      });
+    }
+  });
   RecurrentOutput out;
   out.hs = s[kH].narrow(0, 1, steps);
   out.final.h = s[kH][steps].clone();
@@ -291,8 +331,8 @@ FusedGrads GatedBackward(const torch::Tensor& d_hs, const torch::Tensor& d_h_fin
   torch::Tensor d_xg = torch::empty({steps, batch, width}, opts);
   torch::Tensor dz_g = torch::empty({steps, batch, gate_width}, opts);
   torch::Tensor dz_c = torch::empty({steps, batch, hidden}, opts);
-  torch::Tensor dh = d_h_final.defined() ? d_h_final.contiguous().clone()
-                                         : torch::zeros({batch, hidden}, opts);
+  torch::Tensor dh =
+      d_h_final.defined() ? d_h_final.contiguous().clone() : torch::zeros({batch, hidden}, opts);
   torch::Tensor dh_prev = torch::empty({batch, hidden}, opts);
   torch::Tensor du = torch::empty({batch, hidden}, opts);
   torch::Tensor d_rh = torch::empty({batch, hidden}, opts);
@@ -310,87 +350,95 @@ FusedGrads GatedBackward(const torch::Tensor& d_hs, const torch::Tensor& d_h_fin
   // Packed once as transposed views (no transposed copy is made first).
   PackedGemm gemm_h_t(w.w_h.t(), steps), gemm_hc_t(w.w_hc.t(), steps);
 
-  for (int64_t t = steps - 1; t >= 0; --t) {
-    T* dh_p = dh.data_ptr<T>();
-    T* dh_prev_p = dh_prev.data_ptr<T>();
-    T* du_p = du.data_ptr<T>();
-    ParallelRows(batch, RowGrain(hidden), [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) {
-        const int64_t row = t * batch + b;
-        const T* u = gates_all + row * gate_width;
-        const T* cand = cand_all + row * hidden;
-        const T* h = h_all + row * hidden;
-        const T* dhs = dhs_all ? dhs_all + row * hidden : nullptr;
-        T* dh_row = dh_p + b * hidden;
-        T* dxc = dxg_all + row * width + gate_width;
-        T* du_row = du_p + b * hidden;
-        T* dhp = dh_prev_p + b * hidden;
-#pragma omp simd
-        for (int64_t j = 0; j < hidden; ++j) {
-          const T d = dh_row[j] + (dhs ? dhs[j] : T(0));
-          du_row[j] = d * (cand[j] - h[j]);
-          dhp[j] = d * (T(1) - u[j]);
-          dxc[j] = d * u[j] * (T(1) - cand[j] * cand[j]);
-        }
-        T* dzc = dzc_all + row * hidden;
-        if (ln) {
-          LayerNormRowBackward(dxc, s[kXhat2].template data_ptr<T>() + row * hidden,
-                               s[kRstd2].template data_ptr<T>()[row], gain_2, hidden, dzc);
-        } else {
-          std::copy(dxc, dxc + hidden, dzc);
-        }
-      }
-    });
-    gemm_hc_t.Run(dz_c[t], 0, &d_rh);
-    const T* drh_p = d_rh.data_ptr<T>();
-    ParallelRows(batch, RowGrain(gate_width), [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) {
-        const int64_t row = t * batch + b;
-        const T* gate = gates_all + row * gate_width;
-        const T* h = h_all + row * hidden;
-        const T* drh = drh_p + b * hidden;
-        const T* du_row = du_p + b * hidden;
-        T* dhp = dh_prev_p + b * hidden;
-        T* dxg = dxg_all + row * width;
-        if (tied) {
+  T* du_p = du.data_ptr<T>();
+  const T* drh_p = d_rh.data_ptr<T>();
+  // dh and dh_prev trade places at every step; each row group keeps its own
+  // pair of views, and after an odd number of steps dh_prev holds dh.
+  ForEachRowGroup(batch, [&](int64_t r0, int64_t r1) {
+    torch::Tensor scratch, d_rh_rows = d_rh.narrow(0, r0, r1 - r0);
+    torch::Tensor dh_rows = dh.narrow(0, r0, r1 - r0),
+                  dh_prev_rows = dh_prev.narrow(0, r0, r1 - r0);
+    for (int64_t t = steps - 1; t >= 0; --t) {
+      // Row b of these is the batch's row b: the pointers are the tensors' bases.
+      T* dh_p = dh_rows.data_ptr<T>() - r0 * hidden;
+      T* dh_prev_p = dh_prev_rows.data_ptr<T>() - r0 * hidden;
+      ParallelRows(r0, r1, RowGrain(hidden), [&](int64_t begin, int64_t end) {
+        for (int64_t b = begin; b < end; ++b) {
+          const int64_t row = t * batch + b;
+          const T* u = gates_all + row * gate_width;
+          const T* cand = cand_all + row * hidden;
+          const T* h = h_all + row * hidden;
+          const T* dhs = dhs_all ? dhs_all + row * hidden : nullptr;
+          T* dh_row = dh_p + b * hidden;
+          T* dxc = dxg_all + row * width + gate_width;
+          T* du_row = du_p + b * hidden;
+          T* dhp = dh_prev_p + b * hidden;
 #pragma omp simd
           for (int64_t j = 0; j < hidden; ++j) {
-            const T f = gate[j];
-            dhp[j] += drh[j] * f;
-            dxg[j] = (du_row[j] + drh[j] * h[j]) * f * (T(1) - f);
+            const T d = dh_row[j] + (dhs ? dhs[j] : T(0));
+            du_row[j] = d * (cand[j] - h[j]);
+            dhp[j] = d * (T(1) - u[j]);
+            dxc[j] = d * u[j] * (T(1) - cand[j] * cand[j]);
           }
-        } else {
-          const T* r = gate + hidden;
+          T* dzc = dzc_all + row * hidden;
+          if (ln) {
+            LayerNormRowBackward(dxc, s[kXhat2].template data_ptr<T>() + row * hidden,
+                                 s[kRstd2].template data_ptr<T>()[row], gain_2, hidden, dzc);
+          } else {
+            std::copy(dxc, dxc + hidden, dzc);
+          }
+        }
+      });
+      gemm_hc_t.Run(dz_c[t].narrow(0, r0, r1 - r0), 0, &d_rh_rows, &scratch);
+      ParallelRows(r0, r1, RowGrain(gate_width), [&](int64_t begin, int64_t end) {
+        for (int64_t b = begin; b < end; ++b) {
+          const int64_t row = t * batch + b;
+          const T* gate = gates_all + row * gate_width;
+          const T* h = h_all + row * hidden;
+          const T* drh = drh_p + b * hidden;
+          const T* du_row = du_p + b * hidden;
+          T* dhp = dh_prev_p + b * hidden;
+          T* dxg = dxg_all + row * width;
+          if (tied) {
 #pragma omp simd
-          for (int64_t j = 0; j < hidden; ++j) {
-            dhp[j] += drh[j] * r[j];
-            dxg[j] = du_row[j] * gate[j] * (T(1) - gate[j]);
-            dxg[hidden + j] = drh[j] * h[j] * r[j] * (T(1) - r[j]);
+            for (int64_t j = 0; j < hidden; ++j) {
+              const T f = gate[j];
+              dhp[j] += drh[j] * f;
+              dxg[j] = (du_row[j] + drh[j] * h[j]) * f * (T(1) - f);
+            }
+          } else {
+            const T* r = gate + hidden;
+#pragma omp simd
+            for (int64_t j = 0; j < hidden; ++j) {
+              dhp[j] += drh[j] * r[j];
+              dxg[j] = du_row[j] * gate[j] * (T(1) - gate[j]);
+              dxg[hidden + j] = drh[j] * h[j] * r[j] * (T(1) - r[j]);
+            }
+          }
+          T* dzg = dzg_all + row * gate_width;
+          if (ln) {
+            LayerNormRowBackward(dxg, s[kXhatH].template data_ptr<T>() + row * gate_width,
+                                 s[kRstdH].template data_ptr<T>()[row], gain_h, gate_width, dzg);
+          } else {
+            std::copy(dxg, dxg + gate_width, dzg);
           }
         }
-        T* dzg = dzg_all + row * gate_width;
-        if (ln) {
-          LayerNormRowBackward(dxg, s[kXhatH].template data_ptr<T>() + row * gate_width,
-                               s[kRstdH].template data_ptr<T>()[row], gain_h, gate_width, dzg);
-        } else {
-          std::copy(dxg, dxg + gate_width, dzg);
-        }
-      }
-    });
-    gemm_h_t.Run(dz_g[t], 1, &dh_prev);
-    std::swap(dh, dh_prev);
-  }
+      });
+      gemm_h_t.Run(dz_g[t].narrow(0, r0, r1 - r0), 1, &dh_prev_rows, &scratch);
+      std::swap(dh_rows, dh_prev_rows);
+    }
+  });
+  if (steps % 2 == 1) std::swap(dh, dh_prev);
 
   const int64_t rows = steps * batch;
   FusedGrads g;
   g.xg = d_xg;
   g.h0 = dh;
-  g.w_h = at::mm(s[kH].narrow(0, 0, steps).reshape({rows, hidden}).t(),
-                 dz_g.view({rows, gate_width}));
+  g.w_h =
+      at::mm(s[kH].narrow(0, 0, steps).reshape({rows, hidden}).t(), dz_g.view({rows, gate_width}));
   g.w_hc = at::mm(s[kRh].view({rows, hidden}).t(), dz_c.view({rows, hidden}));
   if (ln) {
-    LayerNormParamGrads<T>(d_xg, width, s[kXhatH], rows, gate_width, &g.ln_h_gain,
-                           &g.ln_h_shift);
+    LayerNormParamGrads<T>(d_xg, width, s[kXhatH], rows, gate_width, &g.ln_h_gain, &g.ln_h_shift);
     LayerNormParamGrads<T>(d_xg.narrow(2, gate_width, hidden), width, s[kXhat2], rows, hidden,
                            &g.ln_2_gain, &g.ln_2_shift);
   }
@@ -434,53 +482,56 @@ RecurrentOutput LstmForward(const torch::Tensor& xg, const RecurrentState& init,
   const T* gain_c = ln ? w.ln_2_gain.data_ptr<T>() : nullptr;
   const T* shift_c = ln ? w.ln_2_shift.data_ptr<T>() : nullptr;
 
-  for (int64_t t = 0; t < steps; ++t) {
-    gemm_h.Run(s[kH][t], 0, &z);
-    const T* zp = z.data_ptr<T>();
-    ParallelRows(batch, RowGrain(width), [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) {
-        const int64_t row = t * batch + b;
-        const T* x = x_all + row * width;
-        const T* zr = zp + b * width;
-        T* act = act_all + row * width;
-        // act holds the pre-activations first, then their nonlinearities.
-        if (ln) {
-          T* xhat = s[kXhatH].template data_ptr<T>() + row * width;
-          s[kRstdH].template data_ptr<T>()[row] = NormalizeRow(zr, width, xhat);
+  const T* zp = z.data_ptr<T>();
+  ForEachRowGroup(batch, [&](int64_t r0, int64_t r1) {
+    torch::Tensor scratch, z_rows = z.narrow(0, r0, r1 - r0);
+    for (int64_t t = 0; t < steps; ++t) {
+      gemm_h.Run(s[kH][t].narrow(0, r0, r1 - r0), 0, &z_rows, &scratch);
+      ParallelRows(r0, r1, RowGrain(width), [&](int64_t begin, int64_t end) {
+        for (int64_t b = begin; b < end; ++b) {
+          const int64_t row = t * batch + b;
+          const T* x = x_all + row * width;
+          const T* zr = zp + b * width;
+          T* act = act_all + row * width;
+          // act holds the pre-activations first, then their nonlinearities.
+          if (ln) {
+            T* xhat = s[kXhatH].template data_ptr<T>() + row * width;
+            s[kRstdH].template data_ptr<T>()[row] = NormalizeRow(zr, width, xhat);
 #pragma omp simd
-          for (int64_t j = 0; j < width; ++j) act[j] = x[j] + xhat[j] * gain_h[j] + shift_h[j];
-        } else {
+            for (int64_t j = 0; j < width; ++j) act[j] = x[j] + xhat[j] * gain_h[j] + shift_h[j];
+          } else {
 #pragma omp simd
-          for (int64_t j = 0; j < width; ++j) act[j] = x[j] + zr[j];
+            for (int64_t j = 0; j < width; ++j) act[j] = x[j] + zr[j];
+          }
+#pragma omp simd
+          for (int64_t j = 0; j < 3 * hidden; ++j) act[j] = Sigmoid(act[j]);
+#pragma omp simd
+          for (int64_t j = 3 * hidden; j < width; ++j) act[j] = Tanh(act[j]);
+          const T* sf = act;
+          const T* si = act + hidden;
+          const T* so = act + 2 * hidden;
+          const T* tg = act + 3 * hidden;
+          const T* c = c_all + row * hidden;
+          T* c_next = c_all + (row + batch) * hidden;
+          T* tc = tc_all + row * hidden;
+          T* h_next = h_all + (row + batch) * hidden;
+#pragma omp simd
+          for (int64_t j = 0; j < hidden; ++j) c_next[j] = sf[j] * c[j] + si[j] * tg[j];
+          if (ln) {
+            T* xhat = s[kXhat2].template data_ptr<T>() + row * hidden;
+            s[kRstd2].template data_ptr<T>()[row] = NormalizeRow(c_next, hidden, xhat);
+#pragma omp simd
+            for (int64_t j = 0; j < hidden; ++j) tc[j] = Tanh(xhat[j] * gain_c[j] + shift_c[j]);
+          } else {
+#pragma omp simd
+            for (int64_t j = 0; j < hidden; ++j) tc[j] = Tanh(c_next[j]);
+          }
+#pragma omp simd
+          for (int64_t j = 0; j < hidden; ++j) h_next[j] = so[j] * tc[j];
         }
-#pragma omp simd
-        for (int64_t j = 0; j < 3 * hidden; ++j) act[j] = Sigmoid(act[j]);
-#pragma omp simd
-        for (int64_t j = 3 * hidden; j < width; ++j) act[j] = Tanh(act[j]);
-        const T* sf = act;
-        const T* si = act + hidden;
-        const T* so = act + 2 * hidden;
-        const T* tg = act + 3 * hidden;
-        const T* c = c_all + row * hidden;
-        T* c_next = c_all + (row + batch) * hidden;
-        T* tc = tc_all + row * hidden;
-        T* h_next = h_all + (row + batch) * hidden;
-#pragma omp simd
-        for (int64_t j = 0; j < hidden; ++j) c_next[j] = sf[j] * c[j] + si[j] * tg[j];
-        if (ln) {
-          T* xhat = s[kXhat2].template data_ptr<T>() + row * hidden;
-          s[kRstd2].template data_ptr<T>()[row] = NormalizeRow(c_next, hidden, xhat);
-#pragma omp simd
-          for (int64_t j = 0; j < hidden; ++j) tc[j] = Tanh(xhat[j] * gain_c[j] + shift_c[j]);
-        } else {
-#pragma omp simd
-          for (int64_t j = 0; j < hidden; ++j) tc[j] = Tanh(c_next[j]);
-        }
-#pragma omp simd
-        for (int64_t j = 0; j < hidden; ++j) h_next[j] = so[j] * tc[j];
-      }
-    });
-  }
+      });
+    }
+  });
   RecurrentOutput out;
   out.hs = s[kH].narrow(0, 1, steps);
   out.final.h = s[kH][steps].clone();
@@ -501,10 +552,10 @@ FusedGrads LstmBackward(const torch::Tensor& d_hs, const torch::Tensor& d_h_fina
   torch::Tensor d_xg = torch::empty({steps, batch, width}, opts);
   torch::Tensor dz = torch::empty({steps, batch, width}, opts);
   torch::Tensor dn_c = ln ? torch::empty({steps, batch, hidden}, opts) : torch::Tensor();
-  torch::Tensor dh = d_h_final.defined() ? d_h_final.contiguous().clone()
-                                         : torch::zeros({batch, hidden}, opts);
-  torch::Tensor dc = d_c_final.defined() ? d_c_final.contiguous().clone()
-                                         : torch::zeros({batch, hidden}, opts);
+  torch::Tensor dh =
+      d_h_final.defined() ? d_h_final.contiguous().clone() : torch::zeros({batch, hidden}, opts);
+  torch::Tensor dc =
+      d_c_final.defined() ? d_c_final.contiguous().clone() : torch::zeros({batch, hidden}, opts);
   torch::Tensor dh_prev = torch::empty({batch, hidden}, opts);
   torch::Tensor dc_prev = torch::empty({batch, hidden}, opts);
   torch::Tensor d_hs_c = d_hs.defined() ? d_hs.contiguous() : torch::Tensor();
@@ -519,57 +570,69 @@ FusedGrads LstmBackward(const torch::Tensor& d_hs, const torch::Tensor& d_h_fina
   const T* gain_c = ln ? w.ln_2_gain.data_ptr<T>() : nullptr;
   PackedGemm gemm_h_t(w.w_h.t(), steps);
 
-  for (int64_t t = steps - 1; t >= 0; --t) {
-    T* dh_p = dh.data_ptr<T>();
+  // As in GatedBackward: each row group swaps its own views of dh, dh_prev
+  // (and pointers into dc, dc_prev); after an odd number of steps the
+  // _prev tensors hold the result.
+  ForEachRowGroup(batch, [&](int64_t r0, int64_t r1) {
+    torch::Tensor scratch;
+    torch::Tensor dh_rows = dh.narrow(0, r0, r1 - r0),
+                  dh_prev_rows = dh_prev.narrow(0, r0, r1 - r0);
     T* dc_p = dc.data_ptr<T>();
     T* dc_prev_p = dc_prev.data_ptr<T>();
-    ParallelRows(batch, RowGrain(width), [&](int64_t begin, int64_t end) {
-      std::vector<T> dct(hidden);
-      for (int64_t b = begin; b < end; ++b) {
-        const int64_t row = t * batch + b;
-        const T* act = act_all + row * width;
-        const T* sf = act;
-        const T* si = act + hidden;
-        const T* so = act + 2 * hidden;
-        const T* tg = act + 3 * hidden;
-        const T* tc = tc_all + row * hidden;
-        const T* c = c_all + row * hidden;
-        const T* dhs = dhs_all ? dhs_all + row * hidden : nullptr;
-        const T* dh_row = dh_p + b * hidden;
-        const T* dc_row = dc_p + b * hidden;
-        T* dx = dxg_all + row * width;
-        // dx[2H..3H) takes d(so) first; dct takes dn first, then d(c').
+    for (int64_t t = steps - 1; t >= 0; --t) {
+      const T* dh_p = dh_rows.data_ptr<T>() - r0 * hidden;
+      ParallelRows(r0, r1, RowGrain(width), [&](int64_t begin, int64_t end) {
+        std::vector<T> dct(hidden);
+        for (int64_t b = begin; b < end; ++b) {
+          const int64_t row = t * batch + b;
+          const T* act = act_all + row * width;
+          const T* sf = act;
+          const T* si = act + hidden;
+          const T* so = act + 2 * hidden;
+          const T* tg = act + 3 * hidden;
+          const T* tc = tc_all + row * hidden;
+          const T* c = c_all + row * hidden;
+          const T* dhs = dhs_all ? dhs_all + row * hidden : nullptr;
+          const T* dh_row = dh_p + b * hidden;
+          const T* dc_row = dc_p + b * hidden;
+          T* dx = dxg_all + row * width;
+          // dx[2H..3H) takes d(so) first; dct takes dn first, then d(c').
 #pragma omp simd
-        for (int64_t j = 0; j < hidden; ++j) {
-          const T d = dh_row[j] + (dhs ? dhs[j] : T(0));
-          dx[2 * hidden + j] = d * tc[j] * so[j] * (T(1) - so[j]);
-          dct[j] = d * so[j] * (T(1) - tc[j] * tc[j]);
-        }
-        if (ln) {
-          T* dn = dn_c.template data_ptr<T>() + row * hidden;
-          std::copy(dct.begin(), dct.end(), dn);
-          LayerNormRowBackward(dn, s[kXhat2].template data_ptr<T>() + row * hidden,
-                               s[kRstd2].template data_ptr<T>()[row], gain_c, hidden, dct.data());
-        }
-        T* dcp = dc_prev_p + b * hidden;
+          for (int64_t j = 0; j < hidden; ++j) {
+            const T d = dh_row[j] + (dhs ? dhs[j] : T(0));
+            dx[2 * hidden + j] = d * tc[j] * so[j] * (T(1) - so[j]);
+            dct[j] = d * so[j] * (T(1) - tc[j] * tc[j]);
+          }
+          if (ln) {
+            T* dn = dn_c.template data_ptr<T>() + row * hidden;
+            std::copy(dct.begin(), dct.end(), dn);
+            LayerNormRowBackward(dn, s[kXhat2].template data_ptr<T>() + row * hidden,
+                                 s[kRstd2].template data_ptr<T>()[row], gain_c, hidden, dct.data());
+          }
+          T* dcp = dc_prev_p + b * hidden;
 #pragma omp simd
-        for (int64_t j = 0; j < hidden; ++j) {
-          const T d = dct[j] + dc_row[j];
-          dx[j] = d * c[j] * sf[j] * (T(1) - sf[j]);
-          dx[hidden + j] = d * tg[j] * si[j] * (T(1) - si[j]);
-          dx[3 * hidden + j] = d * si[j] * (T(1) - tg[j] * tg[j]);
-          dcp[j] = d * sf[j];
+          for (int64_t j = 0; j < hidden; ++j) {
+            const T d = dct[j] + dc_row[j];
+            dx[j] = d * c[j] * sf[j] * (T(1) - sf[j]);
+            dx[hidden + j] = d * tg[j] * si[j] * (T(1) - si[j]);
+            dx[3 * hidden + j] = d * si[j] * (T(1) - tg[j] * tg[j]);
+            dcp[j] = d * sf[j];
+          }
+          T* dzr = dz_all + row * width;
+          if (ln) {
+            LayerNormRowBackward(dx, s[kXhatH].template data_ptr<T>() + row * width,
+                                 s[kRstdH].template data_ptr<T>()[row], gain_h, width, dzr);
+          } else {
+            std::copy(dx, dx + width, dzr);
+          }
         }
-        T* dzr = dz_all + row * width;
-        if (ln) {
-          LayerNormRowBackward(dx, s[kXhatH].template data_ptr<T>() + row * width,
-                               s[kRstdH].template data_ptr<T>()[row], gain_h, width, dzr);
-        } else {
-          std::copy(dx, dx + width, dzr);
-        }
-      }
-    });
-    gemm_h_t.Run(dz[t], 0, &dh_prev);
+      });
+      gemm_h_t.Run(dz[t].narrow(0, r0, r1 - r0), 0, &dh_prev_rows, &scratch);
+      std::swap(dh_rows, dh_prev_rows);
+      std::swap(dc_p, dc_prev_p);
+    }
+  });
+  if (steps % 2 == 1) {
     std::swap(dh, dh_prev);
     std::swap(dc, dc_prev);
   }
@@ -590,7 +653,7 @@ FusedGrads LstmBackward(const torch::Tensor& d_hs, const torch::Tensor& d_h_fina
 }  // namespace
 
 void SetWideFusedKernels(bool enabled) { g_wide_enabled.store(enabled); }
-
+void SetRowGroups(RowGroups policy) { g_row_groups.store(policy); }
 
 RecurrentOutput FusedForward(const torch::Tensor& xg_in, const RecurrentState& init,
                              const RecurrentWeights& w, FusedActivations* acts) {

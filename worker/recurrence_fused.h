@@ -3,9 +3,9 @@
 #ifndef ABLATE_WORKER_RECURRENCE_FUSED_H_
 #define ABLATE_WORKER_RECURRENCE_FUSED_H_
 
-#include <vector>
-
 #include <torch/torch.h>
+
+#include <vector>
 
 #include "worker/recurrence.h"
 
@@ -25,6 +25,14 @@ struct FusedGrads {
 // it (default yes). Tests turn it off to cover the baseline copy, which is
 // what CPUs without AVX-512 run. Read at every pass; set it between them.
 void SetWideFusedKernels(bool enabled);
+
+// Whether the time loops give each thread its own group of batch rows (see
+// ForEachRowGroup in recurrence_fused.cc) or share every product and pass
+// among the threads. kAuto (the default) takes groups when each thread gets
+// enough rows; kAlways whenever there are at least as many rows as threads.
+// Tests and benchmarks compare them; set it between passes.
+enum class RowGroups { kAuto, kAlways, kNever };
+void SetRowGroups(RowGroups policy);
 
 // Forward over all steps of xg; fills `acts`.
 RecurrentOutput FusedForward(const torch::Tensor& xg, const RecurrentState& init,
