@@ -323,6 +323,30 @@ TEST_P(CellGradient, RowGroupsDoNotChangeTheResultInFloat) {
   }
 }
 
+int64_t Sum(const std::vector<int64_t>& v) {
+  int64_t total = 0;
+  for (int64_t x : v) total += x;
+  return total;
+}
+
+TEST(BalanceRows, MovesRowsTowardsTheFasterThreadHalfwayAndWithinBounds) {
+  // Thread 0 took twice as long for the same rows: the speeds ask for 33/67,
+  // halfway from 50/50 is 42/58.
+  EXPECT_EQ(BalanceRows({50, 50}, {0.2, 0.1}), (std::vector<int64_t>{42, 58}));
+  // Equally fast threads with an uneven split move halfway to an even one;
+  // an even split stays.
+  EXPECT_EQ(BalanceRows({30, 70}, {0.3, 0.7}), (std::vector<int64_t>{40, 60}));
+  EXPECT_EQ(BalanceRows({50, 50}, {0.3, 0.3}), (std::vector<int64_t>{50, 50}));
+  // A thread that all but stopped keeps half an equal share.
+  EXPECT_EQ(BalanceRows({50, 50}, {100.0, 0.1}), (std::vector<int64_t>{25, 75}));
+  const std::vector<int64_t> three = BalanceRows({34, 33, 33}, {0.1, 0.2, 0.15});
+  EXPECT_EQ(Sum(three), 100);
+  EXPECT_GT(three[0], three[2]);
+  EXPECT_GT(three[2], three[1]);
+  // Too short to time: unchanged.
+  EXPECT_EQ(BalanceRows({50, 50}, {1e-5, 0.1}), (std::vector<int64_t>{50, 50}));
+}
+
 INSTANTIATE_TEST_SUITE_P(AllCells, CellGradient, testing::ValuesIn(kAllCells), CaseName);
 
 }  // namespace

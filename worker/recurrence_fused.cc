@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 
@@ -61,7 +62,7 @@ __attribute__((target("avx512f"), flatten)) void RunWide(const Body& body, int64
 #endif
 
 // at::parallel_for over rows [begin, end), on the widest vectors the CPU
-// has. Inside a row group (ForEachRowGroup) it runs on the calling thread.
+// has. Inside a row group (RunTimeLoop) it runs on the calling thread.
 template <typename Body>
 void ParallelRows(int64_t begin, int64_t end, int64_t grain, const Body& body) {
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -74,37 +75,80 @@ void ParallelRows(int64_t begin, int64_t end, int64_t grain, const Body& body) {
 }
 
 // Rows per thread below which the time loops share every product among all
-// threads instead (see ForEachRowGroup): each group streams all the weights
-// at every step, so fewer rows means less work per byte read.
+// threads instead (see RunTimeLoop): each group streams all the weights at
+// every step, so fewer rows means less work per byte read.
 constexpr int64_t kMinRowsPerThread = 16;
+
+// Largest weights (bytes, all the loop's products together) for which kAuto
+// takes row groups. Each group reads all of them at every step, twice the
+// traffic of sharing the columns out. Measured on the 2-core VM (2 MiB of L2
+// per core), steps alternating between the two ways in one process: GRU with
+// layer norm, B 32 to 100, the groups were faster by 10-26% at H 128, 256 and
+// 512 (up to 3 MiB); at H 1000 (12 MiB) by -4% to +9% and at H 2000 (48 MiB)
+// by -10% to +9%, depending on the hour.
+constexpr int64_t kMaxGroupWeightBytes = int64_t{4} << 20;
+
+// Timesteps per segment of the time loop: the rows are shared out afresh
+// between segments. Each segment costs one fork and join.
+constexpr int64_t kSegmentSteps = 8;
 
 std::atomic<RowGroups> g_row_groups{RowGroups::kAuto};
 
-// Runs body(row_begin, row_end) over the batch. Every batch row's recurrence
-// is independent of the others' (the products, the layer norms and the
-// nonlinearities all work row by row), so with enough rows each thread takes
-// one contiguous group and runs every timestep over it alone: no barrier
-// between the products and the pointwise passes, 6 per timestep otherwise,
-// and each thread reads back from its own cache the rows it wrote. Otherwise
-// one group of all rows, whose products and passes share out their columns
-// and rows among the threads. PackedGemm sums each element in the same order
-// either way, so the grouping does not change the results.
+// Runs a time loop of `steps` iterations over the batch rows, calling
+// body(row_begin, row_end, i_begin, i_end, scratch) to run iterations
+// [i_begin, i_end) in order over those rows; `scratch` belongs to the thread
+// running it (PackedGemm's buffer for a).
+//
+// Every batch row's recurrence is independent of the others' (the products,
+// the layer norms and the nonlinearities all work row by row), so with enough
+// rows each thread takes a contiguous group and runs a segment of
+// kSegmentSteps timesteps over it alone: no barrier between the six products
+// and pointwise passes of a timestep, and each thread reads back from its own
+// cache the rows it wrote. On a shared machine one core can run at two
+// thirds of the other's speed for seconds, so after each segment the rows
+// are shared out again in proportion to the speed each thread just showed
+// (BalanceRows). This needs the products to give each row the same bits
+// whoever computes it and with whichever other rows: PackedGemm's kernel
+// does (`exact_rows`). With LibTorch's BLAS, too few rows per thread or
+// weights over kMaxGroupWeightBytes, one group of all rows runs, its
+// products and passes shared among the threads.
 template <typename Body>
-void ForEachRowGroup(int64_t batch, const Body& body) {
+void RunTimeLoop(int64_t batch, int64_t steps, bool exact_rows, int64_t weight_bytes,
+                 const Body& body) {
   const int64_t threads = at::get_num_threads();
   const RowGroups policy = g_row_groups.load(std::memory_order_relaxed);
-  const int64_t min_rows = policy == RowGroups::kAlways ? 1 : kMinRowsPerThread;
-  if (policy == RowGroups::kNever || threads <= 1 || at::in_parallel_region() ||
-      batch / threads < min_rows) {
-    body(int64_t{0}, batch);
+  const bool worth_it = policy == RowGroups::kAlways || (batch / threads >= kMinRowsPerThread &&
+                                                         weight_bytes <= kMaxGroupWeightBytes);
+  if (policy == RowGroups::kNever || !exact_rows || threads <= 1 || at::in_parallel_region() ||
+      batch < threads || !worth_it) {
+    torch::Tensor scratch;
+    body(int64_t{0}, batch, int64_t{0}, steps, scratch);
     return;
   }
-  at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
-    // Grad mode is per thread, and the caller's (off, inside the autograd
-    // function) does not reach the pool's threads.
-    torch::NoGradGuard no_grad;
-    for (int64_t g = begin; g < end; ++g) body(g * batch / threads, (g + 1) * batch / threads);
-  });
+  std::vector<torch::Tensor> scratch(threads);
+  std::vector<int64_t> rows(threads);
+  for (int64_t g = 0; g < threads; ++g) rows[g] = (g + 1) * batch / threads - g * batch / threads;
+  std::vector<double> seconds(threads);
+  // Tests (kAlways) re-split after every step, to show any split gives the
+  // same result.
+  const int64_t segment = policy == RowGroups::kAlways ? 1 : kSegmentSteps;
+  for (int64_t i0 = 0; i0 < steps; i0 += segment) {
+    const int64_t i1 = std::min(steps, i0 + segment);
+    at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
+      // Grad mode is per thread, and the caller's (off, inside the autograd
+      // function) does not reach the pool's threads.
+      torch::NoGradGuard no_grad;
+      for (int64_t g = begin; g < end; ++g) {
+        int64_t r0 = 0;
+        for (int64_t j = 0; j < g; ++j) r0 += rows[j];
+        const auto start = std::chrono::steady_clock::now();
+        body(r0, r0 + rows[g], i0, i1, scratch[g]);
+        seconds[g] =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      }
+    });
+    rows = BalanceRows(rows, seconds);
+  }
 }
 
 // exp for float in plain arithmetic (Cephes' expf: range reduction by ln 2
@@ -258,61 +302,65 @@ RecurrentOutput GatedForward(const torch::Tensor& xg, const RecurrentState& init
 
   const T* z = zg.data_ptr<T>();
   const T* zcp = zc.data_ptr<T>();
-  ForEachRowGroup(batch, [&](int64_t r0, int64_t r1) {
-    torch::Tensor scratch, zg_rows = zg.narrow(0, r0, r1 - r0), zc_rows = zc.narrow(0, r0, r1 - r0);
-    for (int64_t t = 0; t < steps; ++t) {
-      gemm_h.Run(s[kH][t].narrow(0, r0, r1 - r0), 0, &zg_rows, &scratch);
-      ParallelRows(r0, r1, RowGrain(gate_width), [&](int64_t begin, int64_t end) {
-        for (int64_t b = begin; b < end; ++b) {
-          const int64_t row = t * batch + b;
-          const T* x = x_all + row * width;
-          const T* zr = z + b * gate_width;
-          const T* h = h_all + row * hidden;
-          T* gate = gates_all + row * gate_width;
-          if (ln) {
-            T* xhat = s[kXhatH].template data_ptr<T>() + row * gate_width;
-            s[kRstdH].template data_ptr<T>()[row] = NormalizeRow(zr, gate_width, xhat);
+  const bool exact_rows = gemm_h.packed() && gemm_hc.packed();
+  RunTimeLoop(batch, steps, exact_rows, (w.w_h.numel() + w.w_hc.numel()) * int64_t{sizeof(T)},
+              [&](int64_t r0, int64_t r1, int64_t i0, int64_t i1, torch::Tensor& scratch) {
+                torch::Tensor zg_rows = zg.narrow(0, r0, r1 - r0),
+                              zc_rows = zc.narrow(0, r0, r1 - r0);
+                for (int64_t t = i0; t < i1; ++t) {
+                  gemm_h.Run(s[kH][t].narrow(0, r0, r1 - r0), 0, &zg_rows, &scratch);
+                  ParallelRows(r0, r1, RowGrain(gate_width), [&](int64_t begin, int64_t end) {
+                    for (int64_t b = begin; b < end; ++b) {
+                      const int64_t row = t * batch + b;
+                      const T* x = x_all + row * width;
+                      const T* zr = z + b * gate_width;
+                      const T* h = h_all + row * hidden;
+                      T* gate = gates_all + row * gate_width;
+                      if (ln) {
+                        T* xhat = s[kXhatH].template data_ptr<T>() + row * gate_width;
+                        s[kRstdH].template data_ptr<T>()[row] = NormalizeRow(zr, gate_width, xhat);
 #pragma omp simd
-            for (int64_t j = 0; j < gate_width; ++j) {
-              gate[j] = Sigmoid(x[j] + xhat[j] * gain_h[j] + shift_h[j]);
-            }
-          } else {
+                        for (int64_t j = 0; j < gate_width; ++j) {
+                          gate[j] = Sigmoid(x[j] + xhat[j] * gain_h[j] + shift_h[j]);
+                        }
+                      } else {
 #pragma omp simd
-            for (int64_t j = 0; j < gate_width; ++j) gate[j] = Sigmoid(x[j] + zr[j]);
-          }
-          const T* r = tied ? gate : gate + hidden;
-          T* rh = rh_all + row * hidden;
+                        for (int64_t j = 0; j < gate_width; ++j) gate[j] = Sigmoid(x[j] + zr[j]);
+                      }
+                      const T* r = tied ? gate : gate + hidden;
+                      T* rh = rh_all + row * hidden;
 #pragma omp simd
-          for (int64_t j = 0; j < hidden; ++j) rh[j] = r[j] * h[j];
-        }
-      });
-      gemm_hc.Run(s[kRh][t].narrow(0, r0, r1 - r0), 0, &zc_rows, &scratch);
-      ParallelRows(r0, r1, RowGrain(hidden), [&](int64_t begin, int64_t end) {
-        for (int64_t b = begin; b < end; ++b) {
-          const int64_t row = t * batch + b;
-          const T* x = x_all + row * width + gate_width;
-          const T* zr = zcp + b * hidden;
-          const T* h = h_all + row * hidden;
-          const T* u = gates_all + row * gate_width;
-          T* cand = cand_all + row * hidden;
-          T* h_next = h_all + (row + batch) * hidden;
-          if (ln) {
-            T* xhat = s[kXhat2].template data_ptr<T>() + row * hidden;
-            s[kRstd2].template data_ptr<T>()[row] = NormalizeRow(zr, hidden, xhat);
+                      for (int64_t j = 0; j < hidden; ++j) rh[j] = r[j] * h[j];
+                    }
+                  });
+                  gemm_hc.Run(s[kRh][t].narrow(0, r0, r1 - r0), 0, &zc_rows, &scratch);
+                  ParallelRows(r0, r1, RowGrain(hidden), [&](int64_t begin, int64_t end) {
+                    for (int64_t b = begin; b < end; ++b) {
+                      const int64_t row = t * batch + b;
+                      const T* x = x_all + row * width + gate_width;
+                      const T* zr = zcp + b * hidden;
+                      const T* h = h_all + row * hidden;
+                      const T* u = gates_all + row * gate_width;
+                      T* cand = cand_all + row * hidden;
+                      T* h_next = h_all + (row + batch) * hidden;
+                      if (ln) {
+                        T* xhat = s[kXhat2].template data_ptr<T>() + row * hidden;
+                        s[kRstd2].template data_ptr<T>()[row] = NormalizeRow(zr, hidden, xhat);
 #pragma omp simd
-            for (int64_t j = 0; j < hidden; ++j) {
-              cand[j] = Tanh(x[j] + xhat[j] * gain_2[j] + shift_2[j]);
-            }
-          } else {
+                        for (int64_t j = 0; j < hidden; ++j) {
+                          cand[j] = Tanh(x[j] + xhat[j] * gain_2[j] + shift_2[j]);
+                        }
+                      } else {
 #pragma omp simd
-            for (int64_t j = 0; j < hidden; ++j) cand[j] = Tanh(x[j] + zr[j]);
-          }
+                        for (int64_t j = 0; j < hidden; ++j) cand[j] = Tanh(x[j] + zr[j]);
+                      }
 #pragma omp simd
-          for (int64_t j = 0; j < hidden; ++j) h_next[j] = h[j] + u[j] * (cand[j] - h[j]);
-        }
-      });
-    }
-  });
+                      for (int64_t j = 0; j < hidden; ++j)
+                        h_next[j] = h[j] + u[j] * (cand[j] - h[j]);
+                    }
+                  });
+                }
+              });
   RecurrentOutput out;
   out.hs = s[kH].narrow(0, 1, steps);
   out.final.h = s[kH][steps].clone();
@@ -352,82 +400,86 @@ FusedGrads GatedBackward(const torch::Tensor& d_hs, const torch::Tensor& d_h_fin
 
   T* du_p = du.data_ptr<T>();
   const T* drh_p = d_rh.data_ptr<T>();
-  // dh and dh_prev trade places at every step; each row group keeps its own
-  // pair of views, and after an odd number of steps dh_prev holds dh.
-  ForEachRowGroup(batch, [&](int64_t r0, int64_t r1) {
-    torch::Tensor scratch, d_rh_rows = d_rh.narrow(0, r0, r1 - r0);
-    torch::Tensor dh_rows = dh.narrow(0, r0, r1 - r0),
-                  dh_prev_rows = dh_prev.narrow(0, r0, r1 - r0);
-    for (int64_t t = steps - 1; t >= 0; --t) {
-      // Row b of these is the batch's row b: the pointers are the tensors' bases.
-      T* dh_p = dh_rows.data_ptr<T>() - r0 * hidden;
-      T* dh_prev_p = dh_prev_rows.data_ptr<T>() - r0 * hidden;
-      ParallelRows(r0, r1, RowGrain(hidden), [&](int64_t begin, int64_t end) {
-        for (int64_t b = begin; b < end; ++b) {
-          const int64_t row = t * batch + b;
-          const T* u = gates_all + row * gate_width;
-          const T* cand = cand_all + row * hidden;
-          const T* h = h_all + row * hidden;
-          const T* dhs = dhs_all ? dhs_all + row * hidden : nullptr;
-          T* dh_row = dh_p + b * hidden;
-          T* dxc = dxg_all + row * width + gate_width;
-          T* du_row = du_p + b * hidden;
-          T* dhp = dh_prev_p + b * hidden;
+  // dh and dh_prev trade places at every step: iteration i (timestep
+  // steps - 1 - i) reads dh_in[i % 2] and writes dh_in[(i + 1) % 2], so after
+  // an odd number of steps dh_prev holds the result.
+  const torch::Tensor dh_in[2] = {dh, dh_prev};
+  const bool exact_rows = gemm_h_t.packed() && gemm_hc_t.packed();
+  RunTimeLoop(batch, steps, exact_rows, (w.w_h.numel() + w.w_hc.numel()) * int64_t{sizeof(T)},
+              [&](int64_t r0, int64_t r1, int64_t i0, int64_t i1, torch::Tensor& scratch) {
+                torch::Tensor d_rh_rows = d_rh.narrow(0, r0, r1 - r0);
+                for (int64_t i = i0; i < i1; ++i) {
+                  const int64_t t = steps - 1 - i;
+                  T* dh_p = dh_in[i % 2].data_ptr<T>();
+                  torch::Tensor dh_prev_rows = dh_in[(i + 1) % 2].narrow(0, r0, r1 - r0);
+                  T* dh_prev_p = dh_in[(i + 1) % 2].data_ptr<T>();
+                  ParallelRows(r0, r1, RowGrain(hidden), [&](int64_t begin, int64_t end) {
+                    for (int64_t b = begin; b < end; ++b) {
+                      const int64_t row = t * batch + b;
+                      const T* u = gates_all + row * gate_width;
+                      const T* cand = cand_all + row * hidden;
+                      const T* h = h_all + row * hidden;
+                      const T* dhs = dhs_all ? dhs_all + row * hidden : nullptr;
+                      T* dh_row = dh_p + b * hidden;
+                      T* dxc = dxg_all + row * width + gate_width;
+                      T* du_row = du_p + b * hidden;
+                      T* dhp = dh_prev_p + b * hidden;
 #pragma omp simd
-          for (int64_t j = 0; j < hidden; ++j) {
-            const T d = dh_row[j] + (dhs ? dhs[j] : T(0));
-            du_row[j] = d * (cand[j] - h[j]);
-            dhp[j] = d * (T(1) - u[j]);
-            dxc[j] = d * u[j] * (T(1) - cand[j] * cand[j]);
-          }
-          T* dzc = dzc_all + row * hidden;
-          if (ln) {
-            LayerNormRowBackward(dxc, s[kXhat2].template data_ptr<T>() + row * hidden,
-                                 s[kRstd2].template data_ptr<T>()[row], gain_2, hidden, dzc);
-          } else {
-            std::copy(dxc, dxc + hidden, dzc);
-          }
-        }
-      });
-      gemm_hc_t.Run(dz_c[t].narrow(0, r0, r1 - r0), 0, &d_rh_rows, &scratch);
-      ParallelRows(r0, r1, RowGrain(gate_width), [&](int64_t begin, int64_t end) {
-        for (int64_t b = begin; b < end; ++b) {
-          const int64_t row = t * batch + b;
-          const T* gate = gates_all + row * gate_width;
-          const T* h = h_all + row * hidden;
-          const T* drh = drh_p + b * hidden;
-          const T* du_row = du_p + b * hidden;
-          T* dhp = dh_prev_p + b * hidden;
-          T* dxg = dxg_all + row * width;
-          if (tied) {
+                      for (int64_t j = 0; j < hidden; ++j) {
+                        const T d = dh_row[j] + (dhs ? dhs[j] : T(0));
+                        du_row[j] = d * (cand[j] - h[j]);
+                        dhp[j] = d * (T(1) - u[j]);
+                        dxc[j] = d * u[j] * (T(1) - cand[j] * cand[j]);
+                      }
+                      T* dzc = dzc_all + row * hidden;
+                      if (ln) {
+                        LayerNormRowBackward(dxc, s[kXhat2].template data_ptr<T>() + row * hidden,
+                                             s[kRstd2].template data_ptr<T>()[row], gain_2, hidden,
+                                             dzc);
+                      } else {
+                        std::copy(dxc, dxc + hidden, dzc);
+                      }
+                    }
+                  });
+                  gemm_hc_t.Run(dz_c[t].narrow(0, r0, r1 - r0), 0, &d_rh_rows, &scratch);
+                  ParallelRows(r0, r1, RowGrain(gate_width), [&](int64_t begin, int64_t end) {
+                    for (int64_t b = begin; b < end; ++b) {
+                      const int64_t row = t * batch + b;
+                      const T* gate = gates_all + row * gate_width;
+                      const T* h = h_all + row * hidden;
+                      const T* drh = drh_p + b * hidden;
+                      const T* du_row = du_p + b * hidden;
+                      T* dhp = dh_prev_p + b * hidden;
+                      T* dxg = dxg_all + row * width;
+                      if (tied) {
 #pragma omp simd
-            for (int64_t j = 0; j < hidden; ++j) {
-              const T f = gate[j];
-              dhp[j] += drh[j] * f;
-              dxg[j] = (du_row[j] + drh[j] * h[j]) * f * (T(1) - f);
-            }
-          } else {
-            const T* r = gate + hidden;
+                        for (int64_t j = 0; j < hidden; ++j) {
+                          const T f = gate[j];
+                          dhp[j] += drh[j] * f;
+                          dxg[j] = (du_row[j] + drh[j] * h[j]) * f * (T(1) - f);
+                        }
+                      } else {
+                        const T* r = gate + hidden;
 #pragma omp simd
-            for (int64_t j = 0; j < hidden; ++j) {
-              dhp[j] += drh[j] * r[j];
-              dxg[j] = du_row[j] * gate[j] * (T(1) - gate[j]);
-              dxg[hidden + j] = drh[j] * h[j] * r[j] * (T(1) - r[j]);
-            }
-          }
-          T* dzg = dzg_all + row * gate_width;
-          if (ln) {
-            LayerNormRowBackward(dxg, s[kXhatH].template data_ptr<T>() + row * gate_width,
-                                 s[kRstdH].template data_ptr<T>()[row], gain_h, gate_width, dzg);
-          } else {
-            std::copy(dxg, dxg + gate_width, dzg);
-          }
-        }
-      });
-      gemm_h_t.Run(dz_g[t].narrow(0, r0, r1 - r0), 1, &dh_prev_rows, &scratch);
-      std::swap(dh_rows, dh_prev_rows);
-    }
-  });
+                        for (int64_t j = 0; j < hidden; ++j) {
+                          dhp[j] += drh[j] * r[j];
+                          dxg[j] = du_row[j] * gate[j] * (T(1) - gate[j]);
+                          dxg[hidden + j] = drh[j] * h[j] * r[j] * (T(1) - r[j]);
+                        }
+                      }
+                      T* dzg = dzg_all + row * gate_width;
+                      if (ln) {
+                        LayerNormRowBackward(
+                            dxg, s[kXhatH].template data_ptr<T>() + row * gate_width,
+                            s[kRstdH].template data_ptr<T>()[row], gain_h, gate_width, dzg);
+                      } else {
+                        std::copy(dxg, dxg + gate_width, dzg);
+                      }
+                    }
+                  });
+                  gemm_h_t.Run(dz_g[t].narrow(0, r0, r1 - r0), 1, &dh_prev_rows, &scratch);
+                }
+              });
   if (steps % 2 == 1) std::swap(dh, dh_prev);
 
   const int64_t rows = steps * batch;
@@ -483,55 +535,58 @@ RecurrentOutput LstmForward(const torch::Tensor& xg, const RecurrentState& init,
   const T* shift_c = ln ? w.ln_2_shift.data_ptr<T>() : nullptr;
 
   const T* zp = z.data_ptr<T>();
-  ForEachRowGroup(batch, [&](int64_t r0, int64_t r1) {
-    torch::Tensor scratch, z_rows = z.narrow(0, r0, r1 - r0);
-    for (int64_t t = 0; t < steps; ++t) {
-      gemm_h.Run(s[kH][t].narrow(0, r0, r1 - r0), 0, &z_rows, &scratch);
-      ParallelRows(r0, r1, RowGrain(width), [&](int64_t begin, int64_t end) {
-        for (int64_t b = begin; b < end; ++b) {
-          const int64_t row = t * batch + b;
-          const T* x = x_all + row * width;
-          const T* zr = zp + b * width;
-          T* act = act_all + row * width;
-          // act holds the pre-activations first, then their nonlinearities.
-          if (ln) {
-            T* xhat = s[kXhatH].template data_ptr<T>() + row * width;
-            s[kRstdH].template data_ptr<T>()[row] = NormalizeRow(zr, width, xhat);
+  RunTimeLoop(batch, steps, gemm_h.packed(), w.w_h.numel() * int64_t{sizeof(T)},
+              [&](int64_t r0, int64_t r1, int64_t i0, int64_t i1, torch::Tensor& scratch) {
+                torch::Tensor z_rows = z.narrow(0, r0, r1 - r0);
+                for (int64_t t = i0; t < i1; ++t) {
+                  gemm_h.Run(s[kH][t].narrow(0, r0, r1 - r0), 0, &z_rows, &scratch);
+                  ParallelRows(r0, r1, RowGrain(width), [&](int64_t begin, int64_t end) {
+                    for (int64_t b = begin; b < end; ++b) {
+                      const int64_t row = t * batch + b;
+                      const T* x = x_all + row * width;
+                      const T* zr = zp + b * width;
+                      T* act = act_all + row * width;
+                      // act holds the pre-activations first, then their nonlinearities.
+                      if (ln) {
+                        T* xhat = s[kXhatH].template data_ptr<T>() + row * width;
+                        s[kRstdH].template data_ptr<T>()[row] = NormalizeRow(zr, width, xhat);
 #pragma omp simd
-            for (int64_t j = 0; j < width; ++j) act[j] = x[j] + xhat[j] * gain_h[j] + shift_h[j];
-          } else {
+                        for (int64_t j = 0; j < width; ++j)
+                          act[j] = x[j] + xhat[j] * gain_h[j] + shift_h[j];
+                      } else {
 #pragma omp simd
-            for (int64_t j = 0; j < width; ++j) act[j] = x[j] + zr[j];
-          }
+                        for (int64_t j = 0; j < width; ++j) act[j] = x[j] + zr[j];
+                      }
 #pragma omp simd
-          for (int64_t j = 0; j < 3 * hidden; ++j) act[j] = Sigmoid(act[j]);
+                      for (int64_t j = 0; j < 3 * hidden; ++j) act[j] = Sigmoid(act[j]);
 #pragma omp simd
-          for (int64_t j = 3 * hidden; j < width; ++j) act[j] = Tanh(act[j]);
-          const T* sf = act;
-          const T* si = act + hidden;
-          const T* so = act + 2 * hidden;
-          const T* tg = act + 3 * hidden;
-          const T* c = c_all + row * hidden;
-          T* c_next = c_all + (row + batch) * hidden;
-          T* tc = tc_all + row * hidden;
-          T* h_next = h_all + (row + batch) * hidden;
+                      for (int64_t j = 3 * hidden; j < width; ++j) act[j] = Tanh(act[j]);
+                      const T* sf = act;
+                      const T* si = act + hidden;
+                      const T* so = act + 2 * hidden;
+                      const T* tg = act + 3 * hidden;
+                      const T* c = c_all + row * hidden;
+                      T* c_next = c_all + (row + batch) * hidden;
+                      T* tc = tc_all + row * hidden;
+                      T* h_next = h_all + (row + batch) * hidden;
 #pragma omp simd
-          for (int64_t j = 0; j < hidden; ++j) c_next[j] = sf[j] * c[j] + si[j] * tg[j];
-          if (ln) {
-            T* xhat = s[kXhat2].template data_ptr<T>() + row * hidden;
-            s[kRstd2].template data_ptr<T>()[row] = NormalizeRow(c_next, hidden, xhat);
+                      for (int64_t j = 0; j < hidden; ++j) c_next[j] = sf[j] * c[j] + si[j] * tg[j];
+                      if (ln) {
+                        T* xhat = s[kXhat2].template data_ptr<T>() + row * hidden;
+                        s[kRstd2].template data_ptr<T>()[row] = NormalizeRow(c_next, hidden, xhat);
 #pragma omp simd
-            for (int64_t j = 0; j < hidden; ++j) tc[j] = Tanh(xhat[j] * gain_c[j] + shift_c[j]);
-          } else {
+                        for (int64_t j = 0; j < hidden; ++j)
+                          tc[j] = Tanh(xhat[j] * gain_c[j] + shift_c[j]);
+                      } else {
 #pragma omp simd
-            for (int64_t j = 0; j < hidden; ++j) tc[j] = Tanh(c_next[j]);
-          }
+                        for (int64_t j = 0; j < hidden; ++j) tc[j] = Tanh(c_next[j]);
+                      }
 #pragma omp simd
-          for (int64_t j = 0; j < hidden; ++j) h_next[j] = so[j] * tc[j];
-        }
-      });
-    }
-  });
+                      for (int64_t j = 0; j < hidden; ++j) h_next[j] = so[j] * tc[j];
+                    }
+                  });
+                }
+              });
   RecurrentOutput out;
   out.hs = s[kH].narrow(0, 1, steps);
   out.final.h = s[kH][steps].clone();
@@ -570,68 +625,68 @@ FusedGrads LstmBackward(const torch::Tensor& d_hs, const torch::Tensor& d_h_fina
   const T* gain_c = ln ? w.ln_2_gain.data_ptr<T>() : nullptr;
   PackedGemm gemm_h_t(w.w_h.t(), steps);
 
-  // As in GatedBackward: each row group swaps its own views of dh, dh_prev
-  // (and pointers into dc, dc_prev); after an odd number of steps the
-  // _prev tensors hold the result.
-  ForEachRowGroup(batch, [&](int64_t r0, int64_t r1) {
-    torch::Tensor scratch;
-    torch::Tensor dh_rows = dh.narrow(0, r0, r1 - r0),
-                  dh_prev_rows = dh_prev.narrow(0, r0, r1 - r0);
-    T* dc_p = dc.data_ptr<T>();
-    T* dc_prev_p = dc_prev.data_ptr<T>();
-    for (int64_t t = steps - 1; t >= 0; --t) {
-      const T* dh_p = dh_rows.data_ptr<T>() - r0 * hidden;
-      ParallelRows(r0, r1, RowGrain(width), [&](int64_t begin, int64_t end) {
-        std::vector<T> dct(hidden);
-        for (int64_t b = begin; b < end; ++b) {
-          const int64_t row = t * batch + b;
-          const T* act = act_all + row * width;
-          const T* sf = act;
-          const T* si = act + hidden;
-          const T* so = act + 2 * hidden;
-          const T* tg = act + 3 * hidden;
-          const T* tc = tc_all + row * hidden;
-          const T* c = c_all + row * hidden;
-          const T* dhs = dhs_all ? dhs_all + row * hidden : nullptr;
-          const T* dh_row = dh_p + b * hidden;
-          const T* dc_row = dc_p + b * hidden;
-          T* dx = dxg_all + row * width;
+  // As in GatedBackward, dh and dc trade places with dh_prev and dc_prev at
+  // every step; after an odd number of steps the _prev tensors hold the result.
+  const torch::Tensor dh_in[2] = {dh, dh_prev}, dc_in[2] = {dc, dc_prev};
+  RunTimeLoop(batch, steps, gemm_h_t.packed(), w.w_h.numel() * int64_t{sizeof(T)},
+              [&](int64_t r0, int64_t r1, int64_t i0, int64_t i1, torch::Tensor& scratch) {
+                for (int64_t i = i0; i < i1; ++i) {
+                  const int64_t t = steps - 1 - i;
+                  const T* dh_p = dh_in[i % 2].data_ptr<T>();
+                  torch::Tensor dh_prev_rows = dh_in[(i + 1) % 2].narrow(0, r0, r1 - r0);
+                  const T* dc_p = dc_in[i % 2].data_ptr<T>();
+                  T* dc_prev_p = dc_in[(i + 1) % 2].data_ptr<T>();
+                  ParallelRows(r0, r1, RowGrain(width), [&](int64_t begin, int64_t end) {
+                    std::vector<T> dct(hidden);
+                    for (int64_t b = begin; b < end; ++b) {
+                      const int64_t row = t * batch + b;
+                      const T* act = act_all + row * width;
+                      const T* sf = act;
+                      const T* si = act + hidden;
+                      const T* so = act + 2 * hidden;
+                      const T* tg = act + 3 * hidden;
+                      const T* tc = tc_all + row * hidden;
+                      const T* c = c_all + row * hidden;
+                      const T* dhs = dhs_all ? dhs_all + row * hidden : nullptr;
+                      const T* dh_row = dh_p + b * hidden;
+                      const T* dc_row = dc_p + b * hidden;
+                      T* dx = dxg_all + row * width;
           // dx[2H..3H) takes d(so) first; dct takes dn first, then d(c').
 #pragma omp simd
-          for (int64_t j = 0; j < hidden; ++j) {
-            const T d = dh_row[j] + (dhs ? dhs[j] : T(0));
-            dx[2 * hidden + j] = d * tc[j] * so[j] * (T(1) - so[j]);
-            dct[j] = d * so[j] * (T(1) - tc[j] * tc[j]);
-          }
-          if (ln) {
-            T* dn = dn_c.template data_ptr<T>() + row * hidden;
-            std::copy(dct.begin(), dct.end(), dn);
-            LayerNormRowBackward(dn, s[kXhat2].template data_ptr<T>() + row * hidden,
-                                 s[kRstd2].template data_ptr<T>()[row], gain_c, hidden, dct.data());
-          }
-          T* dcp = dc_prev_p + b * hidden;
+                      for (int64_t j = 0; j < hidden; ++j) {
+                        const T d = dh_row[j] + (dhs ? dhs[j] : T(0));
+                        dx[2 * hidden + j] = d * tc[j] * so[j] * (T(1) - so[j]);
+                        dct[j] = d * so[j] * (T(1) - tc[j] * tc[j]);
+                      }
+                      if (ln) {
+                        T* dn = dn_c.template data_ptr<T>() + row * hidden;
+                        std::copy(dct.begin(), dct.end(), dn);
+                        LayerNormRowBackward(dn, s[kXhat2].template data_ptr<T>() + row * hidden,
+                                             s[kRstd2].template data_ptr<T>()[row], gain_c, hidden,
+                                             dct.data());
+                      }
+                      T* dcp = dc_prev_p + b * hidden;
 #pragma omp simd
-          for (int64_t j = 0; j < hidden; ++j) {
-            const T d = dct[j] + dc_row[j];
-            dx[j] = d * c[j] * sf[j] * (T(1) - sf[j]);
-            dx[hidden + j] = d * tg[j] * si[j] * (T(1) - si[j]);
-            dx[3 * hidden + j] = d * si[j] * (T(1) - tg[j] * tg[j]);
-            dcp[j] = d * sf[j];
-          }
-          T* dzr = dz_all + row * width;
-          if (ln) {
-            LayerNormRowBackward(dx, s[kXhatH].template data_ptr<T>() + row * width,
-                                 s[kRstdH].template data_ptr<T>()[row], gain_h, width, dzr);
-          } else {
-            std::copy(dx, dx + width, dzr);
-          }
-        }
-      });
-      gemm_h_t.Run(dz[t].narrow(0, r0, r1 - r0), 0, &dh_prev_rows, &scratch);
-      std::swap(dh_rows, dh_prev_rows);
-      std::swap(dc_p, dc_prev_p);
-    }
-  });
+                      for (int64_t j = 0; j < hidden; ++j) {
+                        const T d = dct[j] + dc_row[j];
+                        dx[j] = d * c[j] * sf[j] * (T(1) - sf[j]);
+                        dx[hidden + j] = d * tg[j] * si[j] * (T(1) - si[j]);
+                        dx[3 * hidden + j] = d * si[j] * (T(1) - tg[j] * tg[j]);
+                        dcp[j] = d * sf[j];
+                      }
+                      T* dzr = dz_all + row * width;
+                      if (ln) {
+                        LayerNormRowBackward(dx, s[kXhatH].template data_ptr<T>() + row * width,
+                                             s[kRstdH].template data_ptr<T>()[row], gain_h, width,
+                                             dzr);
+                      } else {
+                        std::copy(dx, dx + width, dzr);
+                      }
+                    }
+                  });
+                  gemm_h_t.Run(dz[t].narrow(0, r0, r1 - r0), 0, &dh_prev_rows, &scratch);
+                }
+              });
   if (steps % 2 == 1) {
     std::swap(dh, dh_prev);
     std::swap(dc, dc_prev);
@@ -654,6 +709,44 @@ FusedGrads LstmBackward(const torch::Tensor& d_hs, const torch::Tensor& d_h_fina
 
 void SetWideFusedKernels(bool enabled) { g_wide_enabled.store(enabled); }
 void SetRowGroups(RowGroups policy) { g_row_groups.store(policy); }
+
+std::vector<int64_t> BalanceRows(const std::vector<int64_t>& rows,
+                                 const std::vector<double>& seconds) {
+  const size_t n = rows.size();
+  int64_t total = 0;
+  for (int64_t r : rows) total += r;
+  double speed_sum = 0;
+  std::vector<double> speed(n);
+  for (size_t g = 0; g < n; ++g) {
+    // A segment too short to time (or a thread with no rows) says nothing.
+    if (seconds[g] < 1e-4 || rows[g] <= 0) return rows;
+    speed[g] = rows[g] / seconds[g];
+    speed_sum += speed[g];
+  }
+  // Halfway from the current split to the one the speeds ask for, each
+  // share between half and one and a half times an equal one: a thread's
+  // time is not proportional to its rows (each streams all the weights), so
+  // a thread left with few rows would look slow and never win them back.
+  const double equal = double(total) / n;
+  std::vector<double> want(n);
+  double want_sum = 0;
+  for (size_t g = 0; g < n; ++g) {
+    const double target = total * speed[g] / speed_sum;
+    want[g] = std::clamp(0.5 * (rows[g] + target), 0.5 * equal, 1.5 * equal);
+    want_sum += want[g];
+  }
+  // Whole rows summing to the total: round the running sum.
+  std::vector<int64_t> next(n);
+  double cumulative = 0;
+  int64_t assigned = 0;
+  for (size_t g = 0; g < n; ++g) {
+    cumulative += want[g] * total / want_sum;
+    const int64_t upto = g + 1 == n ? total : std::llround(cumulative);
+    next[g] = std::max<int64_t>(0, upto - assigned);
+    assigned += next[g];
+  }
+  return next;
+}
 
 RecurrentOutput FusedForward(const torch::Tensor& xg_in, const RecurrentState& init,
                              const RecurrentWeights& w, FusedActivations* acts) {

@@ -27,12 +27,22 @@ struct FusedGrads {
 void SetWideFusedKernels(bool enabled);
 
 // Whether the time loops give each thread its own group of batch rows (see
-// ForEachRowGroup in recurrence_fused.cc) or share every product and pass
-// among the threads. kAuto (the default) takes groups when each thread gets
-// enough rows; kAlways whenever there are at least as many rows as threads.
-// Tests and benchmarks compare them; set it between passes.
+// RunTimeLoop in recurrence_fused.cc) or share every product and pass among
+// the threads. kAuto (the default) takes groups when each thread gets at
+// least 16 rows and the recurrent weights are at most 4 MiB; kAlways whenever
+// there are at least as many rows as threads, re-splitting the rows after
+// every step. Both only with the packed kernel, whose results do not depend
+// on the split. Tests and benchmarks compare them; set it between passes.
 enum class RowGroups { kAuto, kAlways, kNever };
 void SetRowGroups(RowGroups policy);
+
+// The next split of the batch rows among threads, given each thread's rows
+// and the seconds it took over the last segment: whole rows, the same total,
+// moved halfway towards shares proportional to the measured speeds and kept
+// between half and one and a half times an equal share. Unchanged when a
+// time is under 0.1 ms (too short to say anything).
+std::vector<int64_t> BalanceRows(const std::vector<int64_t>& rows,
+                                 const std::vector<double>& seconds);
 
 // Forward over all steps of xg; fills `acts`.
 RecurrentOutput FusedForward(const torch::Tensor& xg, const RecurrentState& init,
