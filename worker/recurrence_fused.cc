@@ -82,11 +82,12 @@ constexpr int64_t kMinRowsPerThread = 16;
 // Largest weights (bytes, all the loop's products together) for which kAuto
 // takes row groups. Each group reads all of them at every step, twice the
 // traffic of sharing the columns out. Measured on the 2-core VM (2 MiB of L2
-// per core), steps alternating between the two ways in one process: GRU with
-// layer norm, B 32 to 100, the groups were faster by 10-26% at H 128, 256 and
-// 512 (up to 3 MiB); at H 1000 (12 MiB) by -4% to +9% and at H 2000 (48 MiB)
-// by -10% to +9%, depending on the hour.
-constexpr int64_t kMaxGroupWeightBytes = int64_t{4} << 20;
+// per core), GRU with layer norm, shared time over grouped time: at H 128
+// (192 KiB) 1.21-1.32 with steps alternating in one process and 0.99-1.46 in
+// six trainer_bench pairs; at H 256 (768 KiB) 1.06-1.26; at H 512 (3 MiB)
+// 0.76-1.14; at H 1000 (12 MiB) 0.96-1.09 and at H 2000 (48 MiB) 0.90-1.09,
+// depending on the hour. So only weights that fit in L2 take groups.
+constexpr int64_t kMaxGroupWeightBytes = int64_t{1} << 20;
 
 // Timesteps per segment of the time loop: the rows are shared out afresh
 // between segments. Each segment costs one fork and join.
