@@ -69,6 +69,9 @@ TEST(Sweep, TwoWorkersTrainTheWholeGridAndEveryPointLandsOnce) {
         "worker" + std::to_string(i),
         std::vector<std::string>{Binary("ablate-worker"), "--coordinator", coordinator.address,
                                  "--threads", "1", "--exit-when-idle", "--poll", "0.2",
+                                 // Half the grid each: however late one starts, the
+                                 // other cannot take every job.
+                                 "--max-jobs", "9",
                                  "--name", "w" + std::to_string(i)},
         dir.path()));
   }
@@ -77,8 +80,9 @@ TEST(Sweep, TwoWorkersTrainTheWholeGridAndEveryPointLandsOnce) {
   }
 
   EXPECT_EQ(QueryInt(db, "SELECT count(*) FROM jobs WHERE state = 'done'"), 18);
-  // Both workers took part.
-  EXPECT_EQ(QueryInt(db, "SELECT count(DISTINCT lease_owner) FROM jobs"), 2);
+  // Both workers took part, each stopping at its --max-jobs.
+  EXPECT_EQ(Query(db, "SELECT count(*) FROM jobs GROUP BY lease_owner"),
+            (std::vector<std::vector<std::string>>{{"9"}, {"9"}}));
   // Every job has its whole curve: train at 20, 40, 60; valid at 30, 60; test at 60.
   auto per_job = Query(db,
                        "SELECT job_id, group_concat(split || step, ',') FROM "

@@ -39,6 +39,10 @@ int main(int argc, char** argv) {
   app.add_option("--work-dir", worker.work_dir, "Local checkpoint directory (default: a temp dir)");
   app.add_flag("--exit-when-idle", worker.exit_when_idle,
                "Exit once no job is pending or running anywhere");
+  app.add_option("--max-jobs", worker.max_jobs,
+                 "Exit after running this many jobs, finished or failed; with --gpus, each GPU's "
+                 "worker does (default 0: no limit)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--poll", worker.idle_poll_seconds, "Seconds between lease attempts when idle")
       ->check(CLI::PositiveNumber);
   app.add_option("--stop-grace", worker.stop_grace_seconds,

@@ -315,6 +315,7 @@ class Worker {
                  host, options_.client.address, worker_id_, device->str(), threads);
 
     std::mt19937 rng{std::random_device{}()};
+    int64_t jobs_run = 0;
     while (!g_terminate) {
       v1::LeaseJobResponse lease;
       s = CoordinatorClient::CallWithRetry([&] { return client_->Lease(worker_id_, &lease); },
@@ -334,6 +335,10 @@ class Worker {
         continue;
       }
       RunJob(lease.job());
+      if (options_.max_jobs > 0 && ++jobs_run >= options_.max_jobs) {
+        spdlog::info("ran {} job(s), the --max-jobs limit; exiting", jobs_run);
+        return 0;
+      }
     }
     spdlog::info("terminated; exiting");
     return 0;

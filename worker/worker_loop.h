@@ -26,6 +26,7 @@ struct WorkerOptions {
   std::string name;         // default: HOST-PID
   std::string work_dir;     // local checkpoints (default: a fresh temp directory)
   bool exit_when_idle = false;
+  int64_t max_jobs = 0;     // exit after running this many jobs; 0: no limit
   double idle_poll_seconds = 1.0;
   int max_points_per_report = 1000;
   // Seconds after SIGTERM by which every call to the coordinator has ended:
