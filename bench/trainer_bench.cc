@@ -101,12 +101,25 @@ int main(int argc, char** argv) {
                  "after every --gemm choice")
       ->delimiter(',')
       ->check(CLI::IsMember({"auto", "always", "never"}));
+  bool alternate = false;
+  app.add_flag("--alternate", alternate,
+               "With several --gemm or --row-groups choices: switch between them step by step "
+               "on one trainer (A B B A A B ...; --steps each) and print each one's median "
+               "step time and its ratio to the first's, so that a machine's drift falls on all "
+               "of them alike");
   CLI11_PARSE(app, argc, argv);
   std::vector<std::pair<std::string, std::string>> variants;  // (gemm, row groups)
   for (const std::string& gemm : gemms) {
     for (const std::string& groups : row_groups) variants.emplace_back(gemm, groups);
   }
   const int64_t rounds = static_cast<int64_t>(variants.size());
+  auto apply = [](const std::pair<std::string, std::string>& variant) {
+    const auto& [gemm, groups] = variant;
+    if (gemm != "auto") ablate::SetPackedGemmEnabled(gemm == "packed");
+    ablate::SetRowGroups(groups == "always"  ? ablate::RowGroups::kAlways
+                         : groups == "never" ? ablate::RowGroups::kNever
+                                             : ablate::RowGroups::kAuto);
+  };
 
   const int used_threads = ablate::ConfigureThreads(threads);
   ablate::RunConfig config;
@@ -160,12 +173,67 @@ int main(int argc, char** argv) {
   // long as a step is also measured before every timed step and after the
   // last, and each step's share is taken against the mean of the two rates
   // around it (paired).
+  if (alternate) {
+    // Warm-up steps for every variant, then rounds of all variants, in
+    // reverse order every other round, so none always runs first.
+    for (const auto& variant : variants) {
+      apply(variant);
+      for (int i = 0; i < warmup; ++i) t.TrainStep(), sync();
+    }
+    std::vector<std::vector<double>> times(variants.size());
+    for (int i = 0; i < steps; ++i) {
+      for (size_t j = 0; j < variants.size(); ++j) {
+        const size_t v = i % 2 == 0 ? j : variants.size() - 1 - j;
+        apply(variants[v]);
+        const auto start = std::chrono::steady_clock::now();
+        t.TrainStep();
+        sync();
+        times[v].push_back(
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+      }
+    }
+    nlohmann::json rows = nlohmann::json::array();
+    double first = 0;
+    for (size_t v = 0; v < variants.size(); ++v) {
+      std::vector<double> sorted = times[v];
+      std::sort(sorted.begin(), sorted.end());
+      const double median = sorted[sorted.size() / 2];
+      if (v == 0) first = median;
+      rows.push_back({{"gemm", variants[v].first},
+                      {"row_groups", variants[v].second},
+                      {"step_seconds", median},
+                      {"step_seconds_min", sorted.front()},
+                      {"step_seconds_each", times[v]},
+                      {"relative_to_first", median / first}});
+    }
+    if (format == "json") {
+      std::printf("%s\n", nlohmann::json{{"cell", cell},
+                                         {"layer_norm", layer_norm},
+                                         {"hidden", hidden},
+                                         {"batch", batch},
+                                         {"seq", seq},
+                                         {"threads", used_threads},
+                                         {"variants", rows}}
+                              .dump()
+                              .c_str());
+      return 0;
+    }
+    std::printf("%s%s H=%lld B=%lld T=%lld, %d threads, %d steps each, alternating\n", cell.c_str(),
+                layer_norm ? "+ln" : "", (long long)hidden, (long long)batch, (long long)seq,
+                used_threads, steps);
+    for (const auto& row : rows) {
+      std::printf("  gemm %-6s row groups %-6s  median %.4f s (min %.4f)  %.3fx the first\n",
+                  row["gemm"].get<std::string>().c_str(),
+                  row["row_groups"].get<std::string>().c_str(), row["step_seconds"].get<double>(),
+                  row["step_seconds_min"].get<double>(), row["relative_to_first"].get<double>());
+    }
+    return 0;
+  }
+
   double matmul_gflops = 0;
-  for (const auto& [gemm, groups] : variants) {
-    if (gemm != "auto") ablate::SetPackedGemmEnabled(gemm == "packed");
-    ablate::SetRowGroups(groups == "always"  ? ablate::RowGroups::kAlways
-                         : groups == "never" ? ablate::RowGroups::kNever
-                                             : ablate::RowGroups::kAuto);
+  for (const auto& variant : variants) {
+    const auto& [gemm, groups] = variant;
+    apply(variant);
     const char* gemm_used = ablate::PackedGemmEnabled() ? "packed" : "blas";
     double last_seconds = 0;
     for (int i = 0; i < warmup; ++i) {

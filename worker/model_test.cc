@@ -180,6 +180,9 @@ const std::vector<Variant> kVariants = {{true, RowGroups::kNever},
                                         {false, RowGroups::kNever},
                                         {true, RowGroups::kAlways},
                                         {false, RowGroups::kAlways}};
+// In double the products run on LibTorch, and the loops are always shared.
+const std::vector<Variant> kDoubleVariants = {{true, RowGroups::kNever},
+                                              {false, RowGroups::kNever}};
 
 // Runs the fused kernels as `v` on two threads (LibTorch's default here is
 // one, which would never split the rows) until it goes out of scope.
@@ -236,7 +239,7 @@ TEST_P(CellGradient, FusedAndReferenceMatchFiniteDifferencesInDouble) {
   }
   const double reference_err = (reference.params - numeric).abs().max().item<double>();
   EXPECT_LT(reference_err, 1e-7) << "reference parameter gradient is off by " << reference_err;
-  for (const Variant& v : kVariants) {
+  for (const Variant& v : kDoubleVariants) {
     SCOPED_TRACE("fused, " + v.Name());
     ScopedVariant scoped(v);
     const Analytic fused = AnalyticGrads(p, Kernel::kFused);
@@ -280,7 +283,8 @@ TEST_P(CellGradient, FusedMatchesReferenceInFloatAtATrainingSize) {
 // bit for bit. (Compared at one thread count: LibTorch's own ops, such as
 // the output layer's product, may round differently on another.)
 TEST_P(CellGradient, RowGroupsDoNotChangeTheResultInFloat) {
-  const int64_t batch = 40, steps = 13;  // odd: the gradient buffers end swapped
+  // Odd: the gradient buffers end swapped. Three segments: rows re-split twice.
+  const int64_t batch = 40, steps = 21;
   at::Generator gen = at::detail::createCPUGenerator(5);
   CharRnn model(GetParam().cell, GetParam().layer_norm, 64, 27);
   model->Initialize(Init::kXavier, gen);

@@ -82,10 +82,11 @@ constexpr int64_t kMinRowsPerThread = 16;
 // Largest weights (bytes, all the loop's products together) for which kAuto
 // takes row groups. Each group reads all of them at every step, twice the
 // traffic of sharing the columns out. Measured on the 2-core VM (2 MiB of L2
-// per core), GRU with layer norm, shared time over grouped time: at H 128
-// (192 KiB) 1.21-1.32 with steps alternating in one process and 0.99-1.46 in
-// six trainer_bench pairs; at H 256 (768 KiB) 1.06-1.26; at H 512 (3 MiB)
-// 0.76-1.14; at H 1000 (12 MiB) 0.96-1.09 and at H 2000 (48 MiB) 0.90-1.09,
+// per core), GRU with layer norm, shared step time over grouped, steps
+// alternating in one process (trainer_bench --row-groups always,never
+// --alternate; BENCHMARKS.md): H 128 (192 KiB of weights) 1.19-1.32, and
+// 0.99-1.46 in six pairs of separate runs; H 256 (768 KiB) 1.04-1.26; H 512
+// (3 MiB) 0.76-1.14; H 1000 (12 MiB) 0.96-1.09; H 2000 (48 MiB) 0.90-1.09,
 // depending on the hour. So only weights that fit in L2 take groups.
 constexpr int64_t kMaxGroupWeightBytes = int64_t{1} << 20;
 
@@ -130,11 +131,8 @@ void RunTimeLoop(int64_t batch, int64_t steps, bool exact_rows, int64_t weight_b
   std::vector<int64_t> rows(threads);
   for (int64_t g = 0; g < threads; ++g) rows[g] = (g + 1) * batch / threads - g * batch / threads;
   std::vector<double> seconds(threads);
-  // Tests (kAlways) re-split after every step, to show any split gives the
-  // same result.
-  const int64_t segment = policy == RowGroups::kAlways ? 1 : kSegmentSteps;
-  for (int64_t i0 = 0; i0 < steps; i0 += segment) {
-    const int64_t i1 = std::min(steps, i0 + segment);
+  for (int64_t i0 = 0; i0 < steps; i0 += kSegmentSteps) {
+    const int64_t i1 = std::min(steps, i0 + kSegmentSteps);
     at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
       // Grad mode is per thread, and the caller's (off, inside the autograd
       // function) does not reach the pool's threads.

@@ -30,9 +30,8 @@ void SetWideFusedKernels(bool enabled);
 // RunTimeLoop in recurrence_fused.cc) or share every product and pass among
 // the threads. kAuto (the default) takes groups when each thread gets at
 // least 16 rows and the recurrent weights are at most 1 MiB; kAlways whenever
-// there are at least as many rows as threads, re-splitting the rows after
-// every step. Both only with the packed kernel, whose results do not depend
-// on the split. Tests and benchmarks compare them; set it between passes.
+// there are at least as many rows as threads. Both only with the packed
+// kernel, whose results do not depend on the split. Tests and benchmarks compare them; set it between passes.
 enum class RowGroups { kAuto, kAlways, kNever };
 void SetRowGroups(RowGroups policy);
 
