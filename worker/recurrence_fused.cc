@@ -302,64 +302,63 @@ RecurrentOutput GatedForward(const torch::Tensor& xg, const RecurrentState& init
   const T* z = zg.data_ptr<T>();
   const T* zcp = zc.data_ptr<T>();
   const bool exact_rows = gemm_h.packed() && gemm_hc.packed();
-  RunTimeLoop(batch, steps, exact_rows, (w.w_h.numel() + w.w_hc.numel()) * int64_t{sizeof(T)},
-              [&](int64_t r0, int64_t r1, int64_t i0, int64_t i1, torch::Tensor& scratch) {
-                torch::Tensor zg_rows = zg.narrow(0, r0, r1 - r0),
-                              zc_rows = zc.narrow(0, r0, r1 - r0);
-                for (int64_t t = i0; t < i1; ++t) {
-                  gemm_h.Run(s[kH][t].narrow(0, r0, r1 - r0), 0, &zg_rows, &scratch);
-                  ParallelRows(r0, r1, RowGrain(gate_width), [&](int64_t begin, int64_t end) {
-                    for (int64_t b = begin; b < end; ++b) {
-                      const int64_t row = t * batch + b;
-                      const T* x = x_all + row * width;
-                      const T* zr = z + b * gate_width;
-                      const T* h = h_all + row * hidden;
-                      T* gate = gates_all + row * gate_width;
-                      if (ln) {
-                        T* xhat = s[kXhatH].template data_ptr<T>() + row * gate_width;
-                        s[kRstdH].template data_ptr<T>()[row] = NormalizeRow(zr, gate_width, xhat);
+  const int64_t weight_bytes = (w.w_h.numel() + w.w_hc.numel()) * int64_t{sizeof(T)};
+  auto time_loop = [&](int64_t r0, int64_t r1, int64_t i0, int64_t i1, torch::Tensor& scratch) {
+    torch::Tensor zg_rows = zg.narrow(0, r0, r1 - r0), zc_rows = zc.narrow(0, r0, r1 - r0);
+    for (int64_t t = i0; t < i1; ++t) {
+      gemm_h.Run(s[kH][t].narrow(0, r0, r1 - r0), 0, &zg_rows, &scratch);
+      ParallelRows(r0, r1, RowGrain(gate_width), [&](int64_t begin, int64_t end) {
+        for (int64_t b = begin; b < end; ++b) {
+          const int64_t row = t * batch + b;
+          const T* x = x_all + row * width;
+          const T* zr = z + b * gate_width;
+          const T* h = h_all + row * hidden;
+          T* gate = gates_all + row * gate_width;
+          if (ln) {
+            T* xhat = s[kXhatH].template data_ptr<T>() + row * gate_width;
+            s[kRstdH].template data_ptr<T>()[row] = NormalizeRow(zr, gate_width, xhat);
 #pragma omp simd
-                        for (int64_t j = 0; j < gate_width; ++j) {
-                          gate[j] = Sigmoid(x[j] + xhat[j] * gain_h[j] + shift_h[j]);
-                        }
-                      } else {
+            for (int64_t j = 0; j < gate_width; ++j) {
+              gate[j] = Sigmoid(x[j] + xhat[j] * gain_h[j] + shift_h[j]);
+            }
+          } else {
 #pragma omp simd
-                        for (int64_t j = 0; j < gate_width; ++j) gate[j] = Sigmoid(x[j] + zr[j]);
-                      }
-                      const T* r = tied ? gate : gate + hidden;
-                      T* rh = rh_all + row * hidden;
+            for (int64_t j = 0; j < gate_width; ++j) gate[j] = Sigmoid(x[j] + zr[j]);
+          }
+          const T* r = tied ? gate : gate + hidden;
+          T* rh = rh_all + row * hidden;
 #pragma omp simd
-                      for (int64_t j = 0; j < hidden; ++j) rh[j] = r[j] * h[j];
-                    }
-                  });
-                  gemm_hc.Run(s[kRh][t].narrow(0, r0, r1 - r0), 0, &zc_rows, &scratch);
-                  ParallelRows(r0, r1, RowGrain(hidden), [&](int64_t begin, int64_t end) {
-                    for (int64_t b = begin; b < end; ++b) {
-                      const int64_t row = t * batch + b;
-                      const T* x = x_all + row * width + gate_width;
-                      const T* zr = zcp + b * hidden;
-                      const T* h = h_all + row * hidden;
-                      const T* u = gates_all + row * gate_width;
-                      T* cand = cand_all + row * hidden;
-                      T* h_next = h_all + (row + batch) * hidden;
-                      if (ln) {
-                        T* xhat = s[kXhat2].template data_ptr<T>() + row * hidden;
-                        s[kRstd2].template data_ptr<T>()[row] = NormalizeRow(zr, hidden, xhat);
+          for (int64_t j = 0; j < hidden; ++j) rh[j] = r[j] * h[j];
+        }
+      });
+      gemm_hc.Run(s[kRh][t].narrow(0, r0, r1 - r0), 0, &zc_rows, &scratch);
+      ParallelRows(r0, r1, RowGrain(hidden), [&](int64_t begin, int64_t end) {
+        for (int64_t b = begin; b < end; ++b) {
+          const int64_t row = t * batch + b;
+          const T* x = x_all + row * width + gate_width;
+          const T* zr = zcp + b * hidden;
+          const T* h = h_all + row * hidden;
+          const T* u = gates_all + row * gate_width;
+          T* cand = cand_all + row * hidden;
+          T* h_next = h_all + (row + batch) * hidden;
+          if (ln) {
+            T* xhat = s[kXhat2].template data_ptr<T>() + row * hidden;
+            s[kRstd2].template data_ptr<T>()[row] = NormalizeRow(zr, hidden, xhat);
 #pragma omp simd
-                        for (int64_t j = 0; j < hidden; ++j) {
-                          cand[j] = Tanh(x[j] + xhat[j] * gain_2[j] + shift_2[j]);
-                        }
-                      } else {
+            for (int64_t j = 0; j < hidden; ++j) {
+              cand[j] = Tanh(x[j] + xhat[j] * gain_2[j] + shift_2[j]);
+            }
+          } else {
 #pragma omp simd
-                        for (int64_t j = 0; j < hidden; ++j) cand[j] = Tanh(x[j] + zr[j]);
-                      }
+            for (int64_t j = 0; j < hidden; ++j) cand[j] = Tanh(x[j] + zr[j]);
+          }
 #pragma omp simd
-                      for (int64_t j = 0; j < hidden; ++j)
-                        h_next[j] = h[j] + u[j] * (cand[j] - h[j]);
-                    }
-                  });
-                }
-              });
+          for (int64_t j = 0; j < hidden; ++j) h_next[j] = h[j] + u[j] * (cand[j] - h[j]);
+        }
+      });
+    }
+  };
+  RunTimeLoop(batch, steps, exact_rows, weight_bytes, time_loop);
   RecurrentOutput out;
   out.hs = s[kH].narrow(0, 1, steps);
   out.final.h = s[kH][steps].clone();
@@ -404,81 +403,80 @@ FusedGrads GatedBackward(const torch::Tensor& d_hs, const torch::Tensor& d_h_fin
   // an odd number of steps dh_prev holds the result.
   const torch::Tensor dh_in[2] = {dh, dh_prev};
   const bool exact_rows = gemm_h_t.packed() && gemm_hc_t.packed();
-  RunTimeLoop(batch, steps, exact_rows, (w.w_h.numel() + w.w_hc.numel()) * int64_t{sizeof(T)},
-              [&](int64_t r0, int64_t r1, int64_t i0, int64_t i1, torch::Tensor& scratch) {
-                torch::Tensor d_rh_rows = d_rh.narrow(0, r0, r1 - r0);
-                for (int64_t i = i0; i < i1; ++i) {
-                  const int64_t t = steps - 1 - i;
-                  T* dh_p = dh_in[i % 2].data_ptr<T>();
-                  torch::Tensor dh_prev_rows = dh_in[(i + 1) % 2].narrow(0, r0, r1 - r0);
-                  T* dh_prev_p = dh_in[(i + 1) % 2].data_ptr<T>();
-                  ParallelRows(r0, r1, RowGrain(hidden), [&](int64_t begin, int64_t end) {
-                    for (int64_t b = begin; b < end; ++b) {
-                      const int64_t row = t * batch + b;
-                      const T* u = gates_all + row * gate_width;
-                      const T* cand = cand_all + row * hidden;
-                      const T* h = h_all + row * hidden;
-                      const T* dhs = dhs_all ? dhs_all + row * hidden : nullptr;
-                      T* dh_row = dh_p + b * hidden;
-                      T* dxc = dxg_all + row * width + gate_width;
-                      T* du_row = du_p + b * hidden;
-                      T* dhp = dh_prev_p + b * hidden;
+  const int64_t weight_bytes = (w.w_h.numel() + w.w_hc.numel()) * int64_t{sizeof(T)};
+  auto time_loop = [&](int64_t r0, int64_t r1, int64_t i0, int64_t i1, torch::Tensor& scratch) {
+    torch::Tensor d_rh_rows = d_rh.narrow(0, r0, r1 - r0);
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t t = steps - 1 - i;
+      T* dh_p = dh_in[i % 2].data_ptr<T>();
+      torch::Tensor dh_prev_rows = dh_in[(i + 1) % 2].narrow(0, r0, r1 - r0);
+      T* dh_prev_p = dh_in[(i + 1) % 2].data_ptr<T>();
+      ParallelRows(r0, r1, RowGrain(hidden), [&](int64_t begin, int64_t end) {
+        for (int64_t b = begin; b < end; ++b) {
+          const int64_t row = t * batch + b;
+          const T* u = gates_all + row * gate_width;
+          const T* cand = cand_all + row * hidden;
+          const T* h = h_all + row * hidden;
+          const T* dhs = dhs_all ? dhs_all + row * hidden : nullptr;
+          T* dh_row = dh_p + b * hidden;
+          T* dxc = dxg_all + row * width + gate_width;
+          T* du_row = du_p + b * hidden;
+          T* dhp = dh_prev_p + b * hidden;
 #pragma omp simd
-                      for (int64_t j = 0; j < hidden; ++j) {
-                        const T d = dh_row[j] + (dhs ? dhs[j] : T(0));
-                        du_row[j] = d * (cand[j] - h[j]);
-                        dhp[j] = d * (T(1) - u[j]);
-                        dxc[j] = d * u[j] * (T(1) - cand[j] * cand[j]);
-                      }
-                      T* dzc = dzc_all + row * hidden;
-                      if (ln) {
-                        LayerNormRowBackward(dxc, s[kXhat2].template data_ptr<T>() + row * hidden,
-                                             s[kRstd2].template data_ptr<T>()[row], gain_2, hidden,
-                                             dzc);
-                      } else {
-                        std::copy(dxc, dxc + hidden, dzc);
-                      }
-                    }
-                  });
-                  gemm_hc_t.Run(dz_c[t].narrow(0, r0, r1 - r0), 0, &d_rh_rows, &scratch);
-                  ParallelRows(r0, r1, RowGrain(gate_width), [&](int64_t begin, int64_t end) {
-                    for (int64_t b = begin; b < end; ++b) {
-                      const int64_t row = t * batch + b;
-                      const T* gate = gates_all + row * gate_width;
-                      const T* h = h_all + row * hidden;
-                      const T* drh = drh_p + b * hidden;
-                      const T* du_row = du_p + b * hidden;
-                      T* dhp = dh_prev_p + b * hidden;
-                      T* dxg = dxg_all + row * width;
-                      if (tied) {
+          for (int64_t j = 0; j < hidden; ++j) {
+            const T d = dh_row[j] + (dhs ? dhs[j] : T(0));
+            du_row[j] = d * (cand[j] - h[j]);
+            dhp[j] = d * (T(1) - u[j]);
+            dxc[j] = d * u[j] * (T(1) - cand[j] * cand[j]);
+          }
+          T* dzc = dzc_all + row * hidden;
+          if (ln) {
+            LayerNormRowBackward(dxc, s[kXhat2].template data_ptr<T>() + row * hidden,
+                                 s[kRstd2].template data_ptr<T>()[row], gain_2, hidden, dzc);
+          } else {
+            std::copy(dxc, dxc + hidden, dzc);
+          }
+        }
+      });
+      gemm_hc_t.Run(dz_c[t].narrow(0, r0, r1 - r0), 0, &d_rh_rows, &scratch);
+      ParallelRows(r0, r1, RowGrain(gate_width), [&](int64_t begin, int64_t end) {
+        for (int64_t b = begin; b < end; ++b) {
+          const int64_t row = t * batch + b;
+          const T* gate = gates_all + row * gate_width;
+          const T* h = h_all + row * hidden;
+          const T* drh = drh_p + b * hidden;
+          const T* du_row = du_p + b * hidden;
+          T* dhp = dh_prev_p + b * hidden;
+          T* dxg = dxg_all + row * width;
+          if (tied) {
 #pragma omp simd
-                        for (int64_t j = 0; j < hidden; ++j) {
-                          const T f = gate[j];
-                          dhp[j] += drh[j] * f;
-                          dxg[j] = (du_row[j] + drh[j] * h[j]) * f * (T(1) - f);
-                        }
-                      } else {
-                        const T* r = gate + hidden;
+            for (int64_t j = 0; j < hidden; ++j) {
+              const T f = gate[j];
+              dhp[j] += drh[j] * f;
+              dxg[j] = (du_row[j] + drh[j] * h[j]) * f * (T(1) - f);
+            }
+          } else {
+            const T* r = gate + hidden;
 #pragma omp simd
-                        for (int64_t j = 0; j < hidden; ++j) {
-                          dhp[j] += drh[j] * r[j];
-                          dxg[j] = du_row[j] * gate[j] * (T(1) - gate[j]);
-                          dxg[hidden + j] = drh[j] * h[j] * r[j] * (T(1) - r[j]);
-                        }
-                      }
-                      T* dzg = dzg_all + row * gate_width;
-                      if (ln) {
-                        LayerNormRowBackward(
-                            dxg, s[kXhatH].template data_ptr<T>() + row * gate_width,
-                            s[kRstdH].template data_ptr<T>()[row], gain_h, gate_width, dzg);
-                      } else {
-                        std::copy(dxg, dxg + gate_width, dzg);
-                      }
-                    }
-                  });
-                  gemm_h_t.Run(dz_g[t].narrow(0, r0, r1 - r0), 1, &dh_prev_rows, &scratch);
-                }
-              });
+            for (int64_t j = 0; j < hidden; ++j) {
+              dhp[j] += drh[j] * r[j];
+              dxg[j] = du_row[j] * gate[j] * (T(1) - gate[j]);
+              dxg[hidden + j] = drh[j] * h[j] * r[j] * (T(1) - r[j]);
+            }
+          }
+          T* dzg = dzg_all + row * gate_width;
+          if (ln) {
+            LayerNormRowBackward(dxg, s[kXhatH].template data_ptr<T>() + row * gate_width,
+                                 s[kRstdH].template data_ptr<T>()[row], gain_h, gate_width, dzg);
+          } else {
+            std::copy(dxg, dxg + gate_width, dzg);
+          }
+        }
+      });
+      gemm_h_t.Run(dz_g[t].narrow(0, r0, r1 - r0), 1, &dh_prev_rows, &scratch);
+    }
+  };
+  RunTimeLoop(batch, steps, exact_rows, weight_bytes, time_loop);
   if (steps % 2 == 1) std::swap(dh, dh_prev);
 
   const int64_t rows = steps * batch;
@@ -534,58 +532,57 @@ RecurrentOutput LstmForward(const torch::Tensor& xg, const RecurrentState& init,
   const T* shift_c = ln ? w.ln_2_shift.data_ptr<T>() : nullptr;
 
   const T* zp = z.data_ptr<T>();
-  RunTimeLoop(batch, steps, gemm_h.packed(), w.w_h.numel() * int64_t{sizeof(T)},
-              [&](int64_t r0, int64_t r1, int64_t i0, int64_t i1, torch::Tensor& scratch) {
-                torch::Tensor z_rows = z.narrow(0, r0, r1 - r0);
-                for (int64_t t = i0; t < i1; ++t) {
-                  gemm_h.Run(s[kH][t].narrow(0, r0, r1 - r0), 0, &z_rows, &scratch);
-                  ParallelRows(r0, r1, RowGrain(width), [&](int64_t begin, int64_t end) {
-                    for (int64_t b = begin; b < end; ++b) {
-                      const int64_t row = t * batch + b;
-                      const T* x = x_all + row * width;
-                      const T* zr = zp + b * width;
-                      T* act = act_all + row * width;
-                      // act holds the pre-activations first, then their nonlinearities.
-                      if (ln) {
-                        T* xhat = s[kXhatH].template data_ptr<T>() + row * width;
-                        s[kRstdH].template data_ptr<T>()[row] = NormalizeRow(zr, width, xhat);
+  const int64_t weight_bytes = w.w_h.numel() * int64_t{sizeof(T)};
+  auto time_loop = [&](int64_t r0, int64_t r1, int64_t i0, int64_t i1, torch::Tensor& scratch) {
+    torch::Tensor z_rows = z.narrow(0, r0, r1 - r0);
+    for (int64_t t = i0; t < i1; ++t) {
+      gemm_h.Run(s[kH][t].narrow(0, r0, r1 - r0), 0, &z_rows, &scratch);
+      ParallelRows(r0, r1, RowGrain(width), [&](int64_t begin, int64_t end) {
+        for (int64_t b = begin; b < end; ++b) {
+          const int64_t row = t * batch + b;
+          const T* x = x_all + row * width;
+          const T* zr = zp + b * width;
+          T* act = act_all + row * width;
+          // act holds the pre-activations first, then their nonlinearities.
+          if (ln) {
+            T* xhat = s[kXhatH].template data_ptr<T>() + row * width;
+            s[kRstdH].template data_ptr<T>()[row] = NormalizeRow(zr, width, xhat);
 #pragma omp simd
-                        for (int64_t j = 0; j < width; ++j)
-                          act[j] = x[j] + xhat[j] * gain_h[j] + shift_h[j];
-                      } else {
+            for (int64_t j = 0; j < width; ++j) act[j] = x[j] + xhat[j] * gain_h[j] + shift_h[j];
+          } else {
 #pragma omp simd
-                        for (int64_t j = 0; j < width; ++j) act[j] = x[j] + zr[j];
-                      }
+            for (int64_t j = 0; j < width; ++j) act[j] = x[j] + zr[j];
+          }
 #pragma omp simd
-                      for (int64_t j = 0; j < 3 * hidden; ++j) act[j] = Sigmoid(act[j]);
+          for (int64_t j = 0; j < 3 * hidden; ++j) act[j] = Sigmoid(act[j]);
 #pragma omp simd
-                      for (int64_t j = 3 * hidden; j < width; ++j) act[j] = Tanh(act[j]);
-                      const T* sf = act;
-                      const T* si = act + hidden;
-                      const T* so = act + 2 * hidden;
-                      const T* tg = act + 3 * hidden;
-                      const T* c = c_all + row * hidden;
-                      T* c_next = c_all + (row + batch) * hidden;
-                      T* tc = tc_all + row * hidden;
-                      T* h_next = h_all + (row + batch) * hidden;
+          for (int64_t j = 3 * hidden; j < width; ++j) act[j] = Tanh(act[j]);
+          const T* sf = act;
+          const T* si = act + hidden;
+          const T* so = act + 2 * hidden;
+          const T* tg = act + 3 * hidden;
+          const T* c = c_all + row * hidden;
+          T* c_next = c_all + (row + batch) * hidden;
+          T* tc = tc_all + row * hidden;
+          T* h_next = h_all + (row + batch) * hidden;
 #pragma omp simd
-                      for (int64_t j = 0; j < hidden; ++j) c_next[j] = sf[j] * c[j] + si[j] * tg[j];
-                      if (ln) {
-                        T* xhat = s[kXhat2].template data_ptr<T>() + row * hidden;
-                        s[kRstd2].template data_ptr<T>()[row] = NormalizeRow(c_next, hidden, xhat);
+          for (int64_t j = 0; j < hidden; ++j) c_next[j] = sf[j] * c[j] + si[j] * tg[j];
+          if (ln) {
+            T* xhat = s[kXhat2].template data_ptr<T>() + row * hidden;
+            s[kRstd2].template data_ptr<T>()[row] = NormalizeRow(c_next, hidden, xhat);
 #pragma omp simd
-                        for (int64_t j = 0; j < hidden; ++j)
-                          tc[j] = Tanh(xhat[j] * gain_c[j] + shift_c[j]);
-                      } else {
+            for (int64_t j = 0; j < hidden; ++j) tc[j] = Tanh(xhat[j] * gain_c[j] + shift_c[j]);
+          } else {
 #pragma omp simd
-                        for (int64_t j = 0; j < hidden; ++j) tc[j] = Tanh(c_next[j]);
-                      }
+            for (int64_t j = 0; j < hidden; ++j) tc[j] = Tanh(c_next[j]);
+          }
 #pragma omp simd
-                      for (int64_t j = 0; j < hidden; ++j) h_next[j] = so[j] * tc[j];
-                    }
-                  });
-                }
-              });
+          for (int64_t j = 0; j < hidden; ++j) h_next[j] = so[j] * tc[j];
+        }
+      });
+    }
+  };
+  RunTimeLoop(batch, steps, gemm_h.packed(), weight_bytes, time_loop);
   RecurrentOutput out;
   out.hs = s[kH].narrow(0, 1, steps);
   out.final.h = s[kH][steps].clone();
@@ -627,65 +624,64 @@ FusedGrads LstmBackward(const torch::Tensor& d_hs, const torch::Tensor& d_h_fina
   // As in GatedBackward, dh and dc trade places with dh_prev and dc_prev at
   // every step; after an odd number of steps the _prev tensors hold the result.
   const torch::Tensor dh_in[2] = {dh, dh_prev}, dc_in[2] = {dc, dc_prev};
-  RunTimeLoop(batch, steps, gemm_h_t.packed(), w.w_h.numel() * int64_t{sizeof(T)},
-              [&](int64_t r0, int64_t r1, int64_t i0, int64_t i1, torch::Tensor& scratch) {
-                for (int64_t i = i0; i < i1; ++i) {
-                  const int64_t t = steps - 1 - i;
-                  const T* dh_p = dh_in[i % 2].data_ptr<T>();
-                  torch::Tensor dh_prev_rows = dh_in[(i + 1) % 2].narrow(0, r0, r1 - r0);
-                  const T* dc_p = dc_in[i % 2].data_ptr<T>();
-                  T* dc_prev_p = dc_in[(i + 1) % 2].data_ptr<T>();
-                  ParallelRows(r0, r1, RowGrain(width), [&](int64_t begin, int64_t end) {
-                    std::vector<T> dct(hidden);
-                    for (int64_t b = begin; b < end; ++b) {
-                      const int64_t row = t * batch + b;
-                      const T* act = act_all + row * width;
-                      const T* sf = act;
-                      const T* si = act + hidden;
-                      const T* so = act + 2 * hidden;
-                      const T* tg = act + 3 * hidden;
-                      const T* tc = tc_all + row * hidden;
-                      const T* c = c_all + row * hidden;
-                      const T* dhs = dhs_all ? dhs_all + row * hidden : nullptr;
-                      const T* dh_row = dh_p + b * hidden;
-                      const T* dc_row = dc_p + b * hidden;
-                      T* dx = dxg_all + row * width;
+  const int64_t weight_bytes = w.w_h.numel() * int64_t{sizeof(T)};
+  auto time_loop = [&](int64_t r0, int64_t r1, int64_t i0, int64_t i1, torch::Tensor& scratch) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t t = steps - 1 - i;
+      const T* dh_p = dh_in[i % 2].data_ptr<T>();
+      torch::Tensor dh_prev_rows = dh_in[(i + 1) % 2].narrow(0, r0, r1 - r0);
+      const T* dc_p = dc_in[i % 2].data_ptr<T>();
+      T* dc_prev_p = dc_in[(i + 1) % 2].data_ptr<T>();
+      ParallelRows(r0, r1, RowGrain(width), [&](int64_t begin, int64_t end) {
+        std::vector<T> dct(hidden);
+        for (int64_t b = begin; b < end; ++b) {
+          const int64_t row = t * batch + b;
+          const T* act = act_all + row * width;
+          const T* sf = act;
+          const T* si = act + hidden;
+          const T* so = act + 2 * hidden;
+          const T* tg = act + 3 * hidden;
+          const T* tc = tc_all + row * hidden;
+          const T* c = c_all + row * hidden;
+          const T* dhs = dhs_all ? dhs_all + row * hidden : nullptr;
+          const T* dh_row = dh_p + b * hidden;
+          const T* dc_row = dc_p + b * hidden;
+          T* dx = dxg_all + row * width;
           // dx[2H..3H) takes d(so) first; dct takes dn first, then d(c').
 #pragma omp simd
-                      for (int64_t j = 0; j < hidden; ++j) {
-                        const T d = dh_row[j] + (dhs ? dhs[j] : T(0));
-                        dx[2 * hidden + j] = d * tc[j] * so[j] * (T(1) - so[j]);
-                        dct[j] = d * so[j] * (T(1) - tc[j] * tc[j]);
-                      }
-                      if (ln) {
-                        T* dn = dn_c.template data_ptr<T>() + row * hidden;
-                        std::copy(dct.begin(), dct.end(), dn);
-                        LayerNormRowBackward(dn, s[kXhat2].template data_ptr<T>() + row * hidden,
-                                             s[kRstd2].template data_ptr<T>()[row], gain_c, hidden,
-                                             dct.data());
-                      }
-                      T* dcp = dc_prev_p + b * hidden;
+          for (int64_t j = 0; j < hidden; ++j) {
+            const T d = dh_row[j] + (dhs ? dhs[j] : T(0));
+            dx[2 * hidden + j] = d * tc[j] * so[j] * (T(1) - so[j]);
+            dct[j] = d * so[j] * (T(1) - tc[j] * tc[j]);
+          }
+          if (ln) {
+            T* dn = dn_c.template data_ptr<T>() + row * hidden;
+            std::copy(dct.begin(), dct.end(), dn);
+            LayerNormRowBackward(dn, s[kXhat2].template data_ptr<T>() + row * hidden,
+                                 s[kRstd2].template data_ptr<T>()[row], gain_c, hidden, dct.data());
+          }
+          T* dcp = dc_prev_p + b * hidden;
 #pragma omp simd
-                      for (int64_t j = 0; j < hidden; ++j) {
-                        const T d = dct[j] + dc_row[j];
-                        dx[j] = d * c[j] * sf[j] * (T(1) - sf[j]);
-                        dx[hidden + j] = d * tg[j] * si[j] * (T(1) - si[j]);
-                        dx[3 * hidden + j] = d * si[j] * (T(1) - tg[j] * tg[j]);
-                        dcp[j] = d * sf[j];
-                      }
-                      T* dzr = dz_all + row * width;
-                      if (ln) {
-                        LayerNormRowBackward(dx, s[kXhatH].template data_ptr<T>() + row * width,
-                                             s[kRstdH].template data_ptr<T>()[row], gain_h, width,
-                                             dzr);
-                      } else {
-                        std::copy(dx, dx + width, dzr);
-                      }
-                    }
-                  });
-                  gemm_h_t.Run(dz[t].narrow(0, r0, r1 - r0), 0, &dh_prev_rows, &scratch);
-                }
-              });
+          for (int64_t j = 0; j < hidden; ++j) {
+            const T d = dct[j] + dc_row[j];
+            dx[j] = d * c[j] * sf[j] * (T(1) - sf[j]);
+            dx[hidden + j] = d * tg[j] * si[j] * (T(1) - si[j]);
+            dx[3 * hidden + j] = d * si[j] * (T(1) - tg[j] * tg[j]);
+            dcp[j] = d * sf[j];
+          }
+          T* dzr = dz_all + row * width;
+          if (ln) {
+            LayerNormRowBackward(dx, s[kXhatH].template data_ptr<T>() + row * width,
+                                 s[kRstdH].template data_ptr<T>()[row], gain_h, width, dzr);
+          } else {
+            std::copy(dx, dx + width, dzr);
+          }
+        }
+      });
+      gemm_h_t.Run(dz[t].narrow(0, r0, r1 - r0), 0, &dh_prev_rows, &scratch);
+    }
+  };
+  RunTimeLoop(batch, steps, gemm_h_t.packed(), weight_bytes, time_loop);
   if (steps % 2 == 1) {
     std::swap(dh, dh_prev);
     std::swap(dc, dc_prev);
