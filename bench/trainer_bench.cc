@@ -4,21 +4,25 @@
 //   trainer_bench --cell gru --layer-norm --hidden 2000 --batch 100 --seq 200
 //
 // With --gemm blas,packed it times the recurrent matmuls on LibTorch's BLAS
-// and then on PackedGemm in the same process, one result each.
+// and then on PackedGemm in the same process, one result each; --row-groups
+// always,never likewise the time loop split by rows among the threads or
+// shared. With --alternate the choices switch step by step instead, for an
+// A/B comparison on a machine whose speed drifts.
 //
 // Prints step time, bytes/s, achieved GFLOP/s (6 flops per multiply-add of the
 // recurrent and output matmuls per symbol: 2 forward, 4 backward) and that
 // rate's share of the measured matmul rate, and peak memory.
 #include <sys/resource.h>
 
-#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <nlohmann/json.hpp>
 #include <vector>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include "worker/blas.h"
 #include "worker/packed_gemm.h"
@@ -166,13 +170,6 @@ int main(int argc, char** argv) {
     if (cuda) t.model()->flat_params().sum().item<float>();  // waits for the queue
   };
 
-  // The machine's rate drifts on a shared VM (110 to 324 GFLOP/s in one
-  // day, minutes apart), so on the CPU the best of a few products is
-  // measured before and after the timed steps: the best rate seen gives a
-  // conservative share that errs low. With --paired the mean rate over as
-  // long as a step is also measured before every timed step and after the
-  // last, and each step's share is taken against the mean of the two rates
-  // around it (paired).
   if (alternate) {
     // Warm-up steps for every variant, then rounds of all variants, in
     // reverse order every other round, so none always runs first.
@@ -230,6 +227,13 @@ int main(int argc, char** argv) {
     return 0;
   }
 
+  // The machine's rate drifts on a shared VM (110 to 324 GFLOP/s in one
+  // day, minutes apart), so on the CPU the best of a few products is
+  // measured before and after the timed steps: the best rate seen gives a
+  // conservative share that errs low. With --paired the mean rate over as
+  // long as a step is also measured before every timed step and after the
+  // last, and each step's share is taken against the mean of the two rates
+  // around it (paired).
   double matmul_gflops = 0;
   for (const auto& variant : variants) {
     const auto& [gemm, groups] = variant;
