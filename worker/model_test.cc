@@ -10,6 +10,7 @@
 #include "worker/init.h"
 #include "worker/packed_gemm.h"
 #include "worker/recurrence_fused.h"
+#include "worker/vector_isa.h"
 
 namespace ablate {
 namespace {
@@ -165,24 +166,31 @@ torch::Tensor ProblemLoss(GradProblem& p, Kernel kernel, const torch::Tensor& h0
 
 class CellGradient : public testing::TestWithParam<CellCase> {};
 
-// The fused kernels' variants: the AVX-512 copy (where the CPU has it) or the
-// baseline copy, and the time loops shared among two threads or split into
-// one group of rows per thread.
+// The fused kernels' variants: the widest copy of the pointwise passes (and
+// PackedGemm kernel) the CPU has, the same capped at AVX2, or the baseline
+// copy; and the time loops shared among two threads or split into one group
+// of rows per thread.
 struct Variant {
   bool wide;
   RowGroups groups;
+  VectorIsa cap = VectorIsa::kAvx512;
   std::string Name() const {
-    return std::string(wide ? "AVX-512 copy where the CPU has it" : "baseline copy") +
+    return std::string(!wide                       ? "baseline copy"
+                       : cap == VectorIsa::kAvx512 ? "widest copy the CPU has"
+                                                   : "copy capped at AVX2") +
            (groups == RowGroups::kAlways ? ", a group of rows per thread" : ", shared loops");
   }
 };
 const std::vector<Variant> kVariants = {{true, RowGroups::kNever},
                                         {false, RowGroups::kNever},
                                         {true, RowGroups::kAlways},
-                                        {false, RowGroups::kAlways}};
+                                        {false, RowGroups::kAlways},
+                                        {true, RowGroups::kNever, VectorIsa::kAvx2},
+                                        {true, RowGroups::kAlways, VectorIsa::kAvx2}};
 // In double the products run on LibTorch, and the loops are always shared.
 const std::vector<Variant> kDoubleVariants = {{true, RowGroups::kNever},
-                                              {false, RowGroups::kNever}};
+                                              {false, RowGroups::kNever},
+                                              {true, RowGroups::kNever, VectorIsa::kAvx2}};
 
 // Runs the fused kernels as `v` on two threads (LibTorch's default here is
 // one, which would never split the rows) until it goes out of scope.
@@ -191,11 +199,13 @@ class ScopedVariant {
   explicit ScopedVariant(const Variant& v) : threads_(at::get_num_threads()) {
     SetWideFusedKernels(v.wide);
     SetRowGroups(v.groups);
+    SetVectorIsaCap(v.cap);
     at::set_num_threads(2);
   }
   ~ScopedVariant() {
     SetWideFusedKernels(true);
     SetRowGroups(RowGroups::kAuto);
+    SetVectorIsaCap(VectorIsa::kAvx512);
     at::set_num_threads(threads_);
   }
 
@@ -309,21 +319,25 @@ TEST_P(CellGradient, RowGroupsDoNotChangeTheResultInFloat) {
     SetRowGroups(RowGroups::kAuto);
     return r;
   };
-  const bool packed = PackedGemm(torch::zeros({64, 64}), steps).packed();
-  for (int threads : {2, 3}) {
-    SCOPED_TRACE(std::to_string(threads) + " threads");
-    const Result shared = run(RowGroups::kNever, threads);
-    const Result grouped = run(RowGroups::kAlways, threads);
-    if (packed) {
-      EXPECT_TRUE(torch::equal(grouped.logits, shared.logits));
-      EXPECT_TRUE(torch::equal(grouped.h, shared.h));
-      EXPECT_TRUE(torch::equal(grouped.grads, shared.grads));
-    } else {  // LibTorch's BLAS may round a product of fewer rows differently
-      EXPECT_TRUE(torch::allclose(grouped.logits, shared.logits, 1e-5, 1e-6));
-      EXPECT_TRUE(torch::allclose(grouped.h, shared.h, 1e-5, 1e-6));
-      EXPECT_TRUE(torch::allclose(grouped.grads, shared.grads, 1e-4, 1e-6));
+  for (VectorIsa cap : {VectorIsa::kAvx512, VectorIsa::kAvx2}) {
+    for (int threads : {2, 3}) {
+      SCOPED_TRACE(std::to_string(threads) + " threads, ISA capped at " + VectorIsaName(cap));
+      SetVectorIsaCap(cap);
+      const bool packed = PackedGemm(torch::zeros({64, 64}), steps).packed();
+      const Result shared = run(RowGroups::kNever, threads);
+      const Result grouped = run(RowGroups::kAlways, threads);
+      SetVectorIsaCap(VectorIsa::kAvx512);
+      if (packed) {
+        EXPECT_TRUE(torch::equal(grouped.logits, shared.logits));
+        EXPECT_TRUE(torch::equal(grouped.h, shared.h));
+        EXPECT_TRUE(torch::equal(grouped.grads, shared.grads));
+      } else {  // LibTorch's BLAS may round a product of fewer rows differently
+        EXPECT_TRUE(torch::allclose(grouped.logits, shared.logits, 1e-5, 1e-6));
+        EXPECT_TRUE(torch::allclose(grouped.h, shared.h, 1e-5, 1e-6));
+        EXPECT_TRUE(torch::allclose(grouped.grads, shared.grads, 1e-4, 1e-6));
+      }
+      EXPECT_FALSE(grouped.h.isnan().any().item<bool>());
     }
-    EXPECT_FALSE(grouped.h.isnan().any().item<bool>());
   }
 }
 

@@ -2,13 +2,15 @@
 // matmuls: every timestep multiplies a [B, H] state by the same weight, and
 // with B ~100 rows OpenBLAS runs at about half its large-matrix rate, largely
 // because it repacks the weight at every call. PackedGemm packs the weight
-// once and runs an AVX-512 kernel over it.
+// once and runs an AVX-512 or an AVX2 kernel over it (vector_isa.h decides).
 #ifndef ABLATE_WORKER_PACKED_GEMM_H_
 #define ABLATE_WORKER_PACKED_GEMM_H_
 
 #include <torch/torch.h>
 
 #include <cstdint>
+
+#include "worker/vector_isa.h"
 
 namespace ablate {
 
@@ -20,9 +22,10 @@ bool PackedGemmEnabled();
 
 // c = beta * c + a * w for a fixed w ([K, N], any strides and dtype).
 //
-// The kernel runs when the CPU has AVX-512F, w is float32 on the CPU and it
-// will be used often enough; otherwise Run calls LibTorch (the gradient checks
-// run in double). The kernel computes every element of c on one thread,
+// The kernel runs when the CPU has AVX-512F or AVX2 with FMA (VectorIsaInUse),
+// w is float32 on the CPU and it will be used often enough; otherwise Run
+// calls LibTorch (the gradient checks run in double). Both kernels give the
+// same bits. The kernel computes every element of c on one thread,
 // summing over k in a fixed order, so its results do not depend on the thread
 // count. w must stay unchanged while the PackedGemm is in use; the
 // packed copy is taken at construction. Threads may call Run at once on
@@ -42,12 +45,16 @@ class PackedGemm {
   // calling thread.
   void Run(const torch::Tensor& a, double beta, torch::Tensor* c, torch::Tensor* scratch = nullptr);
 
-  // Whether Run uses the AVX-512 kernel.
-  bool packed() const { return packed_.defined(); }
+  // Whether Run uses a kernel of its own (AVX-512 or AVX2) rather than LibTorch.
+  bool packed() const { return isa_ != VectorIsa::kBaseline; }
+
+  // The kernel Run uses: kAvx512, kAvx2, or kBaseline for LibTorch.
+  VectorIsa isa() const { return isa_; }
 
  private:
   torch::Tensor w_;       // the original, for the LibTorch path
   torch::Tensor packed_;  // [panels, K, kPanelWidth] or undefined
+  VectorIsa isa_ = VectorIsa::kBaseline;
   torch::Tensor a_buffer_;
   int64_t k_ = 0, n_ = 0;
 };

@@ -11,21 +11,9 @@ namespace {
 
 // Rows per register tile: 12 x 32 accumulators take 24 of the 32 zmm
 // registers, leaving room for two w vectors and a broadcast of a.
-constexpr int64_t kMaxRows = 12;
-
-// Depth per pass over a panel: a 256 x 32 slice of w (32 KiB) stays in L1
-// while every row block of a runs over it.
-constexpr int64_t kDepthBlock = 256;
+static_assert(kMaxBlockRows == 12, "Tile<1> to Tile<12> below cover a row block");
 
 inline int64_t Min(int64_t a, int64_t b) { return a < b ? a : b; }
-
-// First row and row count of row block `block`.
-inline void RowBlock(int64_t m, int64_t block, int64_t* row0, int64_t* rows) {
-  const int64_t blocks = RowBlockCount(m);
-  const int64_t base = m / blocks, extra = m % blocks;
-  *row0 = block * base + Min(block, extra);
-  *rows = base + (block < extra ? 1 : 0);
-}
 
 // c tile [R, 32] (columns masked by m0, m1) = (first ? beta * c : c) + a * w
 // over `depth` steps; a is [depth][R], w is [depth][32] (loaded unaligned:
@@ -70,27 +58,11 @@ void Tile(int64_t depth, const float* a, const float* w, float* c, int64_t ldc, 
 
 using TileFn = void (*)(int64_t, const float*, const float*, float*, int64_t, __mmask16, __mmask16,
                         bool, float, const float*);
-constexpr TileFn kTiles[kMaxRows + 1] = {nullptr,  Tile<1>,  Tile<2>, Tile<3>, Tile<4>,
-                                         Tile<5>,  Tile<6>,  Tile<7>, Tile<8>, Tile<9>,
-                                         Tile<10>, Tile<11>, Tile<12>};
+constexpr TileFn kTiles[kMaxBlockRows + 1] = {nullptr,  Tile<1>,  Tile<2>, Tile<3>, Tile<4>,
+                                              Tile<5>,  Tile<6>,  Tile<7>, Tile<8>, Tile<9>,
+                                              Tile<10>, Tile<11>, Tile<12>};
 
 }  // namespace
-
-int64_t RowBlockCount(int64_t m) { return (m + kMaxRows - 1) / kMaxRows; }
-
-void PackRowBlock(const float* a, int64_t lda, int64_t m, int64_t depth, int64_t block,
-                  float* packed) {
-  int64_t row0, rows;
-  RowBlock(m, block, &row0, &rows);
-  float* out = packed + row0 * depth;
-  const float* src = a + row0 * lda;
-  // Writes in order and reads `rows` sequential streams: scattering each
-  // row's values `rows` floats apart took 1.6-1.9x as long (m 100, depth
-  // 2000 and 4000, alternating in one process).
-  for (int64_t k = 0; k < depth; ++k) {
-    for (int64_t r = 0; r < rows; ++r) out[k * rows + r] = src[r * lda + k];
-  }
-}
 
 void MultiplyPanels(const float* a_packed, int64_t m, int64_t depth, const float* w_packed,
                     int64_t n, int64_t panel_begin, int64_t panel_end, float beta, float* c,

@@ -1,8 +1,15 @@
-// The AVX-512 half of PackedGemm (packed_gemm.h), compiled with -mavx512f in
-// a file of its own so that nothing else in the build needs AVX-512. Callers
-// must check the CPU first. Plain pointers only: this header and its source
-// include no header with inline functions that the rest of the build shares,
-// so the linker can never pick an AVX-512 copy of them for other code.
+// The vector kernels of PackedGemm (packed_gemm.h): one for AVX-512 and one
+// for AVX2 with FMA, each compiled with its own flags in a file of its own so
+// that nothing else in the build needs those instructions. Callers must check
+// the CPU first (vector_isa.h). Plain pointers only: this header and the
+// kernels' sources include no header with inline functions that the rest of
+// the build shares, so the linker can never pick a wide copy of them for other
+// code; the packing and row-block helpers are compiled for baseline x86-64 in
+// packed_gemm.cc.
+//
+// Both kernels give bit-identical results: each element of c starts from
+// beta * c (or zero) and adds a[k] * w[k] with one fused multiply-add per k,
+// in order of k, whatever the vector width, thread or row block.
 #ifndef ABLATE_WORKER_PACKED_GEMM_KERNEL_H_
 #define ABLATE_WORKER_PACKED_GEMM_KERNEL_H_
 
@@ -11,24 +18,40 @@
 namespace ablate {
 namespace packed_gemm {
 
-// Columns per packed panel of w: two 16-float registers.
+// Columns per packed panel of w: two AVX-512 or four AVX2 registers.
 constexpr int64_t kPanelWidth = 32;
 
-// Number of row blocks the kernel splits M rows into (each at most 12 rows,
-// sizes differing by at most one).
+// Most rows per row block of a.
+constexpr int64_t kMaxBlockRows = 12;
+
+// Depth per pass over a panel: a 256 x 32 slice of w (32 KiB) stays close
+// (L1 or L2) while every row block of a runs over it.
+constexpr int64_t kDepthBlock = 256;
+
+// Number of row blocks the kernels split M rows into (each at most
+// kMaxBlockRows rows, sizes differing by at most one).
 int64_t RowBlockCount(int64_t m);
 
+// First row and row count of row block `block` of m rows.
+void RowBlock(int64_t m, int64_t block, int64_t* row0, int64_t* rows);
+
 // Packs row block `block` of a ([m, depth], leading dimension lda) into
-// `packed`, the buffer of m * depth floats that holds all of a's blocks.
+// `packed`, the buffer of m * depth floats that holds all of a's blocks:
+// block b's rows are stored depth-major ([depth][rows]) from row0 * depth.
 void PackRowBlock(const float* a, int64_t lda, int64_t m, int64_t depth, int64_t block,
                   float* packed);
 
 // For panels [panel_begin, panel_end) of the packed w ([panels, depth, 32]):
 // c[:, cols] = beta * c[:, cols] + a * w[:, cols], with a packed by
-// PackRowBlock, c [m, n] with leading dimension ldc.
+// PackRowBlock, c [m, n] with leading dimension ldc. The AVX-512 kernel.
 void MultiplyPanels(const float* a_packed, int64_t m, int64_t depth, const float* w_packed,
                     int64_t n, int64_t panel_begin, int64_t panel_end, float beta, float* c,
                     int64_t ldc);
+
+// The same with AVX2 and FMA, with the same results bit for bit.
+void MultiplyPanelsAvx2(const float* a_packed, int64_t m, int64_t depth, const float* w_packed,
+                        int64_t n, int64_t panel_begin, int64_t panel_end, float beta, float* c,
+                        int64_t ldc);
 
 }  // namespace packed_gemm
 }  // namespace ablate

@@ -4,11 +4,26 @@
 #include <gtest/gtest.h>
 
 #include <tuple>
+#include <vector>
 
 namespace ablate {
 namespace {
 
-bool KernelRuns() { return PackedGemm(torch::zeros({1, 1}), PackedGemm::kMinCallsToPack).packed(); }
+// The kernels this CPU can run, widest first.
+std::vector<VectorIsa> Kernels() {
+  std::vector<VectorIsa> kernels;
+  for (VectorIsa isa : {VectorIsa::kAvx512, VectorIsa::kAvx2}) {
+    if (CpuVectorIsa() >= isa) kernels.push_back(isa);
+  }
+  return kernels;
+}
+
+// Caps the ISA for as long as it lives.
+class ScopedIsaCap {
+ public:
+  explicit ScopedIsaCap(VectorIsa cap) { SetVectorIsaCap(cap); }
+  ~ScopedIsaCap() { SetVectorIsaCap(VectorIsa::kAvx512); }
+};
 
 // Largest |c - reference| relative to the rounding bound of a float sum of
 // k products and beta * c0, (k + 1) * eps * (|a| |w| + |beta c0|): within 1
@@ -35,7 +50,7 @@ void CheckProduct(int64_t m, int64_t k, int64_t n, double beta, bool transposed)
   torch::Tensor c = beta == 0 ? torch::full({m, n}, NAN) : c0.clone();
 
   PackedGemm gemm(w, PackedGemm::kMinCallsToPack);
-  EXPECT_TRUE(gemm.packed());
+  EXPECT_EQ(gemm.isa(), VectorIsaInUse());
   gemm.Run(a, beta, &c);
 
   const torch::Tensor beta_c0 = beta * c0.to(torch::kDouble);
@@ -46,15 +61,44 @@ void CheckProduct(int64_t m, int64_t k, int64_t n, double beta, bool transposed)
 class PackedGemmShapes : public testing::TestWithParam<std::tuple<int64_t, int64_t, int64_t>> {};
 
 TEST_P(PackedGemmShapes, MatchesTheProductInDouble) {
-  if (!KernelRuns()) GTEST_SKIP() << "no AVX-512 on this CPU";
+  if (Kernels().empty()) GTEST_SKIP() << "neither AVX-512 nor AVX2 on this CPU";
   const auto [m, k, n] = GetParam();
-  for (double beta : {0.0, 1.0, 0.5}) {
-    for (bool transposed : {false, true}) CheckProduct(m, k, n, beta, transposed);
+  for (VectorIsa isa : Kernels()) {
+    SCOPED_TRACE(VectorIsaName(isa));
+    ScopedIsaCap cap(isa);
+    for (double beta : {0.0, 1.0, 0.5}) {
+      for (bool transposed : {false, true}) CheckProduct(m, k, n, beta, transposed);
+    }
   }
 }
 
-// Rows around the 12-row tile (1, 7, 12, 13, 100, 101), depths around the
-// 256-deep block (1, 255, 257, 600) and widths around the 32-column panel.
+// The trainer's results must not depend on which kernel the CPU runs: every
+// element sums the same products in the same order with the same roundings.
+TEST_P(PackedGemmShapes, BothKernelsGiveTheSameBits) {
+  if (CpuVectorIsa() < VectorIsa::kAvx512) GTEST_SKIP() << "needs AVX-512 to compare with AVX2";
+  const auto [m, k, n] = GetParam();
+  torch::manual_seed(m + k + n);
+  const torch::Tensor a = torch::randn({m, k});
+  const torch::Tensor w = torch::randn({k, n});
+  const torch::Tensor c0 = torch::randn({m, n});
+  for (double beta : {0.0, 0.5}) {
+    SCOPED_TRACE(testing::Message() << "beta=" << beta);
+    std::vector<torch::Tensor> results;
+    for (VectorIsa isa : {VectorIsa::kAvx512, VectorIsa::kAvx2}) {
+      ScopedIsaCap cap(isa);
+      PackedGemm gemm(w, PackedGemm::kMinCallsToPack);
+      ASSERT_EQ(gemm.isa(), isa);
+      torch::Tensor c = c0.clone();
+      gemm.Run(a, beta, &c);
+      results.push_back(c);
+    }
+    EXPECT_TRUE(torch::equal(results[0], results[1]));
+  }
+}
+
+// Rows around the 12-row block and the AVX2 kernel's 6-row tiles (1, 7, 12,
+// 13, 100, 101), depths around the 256-deep block (1, 255, 257, 600) and
+// widths around the 32-column panel and its 16- and 8-column halves.
 INSTANTIATE_TEST_SUITE_P(EdgeSizes, PackedGemmShapes,
                          testing::Values(std::make_tuple(1, 1, 1), std::make_tuple(1, 64, 33),
                                          std::make_tuple(7, 1, 32), std::make_tuple(7, 255, 17),
@@ -64,8 +108,8 @@ INSTANTIATE_TEST_SUITE_P(EdgeSizes, PackedGemmShapes,
                                          std::make_tuple(100, 128, 384),
                                          std::make_tuple(32, 513, 31)));
 
-TEST(PackedGemm, ResultsDoNotDependOnTheThreadCount) {
-  if (!KernelRuns()) GTEST_SKIP() << "no AVX-512 on this CPU";
+// One product on 1, 2 and 3 threads: the same bits each time.
+void CheckThreadCounts() {
   torch::manual_seed(7);
   const torch::Tensor a = torch::randn({100, 700});
   const torch::Tensor w = torch::randn({900, 700}).t();
@@ -82,6 +126,15 @@ TEST(PackedGemm, ResultsDoNotDependOnTheThreadCount) {
   EXPECT_TRUE(torch::equal(one, three));
 }
 
+TEST(PackedGemm, ResultsDoNotDependOnTheThreadCount) {
+  if (Kernels().empty()) GTEST_SKIP() << "neither AVX-512 nor AVX2 on this CPU";
+  for (VectorIsa isa : Kernels()) {
+    SCOPED_TRACE(VectorIsaName(isa));
+    ScopedIsaCap cap(isa);
+    CheckThreadCounts();
+  }
+}
+
 TEST(PackedGemm, FallsBackToLibTorchForDouble) {
   torch::manual_seed(3);
   const torch::Tensor a = torch::randn({5, 9}, torch::kDouble);
@@ -96,6 +149,25 @@ TEST(PackedGemm, FallsBackToLibTorchForDouble) {
 TEST(PackedGemm, FewCallsUseLibTorchRatherThanPack) {
   const torch::Tensor w = torch::randn({64, 64});
   EXPECT_FALSE(PackedGemm(w, PackedGemm::kMinCallsToPack - 1).packed());
+}
+
+TEST(PackedGemm, BaselineCapUsesLibTorch) {
+  ScopedIsaCap cap(VectorIsa::kBaseline);
+  EXPECT_FALSE(PackedGemm(torch::zeros({64, 64}), PackedGemm::kMinCallsToPack).packed());
+}
+
+TEST(VectorIsa, NamesRoundTripAndUnknownNamesAreRejected) {
+  for (VectorIsa isa : {VectorIsa::kAvx512, VectorIsa::kAvx2, VectorIsa::kBaseline}) {
+    VectorIsa parsed = VectorIsa::kBaseline;
+    EXPECT_TRUE(ParseVectorIsa(VectorIsaName(isa), &parsed));
+    EXPECT_EQ(parsed, isa);
+  }
+  VectorIsa untouched = VectorIsa::kAvx2;
+  EXPECT_FALSE(ParseVectorIsa("sse9", &untouched));
+  EXPECT_EQ(untouched, VectorIsa::kAvx2);
+  ScopedIsaCap cap(VectorIsa::kAvx2);
+  EXPECT_LE(VectorIsaInUse(), VectorIsa::kAvx2);
+  EXPECT_LE(VectorIsaInUse(), CpuVectorIsa());
 }
 
 TEST(PackedGemm, CanBeTurnedOff) {

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "worker/packed_gemm.h"
+#include "worker/vector_isa.h"
 
 namespace ablate {
 
@@ -34,40 +35,46 @@ int64_t RowGrain(int64_t width) {
 }
 
 // The build targets baseline x86-64, where the `omp simd` loops below run
-// 4 floats wide (SSE2). On a CPU with AVX-512, ParallelRows runs each body
-// inlined (flatten) into a copy compiled for AVX-512, 16 floats wide: in a
-// seed-size step the pointwise passes fell from 7.3% to 5.2% of the time.
-// Only that copy has AVX-512 code: everything it calls inline is inlined,
-// nothing is emitted out of line for other code to pick up. The file is
-// built with -ffp-contract=off, so both copies round every element the same
-// way; only the order of the sums inside a layer norm follows the vector
-// width, so a curve on such a CPU differs in its last bits from one on a
-// CPU without it (as OpenBLAS's kernels already make it).
+// 4 floats wide (SSE2). On a CPU with AVX-512 (or AVX2), ParallelRows runs
+// each body inlined (flatten) into a copy compiled for it, 16 (or 8) floats
+// wide: in a seed-size step the AVX-512 copy took the pointwise passes from
+// 7.3% to 5.2% of the time. Only those copies have the wider code:
+// everything they call inline is inlined, nothing is emitted out of line for
+// other code to pick up. The file is built with -ffp-contract=off, so every
+// copy rounds every element the same way; only the order of the sums inside
+// a layer norm follows the vector width, so a curve on such a CPU differs in
+// its last bits from one on a CPU without it (as OpenBLAS's kernels already
+// make it). vector_isa.h's cap chooses among the copies as it does for
+// PackedGemm's kernels.
 std::atomic<bool> g_wide_enabled{true};
 
 #if defined(__x86_64__) && defined(__GNUC__)
-bool UseWide() {
-  static const bool has = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") != 0;
-  }();
-  return has && g_wide_enabled.load(std::memory_order_relaxed);
+template <typename Body>
+__attribute__((target("avx512f"), flatten)) void RunAvx512(const Body& body, int64_t begin,
+                                                           int64_t end) {
+  body(begin, end);
 }
 
 template <typename Body>
-__attribute__((target("avx512f"), flatten)) void RunWide(const Body& body, int64_t begin,
-                                                         int64_t end) {
+__attribute__((target("avx2"), flatten)) void RunAvx2(const Body& body, int64_t begin,
+                                                      int64_t end) {
   body(begin, end);
 }
 #endif
 
-// at::parallel_for over rows [begin, end), on the widest vectors the CPU
-// has. Inside a row group (RunTimeLoop) it runs on the calling thread.
+// at::parallel_for over rows [begin, end), on the widest vectors allowed.
+// Inside a row group (RunTimeLoop) it runs on the calling thread.
 template <typename Body>
 void ParallelRows(int64_t begin, int64_t end, int64_t grain, const Body& body) {
 #if defined(__x86_64__) && defined(__GNUC__)
-  if (UseWide()) {
-    at::parallel_for(begin, end, grain, [&](int64_t b, int64_t e) { RunWide(body, b, e); });
+  const VectorIsa isa =
+      g_wide_enabled.load(std::memory_order_relaxed) ? VectorIsaInUse() : VectorIsa::kBaseline;
+  if (isa == VectorIsa::kAvx512) {
+    at::parallel_for(begin, end, grain, [&](int64_t b, int64_t e) { RunAvx512(body, b, e); });
+    return;
+  }
+  if (isa == VectorIsa::kAvx2) {
+    at::parallel_for(begin, end, grain, [&](int64_t b, int64_t e) { RunAvx2(body, b, e); });
     return;
   }
 #endif

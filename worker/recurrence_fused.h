@@ -21,9 +21,10 @@ struct FusedGrads {
   torch::Tensor xg, h0, c0, w_h, w_hc, ln_h_gain, ln_h_shift, ln_2_gain, ln_2_shift;
 };
 
-// Whether the pointwise passes may run their AVX-512 copy on a CPU that has
-// it (default yes). Tests turn it off to cover the baseline copy, which is
-// what CPUs without AVX-512 run. Read at every pass; set it between them.
+// Whether the pointwise passes may run their AVX-512 or AVX2 copy (default
+// yes; which one follows VectorIsaInUse). Tests turn it off to cover the
+// baseline copy, which is what CPUs without AVX2 run. Read at every pass; set
+// it between them.
 void SetWideFusedKernels(bool enabled);
 
 // Whether the time loops give each thread its own group of batch rows (see
