@@ -15,6 +15,30 @@ static_assert(kMaxBlockRows == 12, "Tile<1> to Tile<12> below cover a row block"
 
 inline int64_t Min(int64_t a, int64_t b) { return a < b ? a : b; }
 
+// acc += a * w over `depth` steps (see Tile), with the prefetch decided
+// outside the loop and the loop unrolled: fewer instructions per step of 24
+// fused multiply-adds.
+template <int R, bool kPrefetch>
+__attribute__((always_inline)) inline void Accumulate(int64_t depth, const float* a,
+                                                      const float* w, const float* next,
+                                                      __m512* acc0, __m512* acc1) {
+#pragma GCC unroll 4
+  for (int64_t k = 0; k < depth; ++k) {
+    if (kPrefetch) {
+      _mm_prefetch(reinterpret_cast<const char*>(next + k * kPanelWidth), _MM_HINT_T1);
+      _mm_prefetch(reinterpret_cast<const char*>(next + k * kPanelWidth + 16), _MM_HINT_T1);
+    }
+    const __m512 w0 = _mm512_loadu_ps(w + k * kPanelWidth);
+    const __m512 w1 = _mm512_loadu_ps(w + k * kPanelWidth + 16);
+#pragma GCC unroll 12
+    for (int r = 0; r < R; ++r) {
+      const __m512 av = _mm512_set1_ps(a[k * R + r]);
+      acc0[r] = _mm512_fmadd_ps(av, w0, acc0[r]);
+      acc1[r] = _mm512_fmadd_ps(av, w1, acc1[r]);
+    }
+  }
+}
+
 // c tile [R, 32] (columns masked by m0, m1) = (first ? beta * c : c) + a * w
 // over `depth` steps; a is [depth][R], w is [depth][32] (loaded unaligned:
 // free on aligned data, and correct whatever the allocator returns).
@@ -35,19 +59,10 @@ void Tile(int64_t depth, const float* a, const float* w, float* c, int64_t ldc, 
       acc1[r] = _mm512_mul_ps(scale, _mm512_maskz_loadu_ps(m1, c + r * ldc + 16));
     }
   }
-  for (int64_t k = 0; k < depth; ++k) {
-    if (next != nullptr) {
-      _mm_prefetch(reinterpret_cast<const char*>(next + k * kPanelWidth), _MM_HINT_T1);
-      _mm_prefetch(reinterpret_cast<const char*>(next + k * kPanelWidth + 16), _MM_HINT_T1);
-    }
-    const __m512 w0 = _mm512_loadu_ps(w + k * kPanelWidth);
-    const __m512 w1 = _mm512_loadu_ps(w + k * kPanelWidth + 16);
-#pragma GCC unroll 12
-    for (int r = 0; r < R; ++r) {
-      const __m512 av = _mm512_set1_ps(a[k * R + r]);
-      acc0[r] = _mm512_fmadd_ps(av, w0, acc0[r]);
-      acc1[r] = _mm512_fmadd_ps(av, w1, acc1[r]);
-    }
+  if (next != nullptr) {
+    Accumulate<R, true>(depth, a, w, next, acc0, acc1);
+  } else {
+    Accumulate<R, false>(depth, a, w, next, acc0, acc1);
   }
 #pragma GCC unroll 12
   for (int r = 0; r < R; ++r) {
