@@ -6,7 +6,8 @@
 // With --gemm blas,packed it times the recurrent matmuls on LibTorch's BLAS
 // and then on PackedGemm in the same process, one result each; --row-groups
 // always,never likewise the time loop split by rows among the threads or
-// shared. With --alternate the choices switch step by step instead, for an
+// shared; --isa avx512,avx2,baseline the trainer's own kernels capped at each
+// vector width. With --alternate the choices switch step by step instead, for an
 // A/B comparison on a machine whose speed drifts.
 //
 // Prints step time, bytes/s, achieved GFLOP/s (6 flops per multiply-add of the
@@ -14,21 +15,21 @@
 // rate's share of the measured matmul rate, and peak memory.
 #include <sys/resource.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <vector>
-
-#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
+#include <vector>
 
 #include "worker/blas.h"
 #include "worker/packed_gemm.h"
 #include "worker/recurrence_fused.h"
 #include "worker/text8.h"
 #include "worker/trainer.h"
+#include "worker/vector_isa.h"
 
 namespace {
 
@@ -105,24 +106,41 @@ int main(int argc, char** argv) {
                  "after every --gemm choice")
       ->delimiter(',')
       ->check(CLI::IsMember({"auto", "always", "never"}));
+  std::vector<std::string> isas = {"auto"};
+  app.add_option("--isa", isas,
+                 "Cap the vector instructions of the trainer's own kernels at avx512, avx2 or "
+                 "baseline, or not (auto: ABLATE_ISA decides); with OPENBLAS_CORETYPE=Haswell an "
+                 "AVX-512 machine then runs what an AVX2 machine runs. A list runs each in turn, "
+                 "after every --row-groups choice")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"auto", "avx512", "avx2", "baseline"}));
   bool alternate = false;
-  app.add_flag("--alternate", alternate,
-               "With several --gemm or --row-groups choices: switch between them step by step "
-               "on one trainer (A B B A A B ...; --steps each) and print each one's median "
-               "step time and its ratio to the first's, so that a machine's drift falls on all "
-               "of them alike");
+  app.add_flag(
+      "--alternate", alternate,
+      "With several --gemm, --row-groups or --isa choices: switch between them step by step "
+      "on one trainer (A B B A A B ...; --steps each) and print each one's median "
+      "step time and its ratio to the first's, so that a machine's drift falls on all "
+      "of them alike");
   CLI11_PARSE(app, argc, argv);
-  std::vector<std::pair<std::string, std::string>> variants;  // (gemm, row groups)
+  struct Variant {
+    std::string gemm, groups, isa;
+  };
+  std::vector<Variant> variants;
   for (const std::string& gemm : gemms) {
-    for (const std::string& groups : row_groups) variants.emplace_back(gemm, groups);
+    for (const std::string& groups : row_groups) {
+      for (const std::string& isa : isas) variants.push_back({gemm, groups, isa});
+    }
   }
   const int64_t rounds = static_cast<int64_t>(variants.size());
-  auto apply = [](const std::pair<std::string, std::string>& variant) {
-    const auto& [gemm, groups] = variant;
-    if (gemm != "auto") ablate::SetPackedGemmEnabled(gemm == "packed");
-    ablate::SetRowGroups(groups == "always"  ? ablate::RowGroups::kAlways
-                         : groups == "never" ? ablate::RowGroups::kNever
-                                             : ablate::RowGroups::kAuto);
+  const ablate::VectorIsa isa_in_use = ablate::VectorIsaInUse();  // ABLATE_ISA's cap, if any
+  auto apply = [&](const Variant& variant) {
+    if (variant.gemm != "auto") ablate::SetPackedGemmEnabled(variant.gemm == "packed");
+    ablate::SetRowGroups(variant.groups == "always"  ? ablate::RowGroups::kAlways
+                         : variant.groups == "never" ? ablate::RowGroups::kNever
+                                                     : ablate::RowGroups::kAuto);
+    ablate::VectorIsa cap = isa_in_use;
+    if (variant.isa != "auto") ablate::ParseVectorIsa(variant.isa, &cap);
+    ablate::SetVectorIsaCap(cap);
   };
 
   const int used_threads = ablate::ConfigureThreads(threads);
@@ -196,8 +214,9 @@ int main(int argc, char** argv) {
       std::sort(sorted.begin(), sorted.end());
       const double median = sorted[sorted.size() / 2];
       if (v == 0) first = median;
-      rows.push_back({{"gemm", variants[v].first},
-                      {"row_groups", variants[v].second},
+      rows.push_back({{"gemm", variants[v].gemm},
+                      {"row_groups", variants[v].groups},
+                      {"isa", variants[v].isa},
                       {"step_seconds", median},
                       {"step_seconds_min", sorted.front()},
                       {"step_seconds_each", times[v]},
@@ -219,10 +238,11 @@ int main(int argc, char** argv) {
                 layer_norm ? "+ln" : "", (long long)hidden, (long long)batch, (long long)seq,
                 used_threads, steps);
     for (const auto& row : rows) {
-      std::printf("  gemm %-6s row groups %-6s  median %.4f s (min %.4f)  %.3fx the first\n",
-                  row["gemm"].get<std::string>().c_str(),
-                  row["row_groups"].get<std::string>().c_str(), row["step_seconds"].get<double>(),
-                  row["step_seconds_min"].get<double>(), row["relative_to_first"].get<double>());
+      std::printf(
+          "  gemm %-6s row groups %-6s isa %-8s  median %.4f s (min %.4f)  %.3fx the first\n",
+          row["gemm"].get<std::string>().c_str(), row["row_groups"].get<std::string>().c_str(),
+          row["isa"].get<std::string>().c_str(), row["step_seconds"].get<double>(),
+          row["step_seconds_min"].get<double>(), row["relative_to_first"].get<double>());
     }
     return 0;
   }
@@ -236,7 +256,7 @@ int main(int argc, char** argv) {
   // around it (paired).
   double matmul_gflops = 0;
   for (const auto& variant : variants) {
-    const auto& [gemm, groups] = variant;
+    const std::string& groups = variant.groups;
     apply(variant);
     const char* gemm_used = ablate::PackedGemmEnabled() ? "packed" : "blas";
     double last_seconds = 0;
@@ -286,6 +306,7 @@ int main(int argc, char** argv) {
         {"kernel", t.kernel() == ablate::Kernel::kFused ? "fused" : "reference"},
         {"blas", ablate::BlasCoreName()},
         {"gemm", gemm_used},
+        {"isa", ablate::VectorIsaName(ablate::VectorIsaInUse())},
         {"row_groups", groups},
         {"parameters", t.model()->parameter_count()},
         {"step_seconds", median},
@@ -308,11 +329,11 @@ int main(int argc, char** argv) {
     }
     std::printf(
         "%s%s H=%lld B=%lld T=%lld V=%lld on %s (%d threads, %s kernel, BLAS %s, %s GEMM, "
-        "row groups %s)\n",
+        "%s vectors, row groups %s)\n",
         cell.c_str(), layer_norm ? "+ln" : "", (long long)hidden, (long long)batch, (long long)seq,
         (long long)vocab, t.device().str().c_str(), used_threads,
         result["kernel"].get<std::string>().c_str(), ablate::BlasCoreName().c_str(), gemm_used,
-        groups.c_str());
+        ablate::VectorIsaName(ablate::VectorIsaInUse()), groups.c_str());
     std::printf("  step      %.4f s (median of %d, min %.4f)\n", median, steps, times.front());
     std::printf("  bytes/s   %.0f\n", bytes_per_step / median);
     std::printf("  achieved  %.1f GFLOP/s\n", gflops);
