@@ -18,7 +18,8 @@ using testing::WriteFile;
 
 std::string Config(const std::string& corpus, const std::string& cell, int steps) {
   return "data: {path: " + corpus + "}\nmodel: {cell: " + cell +
-         ", layer_norm: true, hidden: 24, vocab: 27}\ntrain: {batch: 4, seq: 16, lr: 0.003, steps: " +
+         ", layer_norm: true, hidden: 24, vocab: 27}\ntrain: {batch: 4, seq: 16, lr: 0.003, "
+         "steps: " +
          std::to_string(steps) + ", log_every: 3, eval_every: 4, seed: 9}\n";
 }
 
@@ -33,8 +34,13 @@ TEST(TrainCommand, ResumingInANewProcessGivesBitIdenticalLosses) {
   WriteFile(dir.File("corpus.txt"), testing::EnglishText8(13));
   for (const std::string cell : {"lstm", "gru", "mgu"}) {
     WriteFile(dir.File("run.yaml"), Config(dir.File("corpus.txt"), cell, 14));
-    const std::vector<std::string> base = {Binary("ablate-worker"), "train", dir.File("run.yaml"),
-                                           "--format", "json", "--threads", "2"};
+    const std::vector<std::string> base = {Binary("ablate-worker"),
+                                           "train",
+                                           dir.File("run.yaml"),
+                                           "--format",
+                                           "json",
+                                           "--threads",
+                                           "2"};
     auto straight = RunCommand(base, dir.path());
     ASSERT_EQ(straight.exit_code, 0) << straight.err;
 
@@ -71,6 +77,37 @@ TEST(TrainCommand, ResumingInANewProcessGivesBitIdenticalLosses) {
   }
 }
 
+// ABLATE_ISA caps the trainer's own kernels, as on an older CPU: the start
+// line names the vectors in use, the curve stays the same but for the last
+// bits of the layer-norm sums, and a value it does not know is named and
+// ignored.
+TEST(TrainCommand, VectorIsaCapIsNamedAndKeepsTheCurve) {
+  TempDir dir;
+  WriteFile(dir.File("corpus.txt"), testing::EnglishText8(13));
+  WriteFile(dir.File("run.yaml"), Config(dir.File("corpus.txt"), "gru", 8));
+  const std::vector<std::string> argv = {
+      Binary("ablate-worker"), "train", dir.File("run.yaml"), "--format", "json", "--threads", "2"};
+  auto widest = RunCommand(argv, dir.path());
+  ASSERT_EQ(widest.exit_code, 0) << widest.err;
+  const bool has_avx2 = widest.err.find("fused (baseline)") == std::string::npos;
+  for (const std::string isa : {"avx2", "baseline"}) {
+    SCOPED_TRACE(isa);
+    auto capped = RunCommand(argv, dir.path(), std::chrono::seconds(120), {{"ABLATE_ISA", isa}});
+    ASSERT_EQ(capped.exit_code, 0) << capped.err;
+    const std::string expected = has_avx2 || isa == "baseline" ? isa : "baseline";
+    EXPECT_NE(capped.err.find("fused (" + expected + ")"), std::string::npos) << capped.err;
+    std::vector<json> a = JsonLines(widest.out), b = JsonLines(capped.out);
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i) {
+      if (!a[i].contains("train_bpc")) continue;
+      EXPECT_NEAR(b[i]["train_bpc"].get<double>(), a[i]["train_bpc"].get<double>(), 1e-4);
+    }
+  }
+  auto unknown = RunCommand(argv, dir.path(), std::chrono::seconds(120), {{"ABLATE_ISA", "sse9"}});
+  EXPECT_EQ(unknown.exit_code, 0) << unknown.err;
+  EXPECT_NE(unknown.err.find("ignoring ABLATE_ISA=sse9"), std::string::npos) << unknown.err;
+}
+
 TEST(TrainCommand, BadInputIsOneLineNamingTheSettingAndNothingIsWritten) {
   TempDir dir;
   WriteFile(dir.File("corpus.txt"), testing::EnglishText8(13));
@@ -86,17 +123,22 @@ TEST(TrainCommand, BadInputIsOneLineNamingTheSettingAndNothingIsWritten) {
       {"init", "data: {path: " + corpus + "}\nmodel: {init: glorot}\n", {}, "glorot"},
       {"hidden", "data: {path: " + corpus + "}\nmodel: {hidden: 0}\n", {}, "model.hidden"},
       {"batch", "data: {path: " + corpus + "}\ntrain: {batch: 100000000}\n", {}, "train.batch"},
-      {"short", "data: {path: " + corpus + "}\nmodel: {vocab: 27}\ntrain: {batch: 5000, seq: 100}\n",
-       {}, "needs at least"},
-      {"alphabet", "data: {path: " + dir.File("caps.txt") + "}\nmodel: {vocab: 27}\n", {},
+      {"short",
+       "data: {path: " + corpus + "}\nmodel: {vocab: 27}\ntrain: {batch: 5000, seq: 100}\n",
+       {},
+       "needs at least"},
+      {"alphabet",
+       "data: {path: " + dir.File("caps.txt") + "}\nmodel: {vocab: 27}\n",
+       {},
        "0x43 'C'"},
       {"missing", "data: {path: " + dir.File("absent.txt") + "}\n", {}, "absent.txt"},
-      {"data dir", "data: {corpus: text8}\n", {"--data-dir", dir.File("no/such/dir")},
-       "no/such"},
+      {"data dir", "data: {corpus: text8}\n", {"--data-dir", dir.File("no/such/dir")}, "no/such"},
       {"checkpoint",
-       "data: {path: " + corpus + "}\nmodel: {hidden: 8, vocab: 27}\ntrain: {batch: 2, seq: 8, "
-       "steps: 4}\n",
-       {"--stop-at", "2", "--checkpoint", dir.File("nowhere/ckpt")}, "nowhere"},
+       "data: {path: " + corpus +
+           "}\nmodel: {hidden: 8, vocab: 27}\ntrain: {batch: 2, seq: 8, "
+           "steps: 4}\n",
+       {"--stop-at", "2", "--checkpoint", dir.File("nowhere/ckpt")},
+       "nowhere"},
       {"device", "data: {path: " + corpus + "}\n", {"--device", "cuda:3"}, "cuda:3"},
   };
   for (const Case& c : cases) {
@@ -115,14 +157,14 @@ TEST(TrainCommand, BadInputIsOneLineNamingTheSettingAndNothingIsWritten) {
 TEST(DataPrepare, TurnsTextIntoText8Format) {
   TempDir dir;
   WriteFile(dir.File("in.html"), "<p>In 1999, <b>GRU</b> &amp; LSTM cells!</p>\n");
-  auto r = RunCommand({Binary("ablate-worker"), "data", "prepare", dir.File("in.html"),
-                dir.File("out.txt")},
-               dir.path());
+  auto r = RunCommand(
+      {Binary("ablate-worker"), "data", "prepare", dir.File("in.html"), dir.File("out.txt")},
+      dir.path());
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(testing::ReadFile(dir.File("out.txt")), " in one nine nine nine gru lstm cells");
-  auto missing = RunCommand({Binary("ablate-worker"), "data", "prepare", dir.File("absent"),
-                      dir.File("out2.txt")},
-                     dir.path());
+  auto missing = RunCommand(
+      {Binary("ablate-worker"), "data", "prepare", dir.File("absent"), dir.File("out2.txt")},
+      dir.path());
   EXPECT_NE(missing.exit_code, 0);
   EXPECT_NE(missing.err.find("absent"), std::string::npos);
   EXPECT_FALSE(std::filesystem::exists(dir.File("out2.txt")));

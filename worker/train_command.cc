@@ -1,5 +1,6 @@
 #include "worker/train_command.h"
 
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -7,14 +8,13 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
-
-#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "common/spec.h"
 #include "worker/blas.h"
 #include "worker/text8_fetch.h"
 #include "worker/trainer.h"
+#include "worker/vector_isa.h"
 
 namespace ablate {
 
@@ -68,24 +68,25 @@ class PrintingListener : public TrainerListener {
     last_ = progress;
     if (!bar_) return;
     const auto now = std::chrono::steady_clock::now();
-    if (now - last_draw_ < std::chrono::milliseconds(100) && progress.step != progress.steps_total) {
+    if (now - last_draw_ < std::chrono::milliseconds(100) &&
+        progress.step != progress.steps_total) {
       return;
     }
     last_draw_ = now;
     constexpr int kWidth = 30;
-    const int filled = static_cast<int>(kWidth * progress.step / std::max<int64_t>(1, progress.steps_total));
+    const int filled =
+        static_cast<int>(kWidth * progress.step / std::max<int64_t>(1, progress.steps_total));
     std::string bar(filled, '#');
     bar.resize(kWidth, '.');
     std::fprintf(stderr, "\r[%s] %lld/%lld steps  %s B/s  ETA %s  bpc %.3f\033[K", bar.c_str(),
-                 static_cast<long long>(progress.step), static_cast<long long>(progress.steps_total),
+                 static_cast<long long>(progress.step),
+                 static_cast<long long>(progress.steps_total),
                  FormatRate(progress.bytes_per_s).c_str(),
                  FormatDuration(progress.eta_seconds).c_str(), progress.train_bpc);
     drawn_ = true;
   }
 
-  bool ShouldStop() override {
-    return g_interrupted || (stop_at_ > 0 && last_.step >= stop_at_);
-  }
+  bool ShouldStop() override { return g_interrupted || (stop_at_ > 0 && last_.step >= stop_at_); }
 
   void ClearBar() {
     if (drawn_) std::fprintf(stderr, "\r\033[K");
@@ -126,8 +127,8 @@ StatusOr<std::string> ResolveCorpus(const DataConfig& data, const std::string& d
 
 int RunTrainCommand(const TrainCommandOptions& options) {
   if (options.format != "table" && options.format != "json") {
-    return Fail(Status::InvalidArgument("--format: \"" + options.format +
-                                        "\" is not table or json"));
+    return Fail(
+        Status::InvalidArgument("--format: \"" + options.format + "\" is not table or json"));
   }
   TrainerOptions trainer_options;
   trainer_options.device = options.device;
@@ -161,7 +162,10 @@ int RunTrainCommand(const TrainCommandOptions& options) {
                CellName(m.cell), m.layer_norm ? "+ln" : "", InitName(m.init),
                static_cast<long long>(m.hidden), static_cast<long long>(m.vocab),
                static_cast<long long>(t.model()->parameter_count()), t.device().str().c_str(),
-               threads, t.kernel() == Kernel::kFused ? "fused" : "reference",
+               threads,
+               t.kernel() == Kernel::kFused
+                   ? fmt::format("fused ({})", VectorIsaName(VectorIsaInUse())).c_str()
+                   : "reference",
                t.step() > 0 ? fmt::format(", resumed at step {}", t.step()).c_str() : "",
                blas.empty() ? "" : (", OpenBLAS " + blas).c_str());
   if (t.device().is_cpu()) {
