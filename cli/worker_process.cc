@@ -98,8 +98,17 @@ StatusOr<CommandOutput> RunWithInput(const std::vector<std::string>& argv,
   std::vector<char*> args;
   for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
   args.push_back(nullptr);
+  // The child's environment: ours, and our pid, so that it can tell when it
+  // has outlived us (see the header).
+  const std::string parent = "ABLATE_PARENT_PID=" + std::to_string(getpid());
+  std::vector<char*> env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    if (std::strncmp(*e, "ABLATE_PARENT_PID=", 18) != 0) env.push_back(*e);
+  }
+  env.push_back(const_cast<char*>(parent.c_str()));
+  env.push_back(nullptr);
   pid_t pid = -1;
-  const int spawn_error = posix_spawn(&pid, args[0], &actions, nullptr, args.data(), environ);
+  const int spawn_error = posix_spawn(&pid, args[0], &actions, nullptr, args.data(), env.data());
   posix_spawn_file_actions_destroy(&actions);
   if (spawn_error != 0) {
     return Status::Internal("cannot start " + argv[0] + ": " + std::strerror(spawn_error));

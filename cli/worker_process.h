@@ -22,8 +22,11 @@ struct CommandOutput {
 
 // Runs argv (argv[0] a path) to completion with `input` on its stdin, and
 // returns what it printed. Output is buffered in memory files, so a child
-// that writes much before reading its input cannot block. Errors: the
-// program could not be started.
+// that writes much before reading its input cannot block. The child's
+// environment adds ABLATE_PARENT_PID (this process's pid): `ablate-worker
+// time-steps` uses it to stop when this process dies, which a SIGTERM sent to
+// this process alone would otherwise leave running. Errors: the program could
+// not be started.
 StatusOr<CommandOutput> RunWithInput(const std::vector<std::string>& argv,
                                      const std::string& input);
 

@@ -8,19 +8,20 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <set>
+#include <sstream>
 #include <thread>
 
+#include "common/model_size.h"
 #include "tests/support/corpus.h"
 #include "tests/support/process.h"
 #include "tests/support/sqlite_query.h"
-#include "common/model_size.h"
 #include "worker/text8.h"
 
 namespace ablate {
 namespace {
 
-using testing::BinDir;
 using testing::Binary;
+using testing::BinDir;
 using testing::Process;
 using testing::QueryInt;
 using testing::ReadFile;
@@ -201,8 +202,8 @@ std::string AblateBeside(const TempDir& dir, const std::string& worker = "") {
 TEST(Launch, DryRunFindsTheWorkerOnPathWhenNoneIsBesideIt) {
   Workspace ws;
   const std::string ablate = AblateBeside(ws.dir);
-  const std::vector<std::string> args = {ablate,        "launch", ws.spec, "--dry-run",
-                                         "--threads",   "1",      "--format", "json"};
+  const std::vector<std::string> args = {ablate,      "launch", ws.spec,    "--dry-run",
+                                         "--threads", "1",      "--format", "json"};
   RunResult alone = RunCommand(args, ws.logs, std::chrono::seconds(120), {{"PATH", ""}});
   EXPECT_NE(alone.exit_code, 0);
   EXPECT_EQ(testing::Lines(alone.err).size(), 1u) << alone.err;
@@ -244,6 +245,72 @@ TEST(Launch, DryRunNamesAWorkerThatFailsOrAnswersNonsense) {
               std::string::npos)
         << r.err;
   }
+}
+
+// The pids of `parent`'s children whose command line contains `word`.
+std::vector<pid_t> ChildrenRunning(pid_t parent, const std::string& word) {
+  std::vector<pid_t> children;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    // The parent is the second field after the command name, which is in
+    // parentheses and may hold spaces.
+    const std::string stat = testing::ReadFile(entry.path().string() + "/stat");
+    const size_t close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream fields(stat.substr(close + 1));
+    std::string state;
+    long ppid = 0;
+    if (!(fields >> state >> ppid) || ppid != parent) continue;
+    std::string cmdline = testing::ReadFile(entry.path().string() + "/cmdline");
+    std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');
+    if (cmdline.find(word) != std::string::npos) children.push_back(std::stoi(name));
+  }
+  return children;
+}
+
+// Whether `pid` has exited (a zombie nobody reaped counts).
+bool Exited(pid_t pid) {
+  const std::string stat = testing::ReadFile("/proc/" + std::to_string(pid) + "/stat");
+  const size_t close = stat.rfind(')');
+  return close == std::string::npos || stat.compare(close + 1, 3, " Z ") == 0;
+}
+
+template <typename Predicate>
+bool WaitUntil(Predicate done, std::chrono::seconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return true;
+}
+
+// A dry run times steps in an ablate-worker child for up to minutes; a
+// SIGTERM sent to the CLI alone (not its process group, as Ctrl-C does) must
+// not leave that child running for nobody.
+TEST(Launch, DryRunsTimingChildDoesNotOutliveTheCli) {
+  Workspace ws;
+  WriteFile(ws.dir.File("seed.yaml"), "name: seed\ndata: {path: " + ws.dir.File("corpus.txt") +
+                                          "}\nmodel: {hidden: 2000, vocab: 256}\n"
+                                          "train: {batch: 100, seq: 200, steps: 100}\n" +
+                                          std::string(kGrid));
+  Process cli("dry-run",
+              {Binary("ablate"), "launch", ws.dir.File("seed.yaml"), "--dry-run", "--threads", "1"},
+              ws.logs);
+  std::vector<pid_t> timing;
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        timing = ChildrenRunning(cli.pid(), "time-steps");
+        return !timing.empty() || !cli.running();
+      },
+      std::chrono::seconds(30)));
+  ASSERT_EQ(timing.size(), 1u) << cli.Stderr();
+  cli.Signal(SIGTERM);
+  EXPECT_EQ(cli.Wait(std::chrono::seconds(10)), 128 + SIGTERM) << cli.Stderr();
+  // Timing the 6 shapes takes about 10 s here; the child should go at once.
+  EXPECT_TRUE(WaitUntil([&] { return Exited(timing[0]); }, std::chrono::seconds(3)))
+      << "ablate-worker time-steps (pid " << timing[0] << ") outlived the CLI";
 }
 
 TEST(Launch, DryRunOnADeviceThisMachineLacksSaysSo) {

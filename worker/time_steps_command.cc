@@ -1,6 +1,11 @@
 #include "worker/time_steps_command.h"
 
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <iostream>
 #include <iterator>
@@ -35,6 +40,17 @@ StatusOr<StepTimingReply> TimeSteps(const std::string& input) {
 }  // namespace
 
 int RunTimeStepsCommand() {
+  // `ablate launch --dry-run` waits for this reply as its parent, and names
+  // itself in ABLATE_PARENT_PID. If it dies (a SIGTERM sent to it alone, say),
+  // stop rather than time steps for minutes for nobody; if it died already
+  // (before this line, while LibTorch loaded), stop now.
+  if (const char* parent = std::getenv("ABLATE_PARENT_PID")) {
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (std::to_string(getppid()) != parent) {
+      std::fprintf(stderr, "ablate-worker time-steps: parent %s is gone\n", parent);
+      return 1;
+    }
+  }
   const std::string input{std::istreambuf_iterator<char>(std::cin),
                           std::istreambuf_iterator<char>()};
   StatusOr<StepTimingReply> reply = Status::Internal("not run");
