@@ -69,6 +69,7 @@ int main(int argc, char** argv) {
     for (ablate::VectorIsa isa : {ablate::VectorIsa::kAvx512, ablate::VectorIsa::kAvx2}) {
       if (ablate::CpuVectorIsa() >= isa) isas.push_back(isa);
     }
+    const ablate::VectorIsa isa_in_use = ablate::VectorIsaInUse();  // ABLATE_ISA's cap, if any
     std::vector<std::unique_ptr<ablate::PackedGemm>> gemms;
     std::vector<double> pack_seconds;
     for (ablate::VectorIsa isa : isas) {
@@ -77,7 +78,7 @@ int main(int argc, char** argv) {
       gemms.push_back(std::make_unique<ablate::PackedGemm>(w, reps));
       pack_seconds.push_back(Seconds(start));
     }
-    ablate::SetVectorIsaCap(ablate::VectorIsa::kAvx512);
+    ablate::SetVectorIsaCap(isa_in_use);
     // Small shapes take microseconds: time batches of calls.
     const int64_t batch = std::max<int64_t>(1, 20'000'000 / (s.m * s.k * s.n));
     std::vector<double> blas;

@@ -15,8 +15,6 @@ namespace {
 constexpr int kTileRows = 6;
 static_assert(2 * kTileRows >= kMaxBlockRows, "two tiles cover a row block");
 
-constexpr int64_t kAvx2DepthBlock = 256;
-
 inline int64_t Min(int64_t a, int64_t b) { return a < b ? a : b; }
 
 // Lanes [0, count) of 8 set.
@@ -108,8 +106,8 @@ void MultiplyPanelsAvx2(const float* a_packed, int64_t m, int64_t depth, const f
     const int64_t col0 = p * kPanelWidth;
     const int64_t cols = Min(kPanelWidth, n - col0);
     const float* panel = w_packed + p * depth * kPanelWidth;
-    for (int64_t k0 = 0; k0 < depth; k0 += kAvx2DepthBlock) {
-      const int64_t kc = Min(kAvx2DepthBlock, depth - k0);
+    for (int64_t k0 = 0; k0 < depth; k0 += kDepthBlock) {
+      const int64_t kc = Min(kDepthBlock, depth - k0);
       const float* slice = panel + k0 * kPanelWidth;
       const bool last = p + 1 == panels && k0 + kc >= depth;
       // Each half of the slice (16 KiB) stays in L1 while every row block

@@ -16,7 +16,6 @@ VectorIsa CapFromEnvironment() {
   if (env != nullptr && *env != '\0' && !ParseVectorIsa(env, &cap)) {
     std::fprintf(stderr, "warning: ignoring ABLATE_ISA=%s (expected avx512, avx2 or baseline)\n",
                  env);
-    cap = VectorIsa::kAvx512;
   }
   return cap;
 }
