@@ -19,6 +19,7 @@
 
 #include "worker/blas.h"
 #include "worker/packed_gemm.h"
+#include "worker/startup.h"
 #include "worker/trainer.h"
 #include "worker/vector_isa.h"
 
@@ -41,7 +42,7 @@ double Median(std::vector<double> v) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  ablate::MaybeReexecForFasterBlas(argv);
+  ablate::MaybeRestartForSpeed(argv);
   CLI::App app{"gemm_bench: recurrent matmul shapes, PackedGemm vs BLAS"};
   int reps = 20, threads = 0;
   std::string format = "table";

@@ -27,6 +27,7 @@
 #include "worker/blas.h"
 #include "worker/packed_gemm.h"
 #include "worker/recurrence_fused.h"
+#include "worker/startup.h"
 #include "worker/text8.h"
 #include "worker/trainer.h"
 #include "worker/vector_isa.h"
@@ -69,7 +70,7 @@ double MatmulRateOver(int n, double seconds) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  ablate::MaybeReexecForFasterBlas(argv);
+  ablate::MaybeRestartForSpeed(argv);
   CLI::App app{"trainer_bench: training step speed vs the machine's matmul rate"};
   std::string cell = "gru", init = "xavier", device = "cpu", kernel = "auto", format = "table";
   bool layer_norm = false;
@@ -321,6 +322,8 @@ int main(int argc, char** argv) {
         {"paired_share_min", paired_shares.empty() ? 0 : paired_shares.front()},
         {"paired_share_max", paired_shares.empty() ? 0 : paired_shares.back()},
         {"peak_memory_mib", PeakMemoryMiB()},
+        {"heap_on_huge_pages", ablate::HeapOnHugePages()},
+        {"huge_page_mib", ablate::HugePageMib()},
         {"last_loss", last.item<double>()},
     };
     if (format == "json") {
@@ -348,7 +351,9 @@ int main(int argc, char** argv) {
           "before and after it (%.0f%% to %.0f%%)\n",
           100 * paired_share, 100 * paired_shares.front(), 100 * paired_shares.back());
     }
-    std::printf("  memory    %.0f MiB peak RSS\n", PeakMemoryMiB());
+    std::printf("  memory    %.0f MiB peak RSS, %.0f MiB on huge pages now (heap %s them)\n",
+                PeakMemoryMiB(), ablate::HugePageMib(),
+                ablate::HeapOnHugePages() ? "asks for" : "does not ask for");
   }
   return 0;
 }

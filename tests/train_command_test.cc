@@ -1,6 +1,7 @@
 // `ablate-worker train` and `data prepare` as a user runs them.
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "tests/support/corpus.h"
@@ -106,6 +107,58 @@ TEST(TrainCommand, VectorIsaCapIsNamedAndKeepsTheCurve) {
   auto unknown = RunCommand(argv, dir.path(), std::chrono::seconds(120), {{"ABLATE_ISA", "sse9"}});
   EXPECT_EQ(unknown.exit_code, 0) << unknown.err;
   EXPECT_NE(unknown.err.find("ignoring ABLATE_ISA=sse9"), std::string::npos) << unknown.err;
+}
+
+// The kernel's transparent-huge-page mode, read here rather than through the
+// code under test.
+std::string HugePageMode() {
+  std::ifstream in("/sys/kernel/mm/transparent_hugepage/enabled");
+  std::string line;
+  std::getline(in, line);
+  for (const char* mode : {"always", "madvise", "never"}) {
+    if (line.find(std::string("[") + mode + "]") != std::string::npos) return mode;
+  }
+  return "";
+}
+
+// The worker restarts itself with glibc.malloc.hugetlb=1 where the kernel
+// hands out huge pages on request, keeps tunables of the user's own, and
+// leaves a hugetlb setting of the user's as it is.
+TEST(TrainCommand, HeapAsksForHugePagesUnlessTheUserSaysOtherwise) {
+  TempDir dir;
+  WriteFile(dir.File("corpus.txt"), testing::EnglishText8(13));
+  WriteFile(dir.File("run.yaml"), Config(dir.File("corpus.txt"), "mgu", 2));
+  const std::vector<std::string> argv = {Binary("ablate-worker"), "train", dir.File("run.yaml"),
+                                         "--format", "json"};
+  const std::string mode = HugePageMode();
+  const bool available = mode == "always" || mode == "madvise";
+  const std::string on = ", heap on huge pages";
+  auto plain = RunCommand(argv, dir.path());
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  EXPECT_EQ(plain.err.find(on) != std::string::npos, available) << mode << "\n" << plain.err;
+  // Another tunable of the user's: hugetlb is added beside it.
+  auto other = RunCommand(argv, dir.path(), std::chrono::seconds(120),
+                          {{"GLIBC_TUNABLES", "glibc.malloc.arena_max=2"}});
+  ASSERT_EQ(other.exit_code, 0) << other.err;
+  EXPECT_EQ(other.err.find(on) != std::string::npos, available) << other.err;
+  // The user's own hugetlb=0 wins.
+  auto off = RunCommand(argv, dir.path(), std::chrono::seconds(120),
+                        {{"GLIBC_TUNABLES", "glibc.malloc.hugetlb=0"}});
+  ASSERT_EQ(off.exit_code, 0) << off.err;
+  EXPECT_EQ(off.err.find(on), std::string::npos) << off.err;
+  // The curve does not depend on where the heap's pages come from.
+  std::vector<json> a = JsonLines(plain.out), b = JsonLines(off.out);
+  ASSERT_EQ(a.size(), b.size());
+  int compared = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    for (const char* key : {"train_bpc", "valid_bpc", "test_bpc"}) {
+      if (!a[i].contains(key)) continue;
+      ASSERT_TRUE(b[i].contains(key)) << key << " line " << i;
+      EXPECT_EQ(a[i][key].get<double>(), b[i][key].get<double>()) << key << " line " << i;
+      ++compared;
+    }
+  }
+  EXPECT_GE(compared, 2);
 }
 
 TEST(TrainCommand, BadInputIsOneLineNamingTheSettingAndNothingIsWritten) {

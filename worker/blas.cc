@@ -1,12 +1,9 @@
 #include "worker/blas.h"
 
 #include <dlfcn.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 
 #include <torch/torch.h>
 
@@ -18,9 +15,6 @@ namespace {
 // reaches ~1.6 GFLOP/s per core, OpenBLAS 20-100.
 constexpr double kSlowGflopsPerThread = 5.0;
 
-// Set while re-executing so a second start never loops.
-constexpr const char* kReexecMarker = "ABLATE_BLAS_REEXEC";
-
 }  // namespace
 
 std::string BlasCoreName() {
@@ -31,29 +25,18 @@ std::string BlasCoreName() {
   return name ? name : "";
 }
 
-void MaybeReexecForFasterBlas(char** argv) {
+std::string FasterBlasCoreType() {
 #if defined(__x86_64__)
-  if (std::getenv("OPENBLAS_CORETYPE") != nullptr || std::getenv(kReexecMarker) != nullptr) return;
   const std::string core = BlasCoreName();
-  if (core != "Prescott" && core != "Core2" && core != "Nehalem" && core != "Sandybridge") return;
+  if (core != "Prescott" && core != "Core2" && core != "Nehalem" && core != "Sandybridge") return "";
   __builtin_cpu_init();
-  const char* better = nullptr;
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")) {
-    better = "SkylakeX";
-  } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-    better = "Haswell";
+    return "SkylakeX";
   }
-  if (better == nullptr) return;
-  setenv("OPENBLAS_CORETYPE", better, 1);
-  setenv(kReexecMarker, core.c_str(), 1);
-  execv("/proc/self/exe", argv);
-  // execv failed: carry on with the slow kernels rather than not at all.
-  std::fprintf(stderr, "warning: could not restart with OPENBLAS_CORETYPE=%s: %s\n", better,
-               std::strerror(errno));
-#else
-  (void)argv;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
 #endif
+  return "";
 }
 
 double MeasureMatmulGflops(int n, int reps) {

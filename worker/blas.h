@@ -14,12 +14,11 @@ namespace ablate {
 // "Prescott", ...), or "" when the BLAS in use is not OpenBLAS.
 std::string BlasCoreName();
 
-// When OpenBLAS picked generic kernels on a CPU that supports AVX-512 or AVX2
-// and OPENBLAS_CORETYPE is unset, sets it to the matching kernels and
-// re-executes the program (same pid, same arguments), because OpenBLAS reads it
-// only when it loads. Returns only when nothing needed doing. Call first thing
-// in main(); setting OPENBLAS_CORETYPE yourself turns it off.
-void MaybeReexecForFasterBlas(char** argv);
+// When OpenBLAS picked generic kernels on a CPU that supports AVX-512 or
+// AVX2, the OPENBLAS_CORETYPE that selects the matching ones ("SkylakeX" or
+// "Haswell"); "" when its choice is fine. OpenBLAS reads it only when it
+// loads: startup.h restarts the program with it.
+std::string FasterBlasCoreType();
 
 // Measured float32 matmul rate (GFLOP/s) of an n x n x n product on the CPU
 // with the current thread count: the best of `reps` runs after a warm-up.

@@ -6,8 +6,8 @@
 #include <spdlog/spdlog.h>
 
 #include "proto/rpc.h"
-#include "worker/blas.h"
 #include "worker/gpu_supervisor.h"
+#include "worker/startup.h"
 #include "worker/text8.h"
 #include "worker/text8_fetch.h"
 #include "worker/time_steps_command.h"
@@ -15,7 +15,7 @@
 #include "worker/worker_loop.h"
 
 int main(int argc, char** argv) {
-  ablate::MaybeReexecForFasterBlas(argv);
+  ablate::MaybeRestartForSpeed(argv);
 
   CLI::App app{
       "ablate-worker: trains the jobs of ablation sweeps.\n"

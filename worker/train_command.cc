@@ -12,6 +12,7 @@
 
 #include "common/spec.h"
 #include "worker/blas.h"
+#include "worker/startup.h"
 #include "worker/text8_fetch.h"
 #include "worker/trainer.h"
 #include "worker/vector_isa.h"
@@ -158,7 +159,7 @@ int RunTrainCommand(const TrainCommandOptions& options) {
 
   const ModelConfig& m = config->model;
   const std::string blas = BlasCoreName();
-  std::fprintf(stderr, "%s%s %s H=%lld V=%lld: %lld parameters; %s, %d threads, %s kernel%s%s\n",
+  std::fprintf(stderr, "%s%s %s H=%lld V=%lld: %lld parameters; %s, %d threads, %s kernel%s%s%s\n",
                CellName(m.cell), m.layer_norm ? "+ln" : "", InitName(m.init),
                static_cast<long long>(m.hidden), static_cast<long long>(m.vocab),
                static_cast<long long>(t.model()->parameter_count()), t.device().str().c_str(),
@@ -167,7 +168,8 @@ int RunTrainCommand(const TrainCommandOptions& options) {
                    ? fmt::format("fused ({})", VectorIsaName(VectorIsaInUse())).c_str()
                    : "reference",
                t.step() > 0 ? fmt::format(", resumed at step {}", t.step()).c_str() : "",
-               blas.empty() ? "" : (", OpenBLAS " + blas).c_str());
+               blas.empty() ? "" : (", OpenBLAS " + blas).c_str(),
+               HeapOnHugePages() ? ", heap on huge pages" : "");
   if (t.device().is_cpu()) {
     const std::string warning = SlowBlasWarning(MeasureMatmulGflops(), threads);
     if (!warning.empty()) std::fprintf(stderr, "%s\n", warning.c_str());
