@@ -10,6 +10,8 @@ mkdir -p "$out"
 
 # --- Trainer: fused C++ trainer vs plain PyTorch eager, same LibTorch --------
 bench/trainer_vs_pytorch.sh "$build" "$out"
+# The recurrent kernel over weights on 4 KiB pages against huge pages.
+"$build/bench/pages_bench" --rounds 30 | tee "$out/pages_bench.txt"
 
 # --- Coordinator: 1,000 simulated workers over gRPC, then Optuna on SQLite ---
 "$build/bench/coordinator_load" --json "$out/coordinator_load.json"

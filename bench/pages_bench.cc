@@ -1,0 +1,146 @@
+// pages_bench: PackedGemm's kernel over the same packed weights on 4 KiB pages
+// and on 2 MiB transparent huge pages, alternating call by call in one
+// process, at the seed's shapes (m 100). Measures what startup.h's heap on
+// huge pages is worth to the recurrent products.
+//
+//   pages_bench --rounds 30
+#include <sys/mman.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <thread>
+#include <vector>
+
+#include "worker/packed_gemm_kernel.h"
+#include "worker/startup.h"
+#include "worker/vector_isa.h"
+
+namespace {
+
+namespace pg = ablate::packed_gemm;
+
+constexpr size_t kHugePage = size_t{2} << 20;
+
+// An anonymous mapping of `bytes`, 2 MiB aligned, advised for or against
+// huge pages before its first touch, and touched.
+class Buffer {
+ public:
+  Buffer(size_t bytes, bool huge) : length_(bytes + kHugePage) {
+    base_ = mmap(nullptr, length_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (base_ == MAP_FAILED) {
+      std::perror("mmap");
+      std::exit(1);
+    }
+    const uintptr_t aligned =
+        (reinterpret_cast<uintptr_t>(base_) + kHugePage - 1) & ~uintptr_t{kHugePage - 1};
+    data_ = reinterpret_cast<float*>(aligned);
+    madvise(data_, bytes, huge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+    std::memset(data_, 0, bytes);
+  }
+  ~Buffer() { munmap(base_, length_); }
+  float* data() const { return data_; }
+
+ private:
+  size_t length_;
+  void* base_;
+  float* data_;
+};
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"pages_bench: the packed kernel on 4 KiB pages against 2 MiB huge pages"};
+  int rounds = 30, threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  std::string format = "table";
+  app.add_option("--rounds", rounds, "Alternations per shape")->check(CLI::Range(2, 100000));
+  app.add_option("--threads", threads, "Threads splitting the panels")->check(CLI::Range(1, 1024));
+  app.add_option("--format", format, "table or json")->check(CLI::IsMember({"table", "json"}));
+  CLI11_PARSE(app, argc, argv);
+  const ablate::VectorIsa isa = ablate::VectorIsaInUse();
+  if (isa == ablate::VectorIsa::kBaseline) {
+    std::fprintf(stderr, "pages_bench: this CPU has neither AVX-512 nor AVX2 with FMA\n");
+    return 1;
+  }
+  const auto multiply =
+      isa == ablate::VectorIsa::kAvx512 ? pg::MultiplyPanels : pg::MultiplyPanelsAvx2;
+  struct Shape {
+    int64_t m, k, n;
+  };
+  nlohmann::json results = nlohmann::json::array();
+  for (const Shape s : {Shape{100, 2000, 4000}, Shape{100, 2000, 2000}, Shape{100, 4000, 2000}}) {
+    const int64_t panels = (s.n + pg::kPanelWidth - 1) / pg::kPanelWidth;
+    const size_t bytes = sizeof(float) * panels * s.k * pg::kPanelWidth;
+    std::vector<float> a(s.m * s.k), a_packed(s.m * s.k), c(s.m * s.n);
+    for (size_t i = 0; i < a.size(); ++i) a[i] = 0.01f * static_cast<float>(i % 13);
+    for (int64_t b = 0; b < pg::RowBlockCount(s.m); ++b) {
+      pg::PackRowBlock(a.data(), s.k, s.m, s.k, b, a_packed.data());
+    }
+    const double huge_before = ablate::HugePageMib();
+    Buffer small_pages(bytes, false), huge_pages(bytes, true);
+    const double huge_mib = ablate::HugePageMib() - huge_before;
+    for (float* w : {small_pages.data(), huge_pages.data()}) {
+      for (size_t i = 0; i < bytes / sizeof(float); ++i) w[i] = 0.001f * static_cast<float>(i % 7);
+    }
+    std::vector<double> rates[2];
+    const double flops = 2.0 * s.m * s.k * s.n;
+    for (int round = 0; round < rounds + 1; ++round) {
+      for (int i = 0; i < 2; ++i) {
+        const int which = round % 2 == 0 ? i : 1 - i;  // the order flips every round
+        const float* w = which == 0 ? small_pages.data() : huge_pages.data();
+        const auto start = std::chrono::steady_clock::now();
+        std::vector<std::thread> workers;
+        for (int t = 0; t < threads; ++t) {
+          workers.emplace_back([&, t] {
+            multiply(a_packed.data(), s.m, s.k, w, s.n, panels * t / threads,
+                     panels * (t + 1) / threads, 0.0f, c.data(), s.n);
+          });
+        }
+        for (std::thread& worker : workers) worker.join();
+        const double seconds =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        if (round > 0) rates[which].push_back(flops / seconds / 1e9);  // round 0 warms up
+      }
+    }
+    results.push_back({{"m", s.m},
+                       {"k", s.k},
+                       {"n", s.n},
+                       {"weights_mib", bytes / 1048576.0},
+                       {"huge_page_mib", huge_mib},
+                       {"small_pages_gflops", Median(rates[0])},
+                       {"huge_pages_gflops", Median(rates[1])},
+                       {"ratio", Median(rates[1]) / Median(rates[0])}});
+  }
+  if (format == "json") {
+    std::printf("%s\n", nlohmann::json{{"threads", threads},
+                                       {"isa", ablate::VectorIsaName(isa)},
+                                       {"thp_mode", ablate::TransparentHugePageMode()},
+                                       {"shapes", results}}
+                            .dump()
+                            .c_str());
+    return 0;
+  }
+  std::printf("%d threads, %s kernel, THP mode %s; median GFLOP/s of %d alternating calls\n",
+              threads, ablate::VectorIsaName(isa), ablate::TransparentHugePageMode().c_str(),
+              rounds);
+  std::printf("  %-16s %8s %13s %13s %8s\n", "m x k x n", "MiB", "4 KiB pages", "huge pages",
+              "ratio");
+  for (const auto& r : results) {
+    char name[64];
+    std::snprintf(name, sizeof(name), "%lldx%lldx%lld", (long long)r["m"].get<int64_t>(),
+                  (long long)r["k"].get<int64_t>(), (long long)r["n"].get<int64_t>());
+    std::printf("  %-16s %8.0f %13.1f %13.1f %8.3f  (%.0f MiB on huge pages)\n", name,
+                r["weights_mib"].get<double>(), r["small_pages_gflops"].get<double>(),
+                r["huge_pages_gflops"].get<double>(), r["ratio"].get<double>(),
+                r["huge_page_mib"].get<double>());
+  }
+  return 0;
+}
