@@ -9,9 +9,12 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -26,9 +29,12 @@ namespace pg = ablate::packed_gemm;
 constexpr size_t kHugePage = size_t{2} << 20;
 
 // An anonymous mapping of `bytes`, 2 MiB aligned, advised for or against
-// huge pages before its first touch, and touched.
+// huge pages before its first touch, and touched. Exits when the kernel
+// refuses either, rather than compare 4 KiB pages with themselves.
 class Buffer {
  public:
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
   Buffer(size_t bytes, bool huge) : length_(bytes + kHugePage) {
     base_ = mmap(nullptr, length_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (base_ == MAP_FAILED) {
@@ -38,7 +44,10 @@ class Buffer {
     const uintptr_t aligned =
         (reinterpret_cast<uintptr_t>(base_) + kHugePage - 1) & ~uintptr_t{kHugePage - 1};
     data_ = reinterpret_cast<float*>(aligned);
-    madvise(data_, bytes, huge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+    if (madvise(data_, bytes, huge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE) != 0) {
+      std::perror(huge ? "madvise(MADV_HUGEPAGE)" : "madvise(MADV_NOHUGEPAGE)");
+      std::exit(1);
+    }
     std::memset(data_, 0, bytes);
   }
   ~Buffer() { munmap(base_, length_); }
@@ -135,8 +144,10 @@ int main(int argc, char** argv) {
               "ratio");
   for (const auto& r : results) {
     char name[64];
-    std::snprintf(name, sizeof(name), "%lldx%lldx%lld", (long long)r["m"].get<int64_t>(),
-                  (long long)r["k"].get<int64_t>(), (long long)r["n"].get<int64_t>());
+    std::snprintf(name, sizeof(name), "%lldx%lldx%lld",
+                  static_cast<long long>(r["m"].get<int64_t>()),
+                  static_cast<long long>(r["k"].get<int64_t>()),
+                  static_cast<long long>(r["n"].get<int64_t>()));
     std::printf("  %-16s %8.0f %13.1f %13.1f %8.3f  (%.0f MiB on huge pages)\n", name,
                 r["weights_mib"].get<double>(), r["small_pages_gflops"].get<double>(),
                 r["huge_pages_gflops"].get<double>(), r["ratio"].get<double>(),

@@ -324,6 +324,7 @@ int main(int argc, char** argv) {
         {"peak_memory_mib", PeakMemoryMiB()},
         {"heap_on_huge_pages", ablate::HeapOnHugePages()},
         {"huge_page_mib", ablate::HugePageMib()},
+        {"thp_mode", ablate::TransparentHugePageMode()},
         {"last_loss", last.item<double>()},
     };
     if (format == "json") {

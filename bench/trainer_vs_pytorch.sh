@@ -15,6 +15,8 @@ python=/usr/bin/python3
 
 # trainer_bench re-executes itself with OPENBLAS_CORETYPE when OpenBLAS falls
 # back to generic kernels; give the reference the same kernels for fairness.
+# (It also restarts with its heap on transparent huge pages, worker/startup.h;
+# the reference keeps glibc's defaults, as a PyTorch user's script would.)
 core=$("$bench" --hidden 8 --batch 2 --seq 4 --steps 1 --warmup 0 --matmul-n 64 --format json |
        "$python" -c 'import json,sys; print(json.load(sys.stdin)["blas"])')
 export OPENBLAS_CORETYPE="$core"

@@ -15,8 +15,6 @@
 #include "worker/worker_loop.h"
 
 int main(int argc, char** argv) {
-  ablate::MaybeRestartForSpeed(argv);
-
   CLI::App app{
       "ablate-worker: trains the jobs of ablation sweeps.\n"
       "Without a subcommand it serves a coordinator: ablate-worker --coordinator HOST:PORT"};
@@ -90,6 +88,9 @@ int main(int argc, char** argv) {
   time_steps_cmd->excludes(gpus_opt);
 
   CLI11_PARSE(app, argc, argv);
+  // Training commands restart once with the settings LibTorch's libraries read
+  // at start (worker/startup.h); --help, parse errors and `data` need none.
+  if (!*data_cmd) ablate::MaybeRestartForSpeed(argv);
 
   if (*train_cmd) return ablate::RunTrainCommand(train);
   if (*time_steps_cmd) return ablate::RunTimeStepsCommand();

@@ -1,6 +1,8 @@
 #include "worker/startup.h"
 
+#if defined(__GLIBC__)
 #include <gnu/libc-version.h>
+#endif
 #include <unistd.h>
 
 #include <cerrno>
@@ -8,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <vector>
 
@@ -22,28 +25,53 @@ constexpr const char* kRestartMarker = "ABLATE_RESTARTED";
 
 constexpr const char* kHugetlb = "glibc.malloc.hugetlb";
 
-// The value GLIBC_TUNABLES gives glibc.malloc.hugetlb, or "" when it names
-// none. glibc applies the list in order, so the last one counts.
-std::string HugetlbTunable() {
-  const char* env = std::getenv("GLIBC_TUNABLES");
-  if (env == nullptr) return "";
+// glibc.malloc.hugetlb arrived in glibc 2.35; older ones, and other C
+// libraries, ignore it.
+bool LibcReadsHugetlb() {
+#if defined(__GLIBC__)
+  int major = 0, minor = 0;
+  if (std::sscanf(gnu_get_libc_version(), "%d.%d", &major, &minor) != 2) return false;
+  return major > 2 || (major == 2 && minor >= 35);
+#else
+  return false;
+#endif
+}
+
+// An environment variable's value, or nullopt when it is unset.
+std::optional<std::string> GetEnv(const char* name) {
+  const char* value = std::getenv(name);
+  if (value == nullptr) return std::nullopt;
+  return std::string(value);
+}
+
+void RestoreEnv(const char* name, const std::optional<std::string>& value) {
+  if (value.has_value()) {
+    setenv(name, value->c_str(), 1);
+  } else {
+    unsetenv(name);
+  }
+}
+
+}  // namespace
+
+std::string HugetlbTunable(const char* tunables) {
+  if (tunables == nullptr) return "";
   const std::string prefix = std::string(kHugetlb) + "=";
   std::string value;
-  std::stringstream items(env);
+  std::stringstream items(tunables);
   for (std::string item; std::getline(items, item, ':');) {
     if (item.compare(0, prefix.size(), prefix) == 0) value = item.substr(prefix.size());
   }
   return value;
 }
 
-// glibc.malloc.hugetlb arrived in glibc 2.35; older ones ignore it.
-bool GlibcReadsHugetlb() {
-  int major = 0, minor = 0;
-  if (std::sscanf(gnu_get_libc_version(), "%d.%d", &major, &minor) != 2) return false;
-  return major > 2 || (major == 2 && minor >= 35);
+std::string TunablesWithHugetlb(const char* tunables) {
+  const std::string setting = std::string(kHugetlb) + "=1";
+  if (tunables == nullptr || *tunables == '\0') return setting;
+  std::string out = tunables;
+  if (out.back() != ':') out += ':';
+  return out + setting;
 }
-
-}  // namespace
 
 std::string TransparentHugePageMode() {
   std::ifstream in("/sys/kernel/mm/transparent_hugepage/enabled");
@@ -56,7 +84,9 @@ std::string TransparentHugePageMode() {
 
 bool HeapOnHugePages() {
   const std::string mode = TransparentHugePageMode();
-  return HugetlbTunable() == "1" && GlibcReadsHugetlb() && (mode == "always" || mode == "madvise");
+  if (mode == "always") return true;
+  return mode == "madvise" && LibcReadsHugetlb() &&
+         HugetlbTunable(std::getenv("GLIBC_TUNABLES")) == "1";
 }
 
 double HugePageMib() {
@@ -69,31 +99,39 @@ double HugePageMib() {
 }
 
 void MaybeRestartForSpeed(char** argv) {
-  if (std::getenv(kRestartMarker) != nullptr) return;
+  const char* marker = std::getenv(kRestartMarker);
+  if (marker != nullptr && *marker != '\0') return;
+  const std::optional<std::string> old_core = GetEnv("OPENBLAS_CORETYPE");
+  const std::optional<std::string> old_tunables = GetEnv("GLIBC_TUNABLES");
   std::vector<std::string> changes;
-  if (std::getenv("OPENBLAS_CORETYPE") == nullptr) {
+  if (!old_core.has_value()) {
     const std::string core = FasterBlasCoreType();
     if (!core.empty()) {
       setenv("OPENBLAS_CORETYPE", core.c_str(), 1);
       changes.push_back("OPENBLAS_CORETYPE=" + core);
     }
   }
-  const std::string mode = TransparentHugePageMode();
-  if (HugetlbTunable().empty() && GlibcReadsHugetlb() && (mode == "always" || mode == "madvise")) {
-    const char* old = std::getenv("GLIBC_TUNABLES");
-    std::string tunables = std::string(kHugetlb) + "=1";
-    if (old != nullptr && *old != '\0') tunables = std::string(old) + ":" + tunables;
-    setenv("GLIBC_TUNABLES", tunables.c_str(), 1);
-    changes.push_back("GLIBC_TUNABLES=" + tunables);
+  // glibc acts on hugetlb=1 only in "madvise" mode: in "always" the kernel
+  // already does, and in "never" nothing can.
+  const char* tunables = old_tunables.has_value() ? old_tunables->c_str() : nullptr;
+  if (TransparentHugePageMode() == "madvise" && LibcReadsHugetlb() &&
+      HugetlbTunable(tunables).empty()) {
+    const std::string value = TunablesWithHugetlb(tunables);
+    setenv("GLIBC_TUNABLES", value.c_str(), 1);
+    changes.push_back("GLIBC_TUNABLES=" + value);
   }
   if (changes.empty()) return;
   setenv(kRestartMarker, "1", 1);
   execv("/proc/self/exe", argv);
-  // execv failed: carry on without them rather than not at all.
+  // execv failed: carry on as started, and say so, rather than not at all.
+  const int error = errno;
+  RestoreEnv("OPENBLAS_CORETYPE", old_core);
+  RestoreEnv("GLIBC_TUNABLES", old_tunables);
+  unsetenv(kRestartMarker);
   std::string names;
   for (const std::string& change : changes) names += (names.empty() ? "" : " ") + change;
   std::fprintf(stderr, "warning: could not restart with %s: %s\n", names.c_str(),
-               std::strerror(errno));
+               std::strerror(error));
 }
 
 }  // namespace ablate
