@@ -37,6 +37,13 @@ bool LibcReadsHugetlb() {
 #endif
 }
 
+// Whether glibc.malloc.hugetlb=1 would make glibc ask for huge pages: only
+// in the kernel's "madvise" mode (in "always" the kernel backs the heap
+// anyway, in "never" nothing can).
+bool GlibcAsksForHugePagesIfTold() {
+  return TransparentHugePageMode() == "madvise" && LibcReadsHugetlb();
+}
+
 // An environment variable's value, or nullopt when it is unset.
 std::optional<std::string> GetEnv(const char* name) {
   const char* value = std::getenv(name);
@@ -83,10 +90,8 @@ std::string TransparentHugePageMode() {
 }
 
 bool HeapOnHugePages() {
-  const std::string mode = TransparentHugePageMode();
-  if (mode == "always") return true;
-  return mode == "madvise" && LibcReadsHugetlb() &&
-         HugetlbTunable(std::getenv("GLIBC_TUNABLES")) == "1";
+  if (TransparentHugePageMode() == "always") return true;
+  return GlibcAsksForHugePagesIfTold() && HugetlbTunable(std::getenv("GLIBC_TUNABLES")) == "1";
 }
 
 double HugePageMib() {
@@ -111,11 +116,8 @@ void MaybeRestartForSpeed(char** argv) {
       changes.push_back("OPENBLAS_CORETYPE=" + core);
     }
   }
-  // glibc acts on hugetlb=1 only in "madvise" mode: in "always" the kernel
-  // already does, and in "never" nothing can.
   const char* tunables = old_tunables.has_value() ? old_tunables->c_str() : nullptr;
-  if (TransparentHugePageMode() == "madvise" && LibcReadsHugetlb() &&
-      HugetlbTunable(tunables).empty()) {
+  if (GlibcAsksForHugePagesIfTold() && HugetlbTunable(tunables).empty()) {
     const std::string value = TunablesWithHugetlb(tunables);
     setenv("GLIBC_TUNABLES", value.c_str(), 1);
     changes.push_back("GLIBC_TUNABLES=" + value);
