@@ -1,18 +1,29 @@
-// pages_bench: PackedGemm's kernel over the same packed weights on 4 KiB pages
-// and on 2 MiB transparent huge pages, alternating call by call in one
-// process, at the seed's shapes (m 100). Measures what startup.h's heap on
-// huge pages is worth to the recurrent products.
+// pages_bench: how PackedGemm's kernel gets its weights, two ways alternating
+// call by call in one process, at the seed's shapes (m 100).
 //
-//   pages_bench --rounds 30
+//   pages_bench --rounds 30                 # 4 KiB pages against huge pages
+//   pages_bench --rounds 100 --compare claim
+//
+// `pages` (the default) runs the kernel over the same packed weights on 4 KiB
+// pages and on 2 MiB transparent huge pages, each thread taking a fixed share
+// of the panels: what startup.h's heap on huge pages is worth to the
+// recurrent products. `claim` runs it on huge pages with the threads claiming
+// one panel at a time, as PackedGemm::Run does, either claiming the next
+// panel before running the one they hold, so that its last slice prefetches
+// the panel the thread runs next (what Run does), or after, prefetching the
+// panel that follows in memory (what Run did before), which another thread
+// may well take.
 #include <sys/mman.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
@@ -59,9 +70,23 @@ class Buffer {
   float* data_;
 };
 
+// How the threads share the panels out.
+enum class Share {
+  kFixed,   // a contiguous share each
+  kInTurn,  // one at a time, prefetching the next panel in memory
+  kAhead,   // one at a time, claiming the next before running the one held
+};
+
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
+}
+
+// In how many rounds `b` beat `a` (the two ran back to back in each round).
+int FasterRounds(const std::vector<double>& a, const std::vector<double>& b) {
+  int faster = 0;
+  for (size_t i = 0; i < a.size(); ++i) faster += b[i] > a[i] ? 1 : 0;
+  return faster;
 }
 
 }  // namespace
@@ -73,7 +98,11 @@ int main(int argc, char** argv) {
   app.add_option("--rounds", rounds, "Alternations per shape")->check(CLI::Range(2, 100000));
   app.add_option("--threads", threads, "Threads splitting the panels")->check(CLI::Range(1, 1024));
   app.add_option("--format", format, "table or json")->check(CLI::IsMember({"table", "json"}));
+  std::string compare = "pages";
+  app.add_option("--compare", compare, "pages (4 KiB against huge) or claim (panel claim order)")
+      ->check(CLI::IsMember({"pages", "claim"}));
   CLI11_PARSE(app, argc, argv);
+  const bool pages = compare == "pages";
   const ablate::VectorIsa isa = ablate::VectorIsaInUse();
   if (isa == ablate::VectorIsa::kBaseline) {
     std::fprintf(stderr, "pages_bench: this CPU has neither AVX-512 nor AVX2 with FMA\n");
@@ -94,23 +123,38 @@ int main(int argc, char** argv) {
       pg::PackRowBlock(a.data(), s.k, s.m, s.k, b, a_packed.data());
     }
     const double huge_before = ablate::HugePageMib();
-    Buffer small_pages(bytes, false), huge_pages(bytes, true);
+    Buffer huge_pages(bytes, true);
+    std::unique_ptr<Buffer> small_pages = pages ? std::make_unique<Buffer>(bytes, false) : nullptr;
     const double huge_mib = ablate::HugePageMib() - huge_before;
-    for (float* w : {small_pages.data(), huge_pages.data()}) {
+    // The two ways, baseline first.
+    float* const weights[2] = {pages ? small_pages->data() : huge_pages.data(), huge_pages.data()};
+    for (float* w : weights) {
       for (size_t i = 0; i < bytes / sizeof(float); ++i) w[i] = 0.001f * static_cast<float>(i % 7);
     }
+    const Share shares[2] = {pages ? Share::kFixed : Share::kInTurn,
+                             pages ? Share::kFixed : Share::kAhead};
     std::vector<double> rates[2];
     const double flops = 2.0 * s.m * s.k * s.n;
     for (int round = 0; round < rounds + 1; ++round) {
       for (int i = 0; i < 2; ++i) {
         const int which = round % 2 == 0 ? i : 1 - i;  // the order flips every round
-        const float* w = which == 0 ? small_pages.data() : huge_pages.data();
+        const float* w = weights[which];
+        const Share share = shares[which];
+        std::atomic<int64_t> next{0};
         const auto start = std::chrono::steady_clock::now();
         std::vector<std::thread> workers;
         for (int t = 0; t < threads; ++t) {
           workers.emplace_back([&, t] {
-            multiply(a_packed.data(), s.m, s.k, w, s.n, panels * t / threads,
-                     panels * (t + 1) / threads, 0.0f, c.data(), s.n);
+            if (share == Share::kFixed) {
+              multiply(a_packed.data(), s.m, s.k, w, s.n, panels * t / threads,
+                       panels * (t + 1) / threads, -1, 0.0f, c.data(), s.n);
+              return;
+            }
+            for (int64_t p = next++; p < panels;) {
+              const int64_t then = share == Share::kAhead ? next++ : p + 1;
+              multiply(a_packed.data(), s.m, s.k, w, s.n, p, p + 1, then, 0.0f, c.data(), s.n);
+              p = share == Share::kAhead ? then : next++;
+            }
           });
         }
         for (std::thread& worker : workers) worker.join();
@@ -124,34 +168,41 @@ int main(int argc, char** argv) {
                        {"n", s.n},
                        {"weights_mib", bytes / 1048576.0},
                        {"huge_page_mib", huge_mib},
-                       {"small_pages_gflops", Median(rates[0])},
-                       {"huge_pages_gflops", Median(rates[1])},
-                       {"ratio", Median(rates[1]) / Median(rates[0])}});
+                       {pages ? "small_pages_gflops" : "in_turn_gflops", Median(rates[0])},
+                       {pages ? "huge_pages_gflops" : "ahead_gflops", Median(rates[1])},
+                       {"ratio", Median(rates[1]) / Median(rates[0])},
+                       {"faster_rounds", FasterRounds(rates[0], rates[1])},
+                       {"rounds", rounds}});
   }
   if (format == "json") {
     std::printf("%s\n", nlohmann::json{{"threads", threads},
                                        {"isa", ablate::VectorIsaName(isa)},
                                        {"thp_mode", ablate::TransparentHugePageMode()},
+                                       {"compare", compare},
                                        {"shapes", results}}
                             .dump()
                             .c_str());
     return 0;
   }
-  std::printf("%d threads, %s kernel, THP mode %s; median GFLOP/s of %d alternating calls\n",
-              threads, ablate::VectorIsaName(isa), ablate::TransparentHugePageMode().c_str(),
-              rounds);
-  std::printf("  %-16s %8s %13s %13s %8s\n", "m x k x n", "MiB", "4 KiB pages", "huge pages",
-              "ratio");
+  std::printf(
+      "%d threads, %s kernel, THP mode %s; median GFLOP/s of %d alternating calls; \"faster\": "
+      "rounds in which the second beat the first\n",
+      threads, ablate::VectorIsaName(isa), ablate::TransparentHugePageMode().c_str(), rounds);
+  std::printf("  %-16s %8s %13s %13s %8s %8s\n", "m x k x n", "MiB",
+              pages ? "4 KiB pages" : "in turn", pages ? "huge pages" : "ahead", "ratio", "faster");
   for (const auto& r : results) {
     char name[64];
     std::snprintf(name, sizeof(name), "%lldx%lldx%lld",
                   static_cast<long long>(r["m"].get<int64_t>()),
                   static_cast<long long>(r["k"].get<int64_t>()),
                   static_cast<long long>(r["n"].get<int64_t>()));
-    std::printf("  %-16s %8.0f %13.1f %13.1f %8.3f  (%.0f MiB on huge pages)\n", name,
-                r["weights_mib"].get<double>(), r["small_pages_gflops"].get<double>(),
-                r["huge_pages_gflops"].get<double>(), r["ratio"].get<double>(),
-                r["huge_page_mib"].get<double>());
+    std::printf(
+        "  %-16s %8.0f %13.1f %13.1f %8.3f %8s  (%.0f MiB on huge pages)\n", name,
+        r["weights_mib"].get<double>(),
+        r[pages ? "small_pages_gflops" : "in_turn_gflops"].get<double>(),
+        r[pages ? "huge_pages_gflops" : "ahead_gflops"].get<double>(), r["ratio"].get<double>(),
+        (std::to_string(r["faster_rounds"].get<int>()) + "/" + std::to_string(rounds)).c_str(),
+        r["huge_page_mib"].get<double>());
   }
   return 0;
 }

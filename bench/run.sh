@@ -12,6 +12,8 @@ mkdir -p "$out"
 bench/trainer_vs_pytorch.sh "$build" "$out"
 # The recurrent kernel over weights on 4 KiB pages against huge pages.
 "$build/bench/pages_bench" --rounds 30 | tee "$out/pages_bench.txt"
+# The same kernel with its threads claiming panels ahead or in turn.
+"$build/bench/pages_bench" --rounds 100 --compare claim | tee "$out/pages_bench_claim.txt"
 
 # --- Coordinator: 1,000 simulated workers over gRPC, then Optuna on SQLite ---
 "$build/bench/coordinator_load" --json "$out/coordinator_load.json"

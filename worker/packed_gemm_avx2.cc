@@ -98,8 +98,8 @@ constexpr TileFn kTiles[kTileRows + 1] = {nullptr, Tile<1>, Tile<2>, Tile<3>,
 }  // namespace
 
 void MultiplyPanelsAvx2(const float* a_packed, int64_t m, int64_t depth, const float* w_packed,
-                        int64_t n, int64_t panel_begin, int64_t panel_end, float beta, float* c,
-                        int64_t ldc) {
+                        int64_t n, int64_t panel_begin, int64_t panel_end, int64_t then_panel,
+                        float beta, float* c, int64_t ldc) {
   const int64_t blocks = RowBlockCount(m);
   const int64_t panels = (n + kPanelWidth - 1) / kPanelWidth;
   for (int64_t p = panel_begin; p < panel_end; ++p) {
@@ -109,7 +109,7 @@ void MultiplyPanelsAvx2(const float* a_packed, int64_t m, int64_t depth, const f
     for (int64_t k0 = 0; k0 < depth; k0 += kDepthBlock) {
       const int64_t kc = Min(kDepthBlock, depth - k0);
       const float* slice = panel + k0 * kPanelWidth;
-      const bool last = p + 1 == panels && k0 + kc >= depth;
+      const float* next = NextSlice(w_packed, depth, panels, p, panel_end, then_panel, k0 + kc);
       // Each half of the slice (16 KiB) stays in L1 while every row block
       // runs over it. The first tile pulls the next slice into L2, as in the
       // AVX-512 kernel.
@@ -125,10 +125,10 @@ void MultiplyPanelsAvx2(const float* a_packed, int64_t m, int64_t depth, const f
           const int64_t top = rows > kTileRows ? (rows + 1) / 2 : rows;
           for (int64_t r0 = 0; r0 < rows; r0 += top) {
             const int64_t tile_rows = Min(top, rows - r0);
-            const bool prefetch = half == 0 && block == 0 && r0 == 0 && !last;
+            const bool prefetch = half == 0 && block == 0 && r0 == 0;
             kTiles[tile_rows](kc, a_block + r0, rows, slice + 16 * half,
                               c + (row0 + r0) * ldc + col0 + 16 * half, ldc, half_cols, k0 == 0,
-                              beta, prefetch ? slice + kc * kPanelWidth : nullptr);
+                              beta, prefetch ? next : nullptr);
           }
         }
       }

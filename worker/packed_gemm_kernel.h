@@ -41,17 +41,26 @@ void RowBlock(int64_t m, int64_t block, int64_t* row0, int64_t* rows);
 void PackRowBlock(const float* a, int64_t lda, int64_t m, int64_t depth, int64_t block,
                   float* packed);
 
+// The slice of the packed w ([panels, depth, 32]) that a thread multiplies
+// after the one of panel p ending at depth `end`: the next of panel p; else
+// the first of p + 1 while p + 1 < panel_end; else the first of then_panel,
+// the panel the caller runs next (none when it is outside [0, panels)).
+const float* NextSlice(const float* w_packed, int64_t depth, int64_t panels, int64_t p,
+                       int64_t panel_end, int64_t then_panel, int64_t end);
+
 // For panels [panel_begin, panel_end) of the packed w ([panels, depth, 32]):
 // c[:, cols] = beta * c[:, cols] + a * w[:, cols], with a packed by
-// PackRowBlock, c [m, n] with leading dimension ldc. The AVX-512 kernel.
+// PackRowBlock, c [m, n] with leading dimension ldc. `then_panel` is the panel
+// the calling thread multiplies next, if any (-1 if none): the last slice
+// prefetches its first. The AVX-512 kernel.
 void MultiplyPanels(const float* a_packed, int64_t m, int64_t depth, const float* w_packed,
-                    int64_t n, int64_t panel_begin, int64_t panel_end, float beta, float* c,
-                    int64_t ldc);
+                    int64_t n, int64_t panel_begin, int64_t panel_end, int64_t then_panel,
+                    float beta, float* c, int64_t ldc);
 
 // The same with AVX2 and FMA, with the same results bit for bit.
 void MultiplyPanelsAvx2(const float* a_packed, int64_t m, int64_t depth, const float* w_packed,
-                        int64_t n, int64_t panel_begin, int64_t panel_end, float beta, float* c,
-                        int64_t ldc);
+                        int64_t n, int64_t panel_begin, int64_t panel_end, int64_t then_panel,
+                        float beta, float* c, int64_t ldc);
 
 }  // namespace packed_gemm
 }  // namespace ablate

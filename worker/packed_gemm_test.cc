@@ -6,6 +6,8 @@
 #include <tuple>
 #include <vector>
 
+#include "worker/packed_gemm_kernel.h"
+
 namespace ablate {
 namespace {
 
@@ -133,6 +135,29 @@ TEST(PackedGemm, ResultsDoNotDependOnTheThreadCount) {
     ScopedIsaCap cap(isa);
     CheckThreadCounts();
   }
+}
+
+// The last slice of a thread's chunk prefetches the first of the panel the
+// thread runs next, not the next panel in memory, which another thread may
+// take; only the end of the weights prefetches nothing.
+TEST(PackedGemm, EachSlicePrefetchesTheSliceItsThreadRunsNext) {
+  using packed_gemm::kPanelWidth;
+  using packed_gemm::NextSlice;
+  const int64_t depth = 600, panels = 5;  // slices at depth 0, 256 and 512
+  const std::vector<float> storage(panels * depth * kPanelWidth);
+  const float* w = storage.data();
+  const auto panel = [&](int64_t p) { return w + p * depth * kPanelWidth; };
+  // Within a panel: its own next slice.
+  EXPECT_EQ(NextSlice(w, depth, panels, 2, 3, -1, 256), panel(2) + 256 * kPanelWidth);
+  EXPECT_EQ(NextSlice(w, depth, panels, 2, 3, 4, 512), panel(2) + 512 * kPanelWidth);
+  // The end of a panel inside the chunk: the next panel of the chunk.
+  EXPECT_EQ(NextSlice(w, depth, panels, 1, 3, 4, depth), panel(2));
+  // The end of the chunk: the panel the thread claimed next, wherever it is.
+  EXPECT_EQ(NextSlice(w, depth, panels, 2, 3, 4, depth), panel(4));
+  EXPECT_EQ(NextSlice(w, depth, panels, 3, 4, 0, depth), panel(0));
+  // Nothing claimed next, or past the weights: no prefetch.
+  EXPECT_EQ(NextSlice(w, depth, panels, 2, 3, -1, depth), nullptr);
+  EXPECT_EQ(NextSlice(w, depth, panels, 4, 5, 5, depth), nullptr);
 }
 
 TEST(PackedGemm, FallsBackToLibTorchForDouble) {
