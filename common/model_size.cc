@@ -1,5 +1,7 @@
 #include "common/model_size.h"
 
+#include <limits>
+
 namespace ablate {
 
 // Width of the recurrent projection w_h: the GRU's and MGU's gates, or all
@@ -32,6 +34,18 @@ int64_t ForwardMacsPerSymbol(Cell cell, int64_t hidden, int64_t vocab) {
   int64_t macs = hidden * GateWidth(cell, hidden) + hidden * vocab;
   if (cell != Cell::kLstm) macs += hidden * hidden;
   return macs;
+}
+
+int64_t TrainingBytesLowerBound(const ModelConfig& model, const TrainConfig& train) {
+  // In long double: a config with every setting at its validated maximum
+  // overflows int64 (65536^3 activations).
+  const long double parameters = static_cast<long double>(
+      CountParameters(model.cell, model.layer_norm, model.hidden, model.vocab));
+  const long double activations = static_cast<long double>(train.seq) * train.batch *
+                                  (model.hidden + GateWidth(model.cell, model.hidden));
+  const long double bytes = 4.0L * (5.0L * parameters + activations);
+  const long double most = static_cast<long double>(std::numeric_limits<int64_t>::max());
+  return bytes >= most ? std::numeric_limits<int64_t>::max() : static_cast<int64_t>(bytes);
 }
 
 }  // namespace ablate

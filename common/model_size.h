@@ -26,6 +26,14 @@ int64_t CountParameters(Cell cell, bool layer_norm, int64_t hidden, int64_t voca
 // output matmuls (the input side is a row gather).
 int64_t ForwardMacsPerSymbol(Cell cell, int64_t hidden, int64_t vocab);
 
+// Bytes that training `model` with `train` certainly allocates on its
+// device, in float32: the parameters with their gradients and Adam's three
+// buffers (five copies), and one step's hidden states and recurrent
+// pre-activations, [T, B, H + gates]. A lower bound: the peak is several
+// times its activation part (the seed's size peaks at about 3.3 GiB, against
+// about 0.7 GiB here). Saturates at INT64_MAX rather than overflow.
+int64_t TrainingBytesLowerBound(const ModelConfig& model, const TrainConfig& train);
+
 }  // namespace ablate
 
 #endif  // ABLATE_COMMON_MODEL_SIZE_H_

@@ -196,7 +196,19 @@ TEST(TrainCommand, BadInputIsOneLineNamingTheSettingAndNothingIsWritten) {
            "steps: 4}\n",
        {"--stop-at", "2", "--checkpoint", dir.File("nowhere/ckpt")},
        "nowhere"},
+      {"checkpoint is a directory",
+       "data: {path: " + corpus + "}\nmodel: {hidden: 8, vocab: 27}\ntrain: {batch: 2, seq: 8}\n",
+       {"--checkpoint", dir.path()},
+       "is a directory"},
       {"device", "data: {path: " + corpus + "}\n", {"--device", "cuda:3"}, "cuda:3"},
+      // Far more memory than any machine has: refused before anything is
+      // allocated, not an abort in LibTorch's allocator.
+      {"memory",
+       "data: {path: " + corpus +
+           "}\nmodel: {hidden: 65536, vocab: 27}\ntrain: {batch: 65536, seq: 65536, "
+           "checkpoint_every: 1}\n",
+       {"--checkpoint", dir.File("big.ckpt")},
+       "model.hidden 65536 with train.batch 65536 and train.seq 65536 needs at least"},
   };
   for (const Case& c : cases) {
     WriteFile(dir.File("bad.yaml"), c.yaml);
@@ -206,9 +218,36 @@ TEST(TrainCommand, BadInputIsOneLineNamingTheSettingAndNothingIsWritten) {
     EXPECT_NE(r.exit_code, 0) << c.name;
     EXPECT_NE(r.err.find(c.expect), std::string::npos) << c.name << ": " << r.err;
     EXPECT_TRUE(r.out.empty()) << c.name << ": " << r.out;
+    EXPECT_EQ(testing::Lines(r.err).size(), 1u) << c.name << ": " << r.err;
   }
   EXPECT_FALSE(std::filesystem::exists(dir.File("nowhere")));
+  EXPECT_FALSE(std::filesystem::exists(dir.File("big.ckpt")));
   EXPECT_FALSE(std::filesystem::exists(dir.File("no")));
+}
+
+// An allocation that fails mid-run (here under an address-space limit; on a
+// GPU, CUDA's out of memory) ends the run with an error naming the step, not
+// an abort: a worker fails the job and carries on. The config passes the
+// up-front memory check (its lower bound is 1.6 GiB) but a step needs about
+// 9 GiB. One thread: OpenBLAS's buffers, allocated before the limit bites,
+// grow with the thread count.
+TEST(TrainCommand, RunningOutOfMemoryMidRunIsAnErrorNotAnAbort) {
+  TempDir dir;
+  WriteFile(dir.File("corpus.txt"), testing::EnglishText8(900));
+  WriteFile(dir.File("big.yaml"),
+            "data: {path: " + dir.File("corpus.txt") +
+                "}\nmodel: {cell: gru, layer_norm: true, init: xavier, hidden: 256, vocab: 27}\n"
+                "train: {batch: 1024, seq: 512, steps: 2, log_every: 1, eval_every: 2}\n");
+  auto r = RunCommand({"/bin/bash", "-c",
+                       "ulimit -v 3500000 && exec \"$0\" train \"$1\" --threads 1 --format json",
+                       Binary("ablate-worker"), dir.File("big.yaml")},
+                      dir.path());
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_TRUE(r.out.empty()) << r.out;
+  EXPECT_NE(r.err.find("ablate-worker train: training step 1: "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("can't allocate memory"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("enforce fail"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("terminate called"), std::string::npos) << r.err;
 }
 
 TEST(DataPrepare, TurnsTextIntoText8Format) {

@@ -3,17 +3,34 @@
 #include <malloc.h>
 
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
 
 #include "common/crc32.h"
+#include "common/model_size.h"
+#include "worker/memory.h"
 
 namespace ablate {
 
 namespace {
+
+// What a LibTorch error says, without the backtrace and without the
+// "[enforce fail at FILE:LINE] CONDITION. " that starts an allocator's
+// refusal.
+std::string LibTorchMessage(const c10::Error& e) {
+  std::string message = e.what_without_backtrace();
+  if (message.rfind("[enforce fail at ", 0) == 0) {
+    const size_t bracket = message.find("] ");
+    const size_t sentence = bracket == std::string::npos ? bracket : message.find(". ", bracket);
+    if (sentence != std::string::npos) message = message.substr(sentence + 2);
+  }
+  return message;
+}
 
 constexpr double kLn2 = 0.69314718055994530942;
 constexpr double kAdamBeta1 = 0.9;
@@ -147,6 +164,54 @@ StatusOr<std::unique_ptr<Trainer>> Trainer::Build(const RunConfig& config,
                                    std::to_string(config.train.checkpoint_every) +
                                    " but no checkpoint path was given");
   }
+  if (!options.checkpoint_path.empty()) {
+    // Fail now rather than at the first checkpoint, maybe hours in. The probe
+    // is a temporary file beside the path, removed at once.
+    std::error_code error;
+    if (std::filesystem::is_directory(options.checkpoint_path, error)) {
+      return Status::InvalidArgument("checkpoint " + options.checkpoint_path +
+                                     " is a directory; give a file path");
+    }
+    StatusOr<text8::AtomicFile> probe = text8::AtomicFile::Create(options.checkpoint_path);
+    if (!probe.ok()) return probe.status().WithContext("checkpoint " + options.checkpoint_path);
+  }
+  if (device.is_cpu()) ABLATE_RETURN_IF_ERROR(CheckMemory(config, AvailableMemoryBytes()));
+  try {
+    return BuildOn(config, options, corpus, device, kernel);
+  } catch (const c10::Error& e) {
+    return Status::ResourceExhausted("building the model: " + LibTorchMessage(e));
+  } catch (const std::bad_alloc&) {
+    return Status::ResourceExhausted("building the model: out of memory");
+  }
+}
+
+Status CheckMemory(const RunConfig& config, int64_t available_bytes) {
+  const int64_t needed = TrainingBytesLowerBound(config.model, config.train);
+  if (available_bytes < 0 || needed <= available_bytes) return Status::OK();
+  auto size = [](int64_t bytes) {
+    double value = bytes / 1073741824.0;
+    const char* unit = "GiB";
+    for (const char* larger : {"TiB", "PiB", "EiB"}) {
+      if (value < 1024) break;
+      value /= 1024;
+      unit = larger;
+    }
+    char text[32];
+    std::snprintf(text, sizeof(text), "%.1f %s", value, unit);
+    return std::string(text);
+  };
+  return Status::ResourceExhausted(
+      "model.hidden " + std::to_string(config.model.hidden) + " with train.batch " +
+      std::to_string(config.train.batch) + " and train.seq " + std::to_string(config.train.seq) +
+      " needs at least " + size(needed) +
+      " to train (parameters, gradients, Adam state and one step's activations), but this "
+      "machine has " + size(available_bytes) + " available");
+}
+
+StatusOr<std::unique_ptr<Trainer>> Trainer::BuildOn(const RunConfig& config,
+                                                    const TrainerOptions& options,
+                                                    const text8::Corpus* corpus,
+                                                    torch::Device device, Kernel kernel) {
   std::unique_ptr<Trainer> trainer(new Trainer(config, options, device, kernel));
   if (corpus != nullptr) {
     ABLATE_RETURN_IF_ERROR(trainer->LoadData(*corpus, "the corpus"));
@@ -280,6 +345,22 @@ double Trainer::ElapsedSeconds() const {
 }
 
 StatusOr<TrainSummary> Trainer::Run(TrainerListener* listener) {
+  // LibTorch reports a failed allocation (and CUDA's out of memory) by
+  // throwing; a worker must fail the job with the reason, not abort.
+  try {
+    return RunSteps(listener);
+  } catch (const c10::Error& e) {
+    running_ = false;
+    return Status::ResourceExhausted("training step " + std::to_string(step_ + 1) + ": " +
+                                     LibTorchMessage(e));
+  } catch (const std::bad_alloc&) {
+    running_ = false;
+    return Status::ResourceExhausted("training step " + std::to_string(step_ + 1) +
+                                     ": out of memory");
+  }
+}
+
+StatusOr<TrainSummary> Trainer::RunSteps(TrainerListener* listener) {
   const TrainConfig& t = config_.train;
   run_started_ = std::chrono::steady_clock::now();
   running_ = true;

@@ -102,12 +102,20 @@ struct TrainSummary {
 // Resolves a device setting; errors name the setting and the value.
 StatusOr<torch::Device> ParseDevice(const std::string& device);
 
+// ResourceExhausted, naming model.hidden, train.batch and train.seq, when
+// training `config` certainly needs more than `available_bytes`
+// (TrainingBytesLowerBound in common/model_size.h); OK when it may fit or
+// available_bytes is unknown (negative).
+Status CheckMemory(const RunConfig& config, int64_t available_bytes);
+
 class Trainer {
  public:
   // Loads the corpus, builds and initialises the model from config.train.seed.
   // Errors (InvalidArgument or NotFound) name the setting and the value: an
   // unusable device, a corpus shorter than one batch, a byte outside the
-  // alphabet when model.vocab is 27, a missing file.
+  // alphabet when model.vocab is 27, a missing file. ResourceExhausted: on
+  // the CPU a model that certainly does not fit in the memory available
+  // (CheckMemory), or any device's allocator refusing.
   static StatusOr<std::unique_ptr<Trainer>> Create(const RunConfig& config,
                                                    const TrainerOptions& options);
   // The same on a corpus already in memory; options.corpus_path and
@@ -117,7 +125,8 @@ class Trainer {
                                                    const text8::Corpus& corpus);
 
   // Trains until the step budget is spent (then evaluates the test split) or
-  // the listener asks to stop.
+  // the listener asks to stop. An allocation that fails on the way is
+  // ResourceExhausted, and the trainer is not to be used after it.
   StatusOr<TrainSummary> Run(TrainerListener* listener);
 
   // Writes a checkpoint atomically (temporary file, fsync, rename).
@@ -147,6 +156,12 @@ class Trainer {
           Kernel kernel);
 
   // Both Creates: `corpus` null means the file the options or config name.
+  StatusOr<TrainSummary> RunSteps(TrainerListener* listener);
+  // Build's allocating part, after the settings are checked.
+  static StatusOr<std::unique_ptr<Trainer>> BuildOn(const RunConfig& config,
+                                                    const TrainerOptions& options,
+                                                    const text8::Corpus* corpus,
+                                                    torch::Device device, Kernel kernel);
   static StatusOr<std::unique_ptr<Trainer>> Build(const RunConfig& config,
                                                   const TrainerOptions& options,
                                                   const text8::Corpus* corpus);

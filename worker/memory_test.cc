@@ -1,0 +1,113 @@
+#include "worker/memory.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <limits>
+#include <sstream>
+
+#include "common/model_size.h"
+#include "common/run_config.h"
+#include "worker/trainer.h"
+
+namespace ablate {
+namespace {
+
+constexpr int64_t kGiB = int64_t{1} << 30;
+
+TEST(Memory, MemAvailableIsReadFromMeminfo) {
+  EXPECT_EQ(MemAvailableBytes("MemTotal:       24563020 kB\nMemFree:         1000 kB\n"
+                              "MemAvailable:   24242020 kB\nBuffers: 1 kB\n"),
+            int64_t{24242020} * 1024);
+  EXPECT_EQ(MemAvailableBytes("MemTotal:       24563020 kB\n"), -1);  // kernels before 3.14
+  EXPECT_EQ(MemAvailableBytes("MemAvailable:   lots\n"), -1);
+  EXPECT_EQ(MemAvailableBytes(""), -1);
+}
+
+TEST(Memory, CgroupHeadroomIsTheLimitLessTheUsage) {
+  EXPECT_EQ(CgroupHeadroomBytes("8589934592\n", "1073741824\n"), 7 * kGiB);
+  EXPECT_EQ(CgroupHeadroomBytes("max\n", "1073741824\n"), -1);  // v2, no limit
+  // v1 with no limit: a number near INT64_MAX, which leaves MemAvailable lower.
+  EXPECT_EQ(CgroupHeadroomBytes("9223372036854771712\n", "139333632\n"),
+            9223372036854771712 - 139333632);
+  EXPECT_EQ(CgroupHeadroomBytes("1073741824\n", "2147483648\n"), 0);  // over, as under reclaim
+  EXPECT_EQ(CgroupHeadroomBytes("", "1\n"), -1);                      // unreadable
+  EXPECT_EQ(CgroupHeadroomBytes("12x\n", "1\n"), -1);
+  EXPECT_EQ(CgroupHeadroomBytes("99999999999999999999999\n", "1\n"), -1);  // overflows
+}
+
+TEST(Memory, CgroupPathsOfBothHierarchies) {
+  // cgroup v2 only, as on current distributions and in most containers.
+  CgroupPaths v2 = ParseCgroupPaths("0::/user.slice/user-0.slice/session-1.scope\n");
+  EXPECT_EQ(v2.unified, "/user.slice/user-0.slice/session-1.scope");
+  EXPECT_EQ(v2.memory, "");
+  // Hybrid, as on this machine: v1 controllers beside an empty unified tree.
+  CgroupPaths hybrid = ParseCgroupPaths(
+      "9:name=systemd:/\n8:pids:/\n4:memory:/process_api/c3fd\n2:cpu,cpuacct:/\n0::/\n");
+  EXPECT_EQ(hybrid.unified, "/");
+  EXPECT_EQ(hybrid.memory, "/process_api/c3fd");
+  // Controllers share a line; a path may hold colons.
+  EXPECT_EQ(ParseCgroupPaths("5:cpu,memory:/a:b\n").memory, "/a:b");
+  EXPECT_EQ(ParseCgroupPaths("garbage\n").memory, "");
+}
+
+TEST(Memory, AvailableMemoryOnThisMachineIsPositiveAndAtMostMemAvailable) {
+  std::ifstream in("/proc/meminfo");
+  std::ostringstream text;
+  text << in.rdbuf();
+  const int64_t mem_available = MemAvailableBytes(text.str());
+  if (mem_available < 0) GTEST_SKIP() << "no MemAvailable in /proc/meminfo";
+  const int64_t available = AvailableMemoryBytes();
+  EXPECT_GT(available, 0);
+  // Within what MemAvailable said a moment ago, give or take 1 GiB of churn.
+  EXPECT_LE(available, mem_available + kGiB);
+}
+
+RunConfig Seed() {
+  RunConfig config;
+  config.model.cell = Cell::kGru;
+  config.model.layer_norm = true;
+  config.model.hidden = 2000;
+  config.model.vocab = 256;
+  config.train.batch = 100;
+  config.train.seq = 200;
+  return config;
+}
+
+TEST(Memory, TrainingLowerBoundCountsParametersAdamAndActivations) {
+  const RunConfig seed = Seed();
+  // 5 copies of 14,078,256 parameters and [200, 100, 2000 + 4000] floats.
+  EXPECT_EQ(TrainingBytesLowerBound(seed.model, seed.train),
+            4 * (5 * int64_t{14078256} + int64_t{200} * 100 * 6000));
+  // Below what the seed's size measures at its peak (3,281 MiB, BENCHMARKS.md).
+  EXPECT_LT(TrainingBytesLowerBound(seed.model, seed.train), int64_t{3281} << 20);
+  RunConfig most = seed;
+  most.model.hidden = most.train.batch = most.train.seq = 65536;
+  most.model.cell = Cell::kLstm;
+  // Every setting at its validated maximum: petabytes, still counted exactly.
+  const int64_t h = 65536;
+  EXPECT_EQ(TrainingBytesLowerBound(most.model, most.train),
+            4 * (5 * CountParameters(Cell::kLstm, true, h, 256) + h * h * (h + 4 * h)));
+}
+
+TEST(Memory, CheckMemoryRefusesOnlyWhatCannotFitAndNamesTheSettings) {
+  RunConfig seed = Seed();
+  EXPECT_TRUE(CheckMemory(seed, 24 * kGiB).ok());
+  EXPECT_TRUE(CheckMemory(seed, -1).ok());  // unknown: let the allocator decide
+  const Status refused = CheckMemory(seed, kGiB / 2);
+  EXPECT_EQ(refused.code(), Status::kResourceExhausted);
+  EXPECT_NE(refused.message().find("model.hidden 2000 with train.batch 100 and train.seq 200 "
+                                   "needs at least 0.7 GiB"),
+            std::string::npos)
+      << refused.message();
+  EXPECT_NE(refused.message().find("has 0.5 GiB available"), std::string::npos)
+      << refused.message();
+  RunConfig huge = seed;
+  huge.model.hidden = 65536;
+  const Status too_big = CheckMemory(huge, 24 * kGiB);
+  EXPECT_NE(too_big.message().find("needs at least 255.9 GiB"), std::string::npos)
+      << too_big.message();
+}
+
+}  // namespace
+}  // namespace ablate
