@@ -7,8 +7,9 @@
 // Shapes are the seed's (H 2000, B 100: GRU w_h [H, 2H], w_hc [H, H], and
 // their transposes for the backward pass), the small test config's (H 128,
 // B 32), and the 2000x2000x2000 product whose rate trainer_bench divides by,
-// so that the kernel's rate on the seed's shapes can be read against it. Prints the median GFLOP/s of each and PackedGemm's one-off packing
-// time. To compare with OpenBLAS's AVX2 kernels on an AVX-512 machine, run it
+// so that the kernel's rate on the seed's shapes can be read against it.
+// Prints the median GFLOP/s of each and PackedGemm's one-off packing time.
+// To compare with OpenBLAS's AVX2 kernels on an AVX-512 machine, run it
 // with OPENBLAS_CORETYPE=Haswell.
 #include <CLI/CLI.hpp>
 #include <algorithm>

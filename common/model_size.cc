@@ -37,8 +37,8 @@ int64_t ForwardMacsPerSymbol(Cell cell, int64_t hidden, int64_t vocab) {
 }
 
 int64_t TrainingBytesLowerBound(const ModelConfig& model, const TrainConfig& train) {
-  // In long double: a config with every setting at its validated maximum
-  // overflows int64 (65536^3 activations).
+  // In long double, then saturated: the validated maxima stay within int64
+  // (about 5.6e15 bytes), but callers may pass settings not yet validated.
   const long double parameters = static_cast<long double>(
       CountParameters(model.cell, model.layer_norm, model.hidden, model.vocab));
   const long double activations = static_cast<long double>(train.seq) * train.batch *

@@ -28,8 +28,8 @@ int64_t ForwardMacsPerSymbol(Cell cell, int64_t hidden, int64_t vocab);
 
 // Bytes that training `model` with `train` certainly allocates on its
 // device, in float32: the parameters with their gradients and Adam's three
-// buffers (five copies), and one step's hidden states and recurrent
-// pre-activations, [T, B, H + gates]. A lower bound: the peak is several
+// buffers (five copies), and one step's hidden states and gate activations,
+// [T, B, H + gates]. A lower bound: the peak is several
 // times its activation part (the seed's size peaks at about 3.3 GiB, against
 // about 0.7 GiB here). Saturates at INT64_MAX rather than overflow.
 int64_t TrainingBytesLowerBound(const ModelConfig& model, const TrainConfig& train);

@@ -1,10 +1,14 @@
 #include "worker/memory.h"
 
+#include <malloc.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cstdint>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <vector>
 
 namespace ablate {
 
@@ -20,8 +24,8 @@ std::string ReadFile(const std::string& path) {
 // A whole non-negative decimal number, surrounding whitespace allowed; -1
 // otherwise.
 int64_t ParseCount(const std::string& text) {
-  size_t begin = text.find_first_not_of(" \t\n");
-  size_t end = text.find_last_not_of(" \t\n");
+  const size_t begin = text.find_first_not_of(" \t\n");
+  const size_t end = text.find_last_not_of(" \t\n");
   if (begin == std::string::npos) return -1;
   int64_t value = 0;
   for (size_t i = begin; i <= end; ++i) {
@@ -33,6 +37,23 @@ int64_t ParseCount(const std::string& text) {
 }
 
 }  // namespace
+
+int64_t FreeHeapBytes() {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+  return static_cast<int64_t>(mallinfo2().fordblks);
+#else
+  return 0;
+#endif
+}
+
+int64_t CombineAvailable(int64_t mem_available, const std::vector<int64_t>& headrooms,
+                         int64_t free_heap) {
+  int64_t available = mem_available;
+  for (int64_t headroom : headrooms) {
+    if (headroom >= 0 && (available < 0 || headroom < available)) available = headroom;
+  }
+  return available < 0 ? available : available + std::max<int64_t>(0, free_heap);
+}
 
 int64_t MemAvailableBytes(const std::string& meminfo) {
   std::istringstream lines(meminfo);
@@ -48,10 +69,54 @@ int64_t MemAvailableBytes(const std::string& meminfo) {
   return -1;
 }
 
-int64_t CgroupHeadroomBytes(const std::string& limit, const std::string& usage) {
+int64_t MemoryStatValue(const std::string& memory_stat, const std::string& key) {
+  std::istringstream lines(memory_stat);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (line.size() > key.size() && line.compare(0, key.size(), key) == 0 &&
+        line[key.size()] == ' ') {
+      return ParseCount(line.substr(key.size() + 1));
+    }
+  }
+  return -1;
+}
+
+int64_t CgroupHeadroomBytes(const std::string& limit, const std::string& usage,
+                            int64_t inactive_file) {
   const int64_t most = ParseCount(limit), used = ParseCount(usage);
   if (most < 0 || used < 0) return -1;
-  return std::max<int64_t>(0, most - used);
+  const int64_t working_set = std::max<int64_t>(0, used - std::max<int64_t>(0, inactive_file));
+  return std::max<int64_t>(0, most - working_set);
+}
+
+int64_t CgroupHeadroom(const std::string& mount_dir, const std::string& path,
+                       CgroupVersion version) {
+  const bool v2 = version == CgroupVersion::kV2;
+  const std::filesystem::path mount(mount_dir);
+  const std::filesystem::path relative = std::filesystem::path(path).relative_path();
+  std::filesystem::path dir = mount / relative;
+  std::error_code error;
+  if (relative.empty() || path.find("..") != std::string::npos ||
+      !std::filesystem::is_directory(dir, error)) {
+    dir = mount;
+  }
+  int64_t least = -1;
+  for (int depth = 0; depth < 256; ++depth) {
+    const std::string stat = ReadFile((dir / "memory.stat").string());
+    std::string limit = ReadFile((dir / (v2 ? "memory.max" : "memory.limit_in_bytes")).string());
+    if (!v2) {
+      // Takes the ancestors' limits in.
+      const int64_t hierarchical = MemoryStatValue(stat, "hierarchical_memory_limit");
+      if (hierarchical >= 0) limit = std::to_string(hierarchical);
+    }
+    const int64_t headroom = CgroupHeadroomBytes(
+        limit, ReadFile((dir / (v2 ? "memory.current" : "memory.usage_in_bytes")).string()),
+        MemoryStatValue(stat, v2 ? "inactive_file" : "total_inactive_file"));
+    if (headroom >= 0 && (least < 0 || headroom < least)) least = headroom;
+    if (!v2 || dir == mount || !dir.has_relative_path()) break;
+    dir = dir.parent_path();
+  }
+  return least;
 }
 
 CgroupPaths ParseCgroupPaths(const std::string& proc_cgroup) {
@@ -79,38 +144,18 @@ CgroupPaths ParseCgroupPaths(const std::string& proc_cgroup) {
   return paths;
 }
 
-namespace {
-
-// The headroom of the cgroup at `path` under the hierarchy mounted at
-// `mount`, or of the mount's root where the path is not there (a container
-// sees its own cgroup as the root, while /proc may name it as the host does).
-int64_t Headroom(const std::string& mount, const std::string& path, const char* limit_file,
-                 const char* usage_file) {
-  for (const std::string& dir : {mount + (path == "/" ? std::string() : path), mount}) {
-    const int64_t headroom =
-        CgroupHeadroomBytes(ReadFile(dir + "/" + limit_file), ReadFile(dir + "/" + usage_file));
-    if (headroom >= 0) return headroom;
-  }
-  return -1;
-}
-
-}  // namespace
-
 int64_t AvailableMemoryBytes() {
   int64_t available = MemAvailableBytes(ReadFile("/proc/meminfo"));
   const CgroupPaths cgroups = ParseCgroupPaths(ReadFile("/proc/self/cgroup"));
-  int64_t headrooms[2] = {-1, -1};
+  std::vector<int64_t> headrooms;
   if (!cgroups.unified.empty()) {
-    headrooms[0] = Headroom("/sys/fs/cgroup", cgroups.unified, "memory.max", "memory.current");
+    headrooms.push_back(CgroupHeadroom("/sys/fs/cgroup", cgroups.unified, CgroupVersion::kV2));
   }
   if (!cgroups.memory.empty()) {
-    headrooms[1] = Headroom("/sys/fs/cgroup/memory", cgroups.memory, "memory.limit_in_bytes",
-                            "memory.usage_in_bytes");
+    headrooms.push_back(
+        CgroupHeadroom("/sys/fs/cgroup/memory", cgroups.memory, CgroupVersion::kV1));
   }
-  for (int64_t headroom : headrooms) {
-    if (headroom >= 0 && (available < 0 || headroom < available)) available = headroom;
-  }
-  return available;
+  return CombineAvailable(available, headrooms, FreeHeapBytes());
 }
 
 }  // namespace ablate

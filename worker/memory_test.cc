@@ -1,10 +1,14 @@
 #include "worker/memory.h"
 
 #include <gtest/gtest.h>
+#include <malloc.h>
+#include <stdlib.h>
 
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <sstream>
+#include <vector>
 
 #include "common/model_size.h"
 #include "common/run_config.h"
@@ -24,16 +28,31 @@ TEST(Memory, MemAvailableIsReadFromMeminfo) {
   EXPECT_EQ(MemAvailableBytes(""), -1);
 }
 
-TEST(Memory, CgroupHeadroomIsTheLimitLessTheUsage) {
-  EXPECT_EQ(CgroupHeadroomBytes("8589934592\n", "1073741824\n"), 7 * kGiB);
-  EXPECT_EQ(CgroupHeadroomBytes("max\n", "1073741824\n"), -1);  // v2, no limit
+TEST(Memory, CgroupHeadroomIsTheLimitLessTheWorkingSet) {
+  EXPECT_EQ(CgroupHeadroomBytes("8589934592\n", "1073741824\n", -1), 7 * kGiB);
+  // A container that has read or written files sits near its limit in page
+  // cache the kernel reclaims first: it is room, not use.
+  EXPECT_EQ(CgroupHeadroomBytes("8589934592\n", "8589934592\n", 6 * kGiB), 6 * kGiB);
+  EXPECT_EQ(CgroupHeadroomBytes("8589934592\n", "1073741824\n", 2 * kGiB), 8 * kGiB);
+  EXPECT_EQ(CgroupHeadroomBytes("max\n", "1073741824\n", 0), -1);  // v2, no limit
   // v1 with no limit: a number near INT64_MAX, which leaves MemAvailable lower.
-  EXPECT_EQ(CgroupHeadroomBytes("9223372036854771712\n", "139333632\n"),
+  EXPECT_EQ(CgroupHeadroomBytes("9223372036854771712\n", "139333632\n", 0),
             9223372036854771712 - 139333632);
-  EXPECT_EQ(CgroupHeadroomBytes("1073741824\n", "2147483648\n"), 0);  // over, as under reclaim
-  EXPECT_EQ(CgroupHeadroomBytes("", "1\n"), -1);                      // unreadable
-  EXPECT_EQ(CgroupHeadroomBytes("12x\n", "1\n"), -1);
-  EXPECT_EQ(CgroupHeadroomBytes("99999999999999999999999\n", "1\n"), -1);  // overflows
+  EXPECT_EQ(CgroupHeadroomBytes("1073741824\n", "2147483648\n", 0), 0);  // over, in reclaim
+  EXPECT_EQ(CgroupHeadroomBytes("", "1\n", 0), -1);                      // unreadable
+  EXPECT_EQ(CgroupHeadroomBytes("12x\n", "1\n", 0), -1);
+  EXPECT_EQ(CgroupHeadroomBytes("99999999999999999999999\n", "1\n", 0), -1);  // overflows
+}
+
+TEST(Memory, MemoryStatValuesAreFoundByWholeKey) {
+  const std::string stat =
+      "cache 160522240\nrss 4096\ninactive_file 7\nhierarchical_memory_limit "
+      "9223372036854771712\ntotal_inactive_file 9\n";
+  EXPECT_EQ(MemoryStatValue(stat, "inactive_file"), 7);
+  EXPECT_EQ(MemoryStatValue(stat, "total_inactive_file"), 9);
+  EXPECT_EQ(MemoryStatValue(stat, "hierarchical_memory_limit"), 9223372036854771712);
+  EXPECT_EQ(MemoryStatValue(stat, "file"), -1);  // not a prefix match of inactive_file
+  EXPECT_EQ(MemoryStatValue("", "rss"), -1);
 }
 
 TEST(Memory, CgroupPathsOfBothHierarchies) {
@@ -51,16 +70,88 @@ TEST(Memory, CgroupPathsOfBothHierarchies) {
   EXPECT_EQ(ParseCgroupPaths("garbage\n").memory, "");
 }
 
-TEST(Memory, AvailableMemoryOnThisMachineIsPositiveAndAtMostMemAvailable) {
+// A cgroup tree in a temporary directory, files as the kernel shows them.
+class CgroupTree {
+ public:
+  CgroupTree() {
+    char pattern[] = "/tmp/ablate-cgroup-XXXXXX";
+    root_ = mkdtemp(pattern);
+  }
+  ~CgroupTree() { std::filesystem::remove_all(root_); }
+  void Write(const std::string& file, const std::string& text) {
+    const std::filesystem::path path = root_ + "/" + file;
+    std::filesystem::create_directories(path.parent_path());
+    std::ofstream(path) << text;
+  }
+  const std::string& root() const { return root_; }
+
+ private:
+  std::string root_;
+};
+
+TEST(Memory, V2HeadroomIsTheLeastOfTheCgroupAndItsAncestors) {
+  CgroupTree tree;
+  // As Slurm and systemd set it: the limit on the job's cgroup, none on the
+  // task's below it.
+  tree.Write("job/memory.max", "8589934592\n");
+  tree.Write("job/memory.current", "3221225472\n");
+  tree.Write("job/memory.stat", "anon 1\ninactive_file 1073741824\n");
+  tree.Write("job/task/memory.max", "max\n");
+  tree.Write("job/task/memory.current", "1073741824\n");
+  EXPECT_EQ(CgroupHeadroom(tree.root(), "/job/task", CgroupVersion::kV2), 6 * kGiB);
+  // A tighter limit below wins.
+  tree.Write("job/task/memory.max", "2147483648\n");
+  EXPECT_EQ(CgroupHeadroom(tree.root(), "/job/task", CgroupVersion::kV2), kGiB);
+  // A path the namespace does not show: the mount's root, which a container
+  // sees as its own cgroup.
+  tree.Write("memory.max", "4294967296\n");
+  tree.Write("memory.current", "0\n");
+  EXPECT_EQ(CgroupHeadroom(tree.root(), "/../../elsewhere", CgroupVersion::kV2), 4 * kGiB);
+  EXPECT_EQ(CgroupHeadroom(tree.root(), "/not/here", CgroupVersion::kV2), 4 * kGiB);
+  EXPECT_EQ(CgroupHeadroom(tree.root() + "/job/task/none", "/", CgroupVersion::kV2), -1);
+}
+
+TEST(Memory, V1HeadroomUsesTheHierarchicalLimit) {
+  CgroupTree tree;
+  tree.Write("slurm/uid_0/job_7/step_0/memory.limit_in_bytes", "9223372036854771712\n");
+  tree.Write("slurm/uid_0/job_7/step_0/memory.usage_in_bytes", "2147483648\n");
+  tree.Write("slurm/uid_0/job_7/step_0/memory.stat",
+             "cache 1073741824\nhierarchical_memory_limit 4294967296\n"
+             "total_inactive_file 1073741824\n");
+  EXPECT_EQ(CgroupHeadroom(tree.root(), "/slurm/uid_0/job_7/step_0", CgroupVersion::kV1),
+            3 * kGiB);
+}
+
+TEST(Memory, AvailableIsTheTightestLimitPlusTheFreeHeap) {
+  EXPECT_EQ(CombineAvailable(20 * kGiB, {}, 0), 20 * kGiB);
+  EXPECT_EQ(CombineAvailable(20 * kGiB, {-1, 3 * kGiB}, 0), 3 * kGiB);  // a container's limit
+  EXPECT_EQ(CombineAvailable(20 * kGiB, {5 * kGiB, 4 * kGiB}, kGiB), 5 * kGiB);
+  EXPECT_EQ(CombineAvailable(-1, {-1}, kGiB), -1);  // nothing known: no check
+  EXPECT_EQ(CombineAvailable(-1, {2 * kGiB}, 0), 2 * kGiB);
+}
+
+TEST(Memory, FreedHeapIsCountedAsThisProcesssToUse) {
+  // The trainer's settings (KeepFreedMemory): freed blocks stay in the heap.
+  mallopt(M_MMAP_MAX, 0);
+  mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
+  const int64_t before = FreeHeapBytes();
+  {
+    std::vector<char> block(512 << 20, 1);
+    ASSERT_EQ(block[12345], 1);
+  }
+  EXPECT_GE(FreeHeapBytes(), before + (int64_t{500} << 20));
+}
+
+TEST(Memory, AvailableMemoryOnThisMachineIsAtMostMemAvailablePlusTheFreeHeap) {
   std::ifstream in("/proc/meminfo");
   std::ostringstream text;
   text << in.rdbuf();
   const int64_t mem_available = MemAvailableBytes(text.str());
   if (mem_available < 0) GTEST_SKIP() << "no MemAvailable in /proc/meminfo";
   const int64_t available = AvailableMemoryBytes();
-  EXPECT_GT(available, 0);
+  EXPECT_GE(available, FreeHeapBytes());
   // Within what MemAvailable said a moment ago, give or take 1 GiB of churn.
-  EXPECT_LE(available, mem_available + kGiB);
+  EXPECT_LE(available, mem_available + FreeHeapBytes() + kGiB);
 }
 
 RunConfig Seed() {

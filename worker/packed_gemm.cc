@@ -105,7 +105,11 @@ PackedGemm::PackedGemm(const torch::Tensor& w, int64_t calls) : w_(w) {
   isa_ = isa;
   const int64_t panels = (n_ + kPanelWidth - 1) / kPanelWidth;
   // LibTorch's CPU allocator aligns to 64 bytes, as the kernel's loads need.
-  packed_ = torch::empty({panels, k_, kPanelWidth}, w.options());
+  // One depth block of slack past the last panel: a tile prefetches as many
+  // rows of the next slice as its own has, which can run past a shorter
+  // last slice, and the prefetch addresses should stay inside the buffer.
+  packed_ = torch::empty({panels * k_ * kPanelWidth + packed_gemm::kDepthBlock * kPanelWidth},
+                         w.options());
   PackPanels(w.data_ptr<float>(), k_, n_, w.stride(0), w.stride(1), packed_.data_ptr<float>());
 }
 
@@ -143,19 +147,20 @@ void PackedGemm::Run(const torch::Tensor& a, double beta, torch::Tensor* c_out,
                    });
   const float* w_packed = packed_.data_ptr<float>();
   float* c_p = c.data_ptr<float>();
-  const int64_t panels = packed_.size(0);
+  const int64_t panels = (n_ + kPanelWidth - 1) / kPanelWidth;
   const int64_t chunk = std::max<int64_t>(1, kMacsPerTask / (m * k_ * kPanelWidth));
   const int64_t chunks = (panels + chunk - 1) / chunk;
   // Threads claim chunks of panels as they go rather than a fixed share each:
-  // on a shared machine a thread that loses its core for a while leaves its
-  // work to the others instead of making them wait. Which thread computes a
-  // panel does not change its result.
+  // on a shared machine a thread that loses its core for a while leaves all
+  // but its next chunk to the others instead of making them wait. Which
+  // thread computes a panel does not change its result.
   const auto multiply =
       isa_ == VectorIsa::kAvx512 ? packed_gemm::MultiplyPanels : packed_gemm::MultiplyPanelsAvx2;
   // Each thread claims its next chunk before running the one it holds, so
   // that the chunk's last slice prefetches the panel the thread runs next
   // rather than the one after it in memory, which the other thread usually
-  // takes (pages_bench --compare claim).
+  // takes (pages_bench --compare claim). That next chunk is the one a
+  // stalled thread still holds up.
   std::atomic<int64_t> next{0};
   at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
     for (int64_t i = next++; i < chunks;) {

@@ -20,16 +20,49 @@ namespace ablate {
 namespace {
 
 // What a LibTorch error says, without the backtrace and without the
-// "[enforce fail at FILE:LINE] CONDITION. " that starts an allocator's
-// refusal.
+// "[enforce fail at FILE:LINE] CONDITION. VALUES. " that starts an
+// allocator's refusal ("... err == 0. 12 vs 0. DefaultCPUAllocator: can't
+// allocate memory: ...").
 std::string LibTorchMessage(const c10::Error& e) {
   std::string message = e.what_without_backtrace();
   if (message.rfind("[enforce fail at ", 0) == 0) {
+    const size_t allocator = message.find("DefaultCPUAllocator: ");
     const size_t bracket = message.find("] ");
     const size_t sentence = bracket == std::string::npos ? bracket : message.find(". ", bracket);
-    if (sentence != std::string::npos) message = message.substr(sentence + 2);
+    if (allocator != std::string::npos) {
+      message = message.substr(allocator);
+    } else if (sentence != std::string::npos) {
+      message = message.substr(sentence + 2);
+    }
   }
   return message;
+}
+
+// Whether a LibTorch error is an allocator refusing (CUDA's out of memory, or
+// the CPU allocator's enforce).
+bool IsAllocationFailure(const c10::Error& e) {
+  if (dynamic_cast<const c10::OutOfMemoryError*>(&e) != nullptr) return true;
+  const std::string message = e.what_without_backtrace();
+  return message.find("can't allocate memory") != std::string::npos ||
+         message.find("out of memory") != std::string::npos;
+}
+
+// Runs `body` (returning a Status or a StatusOr) and turns what LibTorch or
+// the standard library throws into a Status that starts with what(): a
+// failed allocation is ResourceExhausted, anything else Internal. A worker
+// then fails the job with the reason instead of aborting.
+template <typename What, typename Body>
+auto Guarded(const What& what, const Body& body) -> decltype(body()) {
+  try {
+    return body();
+  } catch (const c10::Error& e) {
+    const std::string message = what() + ": " + LibTorchMessage(e);
+    return IsAllocationFailure(e) ? Status::ResourceExhausted(message) : Status::Internal(message);
+  } catch (const std::bad_alloc&) {
+    return Status::ResourceExhausted(what() + ": out of memory");
+  } catch (const std::exception& e) {
+    return Status::Internal(what() + ": " + e.what());
+  }
 }
 
 constexpr double kLn2 = 0.69314718055994530942;
@@ -176,13 +209,8 @@ StatusOr<std::unique_ptr<Trainer>> Trainer::Build(const RunConfig& config,
     if (!probe.ok()) return probe.status().WithContext("checkpoint " + options.checkpoint_path);
   }
   if (device.is_cpu()) ABLATE_RETURN_IF_ERROR(CheckMemory(config, AvailableMemoryBytes()));
-  try {
-    return BuildOn(config, options, corpus, device, kernel);
-  } catch (const c10::Error& e) {
-    return Status::ResourceExhausted("building the model: " + LibTorchMessage(e));
-  } catch (const std::bad_alloc&) {
-    return Status::ResourceExhausted("building the model: out of memory");
-  }
+  return Guarded([] { return std::string("building the model"); },
+                 [&] { return BuildOn(config, options, corpus, device, kernel); });
 }
 
 Status CheckMemory(const RunConfig& config, int64_t available_bytes) {
@@ -345,19 +373,11 @@ double Trainer::ElapsedSeconds() const {
 }
 
 StatusOr<TrainSummary> Trainer::Run(TrainerListener* listener) {
-  // LibTorch reports a failed allocation (and CUDA's out of memory) by
-  // throwing; a worker must fail the job with the reason, not abort.
-  try {
-    return RunSteps(listener);
-  } catch (const c10::Error& e) {
-    running_ = false;
-    return Status::ResourceExhausted("training step " + std::to_string(step_ + 1) + ": " +
-                                     LibTorchMessage(e));
-  } catch (const std::bad_alloc&) {
-    running_ = false;
-    return Status::ResourceExhausted("training step " + std::to_string(step_ + 1) +
-                                     ": out of memory");
-  }
+  StatusOr<TrainSummary> summary = Guarded(
+      [&] { return std::string(activity_) + " " + std::to_string(activity_step_); },
+      [&] { return RunSteps(listener); });
+  running_ = false;
+  return summary;
 }
 
 StatusOr<TrainSummary> Trainer::RunSteps(TrainerListener* listener) {
@@ -381,6 +401,7 @@ StatusOr<TrainSummary> Trainer::RunSteps(TrainerListener* listener) {
 
   while (step_ < t.steps) {
     if (listener->ShouldStop()) return finish(TrainSummary::Outcome::kStopped, "stopped");
+    SetActivity("training step", step_ + 1);
     TrainStep();
     if (step_ % t.log_every == 0 || step_ == t.steps) {
       const double bpc = loss_sum_.item<double>() / double(loss_steps_) / kLn2;
@@ -397,6 +418,7 @@ StatusOr<TrainSummary> Trainer::RunSteps(TrainerListener* listener) {
       emit(Split::kTrain, bpc);
     }
     if ((t.eval_every > 0 && step_ % t.eval_every == 0) || step_ == t.steps) {
+      SetActivity("validation at step", step_);
       const double bpc = Evaluate(Split::kValid);
       if (!std::isfinite(bpc)) {
         return finish(TrainSummary::Outcome::kDiverged,
@@ -406,6 +428,7 @@ StatusOr<TrainSummary> Trainer::RunSteps(TrainerListener* listener) {
       emit(Split::kValid, bpc);
     }
     if (t.checkpoint_every > 0 && step_ % t.checkpoint_every == 0 && step_ < t.steps) {
+      SetActivity("checkpoint at step", step_);
       ABLATE_RETURN_IF_ERROR(SaveCheckpoint(options_.checkpoint_path));
       ABLATE_RETURN_IF_ERROR(listener->OnCheckpoint(options_.checkpoint_path, step_));
     }
@@ -422,6 +445,7 @@ StatusOr<TrainSummary> Trainer::RunSteps(TrainerListener* listener) {
     progress.train_bpc = summary.final_train_bpc;
     listener->OnProgress(progress);
   }
+  SetActivity("test evaluation at step", step_);
   const double test = Evaluate(Split::kTest);
   if (!std::isfinite(test)) {
     return finish(TrainSummary::Outcome::kDiverged, "test loss is non-finite");
@@ -432,6 +456,16 @@ StatusOr<TrainSummary> Trainer::RunSteps(TrainerListener* listener) {
 }
 
 Status Trainer::SaveCheckpoint(const std::string& path) const {
+  return Guarded([&] { return "writing checkpoint " + path; },
+                 [&] { return WriteCheckpoint(path); });
+}
+
+Status Trainer::RestoreCheckpoint(const std::string& path) {
+  return Guarded([&] { return "reading checkpoint " + path; },
+                 [&] { return ReadCheckpoint(path); });
+}
+
+Status Trainer::WriteCheckpoint(const std::string& path) const {
   torch::serialize::OutputArchive archive;
   auto cpu = [](const torch::Tensor& x) {
     return x.defined() ? x.detach().to(torch::kCPU) : torch::empty({0});
@@ -467,7 +501,7 @@ Status Trainer::SaveCheckpoint(const std::string& path) const {
   return file.Commit();
 }
 
-Status Trainer::RestoreCheckpoint(const std::string& path) {
+Status Trainer::ReadCheckpoint(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return Status::NotFound("checkpoint " + path + ": " + std::strerror(errno));
   std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -514,6 +548,7 @@ Status Trainer::RestoreCheckpoint(const std::string& path) {
     archive.read("elapsed", elapsed);
     archive.read("rng", rng);
   } catch (const c10::Error& e) {
+    if (IsAllocationFailure(e)) throw;  // not the file's fault: Guarded says so
     return corrupt(e.what_without_backtrace());
   }
   const std::string expected = ResumeIdentity(config_).dump();

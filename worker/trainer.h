@@ -126,7 +126,9 @@ class Trainer {
 
   // Trains until the step budget is spent (then evaluates the test split) or
   // the listener asks to stop. An allocation that fails on the way is
-  // ResourceExhausted, and the trainer is not to be used after it.
+  // ResourceExhausted naming the step (any other exception from LibTorch,
+  // Internal); the trainer is not to be used after it. So too for the
+  // checkpoint calls below.
   StatusOr<TrainSummary> Run(TrainerListener* listener);
 
   // Writes a checkpoint atomically (temporary file, fsync, rename).
@@ -155,13 +157,22 @@ class Trainer {
   Trainer(const RunConfig& config, const TrainerOptions& options, torch::Device device,
           Kernel kernel);
 
-  // Both Creates: `corpus` null means the file the options or config name.
+  // Run, Save- and RestoreCheckpoint without the translation of exceptions
+  // into a Status.
   StatusOr<TrainSummary> RunSteps(TrainerListener* listener);
+  Status WriteCheckpoint(const std::string& path) const;
+  Status ReadCheckpoint(const std::string& path);
+  // What RunSteps is doing, for the error when something throws.
+  void SetActivity(const char* activity, int64_t step) {
+    activity_ = activity;
+    activity_step_ = step;
+  }
   // Build's allocating part, after the settings are checked.
   static StatusOr<std::unique_ptr<Trainer>> BuildOn(const RunConfig& config,
                                                     const TrainerOptions& options,
                                                     const text8::Corpus* corpus,
                                                     torch::Device device, Kernel kernel);
+  // Both Creates: `corpus` null means the file the options or config name.
   static StatusOr<std::unique_ptr<Trainer>> Build(const RunConfig& config,
                                                   const TrainerOptions& options,
                                                   const text8::Corpus* corpus);
@@ -192,6 +203,8 @@ class Trainer {
   torch::Tensor loss_sum_;      // sum of step losses (nats) since the last training point
   int64_t loss_steps_ = 0;
   double elapsed_before_ = 0;   // training seconds in earlier processes
+  const char* activity_ = "training step";  // SetActivity
+  int64_t activity_step_ = 0;
   std::chrono::steady_clock::time_point run_started_;
   bool running_ = false;
   at::Generator generator_;

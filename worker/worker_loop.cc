@@ -19,6 +19,7 @@
 #include "common/run_config.h"
 #include "worker/blas.h"
 #include "worker/coordinator_client.h"
+#include "worker/text8.h"
 #include "worker/train_command.h"
 #include "worker/trainer.h"
 
@@ -491,6 +492,17 @@ int RunWorker(const WorkerOptions& given) {
       return 1;
     }
     options.work_dir = pattern;
+  } else {
+    // A volume's folder may not exist yet; one that cannot be written is
+    // refused now rather than failing every job it leases.
+    std::error_code error;
+    std::filesystem::create_directories(options.work_dir, error);
+    StatusOr<text8::AtomicFile> probe = text8::AtomicFile::Create(options.work_dir + "/probe");
+    if (error || !probe.ok()) {
+      spdlog::error("work directory {}: {}", options.work_dir,
+                    error ? error.message() : probe.status().message());
+      return 1;
+    }
   }
   CoordinatorClient client(MakeChannel(options.client));
   Worker worker(options, &client);
