@@ -252,16 +252,27 @@ TEST(TrainCommand, RunningOutOfMemoryMidRunIsAnErrorNotAnAbort) {
                       dir.path());
   };
   const auto small = limited("small.yaml");
-  if (small.exit_code != 0) GTEST_SKIP() << "this build does not start in 3.5 GB: " << small.err;
+  if (small.exit_code != 0) {
+    // A build that maps more (CUDA's libraries) cannot start under the limit;
+    // anything else is a failure of its own.
+    ASSERT_TRUE(small.err.find("memory") != std::string::npos ||
+                small.err.find("allocate") != std::string::npos ||
+                small.err.find("Resource temporarily unavailable") != std::string::npos)
+        << small.err;
+    GTEST_SKIP() << "this build does not start in 3.5 GB: " << small.err;
+  }
   const auto r = limited("big.yaml");
   if (r.err.find("needs at least") != std::string::npos) {
     GTEST_SKIP() << "this machine has too little memory to get past the check: " << r.err;
   }
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_TRUE(r.out.empty()) << r.out;
-  EXPECT_NE(r.err.find("ablate-worker train: training step 1: DefaultCPUAllocator: can't "
-                       "allocate memory"),
-            std::string::npos)
+  // LibTorch's CPU allocator refuses, or (where another allocation crosses
+  // the limit first) operator new.
+  EXPECT_TRUE(r.err.find("ablate-worker train: training step 1: DefaultCPUAllocator: can't "
+                         "allocate memory") != std::string::npos ||
+              r.err.find("ablate-worker train: training step 1: out of memory") !=
+                  std::string::npos)
       << r.err;
   EXPECT_EQ(r.err.find("terminate called"), std::string::npos) << r.err;
 }

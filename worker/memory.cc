@@ -52,7 +52,9 @@ int64_t CombineAvailable(int64_t mem_available, const std::vector<int64_t>& head
   for (int64_t headroom : headrooms) {
     if (headroom >= 0 && (available < 0 || headroom < available)) available = headroom;
   }
-  return available < 0 ? available : available + std::max<int64_t>(0, free_heap);
+  if (available < 0) return available;
+  const int64_t extra = std::max<int64_t>(0, free_heap);
+  return available > INT64_MAX - extra ? INT64_MAX : available + extra;
 }
 
 int64_t MemAvailableBytes(const std::string& meminfo) {
@@ -92,29 +94,42 @@ int64_t CgroupHeadroomBytes(const std::string& limit, const std::string& usage,
 int64_t CgroupHeadroom(const std::string& mount_dir, const std::string& path,
                        CgroupVersion version) {
   const bool v2 = version == CgroupVersion::kV2;
-  const std::filesystem::path mount(mount_dir);
-  const std::filesystem::path relative = std::filesystem::path(path).relative_path();
-  std::filesystem::path dir = mount / relative;
+  std::filesystem::path mount = std::filesystem::path(mount_dir).lexically_normal();
+  if (!mount.has_filename()) mount = mount.parent_path();  // "a/b/" -> "a/b"
+  // The cgroups from the mount's root down to `path`; only the root where the
+  // path is not there or leaves the mount ("..").
+  std::vector<std::filesystem::path> dirs = {mount};
+  bool inside = true;
+  for (const std::filesystem::path& part : std::filesystem::path(path).relative_path()) {
+    if (part == ".." || part == ".") inside = false;
+  }
   std::error_code error;
-  if (relative.empty() || path.find("..") != std::string::npos ||
-      !std::filesystem::is_directory(dir, error)) {
-    dir = mount;
+  const std::filesystem::path own = mount / std::filesystem::path(path).relative_path();
+  if (inside && std::filesystem::is_directory(own, error)) {
+    std::filesystem::path dir = mount;
+    for (const std::filesystem::path& part : std::filesystem::path(path).relative_path()) {
+      if (part.empty()) continue;
+      dir /= part;
+      dirs.push_back(dir);
+    }
   }
   int64_t least = -1;
-  for (int depth = 0; depth < 256; ++depth) {
+  for (const std::filesystem::path& dir : dirs) {
     const std::string stat = ReadFile((dir / "memory.stat").string());
     std::string limit = ReadFile((dir / (v2 ? "memory.max" : "memory.limit_in_bytes")).string());
-    if (!v2) {
-      // Takes the ancestors' limits in.
+    if (!v2 && dir == dirs.back()) {
+      // v1's own cgroup also gives the limits above it, in case those are
+      // not visible.
       const int64_t hierarchical = MemoryStatValue(stat, "hierarchical_memory_limit");
-      if (hierarchical >= 0) limit = std::to_string(hierarchical);
+      const int64_t own_limit = ParseCount(limit);
+      if (hierarchical >= 0 && (own_limit < 0 || hierarchical < own_limit)) {
+        limit = std::to_string(hierarchical);
+      }
     }
     const int64_t headroom = CgroupHeadroomBytes(
         limit, ReadFile((dir / (v2 ? "memory.current" : "memory.usage_in_bytes")).string()),
         MemoryStatValue(stat, v2 ? "inactive_file" : "total_inactive_file"));
     if (headroom >= 0 && (least < 0 || headroom < least)) least = headroom;
-    if (!v2 || dir == mount || !dir.has_relative_path()) break;
-    dir = dir.parent_path();
   }
   return least;
 }

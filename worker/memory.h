@@ -48,11 +48,12 @@ int64_t CgroupHeadroomBytes(const std::string& limit, const std::string& usage,
                             int64_t inactive_file);
 
 // The least headroom (CgroupHeadroomBytes) of the memory cgroup at `path`
-// under a hierarchy mounted at `mount`, and for v2 of every cgroup above it
-// (v1 reads the hierarchical limit its memory.stat gives). Where `path` is
-// not there (a container sees its own cgroup as the root, while /proc names
-// it by the host's path or "/../.."), the mount's root is read instead. -1
-// when none has a limit.
+// under a hierarchy mounted at `mount` and of every cgroup above it up to the
+// mount's root (for v1 also the hierarchical limit its memory.stat gives).
+// Where `path` is not there (a container sees its own cgroup as the root,
+// while /proc names it by the host's path or "/../.."), only the mount's
+// root is read. -1 when none has a limit that can be read; a v1 cgroup with
+// none reads as a limit near INT64_MAX.
 enum class CgroupVersion { kV1, kV2 };
 int64_t CgroupHeadroom(const std::string& mount, const std::string& path, CgroupVersion version);
 

@@ -75,7 +75,9 @@ class CgroupTree {
  public:
   CgroupTree() {
     char pattern[] = "/tmp/ablate-cgroup-XXXXXX";
-    root_ = mkdtemp(pattern);
+    const char* made = mkdtemp(pattern);
+    if (made == nullptr) ADD_FAILURE() << "mkdtemp failed";
+    root_ = made != nullptr ? made : "/nonexistent";
   }
   ~CgroupTree() { std::filesystem::remove_all(root_); }
   void Write(const std::string& file, const std::string& text) {
@@ -108,18 +110,26 @@ TEST(Memory, V2HeadroomIsTheLeastOfTheCgroupAndItsAncestors) {
   tree.Write("memory.current", "0\n");
   EXPECT_EQ(CgroupHeadroom(tree.root(), "/../../elsewhere", CgroupVersion::kV2), 4 * kGiB);
   EXPECT_EQ(CgroupHeadroom(tree.root(), "/not/here", CgroupVersion::kV2), 4 * kGiB);
+  EXPECT_EQ(CgroupHeadroom(tree.root(), "/job/../job/task", CgroupVersion::kV2), 4 * kGiB);
+  // The mount as given with a trailing slash: nothing above it is read.
+  EXPECT_EQ(CgroupHeadroom(tree.root() + "/job/", "/task", CgroupVersion::kV2), kGiB);
   EXPECT_EQ(CgroupHeadroom(tree.root() + "/job/task/none", "/", CgroupVersion::kV2), -1);
 }
 
-TEST(Memory, V1HeadroomUsesTheHierarchicalLimit) {
+TEST(Memory, V1HeadroomCountsTheAncestorsAndTheHierarchicalLimit) {
   CgroupTree tree;
-  tree.Write("slurm/uid_0/job_7/step_0/memory.limit_in_bytes", "9223372036854771712\n");
-  tree.Write("slurm/uid_0/job_7/step_0/memory.usage_in_bytes", "2147483648\n");
-  tree.Write("slurm/uid_0/job_7/step_0/memory.stat",
+  const std::string step = "slurm/uid_0/job_7/step_0/";
+  tree.Write(step + "memory.limit_in_bytes", "9223372036854771712\n");
+  tree.Write(step + "memory.usage_in_bytes", "2147483648\n");
+  tree.Write(step + "memory.stat",
              "cache 1073741824\nhierarchical_memory_limit 4294967296\n"
              "total_inactive_file 1073741824\n");
-  EXPECT_EQ(CgroupHeadroom(tree.root(), "/slurm/uid_0/job_7/step_0", CgroupVersion::kV1),
-            3 * kGiB);
+  // Only the step's own files: its hierarchical limit.
+  EXPECT_EQ(CgroupHeadroom(tree.root(), "/" + step, CgroupVersion::kV1), 3 * kGiB);
+  // The job's cgroup holds the limit, and a sibling step uses most of it.
+  tree.Write("slurm/uid_0/job_7/memory.limit_in_bytes", "4294967296\n");
+  tree.Write("slurm/uid_0/job_7/memory.usage_in_bytes", "3758096384\n");
+  EXPECT_EQ(CgroupHeadroom(tree.root(), "/" + step, CgroupVersion::kV1), kGiB / 2);
 }
 
 TEST(Memory, AvailableIsTheTightestLimitPlusTheFreeHeap) {
@@ -131,15 +141,17 @@ TEST(Memory, AvailableIsTheTightestLimitPlusTheFreeHeap) {
 }
 
 TEST(Memory, FreedHeapIsCountedAsThisProcesssToUse) {
+#if !defined(__GLIBC__) || __GLIBC__ < 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ < 33)
+  GTEST_SKIP() << "FreeHeapBytes needs glibc's mallinfo2 (2.33 or later)";
+#endif
   // The trainer's settings (KeepFreedMemory): freed blocks stay in the heap.
   mallopt(M_MMAP_MAX, 0);
   mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
-  const int64_t before = FreeHeapBytes();
   {
-    std::vector<char> block(512 << 20, 1);
+    std::vector<char> block(64 << 20, 1);
     ASSERT_EQ(block[12345], 1);
   }
-  EXPECT_GE(FreeHeapBytes(), before + (int64_t{500} << 20));
+  EXPECT_GE(FreeHeapBytes(), int64_t{60} << 20);
 }
 
 TEST(Memory, AvailableMemoryOnThisMachineIsAtMostMemAvailablePlusTheFreeHeap) {
@@ -148,10 +160,11 @@ TEST(Memory, AvailableMemoryOnThisMachineIsAtMostMemAvailablePlusTheFreeHeap) {
   text << in.rdbuf();
   const int64_t mem_available = MemAvailableBytes(text.str());
   if (mem_available < 0) GTEST_SKIP() << "no MemAvailable in /proc/meminfo";
+  const int64_t free_heap = FreeHeapBytes();
   const int64_t available = AvailableMemoryBytes();
-  EXPECT_GE(available, FreeHeapBytes());
+  EXPECT_GE(available, free_heap - (int64_t{1} << 20));
   // Within what MemAvailable said a moment ago, give or take 1 GiB of churn.
-  EXPECT_LE(available, mem_available + FreeHeapBytes() + kGiB);
+  EXPECT_LE(available, mem_available + free_heap + kGiB);
 }
 
 RunConfig Seed() {

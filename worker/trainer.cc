@@ -400,8 +400,8 @@ StatusOr<TrainSummary> Trainer::RunSteps(TrainerListener* listener) {
   };
 
   while (step_ < t.steps) {
-    if (listener->ShouldStop()) return finish(TrainSummary::Outcome::kStopped, "stopped");
     SetActivity("training step", step_ + 1);
+    if (listener->ShouldStop()) return finish(TrainSummary::Outcome::kStopped, "stopped");
     TrainStep();
     if (step_ % t.log_every == 0 || step_ == t.steps) {
       const double bpc = loss_sum_.item<double>() / double(loss_steps_) / kLn2;
@@ -432,6 +432,7 @@ StatusOr<TrainSummary> Trainer::RunSteps(TrainerListener* listener) {
       ABLATE_RETURN_IF_ERROR(SaveCheckpoint(options_.checkpoint_path));
       ABLATE_RETURN_IF_ERROR(listener->OnCheckpoint(options_.checkpoint_path, step_));
     }
+    SetActivity("progress report after step", step_);
     Progress progress;
     progress.step = step_;
     progress.steps_total = t.steps;
@@ -487,6 +488,7 @@ Status Trainer::WriteCheckpoint(const std::string& path) const {
   try {
     archive.save_to(payload_stream);
   } catch (const c10::Error& e) {
+    if (IsAllocationFailure(e)) throw;  // not a serialising problem: Guarded says so
     return Status::Internal("serialising checkpoint: " + std::string(e.what_without_backtrace()));
   }
   const std::string payload = payload_stream.str();
@@ -570,13 +572,17 @@ Status Trainer::ReadCheckpoint(const std::string& path) {
     return corrupt("its contents do not fit this configuration");
   }
 
+  // Everything that allocates on the device first, so that a failure there
+  // leaves the trainer as it was.
+  torch::Tensor device_h = state_h.to(device_);
+  torch::Tensor device_c = lstm ? state_c.to(device_) : state_.c;
   torch::NoGradGuard no_grad;
   model_->flat_params().copy_(params);
   adam_m_.copy_(adam_m);
   adam_v_.copy_(adam_v);
   adam_step_ = adam_step.toInt();
-  state_.h = state_h.to(device_);
-  if (lstm) state_.c = state_c.to(device_);
+  state_.h = device_h;
+  state_.c = device_c;
   loss_sum_.copy_(loss_sum.reshape({}));
   loss_steps_ = loss_steps.toInt();
   elapsed_before_ = elapsed.toDouble();

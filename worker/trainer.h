@@ -115,7 +115,9 @@ class Trainer {
   // unusable device, a corpus shorter than one batch, a byte outside the
   // alphabet when model.vocab is 27, a missing file. ResourceExhausted: on
   // the CPU a model that certainly does not fit in the memory available
-  // (CheckMemory), or any device's allocator refusing.
+  // (CheckMemory), or any device's allocator refusing. (Past RAM or a
+  // cgroup's limit under Linux's default overcommit, the kernel's OOM killer
+  // ends the process instead: no allocator refuses.)
   static StatusOr<std::unique_ptr<Trainer>> Create(const RunConfig& config,
                                                    const TrainerOptions& options);
   // The same on a corpus already in memory; options.corpus_path and
