@@ -204,7 +204,7 @@ TEST(Memory, CheckMemoryRefusesOnlyWhatCannotFitAndNamesTheSettings) {
                                    "needs at least 0.7 GiB"),
             std::string::npos)
       << refused.message();
-  EXPECT_NE(refused.message().find("has 0.5 GiB available"), std::string::npos)
+  EXPECT_NE(refused.message().find("but only 0.5 GiB is available to this process"), std::string::npos)
       << refused.message();
   RunConfig huge = seed;
   huge.model.hidden = 65536;

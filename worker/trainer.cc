@@ -232,8 +232,8 @@ Status CheckMemory(const RunConfig& config, int64_t available_bytes) {
       "model.hidden " + std::to_string(config.model.hidden) + " with train.batch " +
       std::to_string(config.train.batch) + " and train.seq " + std::to_string(config.train.seq) +
       " needs at least " + size(needed) +
-      " to train (parameters, gradients, Adam state and one step's activations), but this "
-      "machine has " + size(available_bytes) + " available");
+      " to train (parameters, gradients, Adam state and one step's activations), but only " +
+      size(available_bytes) + " is available to this process");
 }
 
 StatusOr<std::unique_ptr<Trainer>> Trainer::BuildOn(const RunConfig& config,
