@@ -3,6 +3,7 @@
 //
 //   pages_bench --rounds 30                 # 4 KiB pages against huge pages
 //   pages_bench --rounds 100 --compare claim
+//   pages_bench --rounds 100 --compare prefetch
 //
 // `pages` (the default) runs the kernel over the same packed weights on 4 KiB
 // pages and on 2 MiB transparent huge pages, each thread taking a fixed share
@@ -12,17 +13,24 @@
 // panel before running the one they hold, so that its last slice prefetches
 // the panel the thread runs next (what Run does), or after, prefetching the
 // panel that follows in memory (what Run did before), which another thread
-// may well take.
+// may well take. The other comparisons run it on huge pages, claiming ahead,
+// with two schedules (packed_gemm::Schedule), the second always Run's:
+// `prefetch`, the first tile of each slice prefetching all of the next slice
+// (Prefetch::kFirstTile, what Run did before) against every tile prefetching
+// its share (kSpread); `depth`, slices 256 deep (Run's before) against
+// kDepthBlock.
 #include <sys/mman.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -99,10 +107,25 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "Threads splitting the panels")->check(CLI::Range(1, 1024));
   app.add_option("--format", format, "table or json")->check(CLI::IsMember({"table", "json"}));
   std::string compare = "pages";
-  app.add_option("--compare", compare, "pages (4 KiB against huge) or claim (panel claim order)")
-      ->check(CLI::IsMember({"pages", "claim"}));
+  app.add_option("--compare", compare,
+                 "pages (4 KiB against huge), claim (panel claim order), prefetch (first tile "
+                 "against spread) or depth (256 against the default depth block)")
+      ->check(CLI::IsMember({"pages", "claim", "prefetch", "depth"}));
   CLI11_PARSE(app, argc, argv);
   const bool pages = compare == "pages";
+  // The two ways' names, baseline first: JSON keys with "_gflops" appended,
+  // table headers with spaces for underscores.
+  const std::string depth_label = "depth_" + std::to_string(pg::kDepthBlock);
+  const std::map<std::string, std::array<std::string, 2>> all_labels = {
+      {"pages", {"small_pages", "huge_pages"}},
+      {"claim", {"in_turn", "ahead"}},
+      {"prefetch", {"first_tile", "spread"}},
+      {"depth", {"depth_256", depth_label}}};
+  const std::array<std::string, 2> labels = all_labels.at(compare);
+  const auto header = [](std::string label) {
+    std::replace(label.begin(), label.end(), '_', ' ');
+    return label == "small pages" ? std::string("4 KiB pages") : label;
+  };
   const ablate::VectorIsa isa = ablate::VectorIsaInUse();
   if (isa == ablate::VectorIsa::kBaseline) {
     std::fprintf(stderr, "pages_bench: this CPU has neither AVX-512 nor AVX2 with FMA\n");
@@ -131,8 +154,14 @@ int main(int argc, char** argv) {
     for (float* w : weights) {
       for (size_t i = 0; i < bytes / sizeof(float); ++i) w[i] = 0.001f * static_cast<float>(i % 7);
     }
-    const Share shares[2] = {pages ? Share::kFixed : Share::kInTurn,
+    const bool claim = compare == "claim";
+    const Share shares[2] = {pages ? Share::kFixed : (claim ? Share::kInTurn : Share::kAhead),
                              pages ? Share::kFixed : Share::kAhead};
+    // Each way's schedule: Run's, but for the first way of the schedule
+    // comparisons.
+    pg::Schedule schedules[2];
+    if (compare == "prefetch") schedules[0].prefetch = pg::Prefetch::kFirstTile;
+    if (compare == "depth") schedules[0].depth_block = 256;
     std::vector<double> rates[2];
     const double flops = 2.0 * s.m * s.k * s.n;
     for (int round = 0; round < rounds + 1; ++round) {
@@ -140,6 +169,7 @@ int main(int argc, char** argv) {
         const int which = round % 2 == 0 ? i : 1 - i;  // the order flips every round
         const float* w = weights[which];
         const Share share = shares[which];
+        const pg::Schedule& schedule = schedules[which];
         std::atomic<int64_t> next{0};
         const auto start = std::chrono::steady_clock::now();
         std::vector<std::thread> workers;
@@ -147,12 +177,13 @@ int main(int argc, char** argv) {
           workers.emplace_back([&, t] {
             if (share == Share::kFixed) {
               multiply(a_packed.data(), s.m, s.k, w, s.n, panels * t / threads,
-                       panels * (t + 1) / threads, -1, 0.0f, c.data(), s.n);
+                       panels * (t + 1) / threads, -1, schedule, 0.0f, c.data(), s.n);
               return;
             }
             for (int64_t p = next++; p < panels;) {
               const int64_t then = share == Share::kAhead ? next++ : p + 1;
-              multiply(a_packed.data(), s.m, s.k, w, s.n, p, p + 1, then, 0.0f, c.data(), s.n);
+              multiply(a_packed.data(), s.m, s.k, w, s.n, p, p + 1, then, schedule, 0.0f, c.data(),
+                       s.n);
               p = share == Share::kAhead ? then : next++;
             }
           });
@@ -168,8 +199,8 @@ int main(int argc, char** argv) {
                        {"n", s.n},
                        {"weights_mib", bytes / 1048576.0},
                        {"huge_page_mib", huge_mib},
-                       {pages ? "small_pages_gflops" : "in_turn_gflops", Median(rates[0])},
-                       {pages ? "huge_pages_gflops" : "ahead_gflops", Median(rates[1])},
+                       {labels[0] + "_gflops", Median(rates[0])},
+                       {labels[1] + "_gflops", Median(rates[1])},
                        {"ratio", Median(rates[1]) / Median(rates[0])},
                        {"faster_rounds", FasterRounds(rates[0], rates[1])},
                        {"rounds", rounds}});
@@ -188,8 +219,8 @@ int main(int argc, char** argv) {
       "%d threads, %s kernel, THP mode %s; median GFLOP/s of %d alternating calls; \"faster\": "
       "rounds in which the second beat the first\n",
       threads, ablate::VectorIsaName(isa), ablate::TransparentHugePageMode().c_str(), rounds);
-  std::printf("  %-16s %8s %13s %13s %8s %8s\n", "m x k x n", "MiB",
-              pages ? "4 KiB pages" : "in turn", pages ? "huge pages" : "ahead", "ratio", "faster");
+  std::printf("  %-16s %8s %13s %13s %8s %8s\n", "m x k x n", "MiB", header(labels[0]).c_str(),
+              header(labels[1]).c_str(), "ratio", "faster");
   for (const auto& r : results) {
     char name[64];
     std::snprintf(name, sizeof(name), "%lldx%lldx%lld",
@@ -198,9 +229,8 @@ int main(int argc, char** argv) {
                   static_cast<long long>(r["n"].get<int64_t>()));
     std::printf(
         "  %-16s %8.0f %13.1f %13.1f %8.3f %8s  (%.0f MiB on huge pages)\n", name,
-        r["weights_mib"].get<double>(),
-        r[pages ? "small_pages_gflops" : "in_turn_gflops"].get<double>(),
-        r[pages ? "huge_pages_gflops" : "ahead_gflops"].get<double>(), r["ratio"].get<double>(),
+        r["weights_mib"].get<double>(), r[labels[0] + "_gflops"].get<double>(),
+        r[labels[1] + "_gflops"].get<double>(), r["ratio"].get<double>(),
         (std::to_string(r["faster_rounds"].get<int>()) + "/" + std::to_string(rounds)).c_str(),
         r["huge_page_mib"].get<double>());
   }

@@ -14,6 +14,10 @@ bench/trainer_vs_pytorch.sh "$build" "$out"
 "$build/bench/pages_bench" --rounds 30 | tee "$out/pages_bench.txt"
 # The same kernel with its threads claiming panels ahead or in turn.
 "$build/bench/pages_bench" --rounds 100 --compare claim | tee "$out/pages_bench_claim.txt"
+# The same kernel with the next slice's prefetch issued by the first tile or
+# spread over every tile, and with slices 256 deep or kDepthBlock deep.
+"$build/bench/pages_bench" --rounds 100 --compare prefetch | tee "$out/pages_bench_prefetch.txt"
+"$build/bench/pages_bench" --rounds 100 --compare depth | tee "$out/pages_bench_depth.txt"
 
 # --- Coordinator: 1,000 simulated workers over gRPC, then Optuna on SQLite ---
 "$build/bench/coordinator_load" --json "$out/coordinator_load.json"

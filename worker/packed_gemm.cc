@@ -70,6 +70,25 @@ const float* NextSlice(const float* w_packed, int64_t depth, int64_t panels, int
   return q >= 0 && q < panels ? w_packed + q * depth * kPanelWidth : nullptr;
 }
 
+int64_t SliceDepth(int64_t depth, int64_t k0, int64_t depth_block) {
+  return std::min(depth_block, depth - k0);
+}
+
+TilePrefetch ShareOfNextSlice(const float* next, int64_t next_depth, int64_t tile, int64_t tiles,
+                              Prefetch prefetch) {
+  TilePrefetch share;
+  if (next == nullptr || next_depth <= 0 || tiles <= 0) return share;
+  const int64_t lines = next_depth * kPanelWidth / kFloatsPerLine;
+  if (prefetch == Prefetch::kFirstTile) {
+    if (tile == 0) share = {next, lines};
+    return share;
+  }
+  const int64_t each = (lines + tiles - 1) / tiles;
+  const int64_t first = tile * each;
+  if (first < lines) share = {next + first * kFloatsPerLine, std::min(each, lines - first)};
+  return share;
+}
+
 void PackRowBlock(const float* a, int64_t lda, int64_t m, int64_t depth, int64_t block,
                   float* packed) {
   int64_t row0, rows;
@@ -105,11 +124,7 @@ PackedGemm::PackedGemm(const torch::Tensor& w, int64_t calls) : w_(w) {
   isa_ = isa;
   const int64_t panels = (n_ + kPanelWidth - 1) / kPanelWidth;
   // LibTorch's CPU allocator aligns to 64 bytes, as the kernel's loads need.
-  // One depth block of slack past the last panel: a tile prefetches as many
-  // rows of the next slice as its own has, which can run past a shorter
-  // last slice, and the prefetch addresses should stay inside the buffer.
-  packed_ = torch::empty({panels * k_ * kPanelWidth + packed_gemm::kDepthBlock * kPanelWidth},
-                         w.options());
+  packed_ = torch::empty({panels * k_ * kPanelWidth}, w.options());
   PackPanels(w.data_ptr<float>(), k_, n_, w.stride(0), w.stride(1), packed_.data_ptr<float>());
 }
 
@@ -166,7 +181,8 @@ void PackedGemm::Run(const torch::Tensor& a, double beta, torch::Tensor* c_out,
     for (int64_t i = next++; i < chunks;) {
       const int64_t then = next++;
       multiply(a_packed, m, k_, w_packed, n_, i * chunk, std::min(panels, (i + 1) * chunk),
-               then < chunks ? then * chunk : -1, static_cast<float>(beta), c_p, n_);
+               then < chunks ? then * chunk : -1, packed_gemm::Schedule{}, static_cast<float>(beta),
+               c_p, n_);
       i = then;
     }
   });

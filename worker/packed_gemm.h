@@ -53,7 +53,7 @@ class PackedGemm {
 
  private:
   torch::Tensor w_;       // the original, for the LibTorch path
-  torch::Tensor packed_;  // [panels, K, kPanelWidth] flat, then slack; or undefined
+  torch::Tensor packed_;  // [panels, K, kPanelWidth] flat, or undefined
   VectorIsa isa_ = VectorIsa::kBaseline;
   torch::Tensor a_buffer_;
   int64_t k_ = 0, n_ = 0;

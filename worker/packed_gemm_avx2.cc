@@ -23,38 +23,64 @@ inline __m256i LaneMask(int64_t count) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)), lanes);
 }
 
-// acc += a * w over `depth` steps (see Tile). Unrolled four steps deep, and
-// with the prefetch decided outside the loop: at 12 fused multiply-adds per
-// step, the loop's own instructions would otherwise hold the front end back.
-template <int R, bool kPrefetch>
-__attribute__((always_inline)) inline void Accumulate(int64_t depth, const float* a, int64_t lda,
-                                                      const float* w, const float* next,
-                                                      __m256* acc0, __m256* acc1) {
-#pragma GCC unroll 4
-  for (int64_t k = 0; k < depth; ++k) {
-    if (kPrefetch) {
-      _mm_prefetch(reinterpret_cast<const char*>(next + k * kPanelWidth), _MM_HINT_T1);
-      _mm_prefetch(reinterpret_cast<const char*>(next + k * kPanelWidth + 16), _MM_HINT_T1);
-    }
-    const __m256 w0 = _mm256_loadu_ps(w + k * kPanelWidth);
-    const __m256 w1 = _mm256_loadu_ps(w + k * kPanelWidth + 8);
-#pragma GCC unroll 6
-    for (int r = 0; r < R; ++r) {
-      const __m256 av = _mm256_broadcast_ss(a + k * lda + r);
-      acc0[r] = _mm256_fmadd_ps(av, w0, acc0[r]);
-      acc1[r] = _mm256_fmadd_ps(av, w1, acc1[r]);
-    }
+// Depth steps per group: each group issues its share of the tile's prefetches.
+constexpr int64_t kGroup = 4;
+
+// Prefetches lines [*done, *done + step) of pf's (none past its last) into
+// L2 and advances *done.
+__attribute__((always_inline)) inline void PrefetchLines(const TilePrefetch& pf, int64_t step,
+                                                         int64_t* done) {
+  const int64_t end = Min(*done + step, pf.lines);
+  for (int64_t i = *done; i < end; ++i) {
+    _mm_prefetch(reinterpret_cast<const char*>(pf.first + i * kFloatsPerLine), _MM_HINT_T1);
   }
+  *done = end;
+}
+
+// One step of depth k: acc += a[k] * w[k] for the R rows.
+template <int R>
+__attribute__((always_inline)) inline void Step(int64_t k, const float* a, int64_t lda,
+                                                const float* w, __m256* acc0, __m256* acc1) {
+  const __m256 w0 = _mm256_loadu_ps(w + k * kPanelWidth);
+  const __m256 w1 = _mm256_loadu_ps(w + k * kPanelWidth + 8);
+#pragma GCC unroll 6
+  for (int r = 0; r < R; ++r) {
+    const __m256 av = _mm256_broadcast_ss(a + k * lda + r);
+    acc0[r] = _mm256_fmadd_ps(av, w0, acc0[r]);
+    acc1[r] = _mm256_fmadd_ps(av, w1, acc1[r]);
+  }
+}
+
+// acc += a * w over `depth` steps (see Tile), in groups of kGroup steps
+// unrolled (at 12 fused multiply-adds per step, the loop's own instructions
+// would otherwise hold the front end back), each group issuing an equal
+// share of the tile's prefetches.
+template <int R>
+__attribute__((always_inline)) inline void Accumulate(int64_t depth, const float* a, int64_t lda,
+                                                      const float* w, const TilePrefetch& pf,
+                                                      __m256* acc0, __m256* acc1) {
+  const int64_t groups = depth / kGroup;
+  // With no whole group, everything goes out before the first step.
+  const int64_t step = groups > 0 ? (pf.lines + groups - 1) / groups : pf.lines;
+  int64_t done = 0;
+  if (groups == 0) PrefetchLines(pf, step, &done);
+  int64_t k = 0;
+  for (; k + kGroup <= depth; k += kGroup) {
+    PrefetchLines(pf, step, &done);
+#pragma GCC unroll 4
+    for (int64_t j = 0; j < kGroup; ++j) Step<R>(k + j, a, lda, w, acc0, acc1);
+  }
+  for (; k < depth; ++k) Step<R>(k, a, lda, w, acc0, acc1);
 }
 
 // c tile [R, 16] (its first `cols` columns) = (first ? beta * c : c) + a * w
 // over `depth` steps; a holds row r's value for step k at a[k * lda + r], w is
 // [depth][32] (this half's 16 columns at its start). The sum over k runs in
-// order, one fused multiply-add per k, as in the AVX-512 kernel. When `next`
-// is set, also prefetches depth * 32 floats from it into L2.
+// order, one fused multiply-add per k, as in the AVX-512 kernel. Prefetches
+// what `pf` names while it runs.
 template <int R>
 void Tile(int64_t depth, const float* a, int64_t lda, const float* w, float* c, int64_t ldc,
-          int64_t cols, bool first, float beta, const float* next) {
+          int64_t cols, bool first, float beta, const TilePrefetch& pf) {
   __m256 acc0[R], acc1[R];
   // Masked loads and stores only at the right edge: they are slow on some CPUs.
   const bool full = cols == 16;
@@ -72,11 +98,7 @@ void Tile(int64_t depth, const float* a, int64_t lda, const float* w, float* c, 
           _mm256_mul_ps(scale, full ? _mm256_loadu_ps(row + 8) : _mm256_maskload_ps(row + 8, m1));
     }
   }
-  if (next != nullptr) {
-    Accumulate<R, true>(depth, a, lda, w, next, acc0, acc1);
-  } else {
-    Accumulate<R, false>(depth, a, lda, w, next, acc0, acc1);
-  }
+  Accumulate<R>(depth, a, lda, w, pf, acc0, acc1);
 #pragma GCC unroll 6
   for (int r = 0; r < R; ++r) {
     float* row = c + r * ldc;
@@ -91,7 +113,7 @@ void Tile(int64_t depth, const float* a, int64_t lda, const float* w, float* c, 
 }
 
 using TileFn = void (*)(int64_t, const float*, int64_t, const float*, float*, int64_t, int64_t,
-                        bool, float, const float*);
+                        bool, float, const TilePrefetch&);
 constexpr TileFn kTiles[kTileRows + 1] = {nullptr, Tile<1>, Tile<2>, Tile<3>,
                                           Tile<4>, Tile<5>, Tile<6>};
 
@@ -99,23 +121,33 @@ constexpr TileFn kTiles[kTileRows + 1] = {nullptr, Tile<1>, Tile<2>, Tile<3>,
 
 void MultiplyPanelsAvx2(const float* a_packed, int64_t m, int64_t depth, const float* w_packed,
                         int64_t n, int64_t panel_begin, int64_t panel_end, int64_t then_panel,
-                        float beta, float* c, int64_t ldc) {
+                        const Schedule& schedule, float beta, float* c, int64_t ldc) {
   const int64_t blocks = RowBlockCount(m);
   const int64_t panels = (n + kPanelWidth - 1) / kPanelWidth;
+  // Tiles per half of a slice: one or two per row block.
+  int64_t tiles_per_half = 0;
+  for (int64_t block = 0; block < blocks; ++block) {
+    int64_t row0, rows;
+    RowBlock(m, block, &row0, &rows);
+    tiles_per_half += rows > kTileRows ? 2 : 1;
+  }
   for (int64_t p = panel_begin; p < panel_end; ++p) {
     const int64_t col0 = p * kPanelWidth;
     const int64_t cols = Min(kPanelWidth, n - col0);
+    const int64_t halves = cols > 16 ? 2 : 1;
     const float* panel = w_packed + p * depth * kPanelWidth;
-    for (int64_t k0 = 0; k0 < depth; k0 += kDepthBlock) {
-      const int64_t kc = Min(kDepthBlock, depth - k0);
+    for (int64_t k0 = 0; k0 < depth; k0 += schedule.depth_block) {
+      const int64_t kc = SliceDepth(depth, k0, schedule.depth_block);
       const float* slice = panel + k0 * kPanelWidth;
       const float* next = NextSlice(w_packed, depth, panels, p, panel_end, then_panel, k0 + kc);
-      // Each half of the slice (16 KiB) stays in L1 while every row block
-      // runs over it. The first tile pulls the next slice into L2, as in the
+      const int64_t next_k0 = k0 + kc < depth ? k0 + kc : 0;
+      const int64_t next_kc = SliceDepth(depth, next_k0, schedule.depth_block);
+      // Each half of the slice runs under every row block in turn; all the
+      // slice's tiles share out the prefetch of the next slice, as in the
       // AVX-512 kernel.
-      for (int64_t half = 0; half < 2; ++half) {
+      int64_t tile = 0;
+      for (int64_t half = 0; half < halves; ++half) {
         const int64_t half_cols = Min(16, cols - 16 * half);
-        if (half_cols <= 0) break;
         for (int64_t block = 0; block < blocks; ++block) {
           int64_t row0, rows;
           RowBlock(m, block, &row0, &rows);
@@ -123,12 +155,13 @@ void MultiplyPanelsAvx2(const float* a_packed, int64_t m, int64_t depth, const f
           // Split the block's rows into one or two tiles, sizes differing by
           // at most one.
           const int64_t top = rows > kTileRows ? (rows + 1) / 2 : rows;
-          for (int64_t r0 = 0; r0 < rows; r0 += top) {
+          for (int64_t r0 = 0; r0 < rows; r0 += top, ++tile) {
             const int64_t tile_rows = Min(top, rows - r0);
-            const bool prefetch = half == 0 && block == 0 && r0 == 0;
+            const TilePrefetch pf =
+                ShareOfNextSlice(next, next_kc, tile, halves * tiles_per_half, schedule.prefetch);
             kTiles[tile_rows](kc, a_block + r0, rows, slice + 16 * half,
                               c + (row0 + r0) * ldc + col0 + 16 * half, ldc, half_cols, k0 == 0,
-                              beta, prefetch ? next : nullptr);
+                              beta, pf);
           }
         }
       }

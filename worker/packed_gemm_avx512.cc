@@ -15,38 +15,63 @@ static_assert(kMaxBlockRows == 12, "Tile<1> to Tile<12> below cover a row block"
 
 inline int64_t Min(int64_t a, int64_t b) { return a < b ? a : b; }
 
-// acc += a * w over `depth` steps (see Tile), with the prefetch decided
-// outside the loop and the loop unrolled: fewer instructions per step of 24
-// fused multiply-adds.
-template <int R, bool kPrefetch>
-__attribute__((always_inline)) inline void Accumulate(int64_t depth, const float* a,
-                                                      const float* w, const float* next,
-                                                      __m512* acc0, __m512* acc1) {
-#pragma GCC unroll 4
-  for (int64_t k = 0; k < depth; ++k) {
-    if (kPrefetch) {
-      _mm_prefetch(reinterpret_cast<const char*>(next + k * kPanelWidth), _MM_HINT_T1);
-      _mm_prefetch(reinterpret_cast<const char*>(next + k * kPanelWidth + 16), _MM_HINT_T1);
-    }
-    const __m512 w0 = _mm512_loadu_ps(w + k * kPanelWidth);
-    const __m512 w1 = _mm512_loadu_ps(w + k * kPanelWidth + 16);
-#pragma GCC unroll 12
-    for (int r = 0; r < R; ++r) {
-      const __m512 av = _mm512_set1_ps(a[k * R + r]);
-      acc0[r] = _mm512_fmadd_ps(av, w0, acc0[r]);
-      acc1[r] = _mm512_fmadd_ps(av, w1, acc1[r]);
-    }
+// Depth steps per group: each group issues its share of the tile's prefetches.
+constexpr int64_t kGroup = 4;
+
+// Prefetches lines [*done, *done + step) of pf's (none past its last) into
+// L2 and advances *done.
+__attribute__((always_inline)) inline void PrefetchLines(const TilePrefetch& pf, int64_t step,
+                                                         int64_t* done) {
+  const int64_t end = Min(*done + step, pf.lines);
+  for (int64_t i = *done; i < end; ++i) {
+    _mm_prefetch(reinterpret_cast<const char*>(pf.first + i * kFloatsPerLine), _MM_HINT_T1);
   }
+  *done = end;
+}
+
+// One step of depth k: acc += a[k] * w[k] for the R rows.
+template <int R>
+__attribute__((always_inline)) inline void Step(int64_t k, const float* a, const float* w,
+                                                __m512* acc0, __m512* acc1) {
+  const __m512 w0 = _mm512_loadu_ps(w + k * kPanelWidth);
+  const __m512 w1 = _mm512_loadu_ps(w + k * kPanelWidth + 16);
+#pragma GCC unroll 12
+  for (int r = 0; r < R; ++r) {
+    const __m512 av = _mm512_set1_ps(a[k * R + r]);
+    acc0[r] = _mm512_fmadd_ps(av, w0, acc0[r]);
+    acc1[r] = _mm512_fmadd_ps(av, w1, acc1[r]);
+  }
+}
+
+// acc += a * w over `depth` steps (see Tile), in groups of kGroup steps
+// unrolled, each group issuing an equal share of the tile's prefetches:
+// spread out, they do not hold up the loads the tile itself waits for.
+template <int R>
+__attribute__((always_inline)) inline void Accumulate(int64_t depth, const float* a, const float* w,
+                                                      const TilePrefetch& pf, __m512* acc0,
+                                                      __m512* acc1) {
+  const int64_t groups = depth / kGroup;
+  // With no whole group, everything goes out before the first step.
+  const int64_t step = groups > 0 ? (pf.lines + groups - 1) / groups : pf.lines;
+  int64_t done = 0;
+  if (groups == 0) PrefetchLines(pf, step, &done);
+  int64_t k = 0;
+  for (; k + kGroup <= depth; k += kGroup) {
+    PrefetchLines(pf, step, &done);
+#pragma GCC unroll 4
+    for (int64_t j = 0; j < kGroup; ++j) Step<R>(k + j, a, w, acc0, acc1);
+  }
+  for (; k < depth; ++k) Step<R>(k, a, w, acc0, acc1);
 }
 
 // c tile [R, 32] (columns masked by m0, m1) = (first ? beta * c : c) + a * w
 // over `depth` steps; a is [depth][R], w is [depth][32] (loaded unaligned:
 // free on aligned data, and correct whatever the allocator returns).
-// The sum over k runs in order, one fused multiply-add per k. When `next` is
-// set, also prefetches depth * 32 floats from it into L2.
+// The sum over k runs in order, one fused multiply-add per k. Prefetches
+// what `pf` names while it runs.
 template <int R>
 void Tile(int64_t depth, const float* a, const float* w, float* c, int64_t ldc, __mmask16 m0,
-          __mmask16 m1, bool first, float beta, const float* next) {
+          __mmask16 m1, bool first, float beta, const TilePrefetch& pf) {
   __m512 acc0[R], acc1[R];
   if (first && beta == 0.0f) {
 #pragma GCC unroll 12
@@ -59,11 +84,7 @@ void Tile(int64_t depth, const float* a, const float* w, float* c, int64_t ldc, 
       acc1[r] = _mm512_mul_ps(scale, _mm512_maskz_loadu_ps(m1, c + r * ldc + 16));
     }
   }
-  if (next != nullptr) {
-    Accumulate<R, true>(depth, a, w, next, acc0, acc1);
-  } else {
-    Accumulate<R, false>(depth, a, w, next, acc0, acc1);
-  }
+  Accumulate<R>(depth, a, w, pf, acc0, acc1);
 #pragma GCC unroll 12
   for (int r = 0; r < R; ++r) {
     _mm512_mask_storeu_ps(c + r * ldc, m0, acc0[r]);
@@ -72,7 +93,7 @@ void Tile(int64_t depth, const float* a, const float* w, float* c, int64_t ldc, 
 }
 
 using TileFn = void (*)(int64_t, const float*, const float*, float*, int64_t, __mmask16, __mmask16,
-                        bool, float, const float*);
+                        bool, float, const TilePrefetch&);
 constexpr TileFn kTiles[kMaxBlockRows + 1] = {nullptr,  Tile<1>,  Tile<2>, Tile<3>, Tile<4>,
                                               Tile<5>,  Tile<6>,  Tile<7>, Tile<8>, Tile<9>,
                                               Tile<10>, Tile<11>, Tile<12>};
@@ -81,7 +102,7 @@ constexpr TileFn kTiles[kMaxBlockRows + 1] = {nullptr,  Tile<1>,  Tile<2>, Tile<
 
 void MultiplyPanels(const float* a_packed, int64_t m, int64_t depth, const float* w_packed,
                     int64_t n, int64_t panel_begin, int64_t panel_end, int64_t then_panel,
-                    float beta, float* c, int64_t ldc) {
+                    const Schedule& schedule, float beta, float* c, int64_t ldc) {
   const int64_t blocks = RowBlockCount(m);
   const int64_t panels = (n + kPanelWidth - 1) / kPanelWidth;
   for (int64_t p = panel_begin; p < panel_end; ++p) {
@@ -91,19 +112,20 @@ void MultiplyPanels(const float* a_packed, int64_t m, int64_t depth, const float
     const __mmask16 m1 =
         cols >= 32 ? 0xFFFF : (cols <= 16 ? 0 : static_cast<__mmask16>((1u << (cols - 16)) - 1));
     const float* panel = w_packed + p * depth * kPanelWidth;
-    for (int64_t k0 = 0; k0 < depth; k0 += kDepthBlock) {
-      const int64_t kc = Min(kDepthBlock, depth - k0);
+    for (int64_t k0 = 0; k0 < depth; k0 += schedule.depth_block) {
+      const int64_t kc = SliceDepth(depth, k0, schedule.depth_block);
       const float* slice = panel + k0 * kPanelWidth;
-      // The weights outgrow L2, and the hardware prefetcher alone leaves the
-      // kernel waiting on L3 (~15% slower): the first row block pulls the
-      // slice this thread runs next into L2 while the rest reuse this one
-      // from L1.
+      // The row blocks share out the prefetch of the slice this thread runs
+      // next into L2 (see Prefetch) while they reuse this one.
       const float* next = NextSlice(w_packed, depth, panels, p, panel_end, then_panel, k0 + kc);
+      const int64_t next_k0 = k0 + kc < depth ? k0 + kc : 0;
+      const int64_t next_kc = SliceDepth(depth, next_k0, schedule.depth_block);
       for (int64_t block = 0; block < blocks; ++block) {
         int64_t row0, rows;
         RowBlock(m, block, &row0, &rows);
+        const TilePrefetch pf = ShareOfNextSlice(next, next_kc, block, blocks, schedule.prefetch);
         kTiles[rows](kc, a_packed + row0 * depth + k0 * rows, slice, c + row0 * ldc + col0, ldc, m0,
-                     m1, k0 == 0, beta, block == 0 ? next : nullptr);
+                     m1, k0 == 0, beta, pf);
       }
     }
   }

@@ -21,12 +21,20 @@ namespace packed_gemm {
 // Columns per packed panel of w: two AVX-512 or four AVX2 registers.
 constexpr int64_t kPanelWidth = 32;
 
+// Floats per 64-byte cache line: the unit of every prefetch.
+constexpr int64_t kFloatsPerLine = 16;
+
 // Most rows per row block of a.
 constexpr int64_t kMaxBlockRows = 12;
 
-// Depth per pass over a panel: a 256 x 32 slice of w (32 KiB) stays close
-// (L1 or L2) while every row block of a runs over it.
-constexpr int64_t kDepthBlock = 256;
+// Depth per pass over a panel (Schedule::depth_block): a 1024 x 32 slice of
+// w (128 KiB) stays in L2 while every row block of a runs over it. Deeper
+// slices mean fewer passes, each of which loads and stores its tile of c,
+// and L2 feeds the kernel fast enough: on the seed's shapes 1024 ran 12-20%
+// faster than 256, which kept the slice in L1 (pages_bench --compare depth;
+// AVX2 3-11%). In a one-off alternation of 256 to 4096, 1024 and 2048 were
+// the fastest and 4096 was slower at depth 4000.
+constexpr int64_t kDepthBlock = 1024;
 
 // Number of row blocks the kernels split M rows into (each at most
 // kMaxBlockRows rows, sizes differing by at most one).
@@ -48,19 +56,58 @@ void PackRowBlock(const float* a, int64_t lda, int64_t m, int64_t depth, int64_t
 const float* NextSlice(const float* w_packed, int64_t depth, int64_t panels, int64_t p,
                        int64_t panel_end, int64_t then_panel, int64_t end);
 
+// How the tiles that run over one slice of w pull in the slice after it.
+// The weights outgrow L2 and the hardware prefetcher alone leaves the kernel
+// waiting on L3 (~15% slower), so each slice's tiles prefetch the slice the
+// thread runs next into L2.
+enum class Prefetch {
+  // The first row block's tile prefetches the whole next slice, two lines
+  // per step of depth (the kernels before 2026-11-28).
+  kFirstTile,
+  // Every tile prefetches an equal share of it, a few lines every four steps
+  // of depth, so that no tile queues them all at once: 7-11% faster on the
+  // seed's shapes (pages_bench --compare prefetch). Also pulling the next
+  // tile's a into L1 was worth nothing measurable.
+  kSpread,
+};
+
+// What one tile prefetches into L2 while it runs: `lines` cache lines from
+// `first` (none where it is null).
+struct TilePrefetch {
+  const float* first = nullptr;
+  int64_t lines = 0;
+};
+
+// The share of the next slice (`next`, `next_depth` steps of 32 floats: two
+// lines each) that tile `tile` of the `tiles` running over a slice prefetches
+// under `prefetch`: all of it for tile 0 under kFirstTile, an equal
+// contiguous share each under kSpread.
+TilePrefetch ShareOfNextSlice(const float* next, int64_t next_depth, int64_t tile, int64_t tiles,
+                              Prefetch prefetch);
+
+// How the kernels walk w. Run uses the defaults; benchmarks time others.
+struct Schedule {
+  int64_t depth_block = kDepthBlock;  // steps of depth per slice, at least 1
+  Prefetch prefetch = Prefetch::kSpread;
+};
+
+// Depth of the slice that starts at depth k0 (k0 < depth).
+int64_t SliceDepth(int64_t depth, int64_t k0, int64_t depth_block);
+
 // For panels [panel_begin, panel_end) of the packed w ([panels, depth, 32]):
 // c[:, cols] = beta * c[:, cols] + a * w[:, cols], with a packed by
 // PackRowBlock, c [m, n] with leading dimension ldc. `then_panel` is the panel
 // the calling thread multiplies next, if any (-1 if none): the last slice
-// prefetches its first. The AVX-512 kernel.
+// prefetches its first. The schedule changes only the speed, never a bit of
+// c: each element still sums over k in order. The AVX-512 kernel.
 void MultiplyPanels(const float* a_packed, int64_t m, int64_t depth, const float* w_packed,
                     int64_t n, int64_t panel_begin, int64_t panel_end, int64_t then_panel,
-                    float beta, float* c, int64_t ldc);
+                    const Schedule& schedule, float beta, float* c, int64_t ldc);
 
 // The same with AVX2 and FMA, with the same results bit for bit.
 void MultiplyPanelsAvx2(const float* a_packed, int64_t m, int64_t depth, const float* w_packed,
                         int64_t n, int64_t panel_begin, int64_t panel_end, int64_t then_panel,
-                        float beta, float* c, int64_t ldc);
+                        const Schedule& schedule, float beta, float* c, int64_t ldc);
 
 }  // namespace packed_gemm
 }  // namespace ablate

@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <tuple>
 #include <vector>
 
@@ -99,16 +100,18 @@ TEST_P(PackedGemmShapes, BothKernelsGiveTheSameBits) {
 }
 
 // Rows around the 12-row block and the AVX2 kernel's 6-row tiles (1, 7, 12,
-// 13, 100, 101), depths around the 256-deep block (1, 255, 257, 600) and
-// widths around the 32-column panel and its 16- and 8-column halves.
-INSTANTIATE_TEST_SUITE_P(EdgeSizes, PackedGemmShapes,
-                         testing::Values(std::make_tuple(1, 1, 1), std::make_tuple(1, 64, 33),
-                                         std::make_tuple(7, 1, 32), std::make_tuple(7, 255, 17),
-                                         std::make_tuple(12, 256, 64), std::make_tuple(13, 257, 65),
-                                         std::make_tuple(100, 600, 200),
-                                         std::make_tuple(101, 300, 95),
-                                         std::make_tuple(100, 128, 384),
-                                         std::make_tuple(32, 513, 31)));
+// 13, 100, 101), depths short of a prefetch group of 4 steps (1, 3), within
+// one slice and around the 1024-deep slice (1023, 1025, 2100), and widths
+// around the 32-column panel and its 16- and 8-column halves.
+INSTANTIATE_TEST_SUITE_P(
+    EdgeSizes, PackedGemmShapes,
+    testing::Values(std::make_tuple(1, 1, 1), std::make_tuple(1, 64, 33), std::make_tuple(7, 1, 32),
+                    std::make_tuple(7, 3, 17), std::make_tuple(7, 255, 17),
+                    std::make_tuple(12, 256, 64), std::make_tuple(13, 257, 65),
+                    std::make_tuple(100, 600, 200), std::make_tuple(101, 300, 95),
+                    std::make_tuple(100, 128, 384), std::make_tuple(32, 513, 31),
+                    std::make_tuple(12, 1023, 40), std::make_tuple(13, 1025, 33),
+                    std::make_tuple(25, 2100, 70)));
 
 // One product on 1, 2 and 3 threads: the same bits each time.
 void CheckThreadCounts() {
@@ -158,6 +161,85 @@ TEST(PackedGemm, EachSlicePrefetchesTheSliceItsThreadRunsNext) {
   // Nothing claimed next, or past the weights: no prefetch.
   EXPECT_EQ(NextSlice(w, depth, panels, 2, 3, -1, depth), nullptr);
   EXPECT_EQ(NextSlice(w, depth, panels, 4, 5, 5, depth), nullptr);
+}
+
+// Every line of the next slice is prefetched exactly once, by one tile under
+// kFirstTile and in equal shares in order under kSpread.
+TEST(PackedGemm, TilesShareOutTheNextSlicesPrefetch) {
+  using packed_gemm::kFloatsPerLine;
+  using packed_gemm::Prefetch;
+  using packed_gemm::ShareOfNextSlice;
+  const std::vector<float> storage(1000 * packed_gemm::kPanelWidth);
+  const float* next = storage.data();
+  for (const int64_t next_depth : {int64_t{1}, int64_t{976}, int64_t{1000}}) {
+    const int64_t lines = next_depth * packed_gemm::kPanelWidth / kFloatsPerLine;
+    for (const int64_t tiles : {int64_t{1}, int64_t{9}, int64_t{2000}, int64_t{5000}}) {
+      for (const Prefetch prefetch : {Prefetch::kFirstTile, Prefetch::kSpread}) {
+        SCOPED_TRACE(testing::Message() << "next_depth=" << next_depth << " tiles=" << tiles
+                                        << " spread=" << (prefetch == Prefetch::kSpread));
+        const float* expected = next;
+        int64_t biggest = 0;
+        for (int64_t tile = 0; tile < tiles; ++tile) {
+          const auto share = ShareOfNextSlice(next, next_depth, tile, tiles, prefetch);
+          if (share.lines == 0) continue;
+          EXPECT_EQ(share.first, expected);
+          expected += share.lines * kFloatsPerLine;
+          biggest = std::max(biggest, share.lines);
+        }
+        EXPECT_EQ(expected, next + lines * kFloatsPerLine);
+        EXPECT_EQ(biggest, prefetch == Prefetch::kFirstTile ? lines : (lines + tiles - 1) / tiles);
+      }
+    }
+  }
+  EXPECT_EQ(ShareOfNextSlice(nullptr, 1000, 0, 9, Prefetch::kSpread).lines, 0);
+  EXPECT_EQ(ShareOfNextSlice(next, 1000, 0, 9, Prefetch::kFirstTile).lines, 2000);
+}
+
+// The schedule (depth block, prefetch) changes the speed only: the same bits
+// from both kernels whatever it is.
+TEST(PackedGemm, TheScheduleDoesNotChangeABit) {
+  if (Kernels().empty()) GTEST_SKIP() << "neither AVX-512 nor AVX2 on this CPU";
+  namespace pg = packed_gemm;
+  const int64_t m = 30, depth = 1500, n = 70;
+  const int64_t panels = (n + pg::kPanelWidth - 1) / pg::kPanelWidth;
+  torch::manual_seed(11);
+  const torch::Tensor a = torch::randn({m, depth});
+  const torch::Tensor w = torch::randn({depth, n});
+  // Packed as PackedGemm packs: [panels, depth, 32], zero past column n.
+  const torch::Tensor w_packed =
+      torch::nn::functional::pad(
+          w, torch::nn::functional::PadFuncOptions({0, panels * pg::kPanelWidth - n}))
+          .view({depth, panels, pg::kPanelWidth})
+          .permute({1, 0, 2})
+          .contiguous();
+  std::vector<float> a_packed(m * depth);
+  for (int64_t b = 0; b < pg::RowBlockCount(m); ++b) {
+    pg::PackRowBlock(a.data_ptr<float>(), depth, m, depth, b, a_packed.data());
+  }
+  torch::Tensor reference;
+  for (VectorIsa isa : Kernels()) {
+    const auto multiply = isa == VectorIsa::kAvx512 ? pg::MultiplyPanels : pg::MultiplyPanelsAvx2;
+    for (const int64_t depth_block :
+         {int64_t{1}, int64_t{3}, int64_t{256}, pg::kDepthBlock, int64_t{4096}}) {
+      for (const pg::Prefetch prefetch : {pg::Prefetch::kFirstTile, pg::Prefetch::kSpread}) {
+        SCOPED_TRACE(testing::Message() << VectorIsaName(isa) << " depth_block=" << depth_block);
+        pg::Schedule schedule;
+        schedule.depth_block = depth_block;
+        schedule.prefetch = prefetch;
+        torch::Tensor c = torch::full({m, n}, 2.0f);
+        // Panels out of order, as two threads claiming them might run them.
+        multiply(a_packed.data(), m, depth, w_packed.data_ptr<float>(), n, 1, panels, 0, schedule,
+                 0.5f, c.data_ptr<float>(), n);
+        multiply(a_packed.data(), m, depth, w_packed.data_ptr<float>(), n, 0, 1, -1, schedule, 0.5f,
+                 c.data_ptr<float>(), n);
+        if (!reference.defined()) {
+          reference = c;
+          EXPECT_TRUE(torch::allclose(c, 1.0f + at::mm(a, w), 1e-4, 1e-3));
+        }
+        EXPECT_TRUE(torch::equal(c, reference));
+      }
+    }
+  }
 }
 
 TEST(PackedGemm, FallsBackToLibTorchForDouble) {
