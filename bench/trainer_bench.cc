@@ -7,7 +7,9 @@
 // and then on PackedGemm in the same process, one result each; --row-groups
 // always,never likewise the time loop split by rows among the threads or
 // shared; --isa avx512,avx2,baseline the trainer's own kernels capped at each
-// vector width. With --alternate the choices switch step by step instead, for an
+// vector width; --schedule old,default PackedGemm's kernels walking w as they
+// did up to 2026-11-27 (slices 256 deep, the next slice prefetched by the
+// first tile) and as they do now. With --alternate the choices switch step by step instead, for an
 // A/B comparison on a machine whose speed drifts.
 //
 // Prints step time, bytes/s, achieved GFLOP/s (6 flops per multiply-add of the
@@ -115,21 +117,33 @@ int main(int argc, char** argv) {
                  "after every --row-groups choice")
       ->delimiter(',')
       ->check(CLI::IsMember({"auto", "avx512", "avx2", "baseline"}));
+  std::vector<std::string> schedules = {"default"};
+  app.add_option("--schedule", schedules,
+                 "How PackedGemm's kernels walk w: default, or old (slices 256 deep, the next "
+                 "slice prefetched by the first tile: the kernels up to 2026-11-27). A list runs "
+                 "each in turn, after every --isa choice")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"default", "old"}));
   bool alternate = false;
   app.add_flag(
       "--alternate", alternate,
-      "With several --gemm, --row-groups or --isa choices: switch between them step by step "
+      "With several --gemm, --row-groups, --isa or --schedule choices: switch between them step "
+      "by step "
       "on one trainer (A B B A A B ...; --steps each) and print each one's median "
       "step time and its ratio to the first's, so that a machine's drift falls on all "
       "of them alike");
   CLI11_PARSE(app, argc, argv);
   struct Variant {
-    std::string gemm, groups, isa;
+    std::string gemm, groups, isa, schedule;
   };
   std::vector<Variant> variants;
   for (const std::string& gemm : gemms) {
     for (const std::string& groups : row_groups) {
-      for (const std::string& isa : isas) variants.push_back({gemm, groups, isa});
+      for (const std::string& isa : isas) {
+        for (const std::string& schedule : schedules) {
+          variants.push_back({gemm, groups, isa, schedule});
+        }
+      }
     }
   }
   const int64_t rounds = static_cast<int64_t>(variants.size());
@@ -142,6 +156,12 @@ int main(int argc, char** argv) {
     ablate::VectorIsa cap = isa_in_use;
     if (variant.isa != "auto") ablate::ParseVectorIsa(variant.isa, &cap);
     ablate::SetVectorIsaCap(cap);
+    ablate::packed_gemm::Schedule schedule;
+    if (variant.schedule == "old") {
+      schedule.depth_block = 256;
+      schedule.prefetch = ablate::packed_gemm::Prefetch::kFirstTile;
+    }
+    ablate::SetPackedGemmSchedule(schedule);
   };
 
   const int used_threads = ablate::ConfigureThreads(threads);
@@ -218,6 +238,7 @@ int main(int argc, char** argv) {
       rows.push_back({{"gemm", variants[v].gemm},
                       {"row_groups", variants[v].groups},
                       {"isa", variants[v].isa},
+                      {"schedule", variants[v].schedule},
                       {"step_seconds", median},
                       {"step_seconds_min", sorted.front()},
                       {"step_seconds_each", times[v]},
@@ -240,10 +261,12 @@ int main(int argc, char** argv) {
                 used_threads, steps);
     for (const auto& row : rows) {
       std::printf(
-          "  gemm %-6s row groups %-6s isa %-8s  median %.4f s (min %.4f)  %.3fx the first\n",
+          "  gemm %-6s row groups %-6s isa %-8s schedule %-7s  median %.4f s (min %.4f)  %.3fx the "
+          "first\n",
           row["gemm"].get<std::string>().c_str(), row["row_groups"].get<std::string>().c_str(),
-          row["isa"].get<std::string>().c_str(), row["step_seconds"].get<double>(),
-          row["step_seconds_min"].get<double>(), row["relative_to_first"].get<double>());
+          row["isa"].get<std::string>().c_str(), row["schedule"].get<std::string>().c_str(),
+          row["step_seconds"].get<double>(), row["step_seconds_min"].get<double>(),
+          row["relative_to_first"].get<double>());
     }
     return 0;
   }
@@ -309,6 +332,7 @@ int main(int argc, char** argv) {
         {"gemm", gemm_used},
         {"isa", ablate::VectorIsaName(ablate::VectorIsaInUse())},
         {"row_groups", groups},
+        {"schedule", variant.schedule},
         {"parameters", t.model()->parameter_count()},
         {"step_seconds", median},
         {"step_seconds_min", times.front()},
@@ -333,11 +357,11 @@ int main(int argc, char** argv) {
     }
     std::printf(
         "%s%s H=%lld B=%lld T=%lld V=%lld on %s (%d threads, %s kernel, BLAS %s, %s GEMM, "
-        "%s vectors, row groups %s)\n",
+        "%s vectors, row groups %s, schedule %s)\n",
         cell.c_str(), layer_norm ? "+ln" : "", (long long)hidden, (long long)batch, (long long)seq,
         (long long)vocab, t.device().str().c_str(), used_threads,
         result["kernel"].get<std::string>().c_str(), ablate::BlasCoreName().c_str(), gemm_used,
-        ablate::VectorIsaName(ablate::VectorIsaInUse()), groups.c_str());
+        ablate::VectorIsaName(ablate::VectorIsaInUse()), groups.c_str(), variant.schedule.c_str());
     std::printf("  step      %.4f s (median of %d, min %.4f)\n", median, steps, times.front());
     std::printf("  bytes/s   %.0f\n", bytes_per_step / median);
     std::printf("  achieved  %.1f GFLOP/s\n", gflops);

@@ -19,6 +19,10 @@ using packed_gemm::kPanelWidth;
 // Multiply-adds per parallel task: enough to amortise handing it to a thread.
 constexpr int64_t kMacsPerTask = 1 << 17;
 
+// The schedule's two fields (SetPackedGemmSchedule), each read and written whole.
+std::atomic<int64_t> g_depth_block{packed_gemm::kDepthBlock};
+std::atomic<packed_gemm::Prefetch> g_prefetch{packed_gemm::Schedule{}.prefetch};
+
 std::atomic<bool>& EnabledFlag() {
   static std::atomic<bool> enabled{[] {
     const char* env = std::getenv("ABLATE_GEMM");
@@ -105,6 +109,18 @@ void PackRowBlock(const float* a, int64_t lda, int64_t m, int64_t depth, int64_t
 
 }  // namespace packed_gemm
 
+void SetPackedGemmSchedule(const packed_gemm::Schedule& schedule) {
+  g_depth_block.store(std::max<int64_t>(1, schedule.depth_block));
+  g_prefetch.store(schedule.prefetch);
+}
+
+packed_gemm::Schedule PackedGemmSchedule() {
+  packed_gemm::Schedule schedule;
+  schedule.depth_block = g_depth_block.load();
+  schedule.prefetch = g_prefetch.load();
+  return schedule;
+}
+
 void SetPackedGemmEnabled(bool enabled) { EnabledFlag().store(enabled); }
 bool PackedGemmEnabled() { return EnabledFlag().load(); }
 
@@ -176,13 +192,13 @@ void PackedGemm::Run(const torch::Tensor& a, double beta, torch::Tensor* c_out,
   // rather than the one after it in memory, which the other thread usually
   // takes (pages_bench --compare claim). That next chunk is the one a
   // stalled thread still holds up.
+  const packed_gemm::Schedule schedule = PackedGemmSchedule();
   std::atomic<int64_t> next{0};
   at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
     for (int64_t i = next++; i < chunks;) {
       const int64_t then = next++;
       multiply(a_packed, m, k_, w_packed, n_, i * chunk, std::min(panels, (i + 1) * chunk),
-               then < chunks ? then * chunk : -1, packed_gemm::Schedule{}, static_cast<float>(beta),
-               c_p, n_);
+               then < chunks ? then * chunk : -1, schedule, static_cast<float>(beta), c_p, n_);
       i = then;
     }
   });

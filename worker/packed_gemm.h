@@ -10,6 +10,7 @@
 
 #include <cstdint>
 
+#include "worker/packed_gemm_kernel.h"
 #include "worker/vector_isa.h"
 
 namespace ablate {
@@ -19,6 +20,12 @@ namespace ablate {
 // LibTorch's BLAS in one process. Read when a PackedGemm is constructed.
 void SetPackedGemmEnabled(bool enabled);
 bool PackedGemmEnabled();
+
+// How Run's kernels walk w (depth block, prefetch; packed_gemm_kernel.h):
+// the defaults unless a benchmark sets another to compare in one process.
+// Read at every Run; it never changes a result.
+void SetPackedGemmSchedule(const packed_gemm::Schedule& schedule);
+packed_gemm::Schedule PackedGemmSchedule();
 
 // c = beta * c + a * w for a fixed w ([K, N], any strides and dtype).
 //

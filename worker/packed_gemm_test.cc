@@ -242,6 +242,33 @@ TEST(PackedGemm, TheScheduleDoesNotChangeABit) {
   }
 }
 
+// Run under a benchmark's schedule: the same bits as under the default one,
+// and a depth block under 1 runs as 1 rather than never advancing.
+TEST(PackedGemm, RunGivesTheSameBitsUnderTheScheduleABenchmarkSets) {
+  if (Kernels().empty()) GTEST_SKIP() << "neither AVX-512 nor AVX2 on this CPU";
+  torch::manual_seed(5);
+  const torch::Tensor a = torch::randn({40, 1300});
+  const torch::Tensor w = torch::randn({1300, 100});
+  PackedGemm gemm(w, PackedGemm::kMinCallsToPack);
+  auto product = [&] {
+    torch::Tensor c = torch::zeros({40, 100});
+    gemm.Run(a, 0.0, &c);
+    return c;
+  };
+  const torch::Tensor expected = product();
+  for (const int64_t depth_block : {int64_t{0}, int64_t{256}}) {
+    packed_gemm::Schedule schedule;
+    schedule.depth_block = depth_block;
+    schedule.prefetch = packed_gemm::Prefetch::kFirstTile;
+    SetPackedGemmSchedule(schedule);
+    EXPECT_EQ(PackedGemmSchedule().depth_block, std::max<int64_t>(1, depth_block));
+    const torch::Tensor c = product();
+    SetPackedGemmSchedule(packed_gemm::Schedule{});
+    EXPECT_TRUE(torch::equal(c, expected)) << "depth_block " << depth_block;
+  }
+  EXPECT_EQ(PackedGemmSchedule().depth_block, packed_gemm::kDepthBlock);
+}
+
 TEST(PackedGemm, FallsBackToLibTorchForDouble) {
   torch::manual_seed(3);
   const torch::Tensor a = torch::randn({5, 9}, torch::kDouble);
