@@ -30,9 +30,9 @@ constexpr int64_t kMaxBlockRows = 12;
 // Depth per pass over a panel (Schedule::depth_block): a 1024 x 32 slice of
 // w (128 KiB) stays in L2 while every row block of a runs over it. Deeper
 // slices mean fewer passes, each of which loads and stores its tile of c,
-// and L2 feeds the kernel fast enough: on the seed's shapes 1024 ran 12-20%
-// faster than 256, which kept the slice in L1 (pages_bench --compare depth;
-// AVX2 3-11%). In a one-off alternation of 256 to 4096, 1024 and 2048 were
+// and L2 feeds the kernel fast enough: on the seed's shapes 1024 ran 4-20%
+// faster than 256, which kept the slice in L1 (pages_bench --compare depth,
+// three runs; AVX2 3-11%). In a one-off alternation of 256 to 4096, 1024 and 2048 were
 // the fastest and 4096 was slower at depth 4000.
 constexpr int64_t kDepthBlock = 1024;
 
@@ -65,7 +65,7 @@ enum class Prefetch {
   // per step of depth (the kernels before 2026-11-28).
   kFirstTile,
   // Every tile prefetches an equal share of it, a few lines every four steps
-  // of depth, so that no tile queues them all at once: 7-11% faster on the
+  // of depth, so that no tile queues them all at once: 3-11% faster on the
   // seed's shapes (pages_bench --compare prefetch). Also pulling the next
   // tile's a into L1 was worth nothing measurable.
   kSpread,
