@@ -4,6 +4,7 @@
 //   pages_bench --rounds 30                 # 4 KiB pages against huge pages
 //   pages_bench --rounds 100 --compare claim
 //   pages_bench --rounds 100 --compare prefetch
+//   pages_bench --rounds 100 --compare depth
 //
 // `pages` (the default) runs the kernel over the same packed weights on 4 KiB
 // pages and on 2 MiB transparent huge pages, each thread taking a fixed share
@@ -16,9 +17,9 @@
 // may well take. The other comparisons run it on huge pages, claiming ahead,
 // with two schedules (packed_gemm::Schedule), the second always Run's:
 // `prefetch`, the first tile of each slice prefetching all of the next slice
-// (Prefetch::kFirstTile, what Run did before) against every tile prefetching
-// its share (kSpread); `depth`, slices 256 deep (Run's before) against
-// kDepthBlock.
+// (Prefetch::kFirstTile, close to what Run did before) against every tile
+// prefetching its share (kSpread); `depth`, slices 256 deep (Run's before)
+// against kDepthBlock.
 #include <sys/mman.h>
 
 #include <CLI/CLI.hpp>

@@ -7,10 +7,11 @@
 // and then on PackedGemm in the same process, one result each; --row-groups
 // always,never likewise the time loop split by rows among the threads or
 // shared; --isa avx512,avx2,baseline the trainer's own kernels capped at each
-// vector width; --schedule old,default PackedGemm's kernels walking w as they
-// did up to 2026-11-27 (slices 256 deep, the next slice prefetched by the
-// first tile) and as they do now. With --alternate the choices switch step by step instead, for an
-// A/B comparison on a machine whose speed drifts.
+// vector width; --schedule old,default PackedGemm's kernels walking w close
+// to how they did up to 2026-11-27 (slices 256 deep, the whole next slice
+// prefetched by the first tile) and as they do now. With --alternate the
+// choices switch step by step instead, for an A/B comparison on a machine
+// whose speed drifts.
 //
 // Prints step time, bytes/s, achieved GFLOP/s (6 flops per multiply-add of the
 // recurrent and output matmuls per symbol: 2 forward, 4 backward) and that
@@ -119,18 +120,17 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"auto", "avx512", "avx2", "baseline"}));
   std::vector<std::string> schedules = {"default"};
   app.add_option("--schedule", schedules,
-                 "How PackedGemm's kernels walk w: default, or old (slices 256 deep, the next "
-                 "slice prefetched by the first tile: the kernels up to 2026-11-27). A list runs "
-                 "each in turn, after every --isa choice")
+                 "How PackedGemm's kernels walk w: default, or old (slices 256 deep, the whole "
+                 "next slice prefetched by the first tile: close to the kernels up to "
+                 "2026-11-27). A list runs each in turn, after every --isa choice")
       ->delimiter(',')
       ->check(CLI::IsMember({"default", "old"}));
   bool alternate = false;
   app.add_flag(
       "--alternate", alternate,
-      "With several --gemm, --row-groups, --isa or --schedule choices: switch between them step "
-      "by step "
-      "on one trainer (A B B A A B ...; --steps each) and print each one's median "
-      "step time and its ratio to the first's, so that a machine's drift falls on all "
+      "With several --gemm, --row-groups, --isa or --schedule choices: switch between them "
+      "step by step on one trainer (A B B A A B ...; --steps each) and print each one's "
+      "median step time and its ratio to the first's, so that a machine's drift falls on all "
       "of them alike");
   CLI11_PARSE(app, argc, argv);
   struct Variant {

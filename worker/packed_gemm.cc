@@ -19,9 +19,13 @@ using packed_gemm::kPanelWidth;
 // Multiply-adds per parallel task: enough to amortise handing it to a thread.
 constexpr int64_t kMacsPerTask = 1 << 17;
 
-// The schedule's two fields (SetPackedGemmSchedule), each read and written whole.
-std::atomic<int64_t> g_depth_block{packed_gemm::kDepthBlock};
-std::atomic<packed_gemm::Prefetch> g_prefetch{packed_gemm::Schedule{}.prefetch};
+// A schedule in one integer, so that it is read and written whole: the depth
+// block times two, plus one for Prefetch::kSpread.
+int64_t Encode(const packed_gemm::Schedule& schedule) {
+  return schedule.depth_block * 2 + (schedule.prefetch == packed_gemm::Prefetch::kSpread ? 1 : 0);
+}
+
+std::atomic<int64_t> g_schedule{Encode(packed_gemm::Schedule{})};
 
 std::atomic<bool>& EnabledFlag() {
   static std::atomic<bool> enabled{[] {
@@ -67,29 +71,32 @@ void RowBlock(int64_t m, int64_t block, int64_t* row0, int64_t* rows) {
   *rows = base + (block < extra ? 1 : 0);
 }
 
-const float* NextSlice(const float* w_packed, int64_t depth, int64_t panels, int64_t p,
-                       int64_t panel_end, int64_t then_panel, int64_t end) {
-  if (end < depth) return w_packed + (p * depth + end) * kPanelWidth;
-  const int64_t q = p + 1 < panel_end ? p + 1 : then_panel;
-  return q >= 0 && q < panels ? w_packed + q * depth * kPanelWidth : nullptr;
-}
-
 int64_t SliceDepth(int64_t depth, int64_t k0, int64_t depth_block) {
   return std::min(depth_block, depth - k0);
 }
 
-TilePrefetch ShareOfNextSlice(const float* next, int64_t next_depth, int64_t tile, int64_t tiles,
-                              Prefetch prefetch) {
+Slice NextSlice(const float* w_packed, int64_t depth, int64_t panels, int64_t p, int64_t panel_end,
+                int64_t then_panel, int64_t k0, int64_t depth_block) {
+  const int64_t end = k0 + SliceDepth(depth, k0, depth_block);
+  if (end < depth) {
+    return {w_packed + (p * depth + end) * kPanelWidth, SliceDepth(depth, end, depth_block)};
+  }
+  const int64_t q = p + 1 < panel_end ? p + 1 : then_panel;
+  if (q < 0 || q >= panels) return {};
+  return {w_packed + q * depth * kPanelWidth, SliceDepth(depth, 0, depth_block)};
+}
+
+TilePrefetch ShareOfNextSlice(const Slice& next, int64_t tile, int64_t tiles, Prefetch prefetch) {
   TilePrefetch share;
-  if (next == nullptr || next_depth <= 0 || tiles <= 0) return share;
-  const int64_t lines = next_depth * kPanelWidth / kFloatsPerLine;
+  if (next.first == nullptr || next.depth <= 0 || tiles <= 0) return share;
+  const int64_t lines = next.depth * kPanelWidth / kFloatsPerLine;
   if (prefetch == Prefetch::kFirstTile) {
-    if (tile == 0) share = {next, lines};
+    if (tile == 0) share = {next.first, lines};
     return share;
   }
   const int64_t each = (lines + tiles - 1) / tiles;
   const int64_t first = tile * each;
-  if (first < lines) share = {next + first * kFloatsPerLine, std::min(each, lines - first)};
+  if (first < lines) share = {next.first + first * kFloatsPerLine, std::min(each, lines - first)};
   return share;
 }
 
@@ -110,14 +117,17 @@ void PackRowBlock(const float* a, int64_t lda, int64_t m, int64_t depth, int64_t
 }  // namespace packed_gemm
 
 void SetPackedGemmSchedule(const packed_gemm::Schedule& schedule) {
-  g_depth_block.store(std::max<int64_t>(1, schedule.depth_block));
-  g_prefetch.store(schedule.prefetch);
+  TORCH_CHECK(schedule.depth_block >= 1, "PackedGemm: the depth block must be at least 1, not ",
+              schedule.depth_block);
+  g_schedule.store(Encode(schedule));
 }
 
 packed_gemm::Schedule PackedGemmSchedule() {
+  const int64_t code = g_schedule.load();
   packed_gemm::Schedule schedule;
-  schedule.depth_block = g_depth_block.load();
-  schedule.prefetch = g_prefetch.load();
+  schedule.depth_block = code / 2;
+  schedule.prefetch =
+      code % 2 == 1 ? packed_gemm::Prefetch::kSpread : packed_gemm::Prefetch::kFirstTile;
   return schedule;
 }
 

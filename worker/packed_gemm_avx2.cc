@@ -122,6 +122,8 @@ constexpr TileFn kTiles[kTileRows + 1] = {nullptr, Tile<1>, Tile<2>, Tile<3>,
 void MultiplyPanelsAvx2(const float* a_packed, int64_t m, int64_t depth, const float* w_packed,
                         int64_t n, int64_t panel_begin, int64_t panel_end, int64_t then_panel,
                         const Schedule& schedule, float beta, float* c, int64_t ldc) {
+  // A depth block under 1 would never advance: a broken caller, stop here.
+  if (schedule.depth_block < 1) __builtin_trap();
   const int64_t blocks = RowBlockCount(m);
   const int64_t panels = (n + kPanelWidth - 1) / kPanelWidth;
   // Tiles per half of a slice: one or two per row block.
@@ -139,9 +141,8 @@ void MultiplyPanelsAvx2(const float* a_packed, int64_t m, int64_t depth, const f
     for (int64_t k0 = 0; k0 < depth; k0 += schedule.depth_block) {
       const int64_t kc = SliceDepth(depth, k0, schedule.depth_block);
       const float* slice = panel + k0 * kPanelWidth;
-      const float* next = NextSlice(w_packed, depth, panels, p, panel_end, then_panel, k0 + kc);
-      const int64_t next_k0 = k0 + kc < depth ? k0 + kc : 0;
-      const int64_t next_kc = SliceDepth(depth, next_k0, schedule.depth_block);
+      const Slice next =
+          NextSlice(w_packed, depth, panels, p, panel_end, then_panel, k0, schedule.depth_block);
       // Each half of the slice runs under every row block in turn; all the
       // slice's tiles share out the prefetch of the next slice, as in the
       // AVX-512 kernel.
@@ -158,7 +159,7 @@ void MultiplyPanelsAvx2(const float* a_packed, int64_t m, int64_t depth, const f
           for (int64_t r0 = 0; r0 < rows; r0 += top, ++tile) {
             const int64_t tile_rows = Min(top, rows - r0);
             const TilePrefetch pf =
-                ShareOfNextSlice(next, next_kc, tile, halves * tiles_per_half, schedule.prefetch);
+                ShareOfNextSlice(next, tile, halves * tiles_per_half, schedule.prefetch);
             kTiles[tile_rows](kc, a_block + r0, rows, slice + 16 * half,
                               c + (row0 + r0) * ldc + col0 + 16 * half, ldc, half_cols, k0 == 0,
                               beta, pf);

@@ -103,6 +103,8 @@ constexpr TileFn kTiles[kMaxBlockRows + 1] = {nullptr,  Tile<1>,  Tile<2>, Tile<
 void MultiplyPanels(const float* a_packed, int64_t m, int64_t depth, const float* w_packed,
                     int64_t n, int64_t panel_begin, int64_t panel_end, int64_t then_panel,
                     const Schedule& schedule, float beta, float* c, int64_t ldc) {
+  // A depth block under 1 would never advance: a broken caller, stop here.
+  if (schedule.depth_block < 1) __builtin_trap();
   const int64_t blocks = RowBlockCount(m);
   const int64_t panels = (n + kPanelWidth - 1) / kPanelWidth;
   for (int64_t p = panel_begin; p < panel_end; ++p) {
@@ -117,13 +119,12 @@ void MultiplyPanels(const float* a_packed, int64_t m, int64_t depth, const float
       const float* slice = panel + k0 * kPanelWidth;
       // The row blocks share out the prefetch of the slice this thread runs
       // next into L2 (see Prefetch) while they reuse this one.
-      const float* next = NextSlice(w_packed, depth, panels, p, panel_end, then_panel, k0 + kc);
-      const int64_t next_k0 = k0 + kc < depth ? k0 + kc : 0;
-      const int64_t next_kc = SliceDepth(depth, next_k0, schedule.depth_block);
+      const Slice next =
+          NextSlice(w_packed, depth, panels, p, panel_end, then_panel, k0, schedule.depth_block);
       for (int64_t block = 0; block < blocks; ++block) {
         int64_t row0, rows;
         RowBlock(m, block, &row0, &rows);
-        const TilePrefetch pf = ShareOfNextSlice(next, next_kc, block, blocks, schedule.prefetch);
+        const TilePrefetch pf = ShareOfNextSlice(next, block, blocks, schedule.prefetch);
         kTiles[rows](kc, a_packed + row0 * depth + k0 * rows, slice, c + row0 * ldc + col0, ldc, m0,
                      m1, k0 == 0, beta, pf);
       }

@@ -49,25 +49,39 @@ void RowBlock(int64_t m, int64_t block, int64_t* row0, int64_t* rows);
 void PackRowBlock(const float* a, int64_t lda, int64_t m, int64_t depth, int64_t block,
                   float* packed);
 
+// A slice of the packed w: its first float and its depth (none where `first`
+// is null).
+struct Slice {
+  const float* first = nullptr;
+  int64_t depth = 0;
+};
+
+// Depth of the slice that starts at depth k0 (k0 < depth), slices being
+// `depth_block` deep.
+int64_t SliceDepth(int64_t depth, int64_t k0, int64_t depth_block);
+
 // The slice of the packed w ([panels, depth, 32]) that a thread multiplies
-// after the one of panel p ending at depth `end`: the next of panel p; else
+// after the one of panel p starting at depth k0: the next of panel p; else
 // the first of p + 1 while p + 1 < panel_end; else the first of then_panel,
 // the panel the caller runs next (none when it is outside [0, panels)).
-const float* NextSlice(const float* w_packed, int64_t depth, int64_t panels, int64_t p,
-                       int64_t panel_end, int64_t then_panel, int64_t end);
+Slice NextSlice(const float* w_packed, int64_t depth, int64_t panels, int64_t p, int64_t panel_end,
+                int64_t then_panel, int64_t k0, int64_t depth_block);
 
 // How the tiles that run over one slice of w pull in the slice after it.
 // The weights outgrow L2 and the hardware prefetcher alone leaves the kernel
 // waiting on L3 (~15% slower), so each slice's tiles prefetch the slice the
 // thread runs next into L2.
 enum class Prefetch {
-  // The first row block's tile prefetches the whole next slice, two lines
-  // per step of depth (the kernels before 2026-11-28).
+  // The first row block's tile prefetches the whole next slice, a group of
+  // lines every four steps of depth: close to the kernels before 2026-11-28,
+  // which issued two lines at every step.
   kFirstTile,
-  // Every tile prefetches an equal share of it, a few lines every four steps
-  // of depth, so that no tile queues them all at once: 3-11% faster on the
-  // seed's shapes (pages_bench --compare prefetch). Also pulling the next
-  // tile's a into L1 was worth nothing measurable.
+  // Every tile prefetches an equal share of it, so that no tile queues them
+  // all at once: on the seed's shapes 3-5% faster with AVX-512 and -0.5% to
+  // +9% with AVX2 (pages_bench --compare prefetch). Where a slice is much
+  // shallower than the next (a depth just past a multiple of the depth
+  // block), its tiles still issue their shares in few groups. Also pulling
+  // the next tile's a into L1 was worth nothing measurable.
   kSpread,
 };
 
@@ -78,21 +92,17 @@ struct TilePrefetch {
   int64_t lines = 0;
 };
 
-// The share of the next slice (`next`, `next_depth` steps of 32 floats: two
-// lines each) that tile `tile` of the `tiles` running over a slice prefetches
-// under `prefetch`: all of it for tile 0 under kFirstTile, an equal
-// contiguous share each under kSpread.
-TilePrefetch ShareOfNextSlice(const float* next, int64_t next_depth, int64_t tile, int64_t tiles,
-                              Prefetch prefetch);
+// The share of the next slice (`next.depth` steps of 32 floats: two lines
+// each) that tile `tile` of the `tiles` running over a slice prefetches under
+// `prefetch`: all of it for tile 0 under kFirstTile, an equal contiguous share
+// each under kSpread.
+TilePrefetch ShareOfNextSlice(const Slice& next, int64_t tile, int64_t tiles, Prefetch prefetch);
 
 // How the kernels walk w. Run uses the defaults; benchmarks time others.
 struct Schedule {
-  int64_t depth_block = kDepthBlock;  // steps of depth per slice, at least 1
+  int64_t depth_block = kDepthBlock;  // steps of depth per slice, at least 1 (else a trap)
   Prefetch prefetch = Prefetch::kSpread;
 };
-
-// Depth of the slice that starts at depth k0 (k0 < depth).
-int64_t SliceDepth(int64_t depth, int64_t k0, int64_t depth_block);
 
 // For panels [panel_begin, panel_end) of the packed w ([panels, depth, 32]):
 // c[:, cols] = beta * c[:, cols] + a * w[:, cols], with a packed by

@@ -142,25 +142,35 @@ TEST(PackedGemm, ResultsDoNotDependOnTheThreadCount) {
 
 // The last slice of a thread's chunk prefetches the first of the panel the
 // thread runs next, not the next panel in memory, which another thread may
-// take; only the end of the weights prefetches nothing.
+// take; only the end of the weights prefetches nothing. Each slice comes with
+// its own depth, a short last one included.
 TEST(PackedGemm, EachSlicePrefetchesTheSliceItsThreadRunsNext) {
   using packed_gemm::kPanelWidth;
   using packed_gemm::NextSlice;
-  const int64_t depth = 600, panels = 5;  // slices at depth 0, 256 and 512
+  const int64_t depth = 600, panels = 5, block = 256;  // slices at depth 0, 256 and 512
   const std::vector<float> storage(panels * depth * kPanelWidth);
   const float* w = storage.data();
   const auto panel = [&](int64_t p) { return w + p * depth * kPanelWidth; };
-  // Within a panel: its own next slice.
-  EXPECT_EQ(NextSlice(w, depth, panels, 2, 3, -1, 256), panel(2) + 256 * kPanelWidth);
-  EXPECT_EQ(NextSlice(w, depth, panels, 2, 3, 4, 512), panel(2) + 512 * kPanelWidth);
+  const auto next = [&](int64_t p, int64_t panel_end, int64_t then, int64_t k0) {
+    return NextSlice(w, depth, panels, p, panel_end, then, k0, block);
+  };
+  // Within a panel: its own next slice, the last one 88 deep.
+  EXPECT_EQ(next(2, 3, -1, 0).first, panel(2) + 256 * kPanelWidth);
+  EXPECT_EQ(next(2, 3, -1, 0).depth, 256);
+  EXPECT_EQ(next(2, 3, 4, 256).first, panel(2) + 512 * kPanelWidth);
+  EXPECT_EQ(next(2, 3, 4, 256).depth, 88);
   // The end of a panel inside the chunk: the next panel of the chunk.
-  EXPECT_EQ(NextSlice(w, depth, panels, 1, 3, 4, depth), panel(2));
+  EXPECT_EQ(next(1, 3, 4, 512).first, panel(2));
+  EXPECT_EQ(next(1, 3, 4, 512).depth, 256);
   // The end of the chunk: the panel the thread claimed next, wherever it is.
-  EXPECT_EQ(NextSlice(w, depth, panels, 2, 3, 4, depth), panel(4));
-  EXPECT_EQ(NextSlice(w, depth, panels, 3, 4, 0, depth), panel(0));
+  EXPECT_EQ(next(2, 3, 4, 512).first, panel(4));
+  EXPECT_EQ(next(3, 4, 0, 512).first, panel(0));
   // Nothing claimed next, or past the weights: no prefetch.
-  EXPECT_EQ(NextSlice(w, depth, panels, 2, 3, -1, depth), nullptr);
-  EXPECT_EQ(NextSlice(w, depth, panels, 4, 5, 5, depth), nullptr);
+  EXPECT_EQ(next(2, 3, -1, 512).first, nullptr);
+  EXPECT_EQ(next(4, 5, 5, 512).first, nullptr);
+  // One slice per panel when the block is deeper than the weights.
+  EXPECT_EQ(NextSlice(w, depth, panels, 0, 1, 3, 0, 1024).first, panel(3));
+  EXPECT_EQ(NextSlice(w, depth, panels, 0, 1, 3, 0, 1024).depth, depth);
 }
 
 // Every line of the next slice is prefetched exactly once, by one tile under
@@ -170,29 +180,30 @@ TEST(PackedGemm, TilesShareOutTheNextSlicesPrefetch) {
   using packed_gemm::Prefetch;
   using packed_gemm::ShareOfNextSlice;
   const std::vector<float> storage(1000 * packed_gemm::kPanelWidth);
-  const float* next = storage.data();
+  const float* first = storage.data();
   for (const int64_t next_depth : {int64_t{1}, int64_t{976}, int64_t{1000}}) {
+    const packed_gemm::Slice next{first, next_depth};
     const int64_t lines = next_depth * packed_gemm::kPanelWidth / kFloatsPerLine;
     for (const int64_t tiles : {int64_t{1}, int64_t{9}, int64_t{2000}, int64_t{5000}}) {
       for (const Prefetch prefetch : {Prefetch::kFirstTile, Prefetch::kSpread}) {
         SCOPED_TRACE(testing::Message() << "next_depth=" << next_depth << " tiles=" << tiles
                                         << " spread=" << (prefetch == Prefetch::kSpread));
-        const float* expected = next;
+        const float* expected = first;
         int64_t biggest = 0;
         for (int64_t tile = 0; tile < tiles; ++tile) {
-          const auto share = ShareOfNextSlice(next, next_depth, tile, tiles, prefetch);
+          const auto share = ShareOfNextSlice(next, tile, tiles, prefetch);
           if (share.lines == 0) continue;
           EXPECT_EQ(share.first, expected);
           expected += share.lines * kFloatsPerLine;
           biggest = std::max(biggest, share.lines);
         }
-        EXPECT_EQ(expected, next + lines * kFloatsPerLine);
+        EXPECT_EQ(expected, first + lines * kFloatsPerLine);
         EXPECT_EQ(biggest, prefetch == Prefetch::kFirstTile ? lines : (lines + tiles - 1) / tiles);
       }
     }
   }
-  EXPECT_EQ(ShareOfNextSlice(nullptr, 1000, 0, 9, Prefetch::kSpread).lines, 0);
-  EXPECT_EQ(ShareOfNextSlice(next, 1000, 0, 9, Prefetch::kFirstTile).lines, 2000);
+  EXPECT_EQ(ShareOfNextSlice(packed_gemm::Slice{}, 0, 9, Prefetch::kSpread).lines, 0);
+  EXPECT_EQ(ShareOfNextSlice({first, 1000}, 0, 9, Prefetch::kFirstTile).lines, 2000);
 }
 
 // The schedule (depth block, prefetch) changes the speed only: the same bits
@@ -222,7 +233,8 @@ TEST(PackedGemm, TheScheduleDoesNotChangeABit) {
     for (const int64_t depth_block :
          {int64_t{1}, int64_t{3}, int64_t{256}, pg::kDepthBlock, int64_t{4096}}) {
       for (const pg::Prefetch prefetch : {pg::Prefetch::kFirstTile, pg::Prefetch::kSpread}) {
-        SCOPED_TRACE(testing::Message() << VectorIsaName(isa) << " depth_block=" << depth_block);
+        SCOPED_TRACE(testing::Message() << VectorIsaName(isa) << " depth_block=" << depth_block
+                                        << " spread=" << (prefetch == pg::Prefetch::kSpread));
         pg::Schedule schedule;
         schedule.depth_block = depth_block;
         schedule.prefetch = prefetch;
@@ -242,8 +254,8 @@ TEST(PackedGemm, TheScheduleDoesNotChangeABit) {
   }
 }
 
-// Run under a benchmark's schedule: the same bits as under the default one,
-// and a depth block under 1 runs as 1 rather than never advancing.
+// Run under a benchmark's schedule: the same bits as under the default one.
+// A depth block under 1, which would never advance, is refused.
 TEST(PackedGemm, RunGivesTheSameBitsUnderTheScheduleABenchmarkSets) {
   if (Kernels().empty()) GTEST_SKIP() << "neither AVX-512 nor AVX2 on this CPU";
   torch::manual_seed(5);
@@ -256,17 +268,21 @@ TEST(PackedGemm, RunGivesTheSameBitsUnderTheScheduleABenchmarkSets) {
     return c;
   };
   const torch::Tensor expected = product();
-  for (const int64_t depth_block : {int64_t{0}, int64_t{256}}) {
-    packed_gemm::Schedule schedule;
-    schedule.depth_block = depth_block;
-    schedule.prefetch = packed_gemm::Prefetch::kFirstTile;
-    SetPackedGemmSchedule(schedule);
-    EXPECT_EQ(PackedGemmSchedule().depth_block, std::max<int64_t>(1, depth_block));
-    const torch::Tensor c = product();
-    SetPackedGemmSchedule(packed_gemm::Schedule{});
-    EXPECT_TRUE(torch::equal(c, expected)) << "depth_block " << depth_block;
-  }
+  packed_gemm::Schedule old;
+  old.depth_block = 256;
+  old.prefetch = packed_gemm::Prefetch::kFirstTile;
+  SetPackedGemmSchedule(old);
+  EXPECT_EQ(PackedGemmSchedule().depth_block, 256);
+  EXPECT_EQ(PackedGemmSchedule().prefetch, packed_gemm::Prefetch::kFirstTile);
+  const torch::Tensor c = product();
+  EXPECT_TRUE(torch::equal(c, expected));
+  packed_gemm::Schedule broken;
+  broken.depth_block = 0;
+  EXPECT_THROW(SetPackedGemmSchedule(broken), c10::Error);
+  EXPECT_EQ(PackedGemmSchedule().depth_block, 256);  // unchanged
+  SetPackedGemmSchedule(packed_gemm::Schedule{});
   EXPECT_EQ(PackedGemmSchedule().depth_block, packed_gemm::kDepthBlock);
+  EXPECT_EQ(PackedGemmSchedule().prefetch, packed_gemm::Prefetch::kSpread);
 }
 
 TEST(PackedGemm, FallsBackToLibTorchForDouble) {
