@@ -3,6 +3,7 @@
 #include <cstdint>
 
 #include "worker/packed_gemm_kernel.h"
+#include "worker/packed_gemm_steps.h"
 
 namespace ablate {
 namespace packed_gemm {
@@ -23,20 +24,6 @@ inline __m256i LaneMask(int64_t count) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)), lanes);
 }
 
-// Depth steps per group: each group issues its share of the tile's prefetches.
-constexpr int64_t kGroup = 4;
-
-// Prefetches lines [*done, *done + step) of pf's (none past its last) into
-// L2 and advances *done.
-__attribute__((always_inline)) inline void PrefetchLines(const TilePrefetch& pf, int64_t step,
-                                                         int64_t* done) {
-  const int64_t end = Min(*done + step, pf.lines);
-  for (int64_t i = *done; i < end; ++i) {
-    _mm_prefetch(reinterpret_cast<const char*>(pf.first + i * kFloatsPerLine), _MM_HINT_T1);
-  }
-  *done = end;
-}
-
 // One step of depth k: acc += a[k] * w[k] for the R rows.
 template <int R>
 __attribute__((always_inline)) inline void Step(int64_t k, const float* a, int64_t lda,
@@ -49,28 +36,6 @@ __attribute__((always_inline)) inline void Step(int64_t k, const float* a, int64
     acc0[r] = _mm256_fmadd_ps(av, w0, acc0[r]);
     acc1[r] = _mm256_fmadd_ps(av, w1, acc1[r]);
   }
-}
-
-// acc += a * w over `depth` steps (see Tile), in groups of kGroup steps
-// unrolled (at 12 fused multiply-adds per step, the loop's own instructions
-// would otherwise hold the front end back), each group issuing an equal
-// share of the tile's prefetches.
-template <int R>
-__attribute__((always_inline)) inline void Accumulate(int64_t depth, const float* a, int64_t lda,
-                                                      const float* w, const TilePrefetch& pf,
-                                                      __m256* acc0, __m256* acc1) {
-  const int64_t groups = depth / kGroup;
-  // With no whole group, everything goes out before the first step.
-  const int64_t step = groups > 0 ? (pf.lines + groups - 1) / groups : pf.lines;
-  int64_t done = 0;
-  if (groups == 0) PrefetchLines(pf, step, &done);
-  int64_t k = 0;
-  for (; k + kGroup <= depth; k += kGroup) {
-    PrefetchLines(pf, step, &done);
-#pragma GCC unroll 4
-    for (int64_t j = 0; j < kGroup; ++j) Step<R>(k + j, a, lda, w, acc0, acc1);
-  }
-  for (; k < depth; ++k) Step<R>(k, a, lda, w, acc0, acc1);
 }
 
 // c tile [R, 16] (its first `cols` columns) = (first ? beta * c : c) + a * w
@@ -98,7 +63,10 @@ void Tile(int64_t depth, const float* a, int64_t lda, const float* w, float* c, 
           _mm256_mul_ps(scale, full ? _mm256_loadu_ps(row + 8) : _mm256_maskload_ps(row + 8, m1));
     }
   }
-  Accumulate<R>(depth, a, lda, w, pf, acc0, acc1);
+  // The steps run unrolled in groups that spread pf's prefetches out.
+  RunSteps(
+      depth,
+      pf, [&](int64_t k) __attribute__((always_inline)) { Step<R>(k, a, lda, w, acc0, acc1); });
 #pragma GCC unroll 6
   for (int r = 0; r < R; ++r) {
     float* row = c + r * ldc;

@@ -3,6 +3,7 @@
 #include <cstdint>
 
 #include "worker/packed_gemm_kernel.h"
+#include "worker/packed_gemm_steps.h"
 
 namespace ablate {
 namespace packed_gemm {
@@ -14,20 +15,6 @@ namespace {
 static_assert(kMaxBlockRows == 12, "Tile<1> to Tile<12> below cover a row block");
 
 inline int64_t Min(int64_t a, int64_t b) { return a < b ? a : b; }
-
-// Depth steps per group: each group issues its share of the tile's prefetches.
-constexpr int64_t kGroup = 4;
-
-// Prefetches lines [*done, *done + step) of pf's (none past its last) into
-// L2 and advances *done.
-__attribute__((always_inline)) inline void PrefetchLines(const TilePrefetch& pf, int64_t step,
-                                                         int64_t* done) {
-  const int64_t end = Min(*done + step, pf.lines);
-  for (int64_t i = *done; i < end; ++i) {
-    _mm_prefetch(reinterpret_cast<const char*>(pf.first + i * kFloatsPerLine), _MM_HINT_T1);
-  }
-  *done = end;
-}
 
 // One step of depth k: acc += a[k] * w[k] for the R rows.
 template <int R>
@@ -41,27 +28,6 @@ __attribute__((always_inline)) inline void Step(int64_t k, const float* a, const
     acc0[r] = _mm512_fmadd_ps(av, w0, acc0[r]);
     acc1[r] = _mm512_fmadd_ps(av, w1, acc1[r]);
   }
-}
-
-// acc += a * w over `depth` steps (see Tile), in groups of kGroup steps
-// unrolled, each group issuing an equal share of the tile's prefetches:
-// spread out, they do not hold up the loads the tile itself waits for.
-template <int R>
-__attribute__((always_inline)) inline void Accumulate(int64_t depth, const float* a, const float* w,
-                                                      const TilePrefetch& pf, __m512* acc0,
-                                                      __m512* acc1) {
-  const int64_t groups = depth / kGroup;
-  // With no whole group, everything goes out before the first step.
-  const int64_t step = groups > 0 ? (pf.lines + groups - 1) / groups : pf.lines;
-  int64_t done = 0;
-  if (groups == 0) PrefetchLines(pf, step, &done);
-  int64_t k = 0;
-  for (; k + kGroup <= depth; k += kGroup) {
-    PrefetchLines(pf, step, &done);
-#pragma GCC unroll 4
-    for (int64_t j = 0; j < kGroup; ++j) Step<R>(k + j, a, w, acc0, acc1);
-  }
-  for (; k < depth; ++k) Step<R>(k, a, w, acc0, acc1);
 }
 
 // c tile [R, 32] (columns masked by m0, m1) = (first ? beta * c : c) + a * w
@@ -84,7 +50,9 @@ void Tile(int64_t depth, const float* a, const float* w, float* c, int64_t ldc, 
       acc1[r] = _mm512_mul_ps(scale, _mm512_maskz_loadu_ps(m1, c + r * ldc + 16));
     }
   }
-  Accumulate<R>(depth, a, w, pf, acc0, acc1);
+  // The steps run unrolled in groups that spread pf's prefetches out.
+  RunSteps(
+      depth, pf, [&](int64_t k) __attribute__((always_inline)) { Step<R>(k, a, w, acc0, acc1); });
 #pragma GCC unroll 12
   for (int r = 0; r < R; ++r) {
     _mm512_mask_storeu_ps(c + r * ldc, m0, acc0[r]);
