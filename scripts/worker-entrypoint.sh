@@ -7,6 +7,8 @@
 #   ABLATE_COORDINATOR     HOST:PORT of the coordinator (required)
 #   ABLATE_GPUS            all, or indices such as 0,2: one worker per GPU,
 #                          named $ABLATE_NAME/gpuI
+#   ABLATE_JOBS_PER_GPU    N workers share each GPU of ABLATE_GPUS, named
+#                          $ABLATE_NAME/gpuI.J (default 1; needs ABLATE_GPUS)
 #   ABLATE_DEVICE          auto, cpu or cuda:N, for a single worker
 #                          (when ABLATE_GPUS is empty)
 #   ABLATE_THREADS         CPU threads per worker (default: all cores)
@@ -44,6 +46,7 @@ if [[ -n "${ABLATE_GPUS:-}" ]]; then
 else
   add_flag --device "${ABLATE_DEVICE:-}"
 fi
+add_flag --jobs-per-gpu "${ABLATE_JOBS_PER_GPU:-}"
 add_flag --threads "${ABLATE_THREADS:-}"
 add_flag --data-dir "${ABLATE_DATA_DIR:-}"
 add_flag --work-dir "${ABLATE_WORK_DIR:-}"

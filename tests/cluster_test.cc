@@ -195,6 +195,47 @@ TEST(GpuSupervisor, EachChildIsPinnedAndNamedAndSigtermMakesEveryOneRelease) {
   EXPECT_NE(err.find("[gpu2] "), std::string::npos);
 }
 
+TEST(GpuSupervisor, JobsPerGpuStartsThatManyWorkersOnEachGpuEachLeasingItsOwnJob) {
+  TempDir dir;
+  const std::string db = dir.File("sweep.db");
+  Coordinator coordinator(dir, db);
+  ASSERT_FALSE(coordinator.address.empty()) << coordinator.process.Stderr();
+  ASSERT_EQ(LaunchSweep(dir, coordinator.address, kLongJob), 2);
+
+  Process supervisor(
+      "supervisor",
+      HarnessArgs("1", 2, {"--coordinator", coordinator.address, "--threads", "1", "--poll", "0.2"},
+                  {"--jobs-per-gpu", "2"}),
+      dir.path());
+  ASSERT_TRUE(WaitFor([&] { return Started(supervisor).size() == 2; })) << supervisor.Stderr();
+  const auto children = Started(supervisor);
+  EXPECT_EQ(children[0].first, "gpu1.0");
+  EXPECT_EQ(children[1].first, "gpu1.1");
+  EXPECT_NE(children[0].second, children[1].second);
+  for (const auto& [label, pid] : children) {
+    const auto argv = WorkerArgs(pid);
+    ASSERT_FALSE(argv.empty()) << label << " never ran ablate-worker";
+    EXPECT_TRUE(Contains(argv, {"--device", "cpu", "--name", "box/" + label}))
+        << testing::ReadFile("/proc/" + std::to_string(pid) + "/cmdline");
+    EXPECT_EQ(PinnedGpu(pid), "CUDA_VISIBLE_DEVICES=1") << label;
+  }
+
+  // Two workers on the one GPU, each training a job of its own.
+  const std::string running =
+      "SELECT group_concat(name, ',') FROM (SELECT w.name FROM jobs j JOIN workers w ON "
+      "w.id = j.lease_owner WHERE j.state = 'running' AND j.step > 0 ORDER BY w.name)";
+  ASSERT_TRUE(WaitFor([&] { return Query(db, running)[0][0] == "box/gpu1.0,box/gpu1.1"; }))
+      << supervisor.Stderr();
+
+  supervisor.Signal(SIGTERM);
+  EXPECT_EQ(supervisor.Wait(std::chrono::seconds(120)), 0) << supervisor.Stderr();
+  const std::string err = supervisor.Stderr();
+  EXPECT_NE(err.find("gpu1.0 exited with 0"), std::string::npos) << err;
+  EXPECT_NE(err.find("gpu1.1 exited with 0"), std::string::npos) << err;
+  EXPECT_NE(err.find("[gpu1.0] "), std::string::npos);
+  EXPECT_NE(err.find("[gpu1.1] "), std::string::npos);
+}
+
 TEST(GpuSupervisor, ACrashedChildIsStartedAgainWithTheSameFlags) {
   TempDir dir;
   Coordinator coordinator(dir, dir.File("idle.db"));
@@ -276,6 +317,29 @@ TEST(WorkerGpus, ExcludesDeviceAndTheSubcommands) {
   }
 }
 
+TEST(WorkerGpus, JobsPerGpuRefusesBadValuesAndUseWithoutGpusInOneLine) {
+  TempDir dir;
+  const std::string expected_range = ": expected a whole number of workers per GPU, 1 to 64\n";
+  const std::string expected_gpus =
+      ": only with --gpus: it is how many workers share each of those GPUs\n";
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--gpus", "all", "--jobs-per-gpu", "0"}, "--jobs-per-gpu 0" + expected_range},
+      {{"--gpus", "all", "--jobs-per-gpu", "-1"}, "--jobs-per-gpu -1" + expected_range},
+      {{"--gpus", "all", "--jobs-per-gpu=65"}, "--jobs-per-gpu 65" + expected_range},
+      {{"--gpus", "all", "--jobs-per-gpu", "2.5"}, "--jobs-per-gpu 2.5" + expected_range},
+      {{"--gpus", "all", "--jobs-per-gpu", "two"}, "--jobs-per-gpu two" + expected_range},
+      {{"--jobs-per-gpu", "2"}, "--jobs-per-gpu 2" + expected_gpus},
+      {{"--device", "cpu", "--jobs-per-gpu", "1"}, "--jobs-per-gpu 1" + expected_gpus},
+  };
+  for (const auto& [args, expected] : cases) {
+    std::vector<std::string> argv = {Binary("ablate-worker"), "--coordinator", "127.0.0.1:1"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    auto result = testing::RunCommand(argv, dir.path());
+    EXPECT_EQ(result.exit_code, 2) << args.back() << ": " << result.err;
+    EXPECT_EQ(result.err, "ablate-worker: " + expected) << args.back();
+  }
+}
+
 // --- The images' entrypoints ------------------------------------------------
 
 // The source tree, compiled in: CTest's per-test environment carries only the
@@ -295,7 +359,7 @@ std::map<std::string, std::string> ContainerEnv(std::map<std::string, std::strin
                            "ABLATE_GPUS",     "ABLATE_DEVICE",          "ABLATE_THREADS",
                            "ABLATE_DATA_DIR", "ABLATE_WORK_DIR",        "ABLATE_NAME",
                            "ABLATE_POLL",     "ABLATE_EXIT_WHEN_IDLE",  "ABLATE_WORKER_CMD",
-                           "ABLATE_HOME"}) {
+                           "ABLATE_HOME",     "ABLATE_JOBS_PER_GPU"}) {
     env[name] = "";
   }
   for (auto& [key, value] : settings) env[key] = value;
@@ -375,6 +439,27 @@ TEST(Entrypoints, AMissingOrBadSettingIsOneClearLine) {
       ContainerEnv({{"ABLATE_COORDINATOR", "127.0.0.1:1"}, {"ABLATE_EXIT_WHEN_IDLE", "maybe"}}));
   EXPECT_EQ(idle.exit_code, 2);
   EXPECT_NE(idle.err.find("ABLATE_EXIT_WHEN_IDLE=maybe"), std::string::npos) << idle.err;
+}
+
+TEST(Entrypoints, JobsPerGpuReachesTheWorker) {
+  // Refused by the worker itself, before it looks for a GPU: the setting got through.
+  TempDir dir;
+  auto worker = testing::RunCommand({Script("scripts/worker-entrypoint.sh")}, dir.path(),
+                                    std::chrono::seconds(30),
+                                    ContainerEnv({{"ABLATE_COORDINATOR", "127.0.0.1:1"},
+                                                  {"ABLATE_GPUS", "all"},
+                                                  {"ABLATE_JOBS_PER_GPU", "0"}}));
+  EXPECT_EQ(worker.exit_code, 2) << worker.err;
+  EXPECT_NE(worker.err.find("--jobs-per-gpu 0: expected"), std::string::npos) << worker.err;
+
+  auto without_gpus = testing::RunCommand({Script("scripts/worker-entrypoint.sh")}, dir.path(),
+                                          std::chrono::seconds(30),
+                                          ContainerEnv({{"ABLATE_COORDINATOR", "127.0.0.1:1"},
+                                                        {"ABLATE_DEVICE", "cpu"},
+                                                        {"ABLATE_JOBS_PER_GPU", "4"}}));
+  EXPECT_EQ(without_gpus.exit_code, 2) << without_gpus.err;
+  EXPECT_NE(without_gpus.err.find("--jobs-per-gpu 4: only with --gpus"), std::string::npos)
+      << without_gpus.err;
 }
 
 TEST(Entrypoints, TheHealthCheckPassesWhileTheCoordinatorServes) {

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 
@@ -378,6 +379,40 @@ StatusOr<std::vector<WorkerSlot>> ResolveGpuSlots(const std::string& spec, int d
   return slots;
 }
 
+StatusOr<int> ParseJobsPerGpu(const std::string& text, bool with_gpus) {
+  const std::string flag = "--jobs-per-gpu " + text;
+  if (!with_gpus) {
+    return Status::InvalidArgument(
+        flag + ": only with --gpus: it is how many workers share each of those GPUs");
+  }
+  const bool whole_number = !text.empty() && text.size() <= 9 &&
+                            text.find_first_not_of("0123456789") == std::string::npos;
+  const int jobs = whole_number ? std::stoi(text) : 0;
+  if (jobs < 1 || jobs > kMaxJobsPerGpu) {
+    return Status::InvalidArgument(flag + ": expected a whole number of workers per GPU, 1 to " +
+                                   std::to_string(kMaxJobsPerGpu));
+  }
+  return jobs;
+}
+
+std::vector<WorkerSlot> SharedGpuSlots(const std::vector<WorkerSlot>& gpu_slots, int jobs_per_gpu) {
+  if (jobs_per_gpu < 1 || jobs_per_gpu > kMaxJobsPerGpu) {
+    std::fprintf(stderr, "SharedGpuSlots: %d jobs per GPU; ParseJobsPerGpu allows 1 to %d\n",
+                 jobs_per_gpu, kMaxJobsPerGpu);
+    std::abort();
+  }
+  if (jobs_per_gpu == 1) return gpu_slots;
+  std::vector<WorkerSlot> slots;
+  for (const WorkerSlot& gpu : gpu_slots) {
+    for (int job = 0; job < jobs_per_gpu; ++job) {
+      WorkerSlot slot = gpu;
+      slot.label += "." + std::to_string(job);
+      slots.push_back(std::move(slot));
+    }
+  }
+  return slots;
+}
+
 std::vector<std::string> WithoutOptions(const std::vector<std::string>& args,
                                         const std::vector<std::string>& options) {
   std::vector<std::string> kept;
@@ -401,7 +436,8 @@ std::vector<std::string> WithoutOptions(const std::vector<std::string>& args,
 
 int RunSupervisor(const SupervisorOptions& options) { return Supervisor(options).Run(); }
 
-int RunGpuWorkers(const std::string& spec, const std::string& name, int argc, char** argv) {
+int RunGpuWorkers(const std::string& spec, int jobs_per_gpu, const std::string& name, int argc,
+                  char** argv) {
   // Blocked before CUDA starts threads of its own, which inherit the mask:
   // otherwise one of them could take a SIGTERM meant for the supervisor.
   const sigset_t handled = SupervisedSignals();
@@ -416,8 +452,8 @@ int RunGpuWorkers(const std::string& spec, const std::string& name, int argc, ch
   std::error_code error;
   options.program = std::filesystem::read_symlink("/proc/self/exe", error).string();
   if (error) options.program = argv[0];
-  options.args =
-      WithoutOptions(std::vector<std::string>(argv + 1, argv + argc), {"--gpus", "--name"});
+  options.args = WithoutOptions(std::vector<std::string>(argv + 1, argv + argc),
+                                {"--gpus", "--jobs-per-gpu", "--name"});
   if (name.empty()) {
     char host[256] = {};
     gethostname(host, sizeof(host) - 1);
@@ -425,7 +461,7 @@ int RunGpuWorkers(const std::string& spec, const std::string& name, int argc, ch
   } else {
     options.name = name;
   }
-  options.slots = std::move(*slots);
+  options.slots = SharedGpuSlots(*slots, jobs_per_gpu);
   return RunSupervisor(options);
 }
 

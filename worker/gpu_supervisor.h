@@ -7,6 +7,10 @@
 // the sweeps are done). Each child's output lines reach the supervisor's
 // stderr prefixed with "[gpuI] ".
 //
+// `--jobs-per-gpu N` starts N such children per GPU instead, named
+// NAME/gpuI.0 ... NAME/gpuI.(N-1): a small model leaves most of a GPU idle,
+// and N independent workers, each leasing its own jobs, fill it.
+//
 // A child is pinned with CUDA_VISIBLE_DEVICES=<its GPU> and --device cuda:0,
 // not with --device cuda:I: a process that sees every GPU can still create a
 // CUDA context on GPU 0 (hundreds of MiB there per worker), and one that sees
@@ -32,6 +36,7 @@ namespace ablate {
 // One child of the supervisor.
 struct WorkerSlot {
   std::string label;                       // "gpu2": named NAME/gpu2, lines prefixed [gpu2]
+                                           // ("gpu2.1" for one of several on GPU 2)
   std::string device;                      // its --device
   std::map<std::string, std::string> env;  // set in its environment
 };
@@ -43,6 +48,20 @@ struct WorkerSlot {
 // GPU at all.
 StatusOr<std::vector<WorkerSlot>> ResolveGpuSlots(const std::string& spec, int device_count,
                                                   const char* visible_devices);
+
+// The most worker processes that may share one GPU.
+inline constexpr int kMaxJobsPerGpu = 64;
+
+// The value of `--jobs-per-gpu text`, which `with_gpus` says came with
+// --gpus. InvalidArgument, naming the flag and the value, for anything but a
+// whole number from 1 to kMaxJobsPerGpu, or for any value without --gpus.
+StatusOr<int> ParseJobsPerGpu(const std::string& text, bool with_gpus);
+
+// `gpu_slots` (one per GPU) with each slot repeated `jobs_per_gpu` times, in
+// order: the copies of gpuI are labelled gpuI.0, gpuI.1 ... and keep its
+// device and environment. With one job per GPU the slots are returned as
+// they are, labels included. `jobs_per_gpu` is from 1 to kMaxJobsPerGpu.
+std::vector<WorkerSlot> SharedGpuSlots(const std::vector<WorkerSlot>& gpu_slots, int jobs_per_gpu);
 
 // `args` less every occurrence of the options named in `options` with their
 // values, in either form: "--opt value" or "--opt=value".
@@ -71,11 +90,13 @@ struct SupervisorOptions {
 // nothing else afterwards.
 int RunSupervisor(const SupervisorOptions& options);
 
-// `ablate-worker --gpus spec`: resolves the spec against the GPUs this
-// LibTorch sees and supervises one child per GPU running this same binary
-// with `argv` less --gpus and --name. The children are named `name`/gpuI
-// (`name` empty: HOST-PID of the supervisor). Returns the exit code.
-int RunGpuWorkers(const std::string& spec, const std::string& name, int argc, char** argv);
+// `ablate-worker --gpus spec --jobs-per-gpu jobs_per_gpu`: resolves the spec
+// against the GPUs this LibTorch sees and supervises `jobs_per_gpu` children
+// per GPU running this same binary with `argv` less --gpus, --jobs-per-gpu
+// and --name. The children are named `name`/LABEL (SharedGpuSlots; `name`
+// empty: HOST-PID of the supervisor). Returns the exit code.
+int RunGpuWorkers(const std::string& spec, int jobs_per_gpu, const std::string& name, int argc,
+                  char** argv);
 
 }  // namespace ablate
 

@@ -28,6 +28,13 @@ int main(int argc, char** argv) {
       "One worker process per GPU: all, or indices such as 0,2; each is named NAME/gpuI and "
       "gets the other flags");
   gpus_opt->excludes(device_opt);
+  // Taken as text: ParseJobsPerGpu checks it, and that it came with --gpus.
+  std::string jobs_per_gpu_text;
+  CLI::Option* jobs_per_gpu_opt = app.add_option(
+      "--jobs-per-gpu", jobs_per_gpu_text,
+      "With --gpus: N worker processes share each GPU (1 to 64, default 1), named NAME/gpuI.J; "
+      "each gets --threads, and the N share the GPU's memory");
+  jobs_per_gpu_opt->type_name("N");
   app.add_option("--threads", worker.threads, "Intra-op threads (default: all cores)")
       ->check(CLI::Range(0, 1024));
   app.add_option("--data-dir", worker.data_dir,
@@ -38,8 +45,8 @@ int main(int argc, char** argv) {
   app.add_flag("--exit-when-idle", worker.exit_when_idle,
                "Exit once no job is pending or running anywhere");
   app.add_option("--max-jobs", worker.max_jobs,
-                 "Exit after running this many jobs, finished or failed; with --gpus, each GPU's "
-                 "worker does (default 0: no limit)")
+                 "Exit after running this many jobs, finished or failed; with --gpus, each "
+                 "worker process does (default 0: no limit)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--poll", worker.idle_poll_seconds, "Seconds between lease attempts when idle")
       ->check(CLI::PositiveNumber);
@@ -88,6 +95,15 @@ int main(int argc, char** argv) {
   time_steps_cmd->excludes(gpus_opt);
 
   CLI11_PARSE(app, argc, argv);
+  int jobs_per_gpu = 1;
+  if (*jobs_per_gpu_opt) {
+    auto parsed = ablate::ParseJobsPerGpu(jobs_per_gpu_text, !gpus.empty());
+    if (!parsed.ok()) {
+      std::fprintf(stderr, "ablate-worker: %s\n", parsed.status().message().c_str());
+      return 2;
+    }
+    jobs_per_gpu = *parsed;
+  }
   // Training commands restart once with the settings LibTorch's libraries read
   // at start (worker/startup.h); --help, parse errors and `data` need none.
   if (!*data_cmd) ablate::MaybeRestartForSpeed(argv);
@@ -118,6 +134,6 @@ int main(int argc, char** argv) {
   }
   spdlog::set_default_logger(spdlog::stderr_color_mt("worker"));
   spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
-  if (!gpus.empty()) return ablate::RunGpuWorkers(gpus, worker.name, argc, argv);
+  if (!gpus.empty()) return ablate::RunGpuWorkers(gpus, jobs_per_gpu, worker.name, argc, argv);
   return ablate::RunWorker(worker);
 }
