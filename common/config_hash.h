@@ -15,7 +15,8 @@ namespace ablate {
 std::string Sha256Hex(std::string_view bytes);
 
 // Sha256Hex of config.ToJson().dump(): the canonical JSON (every field
-// present, keys sorted, numbers in shortest round-trip form), so key order,
+// present but the ones ToJson leaves out at their default, keys sorted,
+// numbers in shortest round-trip form), so key order,
 // shorthand names and float spelling in a spec do not change it, while any
 // setting that differs does. Strings that are not valid UTF-8 (which no
 // parsed config holds) are hashed with U+FFFD in place of the bad bytes

@@ -11,6 +11,8 @@ using nlohmann::json;
 
 std::string Show(const json& value) { return value.dump(); }
 
+constexpr const char* kPrecisionNames = "fp32, tf32, bf16";
+
 Status Invalid(const std::string& key, const std::string& why) {
   return Status::InvalidArgument(key + ": " + why);
 }
@@ -109,6 +111,15 @@ const char* InitName(Init init) {
   return "?";
 }
 
+const char* PrecisionName(Precision precision) {
+  switch (precision) {
+    case Precision::kFp32: return "fp32";
+    case Precision::kTf32: return "tf32";
+    case Precision::kBf16: return "bf16";
+  }
+  return "?";
+}
+
 StatusOr<Cell> ParseCell(const std::string& name) {
   for (Cell c : {Cell::kLstm, Cell::kGru, Cell::kMgu}) {
     if (name == CellName(c)) return c;
@@ -124,11 +135,25 @@ StatusOr<Init> ParseInit(const std::string& name) {
                  "unknown initializer \"" + name + "\" (known: xavier, variance_scaling, orthogonal)");
 }
 
+StatusOr<Precision> ParsePrecision(const std::string& name) {
+  for (Precision p : {Precision::kFp32, Precision::kTf32, Precision::kBf16}) {
+    if (name == PrecisionName(p)) return p;
+  }
+  return Invalid("train.precision",
+                 "unknown precision \"" + name + "\" (known: " + kPrecisionNames + ")");
+}
+
+bool IsCudaDevice(std::string_view device) { return device.substr(0, 4) == "cuda"; }
+
+Precision EffectivePrecision(Precision configured, std::string_view device) {
+  return IsCudaDevice(device) ? configured : Precision::kFp32;
+}
+
 json RunConfig::ToJson() const {
   json data = {{"url", this->data.url}};
   if (!this->data.path.empty()) data["path"] = this->data.path;
   if (!this->data.corpus.empty()) data["corpus"] = this->data.corpus;
-  return json{
+  json out{
       {"data", data},
       {"model",
        {{"cell", CellName(model.cell)},
@@ -148,6 +173,11 @@ json RunConfig::ToJson() const {
         {"checkpoint_every", train.checkpoint_every},
         {"seed", train.seed}}},
   };
+  // Left out at its default so that configs from before the setting keep their hash.
+  if (train.precision != Precision::kTf32) {
+    out["train"]["precision"] = PrecisionName(train.precision);
+  }
+  return out;
 }
 
 StatusOr<RunConfig> RunConfig::FromJson(const json& root) {
@@ -176,9 +206,10 @@ StatusOr<RunConfig> RunConfig::FromJson(const json& root) {
   }
   if (auto it = root.find("train"); it != root.end()) {
     const json& t = *it;
-    ABLATE_RETURN_IF_ERROR(CheckKeys(t, "train",
-                                     {"batch", "seq", "lr", "clip_norm", "steps", "log_every",
-                                      "eval_every", "eval_bytes", "checkpoint_every", "seed"}));
+    ABLATE_RETURN_IF_ERROR(
+        CheckKeys(t, "train",
+                  {"batch", "seq", "lr", "clip_norm", "steps", "log_every", "eval_every",
+                   "eval_bytes", "checkpoint_every", "seed", "precision"}));
     ABLATE_RETURN_IF_ERROR(ReadInt(t, "train", "batch", &config.train.batch));
     ABLATE_RETURN_IF_ERROR(ReadInt(t, "train", "seq", &config.train.seq));
     ABLATE_RETURN_IF_ERROR(ReadDouble(t, "train", "lr", &config.train.lr));
@@ -189,6 +220,14 @@ StatusOr<RunConfig> RunConfig::FromJson(const json& root) {
     ABLATE_RETURN_IF_ERROR(ReadInt(t, "train", "eval_bytes", &config.train.eval_bytes));
     ABLATE_RETURN_IF_ERROR(ReadInt(t, "train", "checkpoint_every", &config.train.checkpoint_every));
     ABLATE_RETURN_IF_ERROR(ReadInt(t, "train", "seed", &config.train.seed));
+    if (auto precision = t.find("precision"); precision != t.end()) {
+      if (!precision->is_string()) {
+        return Invalid("train.precision", std::string("expected one of ") + kPrecisionNames +
+                                              ", got " + Show(*precision));
+      }
+      ABLATE_ASSIGN_OR_RETURN(config.train.precision,
+                              ParsePrecision(precision->get<std::string>()));
+    }
   }
   ABLATE_RETURN_IF_ERROR(config.Validate());
   return config;

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 
@@ -16,11 +17,25 @@ namespace ablate {
 
 enum class Cell { kLstm, kGru, kMgu };
 enum class Init { kXavier, kVarianceScaling, kOrthogonal };
+// Arithmetic of the recurrent matrix products on CUDA: plain float32; float32
+// storage with TF32 tensor-core products; or bf16 products with float32
+// master weights and float32 accumulation. The CPU always computes in float32.
+enum class Precision { kFp32, kTf32, kBf16 };
 
 const char* CellName(Cell cell);
 const char* InitName(Init init);
+const char* PrecisionName(Precision precision);  // "fp32", "tf32", "bf16"
 StatusOr<Cell> ParseCell(const std::string& name);
 StatusOr<Init> ParseInit(const std::string& name);
+// InvalidArgument naming train.precision and the known values.
+StatusOr<Precision> ParsePrecision(const std::string& name);
+
+// Whether a device string names a GPU: "cuda", "cuda:0", and the longer
+// "cuda:0 (NVIDIA H100 80GB HBM3)" a worker may register; "cpu" does not.
+bool IsCudaDevice(std::string_view device);
+// The precision a run configured with `configured` computes at on `device`:
+// `configured` on CUDA, kFp32 anywhere else.
+Precision EffectivePrecision(Precision configured, std::string_view device);
 
 // The published text8 archive; the default download source.
 inline constexpr const char* kText8Url = "http://mattmahoney.net/dc/text8.zip";
@@ -53,6 +68,7 @@ struct TrainConfig {
   int64_t eval_bytes = 0;       // cap on validation bytes per evaluation; 0: the whole split
   int64_t checkpoint_every = 0; // 0: no periodic checkpoints
   uint64_t seed = 0;
+  Precision precision = Precision::kTf32;  // on CUDA only; the CPU ignores it
 };
 
 struct RunConfig {
@@ -60,7 +76,11 @@ struct RunConfig {
   ModelConfig model;
   TrainConfig train;
 
-  // Canonical JSON: every field present, keys sorted (nlohmann::json sorts).
+  // Canonical JSON, keys sorted (nlohmann::json sorts): every field present
+  // except an empty data.path or data.corpus, and train.precision when it is
+  // the default (tf32). Settings added later are left out at their default
+  // like that, so every config written before them keeps its text, and with
+  // it its job hash and its checkpoints' resume identity.
   nlohmann::json ToJson() const;
 
   // Strict: an unknown key, a wrong type or a value out of range is an

@@ -846,7 +846,8 @@ class ConfigBuilder {
 };
 
 // A setting's value as RunConfig::ToJson writes it; `fallback` for the
-// settings ToJson leaves out when empty (data.path, data.corpus).
+// settings ToJson leaves out (data.path and data.corpus when empty,
+// train.precision at its default).
 json CanonicalValue(const json& canonical, const std::string& key, const json& fallback) {
   const json& section = canonical.at(SectionOf(key));
   auto it = section.find(FieldOf(key));
@@ -1019,10 +1020,12 @@ std::string DescribeCount(double count) {
 
 const std::vector<std::string>& SettingKeys() {
   static const std::vector<std::string> keys = [] {
-    // ToJson writes every setting except an empty data source; set both.
+    // ToJson writes every setting except an empty data source and a default
+    // precision; set both sources and a precision that is not the default.
     RunConfig every;
     every.data.path = "path";
     every.data.corpus = "corpus";
+    every.train.precision = Precision::kFp32;
     const json canonical = every.ToJson();
     std::vector<std::string> all;
     for (const auto& section : canonical.items()) {

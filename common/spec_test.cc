@@ -399,6 +399,126 @@ TEST(SpecErrors, UnknownSettingInASectionIsNamed) {
   EXPECT_THAT(message, HasSubstr("cell"));
 }
 
+// ------------------------------------------------------------------ train.precision
+
+// Computed with the code before train.precision existed, for GridSpec(): the
+// SHA-256 of its 18 job hashes in hand-out order, and its spec hash. Stored
+// sweeps are keyed by these, so a spec that leaves precision at its default
+// must keep them.
+constexpr char kGridJobHashesBeforePrecision[] =
+    "f041c170eafaf43d8675320fe3f2cfd23d283a5a0b13163ae6cacafe3db01444";
+constexpr char kGridSpecHashBeforePrecision[] =
+    "7e9db53838cadc44d852a80b8c160828650ad2e07f33e1ff96770d0065cb0b54";
+
+std::string JobHashesDigest(const std::vector<Job>& jobs) {
+  std::string all;
+  for (const Job& job : jobs) all += job.config_hash;
+  return Sha256Hex(all);
+}
+
+// kHeader with `precision` added to its train: section.
+std::string HeaderWithPrecision(const std::string& precision) {
+  std::string header = kHeader;
+  header.insert(header.find("eval_every: 50") + 14, ", precision: " + precision);
+  return header;
+}
+
+TEST(SpecPrecision, ConfigHashesOfDefaultPrecisionAreThoseFromBeforeTheSetting) {
+  // Values computed with the code before train.precision existed.
+  RunConfig config;
+  config.data.corpus = "text8";
+  EXPECT_EQ(ConfigHash(config), "ded2f0a411e1024a060abbab090a768411b8aec890ea5a0b4fe120e77ec6a1a4");
+  RunConfig lstm;
+  lstm.data.path = "corpus.txt";
+  lstm.model.cell = Cell::kLstm;
+  lstm.model.hidden = 64;
+  lstm.train.steps = 300;
+  const std::string lstm_hash = "ae89a3d44ca339033b3d6e873f6e8e1e06c7f102d74344e2a99c2732ee2bb580";
+  EXPECT_EQ(ConfigHash(lstm), lstm_hash);
+  lstm.train.precision = Precision::kTf32;
+  EXPECT_EQ(ConfigHash(lstm), lstm_hash);
+  lstm.train.precision = Precision::kFp32;
+  const std::string fp32_hash = ConfigHash(lstm);
+  lstm.train.precision = Precision::kBf16;
+  const std::string bf16_hash = ConfigHash(lstm);
+  EXPECT_NE(fp32_hash, lstm_hash);
+  EXPECT_NE(bf16_hash, lstm_hash);
+  EXPECT_NE(fp32_hash, bf16_hash);
+}
+
+TEST(SpecPrecision, DefaultOrExplicitTf32KeepsTheJobHashesFromBeforeTheSetting) {
+  EXPECT_EQ(JobHashesDigest(MustExpand(GridSpec())), kGridJobHashesBeforePrecision);
+  EXPECT_EQ(SpecHash(MustParse(GridSpec())), kGridSpecHashBeforePrecision);
+  std::vector<Job> tf32 = MustExpand(HeaderWithPrecision("tf32") + kGrid);
+  EXPECT_EQ(JobHashesDigest(tf32), kGridJobHashesBeforePrecision);
+  for (const Job& job : tf32) EXPECT_EQ(job.config.train.precision, Precision::kTf32);
+}
+
+TEST(SpecPrecision, Fp32AndBf16MakeOtherJobs) {
+  std::set<std::string> digests = {kGridJobHashesBeforePrecision};
+  for (const char* precision : {"fp32", "bf16"}) {
+    std::vector<Job> jobs = MustExpand(HeaderWithPrecision(precision) + kGrid);
+    ASSERT_EQ(jobs.size(), 18u);
+    for (const Job& job : jobs) {
+      EXPECT_STREQ(PrecisionName(job.config.train.precision), precision);
+      EXPECT_EQ(job.config.ToJson()["train"]["precision"], precision);
+    }
+    digests.insert(JobHashesDigest(jobs));
+  }
+  EXPECT_EQ(digests.size(), 3u);
+}
+
+TEST(SpecPrecision, IsAGridAxisInBothSyntaxes) {
+  std::vector<Job> native =
+      MustExpand(Spec("grid:\n  cell: [lstm, gru]\n  precision: [tf32, bf16]\n"));
+  ASSERT_EQ(native.size(), 4u);
+  std::set<std::string> hashes;
+  for (const Job& job : native) {
+    EXPECT_EQ(job.factors["train.precision"], PrecisionName(job.config.train.precision));
+    hashes.insert(job.config_hash);
+  }
+  EXPECT_EQ(hashes.size(), 4u);
+  // The tf32 jobs are the jobs a spec without the axis makes.
+  for (const Job& plain : MustExpand(Spec("grid:\n  cell: [lstm, gru]\n"))) {
+    EXPECT_EQ(hashes.count(plain.config_hash), 1u) << plain.factors;
+  }
+
+  std::vector<Job> wandb = MustExpand(
+      "method: grid\nname: demo\ndata: {path: runs/gcide.text8}\n"
+      "model: {hidden: 128, vocab: 27}\n"
+      "train: {batch: 32, seq: 100, steps: 300, lr: 0.002, log_every: 10, eval_every: 50}\n"
+      "parameters:\n  cell: {values: [lstm, gru]}\n  train.precision: {values: [tf32, bf16]}\n");
+  ASSERT_EQ(wandb.size(), native.size());
+  for (size_t i = 0; i < native.size(); ++i) {
+    EXPECT_EQ(wandb[i].factors, native[i].factors);
+    EXPECT_EQ(wandb[i].config_hash, native[i].config_hash);
+  }
+}
+
+TEST(SpecPrecision, UnknownValueIsRefusedAtItsPlaceWithTheChoices) {
+  std::string message = ParseError(HeaderWithPrecision("fp16") + kGrid);
+  EXPECT_EQ(message,
+            "demo.yaml:4:95: train.precision: unknown precision \"fp16\" (known: fp32, tf32, "
+            "bf16)");
+  message = ParseError(HeaderWithPrecision("16") + kGrid);
+  EXPECT_EQ(message, "demo.yaml:4:95: train.precision: expected one of fp32, tf32, bf16, got 16");
+  message = ParseError(Spec("grid:\n  precision: [tf32, fp16]\n"));
+  EXPECT_EQ(PositionIn(message), std::make_pair(6, 21)) << message;
+  EXPECT_THAT(message, HasSubstr("train.precision: unknown precision \"fp16\" (known: fp32, "
+                                 "tf32, bf16)"));
+  EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+}
+
+TEST(SpecPrecision, RunConfigFileTakesIt) {
+  auto config = ParseRunConfig("data: {path: x}\ntrain: {precision: bf16}\n", "run.yaml");
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  EXPECT_EQ(config->train.precision, Precision::kBf16);
+  config = ParseRunConfig("data: {path: x}\ntrain:\n  precision: [bf16]\n", "run.yaml");
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(config.status().message(), StartsWith("run.yaml:3:"));
+  EXPECT_THAT(config.status().message(), HasSubstr("train.precision"));
+}
+
 TEST(SpecErrors, UnknownGridSettingListsTheKnownOnes) {
   const std::string message = ParseError(GridSpec("  dropout: [0.1, 0.2]\n"));
   EXPECT_EQ(PositionIn(message), std::make_pair(9, 3)) << message;
@@ -844,7 +964,8 @@ TEST(ResolveSettingKey, BareNameInTwoSectionsIsAmbiguous) {
 }
 
 TEST(ResolveSettingKey, EverySettingOfRunConfigIsKnown) {
-  EXPECT_EQ(SettingKeys().size(), 18u);
+  EXPECT_EQ(SettingKeys().size(), 19u);
+  EXPECT_TRUE(std::binary_search(SettingKeys().begin(), SettingKeys().end(), "train.precision"));
   EXPECT_TRUE(std::is_sorted(SettingKeys().begin(), SettingKeys().end()));
   for (const auto& key : SettingKeys()) EXPECT_EQ(*ResolveSettingKey(key), key);
 }
