@@ -9,6 +9,7 @@
 
 #include "cli/worker_process.h"
 #include "common/model_size.h"
+#include "common/run_config.h"
 #include "common/step_timing.h"
 #include "worker/text8.h"
 #include "worker/text8_fetch.h"
@@ -22,12 +23,14 @@ namespace {
 constexpr double kForwardFlopsPerMac = 2;
 constexpr double kTrainFlopsPerMac = 6;
 
-// Everything a step's time depends on except train.seq.
-using Shape = std::tuple<Cell, bool, int64_t, int64_t, int64_t>;
+// Everything a step's time depends on except train.seq. The precision
+// matters on CUDA only; `on_cpu` leaves it out (as fp32).
+using Shape = std::tuple<Cell, bool, int64_t, int64_t, int64_t, Precision>;
 
-Shape ShapeOf(const RunConfig& config) {
-  return {config.model.cell, config.model.layer_norm, config.model.hidden, config.model.vocab,
-          config.train.batch};
+Shape ShapeOf(const RunConfig& config, bool on_cpu) {
+  return {config.model.cell,   config.model.layer_norm,
+          config.model.hidden, config.model.vocab,
+          config.train.batch,  on_cpu ? Precision::kFp32 : config.train.precision};
 }
 
 // Bytes in the corpus a job reads, or nullopt when this machine cannot tell.
@@ -98,11 +101,17 @@ StatusOr<SweepEstimate> EstimateSweep(const std::vector<Job>& jobs,
   request.device = options.device;
   request.threads = options.threads;
   request.budget_seconds = options.timing_seconds;
-  // Per shape: its index in the request.
+  // Per shape: its index in the request. Each precision is timed unless the
+  // device is known to be the CPU beforehand ("auto" may become a GPU); on
+  // the CPU the jobs of every precision take the first one's timing, so that
+  // they are estimated alike.
+  const bool cpu_requested = options.device == "cpu";
   std::map<Shape, size_t> shape_index;
+  std::map<Shape, size_t> cpu_shape_index;
   for (const Job& job : jobs) {
-    const Shape shape = ShapeOf(job.config);
+    const Shape shape = ShapeOf(job.config, cpu_requested);
     if (shape_index.count(shape)) continue;
+    cpu_shape_index.emplace(ShapeOf(job.config, /*on_cpu=*/true), request.shapes.size());
     const RunConfig& c = job.config;
     const double flops_per_position =
         kTrainFlopsPerMac *
@@ -129,9 +138,11 @@ StatusOr<SweepEstimate> EstimateSweep(const std::vector<Job>& jobs,
   estimate.threads = timing.threads;
   estimate.blas = timing.blas;
 
+  const bool on_cpu = !IsCudaDevice(timing.device);
   for (const Job& job : jobs) {
     const RunConfig& c = job.config;
-    const size_t timed = shape_index.at(ShapeOf(c));
+    const size_t timed = on_cpu ? cpu_shape_index.at(ShapeOf(c, /*on_cpu=*/true))
+                                : shape_index.at(ShapeOf(c, cpu_requested));
     const int64_t timed_seq = request.shapes[timed].seq;
     const double timed_seconds = timing.seconds[timed];
     const double seconds_per_position = timed_seconds / double(timed_seq);

@@ -4,7 +4,8 @@
 // process (worker/time_steps_command.h; the CLI does not link LibTorch), at a
 // shorter sequence length for large models and scaled linearly to the jobs'
 // (which overstates the per-step part that does not grow with the sequence:
-// clipping and the Adam update).
+// clipping and the Adam update). Each train.precision is timed apart, except
+// on the CPU, which ignores it.
 //
 // FLOPs count 2 per multiply-accumulate forward and 4 backward: a training
 // step is 6 * (recurrent + output MACs per symbol) * batch * seq, an
@@ -52,7 +53,7 @@ struct SweepEstimate {
   std::string device;  // "cpu" or "cuda:0"
   int threads = 0;
   std::string blas;                   // OpenBLAS's kernels, "" when not OpenBLAS
-  int shapes = 0;                     // distinct (cell, layer norm, hidden, vocab, batch) measured
+  int shapes = 0;  // distinct (cell, layer norm, hidden, vocab, batch, precision) measured
   std::vector<int64_t> seq_measured;  // every sequence length a step was timed at
   bool scaled = false;                // some steps were timed shorter than the jobs train
   double measuring_seconds = 0;

@@ -15,6 +15,7 @@
 #include "cli/estimate.h"
 #include "cli/sweeps_client.h"
 #include "cli/table.h"
+#include "common/run_config.h"
 #include "common/spec.h"
 
 namespace ablate {
@@ -64,12 +65,31 @@ std::string DescribeEstimate(const SweepEstimate& e, const std::vector<Job>& job
   return text;
 }
 
+// The jobs' train.precision, in words, and whether it applies on the
+// estimate's device: one value for every job, or each job's in its column
+// (the setting is then an axis).
+std::string DescribePrecision(const std::vector<Job>& jobs, bool gpu) {
+  std::vector<std::string> names;
+  for (Precision precision : {Precision::kFp32, Precision::kTf32, Precision::kBf16}) {
+    const bool used = std::any_of(jobs.begin(), jobs.end(), [&](const Job& job) {
+      return job.config.train.precision == precision;
+    });
+    if (used) names.push_back(PrecisionName(precision));
+  }
+  const std::string which =
+      names.size() == 1 ? names[0] + " for every job"
+                        : fmt::format("{} as the precision column says", fmt::join(names, " or "));
+  std::string text = "train.precision: " + which + " (the recurrent matrix products on CUDA)";
+  if (!gpu) text += "; ignored here: the CPU trains, and was timed, in float32";
+  return text + ".";
+}
+
 int DryRun(const LaunchOptions& options, const SweepSpec& spec, const std::vector<Job>& jobs,
            Format format) {
   auto estimate = EstimateSweep(jobs, options.estimate);
   if (!estimate.ok()) return ReportError("launch", estimate.status());
   const SweepEstimate& e = *estimate;
-  const bool gpu = e.device != "cpu";
+  const bool gpu = IsCudaDevice(e.device);
   const double hours = e.seconds / 3600;
 
   if (format == Format::kJson) {
@@ -81,6 +101,9 @@ int DryRun(const LaunchOptions& options, const SweepSpec& spec, const std::vecto
       nlohmann::ordered_json job;
       job["order"] = jobs[i].order;
       job["factors"] = jobs[i].factors;
+      const Precision precision = jobs[i].config.train.precision;
+      job["precision"] = PrecisionName(precision);
+      job["effective_precision"] = PrecisionName(EffectivePrecision(precision, e.device));
       job["parameters"] = e.jobs[i].parameters;
       job["macs_per_symbol"] = e.jobs[i].macs_per_symbol;
       job["flops_per_step"] = e.jobs[i].flops_per_step;
@@ -141,6 +164,7 @@ int DryRun(const LaunchOptions& options, const SweepSpec& spec, const std::vecto
                                        Hours(e.seconds * e.threads));
   std::printf("Total: %zu jobs, %s FLOPs, %s, one job at a time.\n", jobs.size(),
               FormatSi(e.flops).c_str(), cost.c_str());
+  std::printf("%s\n", DescribePrecision(jobs, gpu).c_str());
   std::printf("%s\n", DescribeEstimate(e, jobs).c_str());
   return 0;
 }

@@ -1,6 +1,7 @@
 #include "cli/report.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <cctype>
@@ -462,6 +463,11 @@ std::string FactsSection(const ReportData& data) {
       "training wall times)</dd>\n",
       FormatDuration(facts.cpu_hours() * 3600), FormatDuration(facts.gpu_hours() * 3600),
       facts.cpu_hours(), facts.gpu_hours());
+  if (facts.ran_on_size() > 0) {
+    std::vector<std::string> uses;
+    for (const v1::DeviceUse& use : facts.ran_on()) uses.push_back(HtmlEscape(DeviceUseText(use)));
+    out += fmt::format("<dt>ran on</dt><dd>{}</dd>\n", fmt::join(uses, "<br>"));
+  }
   out += fmt::format("<dt>launched</dt><dd>{}</dd>\n", Date(sweep.created_ms()));
   out += fmt::format("<dt>ran</dt><dd>{} to {}</dd>\n", Date(facts.first_started_ms()),
                      Date(facts.last_finished_ms()));

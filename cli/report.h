@@ -5,8 +5,9 @@
 // factor other than the seed (for the seed's grid: by cell, by layer norm, by
 // initializer); the best configuration (lowest final validation bpc averaged
 // over seeds) with its parameter count and test bpc; the whole grid as a
-// sortable table; and the sweep's facts: jobs by state, compute hours, dates,
-// and every failure with its last error. Light and dark colour schemes follow
+// sortable table; and the sweep's facts: jobs by state, compute hours, the
+// devices and precisions the jobs ran on, dates, and every failure with its
+// last error. Light and dark colour schemes follow
 // the reader's preference; the layout follows the window's width. Every text
 // that comes from the database is escaped.
 #ifndef ABLATE_CLI_REPORT_H_

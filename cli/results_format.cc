@@ -210,6 +210,7 @@ std::string ResultsTable(const v1::ResultsRequest& request, const v1::ResultsRes
                           Plural(marked, "unfinished job"));
   }
   footer += LeftOutFooter(response.left_out(), request.include_unfinished(), ValueName(request));
+  footer += RanOnFooter(response.facts());
   if (!footer.empty()) out += "\n" + footer;
   return out;
 }
@@ -261,6 +262,13 @@ std::string ResultsJson(const v1::ResultsRequest& request, const v1::ResultsResp
     item["ci95"] = Number(row.ci95());
     item["unfinished"] = row.unfinished();
     item["jobs"] = std::vector<int64_t>(row.job_ids().begin(), row.job_ids().end());
+    item["ran_on"] = ordered_json::array();
+    for (const v1::DeviceUse& use : row.ran_on()) {
+      item["ran_on"].push_back({{"device", use.device()},
+                                {"precision", use.precision()},
+                                {"jobs", use.jobs()},
+                                {"hours", use.hours()}});
+    }
     list.push_back(std::move(item));
   }
   return OnePerLine(list);
@@ -310,6 +318,17 @@ std::string CurvesJson(const v1::CurvesResponse& response) {
     list.push_back(std::move(item));
   }
   return OnePerLine(list);
+}
+
+std::string RanOnFooter(const v1::SweepFacts& facts) {
+  std::string out;
+  for (const v1::DeviceUse& use : facts.ran_on()) out += "ran on: " + DeviceUseText(use) + "\n";
+  return out;
+}
+
+std::string DeviceUseText(const v1::DeviceUse& use) {
+  return fmt::format("{}, {}: {}, {:.2f} h", use.device(), use.precision(),
+                     Plural(use.jobs(), "job"), use.hours());
 }
 
 std::string LeftOutFooter(const v1::LeftOut& left_out, bool include_unfinished,

@@ -30,16 +30,19 @@ StatusOr<std::vector<std::string>> ParseGroupBy(const std::string& group_by);
 // `results` as an aligned table: one line naming the sweep and the metric,
 // then one row per group (factors, n, mean, std, min, max, ci95; a group with
 // unfinished jobs' latest values has its n marked "*"), or per job (job id,
-// factors, value). Then LeftOutFooter's lines, after an empty line.
+// factors, value). Then LeftOutFooter's lines and RanOnFooter's, after an
+// empty line.
 std::string ResultsTable(const v1::ResultsRequest& request, const v1::ResultsResponse& response);
 // The same rows as CSV (numbers in full precision, empty for NaN); with
 // request.include_unfinished an "unfinished" column counts marked values.
 std::string ResultsCsv(const v1::ResultsRequest& request, const v1::ResultsResponse& response);
 // A JSON list, one object per row (and per line):
 //   {"group": {"layer_norm": true}, "n": 9, "mean": m, "std": s, "min": a,
-//    "max": b, "ci95": h, "unfinished": 0, "jobs": [ids]}
+//    "max": b, "ci95": h, "unfinished": 0, "jobs": [ids],
+//    "ran_on": [{"device": "cuda:0", "precision": "tf32", "jobs": 9, "hours": x}]}
 // with the group keys as the request named them (per job: every factor by
-// its short name, and "job_id"). NaN is null.
+// its short name, and "job_id"). "ran_on" is the row's jobs by the device
+// that last ran them and the precision they ran at. NaN is null.
 std::string ResultsJson(const v1::ResultsRequest& request, const v1::ResultsResponse& response);
 
 // `curves` as CSV: group columns, step, n, mean, std, min, max; one line per
@@ -58,6 +61,14 @@ std::string CurvesJson(const v1::CurvesResponse& response);
 // `what` names the value ("valid_bpc at step 500").
 std::string LeftOutFooter(const v1::LeftOut& left_out, bool include_unfinished,
                           const std::string& what);
+
+// One line, ending in "\n", per device and precision the sweep's jobs ran
+// on: "ran on: cuda:0 (NVIDIA H100 80GB HBM3), tf32: 6 jobs, 0.42 h". Empty
+// when no job has run.
+std::string RanOnFooter(const v1::SweepFacts& facts);
+// "cuda:0 (NVIDIA H100 80GB HBM3), tf32: 6 jobs, 0.42 h": the device as the
+// worker registered it, the precision, the jobs and their wall-time hours.
+std::string DeviceUseText(const v1::DeviceUse& use);
 
 // "valid_bpc (final)", "valid_bpc (best)", "valid_bpc at step 500".
 std::string ValueName(const v1::ResultsRequest& request);

@@ -17,7 +17,7 @@ namespace ablate {
 
 struct StepTimingRequest {
   struct Shape {
-    RunConfig config;  // model and batch; data and the initializer are ignored
+    RunConfig config;  // model, batch and precision; data and the initializer are ignored
     int64_t seq = 0;   // timed at this train.seq instead of the config's
   };
   std::vector<Shape> shapes;

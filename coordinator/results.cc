@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/run_config.h"
 #include "common/spec.h"
 #include "coordinator/store_reader.h"
 
@@ -441,25 +442,100 @@ void Summarise(const GroupValues& group, double t975, v1::ResultRow* row) {
   for (int64_t id : group.job_ids) row->add_job_ids(id);
 }
 
-Status FillFacts(Database& db, int64_t sweep_id, v1::SweepFacts* facts) {
+// Where a job last ran, at what precision, and its wall time so far.
+struct JobRun {
+  std::string device;     // as the worker registered it
+  std::string precision;  // what the recurrent products ran at (RunPrecision)
+  double seconds = 0;
+};
+
+// The precision a job ran at: the stored config's train.precision (absent:
+// the default) on a CUDA device, fp32 elsewhere. A name this build does not
+// know (a newer coordinator wrote it) is shown as stored.
+std::string RunPrecision(const std::string& device, const std::string& stored) {
+  if (!IsCudaDevice(device)) return PrecisionName(Precision::kFp32);
+  if (stored.empty()) return PrecisionName(TrainConfig().precision);
+  StatusOr<Precision> parsed = ParsePrecision(stored);
+  return parsed.ok() ? PrecisionName(*parsed) : stored;
+}
+
+// Every job of the sweep that a worker has run (leased), by id. The wall
+// time is a done job's final one, else its latest point's (0 without one).
+StatusOr<std::map<int64_t, JobRun>> LoadRuns(Database& db, int64_t sweep_id) {
   ABLATE_ASSIGN_OR_RETURN(Rows rows, db.Query(R"sql(
-      SELECT TOTAL(CASE WHEN w.device LIKE 'cuda%' THEN 0 ELSE t.wall END),
-             TOTAL(CASE WHEN w.device LIKE 'cuda%' THEN t.wall ELSE 0 END),
-             IFNULL(min(t.started_ms), 0), IFNULL(max(t.finished_ms), 0)
-      FROM (SELECT j.lease_owner, j.started_ms, j.finished_ms,
-                   CASE WHEN j.state = 'done' AND j.final_wall_time IS NOT NULL
-                        THEN j.final_wall_time
-                        ELSE (SELECT max(p.wall_time) FROM curve_points p WHERE p.job_id = j.id)
-                   END AS wall
-            FROM jobs j WHERE j.sweep_id = ?) t
-      LEFT JOIN workers w ON w.id = t.lease_owner)sql",
+      SELECT j.id, w.device, json_extract(j.config_json, '$.train.precision'),
+             CASE WHEN j.state = 'done' AND j.final_wall_time IS NOT NULL
+                  THEN j.final_wall_time
+                  ELSE (SELECT max(p.wall_time) FROM curve_points p WHERE p.job_id = j.id)
+             END
+      FROM jobs j JOIN workers w ON w.id = j.lease_owner
+      WHERE j.sweep_id = ?)sql",
+                                              sweep_id));
+  std::map<int64_t, JobRun> runs;
+  while (true) {
+    ABLATE_ASSIGN_OR_RETURN(bool row, rows.Next());
+    if (!row) break;
+    JobRun& run = runs[rows.Int(0)];
+    run.device = rows.Text(1);
+    run.precision = RunPrecision(run.device, rows.Text(2));
+    run.seconds = rows.Double(3);
+  }
+  return runs;
+}
+
+// Sums runs by device and precision, in DeviceUse's order: by device, then
+// fp32, tf32, bf16 (and names this build lacks after them).
+class DeviceUseTally {
+ public:
+  void Add(const JobRun& run) {
+    Use& use = uses_[{run.device, Rank(run.precision), run.precision}];
+    ++use.jobs;
+    use.seconds += run.seconds;
+  }
+
+  void Fill(google::protobuf::RepeatedPtrField<v1::DeviceUse>* out) const {
+    for (const auto& [key, use] : uses_) {
+      v1::DeviceUse* entry = out->Add();
+      entry->set_device(std::get<0>(key));
+      entry->set_precision(std::get<2>(key));
+      entry->set_jobs(use.jobs);
+      entry->set_hours(use.seconds / 3600);
+    }
+  }
+
+ private:
+  struct Use {
+    int64_t jobs = 0;
+    double seconds = 0;
+  };
+
+  static int Rank(const std::string& precision) {
+    StatusOr<Precision> parsed = ParsePrecision(precision);
+    return parsed.ok() ? static_cast<int>(*parsed) : std::numeric_limits<int>::max();
+  }
+
+  std::map<std::tuple<std::string, int, std::string>, Use> uses_;
+};
+
+Status FillFacts(Database& db, int64_t sweep_id, const std::map<int64_t, JobRun>& runs,
+                 v1::SweepFacts* facts) {
+  ABLATE_ASSIGN_OR_RETURN(Rows rows, db.Query(R"sql(
+      SELECT IFNULL(min(started_ms), 0), IFNULL(max(finished_ms), 0)
+      FROM jobs WHERE sweep_id = ?)sql",
                                               sweep_id));
   ABLATE_ASSIGN_OR_RETURN(bool row, rows.Next());
   if (!row) return Status::Internal("no facts row");
-  facts->set_cpu_hours(rows.Double(0) / 3600);
-  facts->set_gpu_hours(rows.Double(1) / 3600);
-  facts->set_first_started_ms(rows.Int(2));
-  facts->set_last_finished_ms(rows.Int(3));
+  facts->set_first_started_ms(rows.Int(0));
+  facts->set_last_finished_ms(rows.Int(1));
+  double cpu_seconds = 0, gpu_seconds = 0;
+  DeviceUseTally tally;
+  for (const auto& [id, run] : runs) {
+    (IsCudaDevice(run.device) ? gpu_seconds : cpu_seconds) += run.seconds;
+    tally.Add(run);
+  }
+  facts->set_cpu_hours(cpu_seconds / 3600);
+  facts->set_gpu_hours(gpu_seconds / 3600);
+  tally.Fill(facts->mutable_ran_on());
   return Status::OK();
 }
 
@@ -571,6 +647,7 @@ StatusOr<v1::ResultsResponse> QueryResults(Database& db, const v1::ResultsReques
     group.unfinished += job.unfinished ? 1 : 0;
   }
 
+  ABLATE_ASSIGN_OR_RETURN(const auto runs, LoadRuns(db, sweep.summary.id()));
   std::map<int64_t, double> t975;  // by degrees of freedom
   for (const auto& [key, group] : groups) {
     v1::ResultRow* row = response.add_rows();
@@ -578,6 +655,11 @@ StatusOr<v1::ResultsResponse> QueryResults(Database& db, const v1::ResultsReques
     const auto df = static_cast<int64_t>(group.values.size()) - 1;
     if (df > 0 && !t975.count(df)) t975[df] = StudentT975(df);
     Summarise(group, df > 0 ? t975[df] : kNaN, row);
+    DeviceUseTally tally;
+    for (int64_t id : group.job_ids) {
+      if (auto run = runs.find(id); run != runs.end()) tally.Add(run->second);
+    }
+    tally.Fill(row->mutable_ran_on());
     if (request.with_config()) {
       ABLATE_ASSIGN_OR_RETURN(
           Rows rows, db.Query("SELECT config_json FROM jobs WHERE id = ?", group.job_ids.front()));
@@ -585,7 +667,7 @@ StatusOr<v1::ResultsResponse> QueryResults(Database& db, const v1::ResultsReques
       if (found) row->set_config_json(rows.Text(0));
     }
   }
-  ABLATE_RETURN_IF_ERROR(FillFacts(db, sweep.summary.id(), response.mutable_facts()));
+  ABLATE_RETURN_IF_ERROR(FillFacts(db, sweep.summary.id(), runs, response.mutable_facts()));
   return response;
 }
 

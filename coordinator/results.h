@@ -30,7 +30,9 @@ namespace ablate {
 inline constexpr int64_t kMaxCurveCells = 100'000;
 
 // Groups the sweep's counted jobs by request.group_by and summarises each
-// group's values (n, mean, sample std, min, max, 95% interval). Errors:
+// group's values (n, mean, sample std, min, max, 95% interval), with the
+// devices and precisions its jobs ran on; the facts give the same for every
+// job of the sweep that has run, and its CPU and GPU hours. Errors:
 // NotFound for an unknown sweep; InvalidArgument for a missing split, a
 // negative step, or a factor that is not an axis of the sweep (the message
 // lists the axes by their short names); DataLoss for a job row whose JSON

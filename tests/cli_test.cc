@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <set>
@@ -184,6 +185,60 @@ TEST(Launch, DryRunJsonCountsSixFlopsPerMacOfEveryStep) {
   }
   EXPECT_GT(out["estimated_cpu_hours"].get<double>(), 0);
   EXPECT_EQ(out["threads"], 1);
+}
+
+TEST(Launch, DryRunShowsEachJobsPrecisionAndThatTheCpuIgnoresIt) {
+  Workspace ws;
+  const std::string spec = ws.dir.File("precision.yaml");
+  WriteFile(spec, "name: precision\ndata: {path: " + ws.dir.File("corpus.txt") +
+                      "}\n"
+                      "model: {hidden: 16, vocab: 27}\n"
+                      "train: {batch: 2, seq: 16, steps: 30, eval_every: 15}\n"
+                      "grid:\n  cell: [lstm, gru]\n  precision: [tf32, bf16]\n");
+  RunResult table = ws.Ablate({"launch", spec, "--dry-run", "--threads", "1", "--device", "cpu"});
+  ASSERT_EQ(table.exit_code, 0) << table.err;
+  std::map<std::string, std::set<std::string>> precisions;  // by cell
+  const std::regex row("^\\s*\\d+\\s+(lstm|gru)\\s+(tf32|bf16)\\s");
+  const std::vector<std::string> lines = testing::Lines(table.out);
+  for (const std::string& line : lines) {
+    std::smatch m;
+    if (std::regex_search(line, m, row)) precisions[m[1]].insert(m[2]);
+  }
+  const std::set<std::string> both = {"tf32", "bf16"};
+  EXPECT_EQ(precisions,
+            (std::map<std::string, std::set<std::string>>{{"lstm", both}, {"gru", both}}))
+      << table.out;
+  EXPECT_TRUE(std::regex_search(table.out, std::regex("\\norder +cell +precision +parameters")))
+      << table.out;
+  EXPECT_NE(table.out.find("\ntrain.precision: tf32 or bf16 as the precision column says (the "
+                           "recurrent matrix products on CUDA); ignored here: the CPU trains, "
+                           "and was timed, in float32.\n"),
+            std::string::npos)
+      << table.out;
+
+  RunResult json = ws.Ablate(
+      {"launch", spec, "--dry-run", "--threads", "1", "--device", "cpu", "--format", "json"});
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  const auto out = nlohmann::json::parse(json.out);
+  ASSERT_EQ(out["jobs"].size(), 4u);
+  std::map<std::string, double> seconds;  // by cell: the same whatever the precision on a CPU
+  for (const auto& job : out["jobs"]) {
+    EXPECT_EQ(job["precision"], job["factors"]["train.precision"]) << job;
+    EXPECT_EQ(job["effective_precision"], "fp32") << job;
+    const std::string cell = job["factors"]["model.cell"];
+    auto [it, first] = seconds.emplace(cell, job["estimated_seconds"].get<double>());
+    if (!first) {
+      EXPECT_EQ(it->second, job["estimated_seconds"].get<double>()) << cell;
+    }
+  }
+
+  // Without the axis, one precision for every job.
+  RunResult plain = ws.Ablate({"launch", ws.spec, "--dry-run", "--threads", "1"});
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  EXPECT_NE(plain.out.find("\ntrain.precision: tf32 for every job (the recurrent matrix products "
+                           "on CUDA)"),
+            std::string::npos)
+      << plain.out;
 }
 
 // A copy of `ablate` alone in a directory, with `worker` (a script), if

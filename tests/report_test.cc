@@ -216,6 +216,12 @@ TEST_F(ReportTest, BrowserShowsTheBestConfigurationFiguresGridAndFacts) {
   // The facts and the failure, escaped as text by the browser too.
   EXPECT_NE(dom.find("36 in all: 33 done, 1 failed, 0 cancelled, 1 running, 1 pending"),
             std::string::npos);
+  // Every third done job ran on the GPU worker; the rest, the failed and the
+  // running one on CPUs, which compute in fp32 whatever the config says.
+  EXPECT_TRUE(std::regex_search(dom, std::regex("<dt>ran on</dt><dd>cpu, fp32: 24 jobs, "
+                                                "\\d+\\.\\d\\d h<br>cuda:0, tf32: 11 "
+                                                "jobs, \\d+\\.\\d\\d h</dd>")))
+      << dom.substr(dom.find("id=\"facts\""), 1500);
   EXPECT_NE(dom.find("&lt;script&gt;alert('boom')&lt;/script&gt;"), std::string::npos);
 
   // Each chart drew one line and one band per group: 3 cells, 2, 3 inits.

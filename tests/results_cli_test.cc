@@ -44,7 +44,8 @@ std::string TinySpec(const std::string& corpus) {
          corpus +
          "}\n"
          "model: {hidden: 32, vocab: 27}\n"
-         "train: {batch: 4, seq: 32, steps: 60, log_every: 20, eval_every: 20, eval_bytes: 500}\n"
+         "train: {batch: 4, seq: 32, steps: 60, log_every: 20, eval_every: 20, eval_bytes: 500,\n"
+         "        precision: bf16}\n"
          "grid:\n"
          "  cell: [lstm, gru, mgu]\n"
          "  layer_norm: [true, false]\n"
@@ -212,14 +213,26 @@ TEST_F(ResultsCliTest, CoordinatorAndFileAnswerAlikeAndTheFileStaysUntouched) {
     EXPECT_NEAR(group["std"].get<double>(), std::sqrt(squares / 8), 1e-12);
     EXPECT_NEAR(group["min"].get<double>(), lo, 1e-12);
     EXPECT_NEAR(group["max"].get<double>(), hi, 1e-12);
+    // Both workers have the same device; bf16 applies only if it is a GPU.
+    ASSERT_EQ(group["ran_on"].size(), 1u) << group;
+    const json& ran_on = group["ran_on"][0];
+    const bool gpu = ran_on["device"].get<std::string>().rfind("cuda", 0) == 0;
+    EXPECT_EQ(ran_on["precision"], gpu ? "bf16" : "fp32") << ran_on;
+    EXPECT_EQ(ran_on["jobs"], 9);
+    EXPECT_GT(ran_on["hours"].get<double>(), 0);
   }
-  // The table: its title, two groups and no footer (every job is done).
+  // The table: its title, two groups, and the footer's one device (every
+  // job is done).
   const std::vector<std::string> table = testing::Lines((*by_file_)[0].run.out);
-  ASSERT_EQ(table.size(), 4u) << (*by_file_)[0].run.out;
+  ASSERT_EQ(table.size(), 6u) << (*by_file_)[0].run.out;
   EXPECT_EQ(table[0],
             "sweep tiny (id 1): valid_bpc (final), averaged over every other factor and seed");
   EXPECT_EQ(table[2].rfind("true ", 0), 0u);
   EXPECT_EQ(table[3].rfind("false ", 0), 0u);
+  EXPECT_EQ(table[4], "");
+  EXPECT_TRUE(std::regex_match(
+      table[5], std::regex("ran on: (cpu, fp32|cuda[^,]*, bf16): 18 jobs, \\d+\\.\\d\\d h")))
+      << table[5];
 }
 
 TEST(ResultsCliErrors, ErrorsAreOneLineAndExitNonZero) {

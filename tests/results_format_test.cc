@@ -74,7 +74,7 @@ TEST_F(ResultsFormatTest, JsonIsAListOfGroupsKeyedAsTyped) {
     std::vector<std::string> keys;
     for (const auto& entry : item.items()) keys.push_back(entry.key());
     EXPECT_EQ(keys, (std::vector<std::string>{"group", "n", "mean", "std", "min", "max", "ci95",
-                                              "unfinished", "jobs"}));
+                                              "unfinished", "jobs", "ran_on"}));
     EXPECT_EQ(item["group"], (json{{"layer_norm", i == 0}}));
     EXPECT_EQ(item["n"], row.n());
     EXPECT_EQ(item["mean"].get<double>(), row.mean());
@@ -83,6 +83,12 @@ TEST_F(ResultsFormatTest, JsonIsAListOfGroupsKeyedAsTyped) {
     EXPECT_EQ(item["max"].get<double>(), row.max());
     EXPECT_EQ(item["ci95"].get<double>(), row.ci95());
     EXPECT_EQ(item["jobs"].size(), static_cast<size_t>(row.n()));
+    // Every job ran on the fixture's one CPU worker, 90 s each.
+    ASSERT_EQ(item["ran_on"].size(), 1u) << item;
+    EXPECT_EQ(item["ran_on"][0], (json{{"device", "cpu"},
+                                       {"precision", "fp32"},
+                                       {"jobs", row.n()},
+                                       {"hours", row.n() * 90 / 3600.0}}));
   }
   EXPECT_EQ(list[0]["n"].get<int64_t>() + list[1]["n"].get<int64_t>(), 15);
 }
@@ -126,7 +132,7 @@ TEST_F(ResultsFormatTest, TableAccountsForEveryJobNotCounted) {
   const v1::ResultsRequest request = Request({"layer_norm"});
   const std::string table = ResultsTable(request, Query(request));
   const std::vector<std::string> lines = Lines(table);
-  ASSERT_EQ(lines.size(), 8u) << table;
+  ASSERT_EQ(lines.size(), 9u) << table;
   EXPECT_EQ(lines[0],
             "sweep grid (id 1): valid_bpc (final), averaged over every other factor and seed");
   EXPECT_EQ(lines[1].substr(0, 16), "layer_norm  n   ");
@@ -141,6 +147,27 @@ TEST_F(ResultsFormatTest, TableAccountsForEveryJobNotCounted) {
                           ", init=" + failed_.factors["model.init"].get<std::string>() +
                           ", layer_norm=" + failed_.factors["model.layer_norm"].dump() +
                           "): CUDA out of memory");
+  // Every job that ran: 15 done at 90 s, the failed one without a point, the
+  // running one at its point's 45 s; 1395 s in all.
+  EXPECT_EQ(lines[8], "ran on: cpu, fp32: 17 jobs, 0.39 h");
+}
+
+TEST(ResultsFormat, RanOnFooterHasALinePerDeviceAndPrecisionAsRegistered) {
+  v1::SweepFacts facts;
+  EXPECT_EQ(RanOnFooter(facts), "");
+  v1::DeviceUse* gpu = facts.add_ran_on();
+  gpu->set_device("cuda:0 (NVIDIA H100 80GB HBM3)");
+  gpu->set_precision("tf32");
+  gpu->set_jobs(6);
+  gpu->set_hours(0.4213);
+  v1::DeviceUse* cpu = facts.add_ran_on();
+  cpu->set_device("cpu");
+  cpu->set_precision("fp32");
+  cpu->set_jobs(1);
+  cpu->set_hours(12.5);
+  EXPECT_EQ(RanOnFooter(facts),
+            "ran on: cuda:0 (NVIDIA H100 80GB HBM3), tf32: 6 jobs, 0.42 h\n"
+            "ran on: cpu, fp32: 1 job, 12.50 h\n");
 }
 
 TEST_F(ResultsFormatTest, TableMarksUnfinishedValuesWhenIncluded) {

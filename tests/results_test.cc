@@ -395,6 +395,88 @@ TEST_F(ResultsTest, FactsSumWallTimesByDevice) {
   EXPECT_GT(r.facts().last_finished_ms(), r.facts().first_started_ms());
 }
 
+// A sweep over train.precision: 3 cells x tf32/bf16 x 2 inits.
+std::string PrecisionSpec() {
+  return R"(name: grid
+data: {path: corpus.txt}
+model: {hidden: 2000, vocab: 256}
+train: {steps: 60, log_every: 20, eval_every: 30}
+grid:
+  cell: [lstm, gru, mgu]
+  precision: [tf32, bf16]
+  init: [xavier, orthogonal]
+)";
+}
+
+// (device, precision) -> {jobs, seconds}, in DeviceUse's order.
+using Tally = std::map<std::pair<std::string, int>, std::pair<int64_t, double>>;
+
+int PrecisionRank(const std::string& name) {
+  return name == "fp32" ? 0 : name == "tf32" ? 1 : name == "bf16" ? 2 : 3;
+}
+
+void ExpectRanOn(const google::protobuf::RepeatedPtrField<v1::DeviceUse>& ran_on,
+                 const Tally& expected) {
+  ASSERT_EQ(static_cast<size_t>(ran_on.size()), expected.size());
+  auto it = expected.begin();
+  for (const v1::DeviceUse& use : ran_on) {
+    const auto& [key, value] = *it++;
+    EXPECT_EQ(use.device(), key.first);
+    EXPECT_EQ(PrecisionRank(use.precision()), key.second) << use.precision();
+    EXPECT_EQ(use.jobs(), value.first) << use.device() << " " << use.precision();
+    EXPECT_NEAR(use.hours(), value.second / 3600, 1e-12) << use.device() << " " << use.precision();
+  }
+}
+
+TEST_F(ResultsTest, RanOnSplitsJobsByDeviceAndTheirEffectivePrecision) {
+  const std::string h100 = "cuda:0 (NVIDIA H100 80GB HBM3)";
+  Tally sweep_wide;                       // every job that ran
+  std::map<std::string, Tally> by_group;  // done jobs, by their precision factor
+  {
+    SweepWriter writer(path());
+    writer.Launch(PrecisionSpec());
+    for (int i = 0; i < 11; ++i) {
+      const bool gpu = i < 7;
+      const std::string device = gpu ? h100 : "cpu";
+      LeasedJob job = writer.Lease(gpu ? "gpu0" : "cpu0", device);
+      // The precision as the job's stored config says it: tf32 is left out.
+      const nlohmann::json config = nlohmann::json::parse(job.lease.config_json());
+      const std::string configured = config["train"].value("precision", "tf32");
+      EXPECT_EQ(configured, job.factors["train.precision"].get<std::string>());
+      const std::pair<std::string, int> key = {device, PrecisionRank(gpu ? configured : "fp32")};
+      double seconds = 0;
+      if (i == 10) {
+        writer.Report(job, {Point(v1::SPLIT_VALID, 30, 2.5)});  // still running
+        seconds = 30 * 1.5;
+      } else {
+        seconds = 100.0 * (i + 1);
+        FinishStandardJob(writer, job, static_cast<int64_t>(seconds));
+        ++by_group[configured][key].first;
+        by_group[configured][key].second += seconds;
+      }
+      ++sweep_wide[key].first;
+      sweep_wide[key].second += seconds;
+    }
+    // The 12th job stays pending: it never ran anywhere.
+  }
+  ASSERT_EQ(by_group.size(), 2u);
+
+  v1::ResultsResponse r = Results({"precision"});
+  ExpectRanOn(r.facts().ran_on(), sweep_wide);
+  double gpu_seconds = 0, cpu_seconds = 0;
+  for (const auto& [key, value] : sweep_wide) {
+    (key.first == "cpu" ? cpu_seconds : gpu_seconds) += value.second;
+  }
+  EXPECT_NEAR(r.facts().gpu_hours(), gpu_seconds / 3600, 1e-12);
+  EXPECT_NEAR(r.facts().cpu_hours(), cpu_seconds / 3600, 1e-12);
+
+  ASSERT_EQ(r.rows_size(), 2);
+  EXPECT_EQ(r.rows(0).values_json(0), "\"tf32\"");
+  ExpectRanOn(r.rows(0).ran_on(), by_group["tf32"]);
+  EXPECT_EQ(r.rows(1).values_json(0), "\"bf16\"");
+  ExpectRanOn(r.rows(1).ran_on(), by_group["bf16"]);
+}
+
 // --- Curves -------------------------------------------------------------------
 
 class CurvesTest : public ResultsTest {
