@@ -4,7 +4,15 @@
 # can call it every time at the cost of one dpkg query.
 # `setup.sh fuzz` also installs what scripts/fuzz-spec.sh needs (clang and its
 # libFuzzer/sanitizer runtimes), which the normal build does not use.
+# `setup.sh cuda` also installs what building the CUDA worker needs beyond
+# NVIDIA's compiler (nvcc 13, which it expects in /usr/local/cuda or on the
+# PATH): the CUDA LibTorch of the GPU machines, PyTorch 2.11's pip wheel, in
+# a virtual environment at $ABLATE_CUDA_VENV (default /opt/ablate-cuda). The
+# build and the tests take LibTorch from there; nothing at run time does.
 set -euo pipefail
+
+cuda_torch_version=2.11.0
+cuda_venv=${ABLATE_CUDA_VENV:-/opt/ablate-cuda}
 
 packages=(
   build-essential cmake pkg-config git
@@ -25,6 +33,25 @@ packages=(
 if [[ "${1:-}" == fuzz ]]; then
   packages+=(clang libclang-rt-14-dev)
 fi
+if [[ "${1:-}" == cuda ]]; then
+  packages+=(python3-venv)
+fi
+
+# The CUDA LibTorch, once the Debian packages are in (below).
+install_cuda_torch() {
+  local nvcc
+  nvcc=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+  if [[ ! -x "$nvcc" ]]; then
+    echo "setup: nvcc not found (PATH or /usr/local/cuda/bin): install NVIDIA's CUDA toolkit 13" >&2
+    exit 1
+  fi
+  if "$cuda_venv/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$cuda_torch_version' or not torch.version.cuda)" 2>/dev/null; then
+    return
+  fi
+  echo "setup: installing torch==$cuda_torch_version (CUDA) into $cuda_venv" >&2
+  python3 -m venv "$cuda_venv"
+  "$cuda_venv/bin/pip" install --quiet --disable-pip-version-check "torch==$cuda_torch_version"
+}
 
 missing=()
 for p in "${packages[@]}"; do
@@ -33,6 +60,7 @@ for p in "${packages[@]}"; do
 done
 
 if ((${#missing[@]} == 0)); then
+  [[ "${1:-}" == cuda ]] && install_cuda_torch
   exit 0
 fi
 
@@ -45,3 +73,5 @@ echo "setup: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+[[ "${1:-}" == cuda ]] && install_cuda_torch
+exit 0

@@ -140,7 +140,7 @@ RecurrentState CharRnnImpl::InitialState(int64_t batch) const {
 }
 
 ModelOutput CharRnnImpl::Forward(const torch::Tensor& tokens, const RecurrentState& state,
-                                 Kernel kernel) {
+                                 Kernel kernel, Precision precision) {
   const int64_t steps = tokens.size(0), batch = tokens.size(1);
   // The input projection of a one-hot symbol is a row of w_x, so LN(x W_x) + b
   // is a per-symbol table: normalise the V rows once, then gather.
@@ -158,8 +158,7 @@ ModelOutput CharRnnImpl::Forward(const torch::Tensor& tokens, const RecurrentSta
   } else {
     table = w_x_ + b_x_;
   }
-  torch::Tensor xg = table.index_select(0, tokens.reshape({-1})).view({steps, batch, -1});
-  RecurrentOutput rec = RunRecurrence(kernel, xg, state, recurrent_weights());
+  RecurrentOutput rec = RunRecurrence(kernel, table, tokens, state, recurrent_weights(), precision);
   ModelOutput out;
   out.logits = torch::addmm(b_out_, rec.hs.reshape({steps * batch, hidden_}), w_out_);
   out.state = rec.final;

@@ -8,11 +8,11 @@
 #ifndef ABLATE_WORKER_MODEL_H_
 #define ABLATE_WORKER_MODEL_H_
 
+#include <torch/torch.h>
+
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <torch/torch.h>
 
 #include "common/model_size.h"
 #include "common/run_config.h"
@@ -37,8 +37,10 @@ class CharRnnImpl : public torch::nn::Module {
   // +1 for LSTM, gains 1, shifts 0).
   void Initialize(Init init, at::Generator& gen);
 
-  // tokens: [T, B] int64 symbols. The state is not modified.
-  ModelOutput Forward(const torch::Tensor& tokens, const RecurrentState& state, Kernel kernel);
+  // tokens: [T, B] int64 symbols. The state is not modified. `precision`
+  // sets the recurrent products on a GPU (RunRecurrence).
+  ModelOutput Forward(const torch::Tensor& tokens, const RecurrentState& state, Kernel kernel,
+                      Precision precision = Precision::kFp32);
 
   // Zero state for `batch` streams.
   RecurrentState InitialState(int64_t batch) const;

@@ -5,14 +5,19 @@
 // left here is the sequential part: the h-projections, their layer norms, the
 // gate nonlinearities and the state update (equations in shared/MODEL.md).
 //
-// Two implementations compute the same function:
+// Four implementations compute the same function:
 //  - kReference: per-step LibTorch ops under autograd. Works on any device and
-//    dtype; the oracle the tests check the fused kernel against.
+//    dtype; the oracle the tests check the others against.
 //  - kFused: a custom autograd function with a hand-derived backward. Per step
 //    it runs the recurrent matmuls through BLAS and every pointwise operation
 //    (layer norm, gates, update) as one fused pass over the batch; weight
 //    gradients are taken after the loop as single large matmuls over all T
 //    steps. CPU only (float and double).
+//  - kCuda: the same structure on a GPU (recurrence_device.h): cuBLAS
+//    products and fused CUDA kernels that gather the input rows themselves,
+//    with deterministic reductions. Float only; needs a build with CUDA.
+//  - kCudaOnCpu: kCuda's kernels and bookkeeping run on the CPU one block at
+//    a time (slow): how tests check the CUDA path where no GPU is.
 #ifndef ABLATE_WORKER_RECURRENCE_H_
 #define ABLATE_WORKER_RECURRENCE_H_
 
@@ -22,7 +27,8 @@
 
 namespace ablate {
 
-enum class Kernel { kReference, kFused };
+enum class Kernel { kReference, kFused, kCuda, kCudaOnCpu };
+const char* KernelName(Kernel kernel);
 
 // Epsilon of every layer norm.
 inline constexpr double kLayerNormEps = 1e-5;
@@ -59,8 +65,19 @@ struct RecurrentOutput {
 // xg: [T, B, input_width()], the input-side pre-activations with biases added,
 // in the column order of w_h then w_hc (GRU: [u, r, c]; MGU: [f, c]).
 // Differentiable with respect to xg, the weights and the initial state.
+// kReference and kFused only.
 RecurrentOutput RunRecurrence(Kernel kernel, const torch::Tensor& xg, const RecurrentState& init,
                               const RecurrentWeights& weights);
+
+// The same, with xg[t, b] = table[tokens[t, b]]: table [V, input_width()]
+// holds each symbol's pre-activations, tokens [T, B] the symbols.
+// Differentiable with respect to the table, the weights and the initial
+// state. Any kernel; `precision` sets the recurrent products of kCuda and
+// kCudaOnCpu, and of kReference on a GPU (tf32, or bf16 operands); the CPU
+// kernels compute in the tensors' dtype.
+RecurrentOutput RunRecurrence(Kernel kernel, const torch::Tensor& table,
+                              const torch::Tensor& tokens, const RecurrentState& init,
+                              const RecurrentWeights& weights, Precision precision);
 
 }  // namespace ablate
 
