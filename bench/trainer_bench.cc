@@ -17,6 +17,7 @@
 // recurrent and output matmuls per symbol: 2 forward, 4 backward) and that
 // rate's share of the measured matmul rate, and peak memory.
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -90,7 +91,13 @@ int main(int argc, char** argv) {
   app.add_option("--warmup", warmup, "Untimed steps first");
   app.add_option("--threads", threads, "Intra-op threads (default: all cores)");
   app.add_option("--device", device, "cpu, cuda, cuda:N");
-  app.add_option("--kernel", kernel, "auto, fused or reference");
+  app.add_option("--kernel", kernel, "auto, fused, reference, cuda or cuda-on-cpu")
+      ->check(CLI::IsMember({"auto", "fused", "reference", "cuda", "cuda-on-cpu"}));
+  std::string precision = "tf32";
+  app.add_option("--precision", precision, "Recurrent products on a GPU: fp32, tf32 or bf16")
+      ->check(CLI::IsMember({"fp32", "tf32", "bf16"}));
+  bool no_graphs = false;
+  app.add_flag("--no-graphs", no_graphs, "With the cuda kernel, launch every step's work eagerly");
   app.add_option("--matmul-n", matmul_n, "Size of the square matmul that measures the BLAS rate");
   app.add_flag("--paired", paired,
                "Also measure the mean matmul rate for as long as a step before every timed step "
@@ -181,6 +188,7 @@ int main(int argc, char** argv) {
   config.train.seq = seq;
   config.train.steps = (warmup + steps) * rounds;
   config.train.log_every = 1'000'000'000;
+  config.train.precision = *ablate::ParsePrecision(precision);
 
   // A corpus a little longer than the steps need.
   const std::string corpus = (std::filesystem::temp_directory_path() /
@@ -195,8 +203,12 @@ int main(int argc, char** argv) {
   config.data.path = corpus;
   ablate::TrainerOptions options;
   options.device = device;
-  if (kernel == "fused") options.kernel = ablate::TrainerOptions::KernelChoice::kFused;
-  if (kernel == "reference") options.kernel = ablate::TrainerOptions::KernelChoice::kReference;
+  using KernelChoice = ablate::TrainerOptions::KernelChoice;
+  if (kernel == "fused") options.kernel = KernelChoice::kFused;
+  if (kernel == "reference") options.kernel = KernelChoice::kReference;
+  if (kernel == "cuda") options.kernel = KernelChoice::kCuda;
+  if (kernel == "cuda-on-cpu") options.kernel = KernelChoice::kCudaOnCpu;
+  options.cuda_graphs = !no_graphs;
   auto trainer = ablate::Trainer::Create(config, options);
   std::filesystem::remove(corpus);
   if (!trainer.ok()) {
@@ -325,9 +337,12 @@ int main(int argc, char** argv) {
         {"batch", batch},
         {"seq", seq},
         {"vocab", vocab},
-        {"device", t.device().str()},
+        {"device", ablate::DescribeDevice(t.device())},
         {"threads", used_threads},
-        {"kernel", t.kernel() == ablate::Kernel::kFused ? "fused" : "reference"},
+        {"kernel", ablate::KernelName(t.kernel())},
+        {"precision", cuda ? precision : "fp32"},
+        {"graphs", cuda && t.kernel() == ablate::Kernel::kCuda && !no_graphs},
+        {"peak_gpu_mib", cuda ? t.PeakDeviceBytes() / 1048576.0 : 0.0},
         {"blas", ablate::BlasCoreName()},
         {"gemm", gemm_used},
         {"isa", ablate::VectorIsaName(ablate::VectorIsaInUse())},
@@ -379,6 +394,12 @@ int main(int argc, char** argv) {
     std::printf("  memory    %.0f MiB peak RSS, %.0f MiB on huge pages now (heap %s them)\n",
                 PeakMemoryMiB(), ablate::HugePageMib(),
                 ablate::HeapOnHugePages() ? "asks for" : "does not ask for");
+    if (cuda) {
+      std::printf("  GPU       %s, %s, %s; %.0f MiB peak in tensors\n",
+                  ablate::DescribeDevice(t.device()).c_str(), precision.c_str(),
+                  result["graphs"].get<bool>() ? "CUDA graphs" : "eager launches",
+                  result["peak_gpu_mib"].get<double>());
+    }
   }
   return 0;
 }

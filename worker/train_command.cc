@@ -12,6 +12,7 @@
 
 #include "common/spec.h"
 #include "worker/blas.h"
+#include "worker/cuda_support.h"
 #include "worker/startup.h"
 #include "worker/text8_fetch.h"
 #include "worker/trainer.h"
@@ -162,11 +163,15 @@ int RunTrainCommand(const TrainCommandOptions& options) {
   std::fprintf(stderr, "%s%s %s H=%lld V=%lld: %lld parameters; %s, %d threads, %s kernel%s%s%s\n",
                CellName(m.cell), m.layer_norm ? "+ln" : "", InitName(m.init),
                static_cast<long long>(m.hidden), static_cast<long long>(m.vocab),
-               static_cast<long long>(t.model()->parameter_count()), t.device().str().c_str(),
-               threads,
+               static_cast<long long>(t.model()->parameter_count()),
+               DescribeDevice(t.device()).c_str(), threads,
                t.kernel() == Kernel::kFused
                    ? fmt::format("fused ({})", VectorIsaName(VectorIsaInUse())).c_str()
-                   : "reference",
+               : t.device().is_cuda()
+                   ? fmt::format("{} ({})", KernelName(t.kernel()),
+                                 PrecisionName(config->train.precision))
+                         .c_str()
+                   : KernelName(t.kernel()),
                t.step() > 0 ? fmt::format(", resumed at step {}", t.step()).c_str() : "",
                blas.empty() ? "" : (", OpenBLAS " + blas).c_str(),
                HeapOnHugePages() ? ", heap on huge pages" : "");

@@ -4,10 +4,10 @@
 
 #include <cmath>
 #include <cstdio>
-#include <limits>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <sstream>
 #include <thread>
 
@@ -98,6 +98,45 @@ nlohmann::json ResumeIdentity(const RunConfig& config) {
   return j;
 }
 
+// The loss of a step: the mean over positions of log-sum-exp of the logits
+// minus the target's logit. The CPU kernels keep LibTorch's cross entropy;
+// the device step takes this form because LibTorch's CUDA NLL loss is not
+// deterministic, while this gradient scatters one value to each row.
+torch::Tensor PositionLosses(const torch::Tensor& logits, const torch::Tensor& targets) {
+  return torch::logsumexp(logits, {1}) - logits.gather(1, targets.unsqueeze(1)).squeeze(1);
+}
+
+using KernelChoice = TrainerOptions::KernelChoice;
+
+StatusOr<Kernel> ChooseKernel(KernelChoice choice, const torch::Device& device) {
+  const bool cpu = device.is_cpu();
+  auto refuse = [&](const char* kernel, const char* where) {
+    return Status::InvalidArgument(std::string("the ") + kernel + " kernel runs " + where +
+                                   ", device is " + device.str());
+  };
+  switch (choice) {
+    case KernelChoice::kAuto:
+      if (cpu) return Kernel::kFused;
+      return CudaKernelsBuilt() ? Kernel::kCuda : Kernel::kReference;
+    case KernelChoice::kReference:
+      return Kernel::kReference;
+    case KernelChoice::kFused:
+      if (!cpu) return refuse("fused", "on the CPU only");
+      return Kernel::kFused;
+    case KernelChoice::kCudaOnCpu:
+      if (!cpu) return refuse("cuda-on-cpu", "on the CPU only");
+      return Kernel::kCudaOnCpu;
+    case KernelChoice::kCuda:
+      if (!device.is_cuda()) return refuse("cuda", "on a CUDA GPU only");
+      if (!CudaKernelsBuilt()) {
+        return Status::InvalidArgument(
+            "the cuda kernel is not in this build: build against a CUDA LibTorch with nvcc");
+      }
+      return Kernel::kCuda;
+  }
+  return Status::InvalidArgument("unknown kernel choice");
+}
+
 }  // namespace
 
 const char* SplitName(Split split) {
@@ -183,15 +222,7 @@ StatusOr<std::unique_ptr<Trainer>> Trainer::Build(const RunConfig& config,
                                                   const text8::Corpus* corpus) {
   ABLATE_RETURN_IF_ERROR(config.Validate());
   ABLATE_ASSIGN_OR_RETURN(torch::Device device, ParseDevice(options.device));
-  Kernel kernel = device.is_cpu() ? Kernel::kFused : Kernel::kReference;
-  if (options.kernel == TrainerOptions::KernelChoice::kReference) kernel = Kernel::kReference;
-  if (options.kernel == TrainerOptions::KernelChoice::kFused) {
-    if (!device.is_cpu()) {
-      return Status::InvalidArgument("the fused kernel runs on the CPU only, device is " +
-                                     device.str());
-    }
-    kernel = Kernel::kFused;
-  }
+  ABLATE_ASSIGN_OR_RETURN(Kernel kernel, ChooseKernel(options.kernel, device));
   if (config.train.checkpoint_every > 0 && options.checkpoint_path.empty()) {
     return Status::InvalidArgument("train.checkpoint_every is " +
                                    std::to_string(config.train.checkpoint_every) +
@@ -241,29 +272,45 @@ StatusOr<std::unique_ptr<Trainer>> Trainer::BuildOn(const RunConfig& config,
                                                     const text8::Corpus* corpus,
                                                     torch::Device device, Kernel kernel) {
   std::unique_ptr<Trainer> trainer(new Trainer(config, options, device, kernel));
+  // On a GPU everything runs on the trainer's own stream, building included.
+  if (device.is_cuda()) trainer->cuda_ = CudaRunner::Create(device);
+  Status built;
+  trainer->OnDevice([&] { built = trainer->Allocate(corpus); });
+  if (!built.ok()) return built;
+  return trainer;
+}
+
+Status Trainer::Allocate(const text8::Corpus* corpus) {
+  const RunConfig& config = config_;
   if (corpus != nullptr) {
-    ABLATE_RETURN_IF_ERROR(trainer->LoadData(*corpus, "the corpus"));
+    ABLATE_RETURN_IF_ERROR(LoadData(*corpus, "the corpus"));
   } else {
-    const std::string path = options.corpus_path.empty() ? config.data.path : options.corpus_path;
+    const std::string path = options_.corpus_path.empty() ? config.data.path : options_.corpus_path;
     if (path.empty()) {
       return Status::InvalidArgument("data: no corpus file (data.path is empty and data.corpus \"" +
                                      config.data.corpus + "\" was not resolved to a file)");
     }
     ABLATE_ASSIGN_OR_RETURN(text8::Corpus file, text8::LoadCorpus(path));
-    ABLATE_RETURN_IF_ERROR(trainer->LoadData(file, path));
+    ABLATE_RETURN_IF_ERROR(LoadData(file, path));
   }
 
   const ModelConfig& m = config.model;
-  trainer->model_ = CharRnn(m.cell, m.layer_norm, m.hidden, m.vocab,
-                            torch::TensorOptions().dtype(torch::kFloat).device(device));
-  trainer->model_->Initialize(m.init, trainer->generator_);
-  torch::Tensor& params = trainer->model_->flat_params();
-  trainer->adam_m_ = torch::zeros_like(params);
-  trainer->adam_v_ = torch::zeros_like(params);
-  trainer->adam_denom_ = torch::empty_like(params);
-  trainer->state_ = trainer->model_->InitialState(config.train.batch);
-  trainer->loss_sum_ = torch::zeros({}, params.options().dtype(torch::kDouble));
-  return trainer;
+  model_ = CharRnn(m.cell, m.layer_norm, m.hidden, m.vocab,
+                   torch::TensorOptions().dtype(torch::kFloat).device(device_));
+  model_->Initialize(m.init, generator_);
+  torch::Tensor& params = model_->flat_params();
+  adam_m_ = torch::zeros_like(params);
+  adam_v_ = torch::zeros_like(params);
+  adam_denom_ = torch::empty_like(params);
+  state_ = model_->InitialState(config.train.batch);
+  loss_sum_ = torch::zeros({}, params.options().dtype(torch::kDouble));
+  if (device_step()) {
+    window_tokens_ = torch::zeros({config.train.seq + 1, config.train.batch},
+                                  params.options().dtype(torch::kLong));
+    adam_corrections_ = torch::zeros({2}, params.options());
+    step_loss_ = torch::zeros({}, params.options());
+  }
+  return Status::OK();
 }
 
 Status Trainer::LoadData(const text8::Corpus& corpus, const std::string& name) {
@@ -300,7 +347,29 @@ torch::Tensor Trainer::Window(int64_t window) const {
   return symbols_.index_select(0, index.view({-1})).view({t.seq + 1, t.batch}).to(torch::kLong);
 }
 
+template <typename Work>
+void Trainer::OnDevice(const Work& work) const {
+  if (cuda_) {
+    cuda_->Run(work);
+  } else {
+    work();
+  }
+}
+
+void Trainer::AllowTf32ForPrecision() const {
+  if (device_.is_cuda()) {
+    at::globalContext().setAllowTF32CuBLAS(config_.train.precision != Precision::kFp32);
+  }
+}
+
+int64_t Trainer::PeakDeviceBytes() const { return cuda_ ? cuda_->PeakAllocatedBytes() : -1; }
+
+void Trainer::ResetPeakMemory() {
+  if (cuda_) cuda_->ResetPeak();
+}
+
 torch::Tensor Trainer::TrainStep() {
+  if (device_step()) return DeviceTrainStep();
   const TrainConfig& t = config_.train;
   const int64_t window = step_ % windows_per_epoch_;
   if (window == 0 && step_ > 0) state_ = model_->InitialState(t.batch);  // a new epoch
@@ -340,6 +409,11 @@ double Trainer::Evaluate(Split split) {
   const int64_t begin = split == Split::kTest ? test_begin_ : valid_begin_;
   int64_t size = split == Split::kTest ? test_size_ : valid_size_;
   if (t.eval_bytes > 0) size = std::min(size, t.eval_bytes);
+  if (device_step()) {
+    double bpc = 0;
+    OnDevice([&] { bpc = DeviceEvaluate(begin, size); });
+    return bpc;
+  }
   const int64_t streams = std::min(t.batch, size);
   const int64_t length = (size + streams - 1) / streams;  // targets per stream
 
@@ -373,9 +447,11 @@ double Trainer::ElapsedSeconds() const {
 }
 
 StatusOr<TrainSummary> Trainer::Run(TrainerListener* listener) {
-  StatusOr<TrainSummary> summary = Guarded(
-      [&] { return std::string(activity_) + " " + std::to_string(activity_step_); },
-      [&] { return RunSteps(listener); });
+  StatusOr<TrainSummary> summary = Status::Internal("not run");
+  OnDevice([&] {
+    summary = Guarded([&] { return std::string(activity_) + " " + std::to_string(activity_step_); },
+                      [&] { return RunSteps(listener); });
+  });
   running_ = false;
   return summary;
 }
@@ -457,13 +533,21 @@ StatusOr<TrainSummary> Trainer::RunSteps(TrainerListener* listener) {
 }
 
 Status Trainer::SaveCheckpoint(const std::string& path) const {
-  return Guarded([&] { return "writing checkpoint " + path; },
-                 [&] { return WriteCheckpoint(path); });
+  Status status;
+  OnDevice([&] {
+    status = Guarded([&] { return "writing checkpoint " + path; },
+                     [&] { return WriteCheckpoint(path); });
+  });
+  return status;
 }
 
 Status Trainer::RestoreCheckpoint(const std::string& path) {
-  return Guarded([&] { return "reading checkpoint " + path; },
-                 [&] { return ReadCheckpoint(path); });
+  Status status;
+  OnDevice([&] {
+    status =
+        Guarded([&] { return "reading checkpoint " + path; }, [&] { return ReadCheckpoint(path); });
+  });
+  return status;
 }
 
 Status Trainer::WriteCheckpoint(const std::string& path) const {
@@ -581,14 +665,158 @@ Status Trainer::ReadCheckpoint(const std::string& path) {
   adam_m_.copy_(adam_m);
   adam_v_.copy_(adam_v);
   adam_step_ = adam_step.toInt();
-  state_.h = device_h;
-  state_.c = device_c;
+  // In place: a captured step reads and writes these very tensors.
+  state_.h.copy_(device_h);
+  if (lstm) state_.c.copy_(device_c);
   loss_sum_.copy_(loss_sum.reshape({}));
   loss_steps_ = loss_steps.toInt();
   elapsed_before_ = elapsed.toDouble();
   step_ = step.toInt();
   generator_.set_state(rng);
   return Status::OK();
+}
+
+// ------------------------------------------------------------ device step --
+
+torch::Tensor Trainer::DeviceTrainStep() {
+  torch::Tensor loss;
+  OnDevice([&] {
+    AllowTf32ForPrecision();
+    const int64_t window = step_ % windows_per_epoch_;
+    if (window == 0 && step_ > 0) {  // a new epoch
+      state_.h.zero_();
+      if (state_.c.defined()) state_.c.zero_();
+    }
+    window_tokens_.copy_(Window(window));
+    ++adam_step_;
+    adam_corrections_[0].fill_(1 / std::sqrt(1 - std::pow(kAdamBeta2, double(adam_step_))));
+    adam_corrections_[1].fill_(1 - std::pow(kAdamBeta1, double(adam_step_)));
+    if (cuda_ && options_.cuda_graphs) {
+      if (train_graph_ < 0) CaptureTrainStep();
+      cuda_->Replay(train_graph_);
+    } else {
+      DeviceStepBody();
+    }
+    ++step_;
+    ++loss_steps_;
+    loss = step_loss_.clone();
+  });
+  return loss;
+}
+
+void Trainer::DeviceStepBody() {
+  const TrainConfig& t = config_.train;
+  ModelOutput out =
+      model_->Forward(window_tokens_.narrow(0, 0, t.seq), state_, kernel_, t.precision);
+  torch::Tensor loss =
+      PositionLosses(out.logits, window_tokens_.narrow(0, 1, t.seq).reshape({-1})).mean();
+  torch::Tensor& grads = model_->flat_grads();
+  grads.zero_();
+  loss.backward();
+
+  torch::NoGradGuard no_grad;
+  if (t.clip_norm > 0) {
+    torch::Tensor scale = (t.clip_norm / (grads.norm() + kClipEps)).clamp_max(1.0);
+    grads.mul_(scale);
+  }
+  adam_m_.mul_(kAdamBeta1).add_(grads, 1 - kAdamBeta1);
+  adam_v_.mul_(kAdamBeta2).addcmul_(grads, grads, 1 - kAdamBeta2);
+  // p -= lr * m / (c1 * (sqrt(v) / sqrt(c2) + eps)), the corrections read
+  // from the device.
+  at::sqrt_out(adam_denom_, adam_v_);
+  adam_denom_.mul_(adam_corrections_[0]).add_(kAdamEps).mul_(adam_corrections_[1]);
+  model_->flat_params().addcdiv_(adam_m_, adam_denom_, -t.lr);
+
+  state_.h.copy_(out.state.h);
+  if (state_.c.defined()) state_.c.copy_(out.state.c);
+  step_loss_.copy_(loss);
+  loss_sum_.add_(step_loss_);
+}
+
+void Trainer::CaptureTrainStep() {
+  // One step runs first, outside the capture: LibTorch makes its cuBLAS
+  // handles and workspaces, and the autograd engine's thread its own, none of
+  // which may happen while capturing. The step is then undone, so every step
+  // of a job is a replay of the same graph, resumed or not.
+  torch::Tensor& params = model_->flat_params();
+  const torch::Tensor saved_params = params.clone(), saved_m = adam_m_.clone(),
+                      saved_v = adam_v_.clone(), saved_h = state_.h.clone(),
+                      saved_loss = loss_sum_.clone();
+  const torch::Tensor saved_c = state_.c.defined() ? state_.c.clone() : torch::Tensor();
+  DeviceStepBody();
+  {
+    torch::NoGradGuard no_grad;
+    params.copy_(saved_params);
+    adam_m_.copy_(saved_m);
+    adam_v_.copy_(saved_v);
+    state_.h.copy_(saved_h);
+    if (saved_c.defined()) state_.c.copy_(saved_c);
+    loss_sum_.copy_(saved_loss);
+  }
+  cuda_->Synchronize();
+  // The eager step's blocks would otherwise stay reserved beside the graph's.
+  cuda_->ReleaseCachedMemory();
+  train_graph_ = cuda_->Capture([&] { DeviceStepBody(); });
+}
+
+double Trainer::DeviceEvaluate(int64_t begin, int64_t size) {
+  torch::NoGradGuard no_grad;
+  AllowTf32ForPrecision();
+  const TrainConfig& t = config_.train;
+  const int64_t streams = std::min(t.batch, size);
+  const int64_t length = (size + streams - 1) / streams;  // targets per stream
+  auto long_opts = torch::TensorOptions().dtype(torch::kLong).device(device_);
+  EvalBuffers& b = eval_buffers_[streams];
+  if (!b.total.defined()) {
+    b.inputs = torch::zeros({t.seq, streams}, long_opts);
+    b.targets = torch::zeros({t.seq * streams}, long_opts);
+    b.valid = torch::zeros({t.seq * streams}, long_opts.dtype(torch::kDouble));
+    b.total = torch::zeros({}, long_opts.dtype(torch::kDouble));
+    b.state = model_->InitialState(streams);
+  }
+  b.total.zero_();
+  b.state.h.zero_();
+  if (b.state.c.defined()) b.state.c.zero_();
+  torch::Tensor stream_start = torch::arange(streams, long_opts) * length;
+  for (int64_t w0 = 0; w0 < length; w0 += t.seq) {
+    const int64_t len = std::min(t.seq, length - w0);
+    // As in Evaluate: target j of stream s is byte begin + s * length + w0 + j.
+    torch::Tensor pos = torch::arange(len, long_opts).unsqueeze(1) + w0 + stream_start.unsqueeze(0);
+    torch::Tensor valid = pos < size;
+    torch::Tensor target_pos = torch::where(valid, pos, torch::zeros_like(pos)) + begin;
+    torch::Tensor inputs =
+        symbols_.index_select(0, (target_pos - 1).view({-1})).view({len, streams});
+    torch::Tensor targets = symbols_.index_select(0, target_pos.view({-1})).to(torch::kLong);
+    torch::Tensor weights = valid.view({-1}).to(torch::kDouble);
+    if (!cuda_ || !options_.cuda_graphs || len < t.seq) {
+      EvalWindowBody(b, inputs.to(torch::kLong), targets, weights);
+      continue;
+    }
+    b.inputs.copy_(inputs);
+    b.targets.copy_(targets);
+    b.valid.copy_(weights);
+    if (b.graph < 0) {
+      // As in CaptureTrainStep: one window outside the capture, then undone.
+      const torch::Tensor saved_h = b.state.h.clone(), saved_total = b.total.clone();
+      const torch::Tensor saved_c = b.state.c.defined() ? b.state.c.clone() : torch::Tensor();
+      EvalWindowBody(b, b.inputs, b.targets, b.valid);
+      b.state.h.copy_(saved_h);
+      if (saved_c.defined()) b.state.c.copy_(saved_c);
+      b.total.copy_(saved_total);
+      cuda_->Synchronize();
+      b.graph = cuda_->Capture([&] { EvalWindowBody(b, b.inputs, b.targets, b.valid); });
+    }
+    cuda_->Replay(b.graph);
+  }
+  return b.total.item<double>() / double(size) / kLn2;
+}
+
+void Trainer::EvalWindowBody(EvalBuffers& b, const torch::Tensor& inputs,
+                             const torch::Tensor& targets, const torch::Tensor& valid) {
+  ModelOutput out = model_->Forward(inputs, b.state, kernel_, config_.train.precision);
+  b.total.add_((PositionLosses(out.logits, targets).to(torch::kDouble) * valid).sum());
+  b.state.h.copy_(out.state.h);
+  if (b.state.c.defined()) b.state.c.copy_(out.state.c);
 }
 
 }  // namespace ablate

@@ -21,18 +21,29 @@
 // one in a new process and training on gives the same losses, bit for bit, as
 // never stopping (same device and thread count).
 //
+// With the CUDA kernel (and kCudaOnCpu) a step is written so that it can be
+// captured as a CUDA graph: every tensor it reads or writes is allocated
+// once (the window's symbols, the carried state, the loss), Adam's bias
+// corrections reach it as a tensor, and the loss is a log-sum-exp minus the
+// target's logit, whose gradient has no atomics (LibTorch's CUDA NLL loss
+// is not deterministic). Evaluation likewise, a window at a time.
+// train.precision sets the recurrent products and, on a GPU, whether
+// LibTorch's other float products may use TF32 (tf32 and bf16: yes).
+//
 // Not thread-safe; one Trainer per thread.
 #ifndef ABLATE_WORKER_TRAINER_H_
 #define ABLATE_WORKER_TRAINER_H_
 
+#include <torch/torch.h>
+
 #include <chrono>
+#include <map>
 #include <memory>
 #include <string>
 
-#include <torch/torch.h>
-
 #include "common/run_config.h"
 #include "common/status.h"
+#include "worker/cuda_support.h"
 #include "worker/model.h"
 #include "worker/text8.h"
 
@@ -78,8 +89,18 @@ class TrainerListener {
 struct TrainerOptions {
   // "cpu", "cuda", "cuda:N" or "auto" (a GPU when one is visible).
   std::string device = "auto";
-  // kFused on the CPU, kReference elsewhere, unless forced.
-  enum class KernelChoice { kAuto, kFused, kReference } kernel = KernelChoice::kAuto;
+  // kFused on the CPU, kCuda on a GPU, unless forced. kCudaOnCpu runs the
+  // CUDA path's kernels and step on the CPU, for tests.
+  enum class KernelChoice {
+    kAuto,
+    kFused,
+    kReference,
+    kCuda,
+    kCudaOnCpu
+  } kernel = KernelChoice::kAuto;
+  // With the CUDA kernel, capture the training step and a window of
+  // evaluation as CUDA graphs once and replay them.
+  bool cuda_graphs = true;
   // The text8-format file to train on; empty: config.data.path. Callers
   // resolve `corpus: text8` to its cached file (see text8_fetch.h).
   std::string corpus_path;
@@ -155,7 +176,19 @@ class Trainer {
   // no host sync).
   torch::Tensor TrainStep();
 
+  // On a GPU, the most memory LibTorch held in tensors on it since the
+  // trainer was built (or the last ResetPeakMemory), in bytes; -1 elsewhere.
+  int64_t PeakDeviceBytes() const;
+  void ResetPeakMemory();
+
  private:
+  // Device-step buffers for evaluating with a given number of streams.
+  struct EvalBuffers {
+    torch::Tensor inputs, targets, valid, total;
+    RecurrentState state;
+    int graph = -1;
+  };
+
   Trainer(const RunConfig& config, const TrainerOptions& options, torch::Device device,
           Kernel kernel);
 
@@ -174,6 +207,9 @@ class Trainer {
                                                     const TrainerOptions& options,
                                                     const text8::Corpus* corpus,
                                                     torch::Device device, Kernel kernel);
+  // BuildOn's part on the trainer's device: loads the data (`corpus`, or
+  // null for the file the options or config name) and allocates.
+  Status Allocate(const text8::Corpus* corpus);
   // Both Creates: `corpus` null means the file the options or config name.
   static StatusOr<std::unique_ptr<Trainer>> Build(const RunConfig& config,
                                                   const TrainerOptions& options,
@@ -182,6 +218,18 @@ class Trainer {
   Status LoadData(const text8::Corpus& corpus, const std::string& name);
   torch::Tensor Window(int64_t window) const;
   double ElapsedSeconds() const;
+  // The device step (see above): the graph-capturable training step and
+  // evaluation window, on the CUDA runner's stream when there is one.
+  bool device_step() const { return kernel_ == Kernel::kCuda || kernel_ == Kernel::kCudaOnCpu; }
+  template <typename Work>
+  void OnDevice(const Work& work) const;
+  torch::Tensor DeviceTrainStep();
+  void DeviceStepBody();
+  void CaptureTrainStep();
+  double DeviceEvaluate(int64_t begin, int64_t size);
+  void EvalWindowBody(EvalBuffers& b, const torch::Tensor& inputs, const torch::Tensor& targets,
+                      const torch::Tensor& valid);
+  void AllowTf32ForPrecision() const;
 
   RunConfig config_;
   TrainerOptions options_;
@@ -198,6 +246,14 @@ class Trainer {
   // Adam.
   torch::Tensor adam_m_, adam_v_, adam_denom_;
   int64_t adam_step_ = 0;
+
+  // The device step: its runner (on a GPU), the window's symbols [T + 1, B],
+  // Adam's bias corrections [1 / sqrt(1 - beta2^t), 1 - beta1^t], the step's
+  // loss, the captured step and each evaluation's buffers by stream count.
+  std::unique_ptr<CudaRunner> cuda_;
+  torch::Tensor window_tokens_, adam_corrections_, step_loss_;
+  int train_graph_ = -1;
+  std::map<int64_t, EvalBuffers> eval_buffers_;
 
   // Training progress.
   int64_t step_ = 0;

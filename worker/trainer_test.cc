@@ -63,8 +63,13 @@ class TrainerTest : public testing::Test {
     return config;
   }
 
-  static std::unique_ptr<Trainer> MustCreate(const RunConfig& config,
-                                             TrainerOptions options = {}) {
+  static TrainerOptions CudaOnCpu() {
+    TrainerOptions options;
+    options.kernel = TrainerOptions::KernelChoice::kCudaOnCpu;
+    return options;
+  }
+
+  static std::unique_ptr<Trainer> MustCreate(const RunConfig& config, TrainerOptions options = {}) {
     options.device = "cpu";
     auto trainer = Trainer::Create(config, options);
     EXPECT_TRUE(trainer.ok()) << trainer.status().ToString();
@@ -140,6 +145,7 @@ TEST_F(TrainerTest, EvaluationCoversEveryByteOfTheSplit) {
   config.train.batch = 1;
   config.train.seq = 2000;  // longer than the validation split: one window
   auto trainer = MustCreate(config);
+  auto device_step = MustCreate(config, CudaOnCpu());
   text8::Corpus corpus = text8::LoadCorpus(config.data.path).value();
   std::vector<uint8_t> symbols;
   ASSERT_TRUE(text8::EncodeSymbols(corpus.bytes(), 27, &symbols).ok());
@@ -153,6 +159,7 @@ TEST_F(TrainerTest, EvaluationCoversEveryByteOfTheSplit) {
                                               Kernel::kReference);
   const double expected = torch::cross_entropy_loss(out.logits, targets).item<double>() / std::log(2.0);
   EXPECT_NEAR(trainer->Evaluate(Split::kValid), expected, 1e-5);
+  EXPECT_NEAR(device_step->Evaluate(Split::kValid), expected, 1e-5);
 }
 
 TEST_F(TrainerTest, EvalBytesCapsTheEvaluatedPrefix) {
@@ -180,6 +187,7 @@ TEST_F(TrainerTest, EvaluationSplitsTheSplitIntoStreamsCountingEachByteOnce) {
   RunConfig config = SmallConfig(EnglishCorpus());
   config.train.batch = 7;
   auto trainer = MustCreate(config);
+  auto device_step = MustCreate(config, CudaOnCpu());
   text8::Corpus corpus = text8::LoadCorpus(config.data.path).value();
   std::vector<uint8_t> symbols;
   ASSERT_TRUE(text8::EncodeSymbols(corpus.bytes(), 27, &symbols).ok());
@@ -200,40 +208,46 @@ TEST_F(TrainerTest, EvaluationSplitsTheSplitIntoStreamsCountingEachByteOnce) {
                  .item<double>();
   }
   EXPECT_NEAR(trainer->Evaluate(Split::kTest), total / size / std::log(2.0), 1e-5);
+  EXPECT_NEAR(device_step->Evaluate(Split::kTest), total / size / std::log(2.0), 1e-5);
 }
 
+// The CPU's step, and the device step (as a GPU runs it, here on the CPU).
 TEST_F(TrainerTest, ResumingFromACheckpointRepeatsTheRunBitForBit) {
-  for (Cell cell : {Cell::kLstm, Cell::kGru}) {
-    RunConfig config = SmallConfig(EnglishCorpus());
-    config.model.cell = cell;
-    config.train.steps = 16;
-    config.train.log_every = 3;  // the checkpoint falls inside a logging window
-    auto straight = MustCreate(config);
-    RecordingListener all;
-    ASSERT_TRUE(straight->Run(&all).ok());
+  for (const TrainerOptions& options : {TrainerOptions(), CudaOnCpu()}) {
+    for (Cell cell : {Cell::kLstm, Cell::kGru}) {
+      SCOPED_TRACE(options.kernel == TrainerOptions::KernelChoice::kCudaOnCpu ? "device step"
+                                                                              : "CPU step");
+      RunConfig config = SmallConfig(EnglishCorpus());
+      config.model.cell = cell;
+      config.train.steps = 16;
+      config.train.log_every = 3;  // the checkpoint falls inside a logging window
+      auto straight = MustCreate(config, options);
+      RecordingListener all;
+      ASSERT_TRUE(straight->Run(&all).ok());
 
-    auto first = MustCreate(config);
-    RecordingListener part1;
-    part1.stop_at = 8;
-    auto s1 = first->Run(&part1);
-    ASSERT_TRUE(s1.ok());
-    EXPECT_EQ(s1->outcome, TrainSummary::Outcome::kStopped);
-    const std::string ckpt = (dir_ / "ckpt").string();
-    ASSERT_TRUE(first->SaveCheckpoint(ckpt).ok());
+      auto first = MustCreate(config, options);
+      RecordingListener part1;
+      part1.stop_at = 8;
+      auto s1 = first->Run(&part1);
+      ASSERT_TRUE(s1.ok());
+      EXPECT_EQ(s1->outcome, TrainSummary::Outcome::kStopped);
+      const std::string ckpt = (dir_ / "ckpt").string();
+      ASSERT_TRUE(first->SaveCheckpoint(ckpt).ok());
 
-    auto second = MustCreate(config);
-    ASSERT_TRUE(second->RestoreCheckpoint(ckpt).ok());
-    EXPECT_EQ(second->step(), 8);
-    RecordingListener part2;
-    ASSERT_TRUE(second->Run(&part2).ok());
+      auto second = MustCreate(config, options);
+      ASSERT_TRUE(second->RestoreCheckpoint(ckpt).ok());
+      EXPECT_EQ(second->step(), 8);
+      RecordingListener part2;
+      ASSERT_TRUE(second->Run(&part2).ok());
 
-    std::vector<CurvePoint> joined = part1.points;
-    joined.insert(joined.end(), part2.points.begin(), part2.points.end());
-    ASSERT_EQ(joined.size(), all.points.size());
-    for (size_t i = 0; i < joined.size(); ++i) {
-      EXPECT_EQ(joined[i].split, all.points[i].split);
-      EXPECT_EQ(joined[i].step, all.points[i].step);
-      EXPECT_EQ(joined[i].bpc, all.points[i].bpc) << "point " << i << " of " << CellName(cell);
+      std::vector<CurvePoint> joined = part1.points;
+      joined.insert(joined.end(), part2.points.begin(), part2.points.end());
+      ASSERT_EQ(joined.size(), all.points.size());
+      for (size_t i = 0; i < joined.size(); ++i) {
+        EXPECT_EQ(joined[i].split, all.points[i].split);
+        EXPECT_EQ(joined[i].step, all.points[i].step);
+        EXPECT_EQ(joined[i].bpc, all.points[i].bpc) << "point " << i << " of " << CellName(cell);
+      }
     }
   }
 }
@@ -357,6 +371,42 @@ TEST_F(TrainerTest, ReferenceKernelTrainsTheSameModel) {
   for (int i = 0; i < 3; ++i) {
     EXPECT_NEAR(a->TrainStep().item<double>(), b->TrainStep().item<double>(), 1e-4) << i;
   }
+}
+
+// The device step (its loss, Adam with the corrections on the device, the
+// state kept in place across an epoch's end) trains the same model as the
+// CPU's step, for every cell.
+TEST_F(TrainerTest, DeviceStepTrainsTheSameModelAsTheCpuStep) {
+  for (Cell cell : {Cell::kLstm, Cell::kGru, Cell::kMgu}) {
+    SCOPED_TRACE(CellName(cell));
+    RunConfig config = SmallConfig(EnglishCorpus(4));
+    config.model.cell = cell;
+    auto cpu = MustCreate(config);
+    auto device = MustCreate(config, CudaOnCpu());
+    EXPECT_EQ(device->kernel(), Kernel::kCudaOnCpu);
+    // Past the end of an epoch, where the carried state is reset.
+    const text8::Corpus corpus = text8::LoadCorpus(config.data.path).value();
+    const int64_t windows =
+        (static_cast<int64_t>(corpus.train().size()) / config.train.batch - 1) / config.train.seq;
+    ASSERT_LT(windows, 40);
+    for (int64_t i = 0; i < windows + 3; ++i) {
+      EXPECT_NEAR(cpu->TrainStep().item<double>(), device->TrainStep().item<double>(), 2e-4)
+          << "step " << i;
+    }
+    EXPECT_NEAR(cpu->Evaluate(Split::kValid), device->Evaluate(Split::kValid), 2e-4);
+  }
+}
+
+TEST_F(TrainerTest, AKernelForAnotherDeviceIsRefused) {
+  RunConfig config = SmallConfig(EnglishCorpus());
+  TrainerOptions options;
+  options.device = "cpu";
+  options.kernel = TrainerOptions::KernelChoice::kCuda;
+  auto trainer = Trainer::Create(config, options);
+  ASSERT_FALSE(trainer.ok());
+  EXPECT_NE(trainer.status().message().find("the cuda kernel runs on a CUDA GPU only"),
+            std::string::npos)
+      << trainer.status().message();
 }
 
 }  // namespace

@@ -19,6 +19,7 @@
 #include "common/run_config.h"
 #include "worker/blas.h"
 #include "worker/coordinator_client.h"
+#include "worker/cuda_support.h"
 #include "worker/text8.h"
 #include "worker/train_command.h"
 #include "worker/trainer.h"
@@ -300,7 +301,9 @@ class Worker {
       const std::string warning = SlowBlasWarning(MeasureMatmulGflops(), threads);
       if (!warning.empty()) spdlog::warn("{}", warning);
     }
-    request.set_device(device->str());
+    // With the GPU's name where there is one: results and `ablate workers`
+    // say what trained each job.
+    request.set_device(DescribeDevice(*device));
     request.set_threads(threads);
     request.set_version(ABLATE_VERSION);
     v1::RegisterWorkerResponse registered;
@@ -313,7 +316,7 @@ class Worker {
     }
     worker_id_ = registered.worker_id();
     spdlog::info("worker {} ({}) registered with {} as id {}; {} on {} thread(s)", request.name(),
-                 host, options_.client.address, worker_id_, device->str(), threads);
+                 host, options_.client.address, worker_id_, request.device(), threads);
 
     std::mt19937 rng{std::random_device{}()};
     int64_t jobs_run = 0;
