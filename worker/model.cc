@@ -120,16 +120,7 @@ void CharRnnImpl::Initialize(Init init, at::Generator& gen) {
 }
 
 RecurrentWeights CharRnnImpl::recurrent_weights() const {
-  RecurrentWeights w;
-  w.cell = cell_;
-  w.layer_norm = layer_norm_;
-  w.w_h = w_h_;
-  w.w_hc = w_hc_;
-  w.ln_h_gain = ln_h_gain_;
-  w.ln_h_shift = ln_h_shift_;
-  w.ln_2_gain = ln_2_gain_;
-  w.ln_2_shift = ln_2_shift_;
-  return w;
+  return {cell_, layer_norm_, w_h_, w_hc_, ln_h_gain_, ln_h_shift_, ln_2_gain_, ln_2_shift_};
 }
 
 RecurrentState CharRnnImpl::InitialState(int64_t batch) const {

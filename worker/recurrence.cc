@@ -81,22 +81,30 @@ RecurrentWeights WeightsFrom(int64_t cell, bool layer_norm, const torch::Tensor&
                              const torch::Tensor& w_hc, const torch::Tensor& ln_h_gain,
                              const torch::Tensor& ln_h_shift, const torch::Tensor& ln_2_gain,
                              const torch::Tensor& ln_2_shift) {
-  RecurrentWeights w;
-  w.cell = static_cast<Cell>(cell);
-  w.layer_norm = layer_norm;
-  w.w_h = w_h;
-  w.w_hc = w_hc;
-  w.ln_h_gain = ln_h_gain;
-  w.ln_h_shift = ln_h_shift;
-  w.ln_2_gain = ln_2_gain;
-  w.ln_2_shift = ln_2_shift;
-  return w;
+  return {static_cast<Cell>(cell), layer_norm, w_h,       w_hc,
+          ln_h_gain,               ln_h_shift, ln_2_gain, ln_2_shift};
 }
 
 RecurrentWeights SavedWeights(torch::autograd::AutogradContext* ctx) {
   auto vars = ctx->get_saved_variables();
   return WeightsFrom(ctx->saved_data["cell"].toInt(), ctx->saved_data["layer_norm"].toBool(),
                      vars[0], vars[1], vars[2], vars[3], vars[4], vars[5]);
+}
+
+// What the autograd functions below keep for their backward passes (the
+// activations, the weights and the configuration); returns their outputs,
+// with an empty c for the GRU and MGU: autograd needs a tensor in every slot.
+torch::autograd::variable_list SaveForBackward(torch::autograd::AutogradContext* ctx,
+                                               std::vector<torch::Tensor> activations,
+                                               const RecurrentWeights& w,
+                                               const RecurrentOutput& out) {
+  ctx->saved_data["activations"] = std::move(activations);
+  ctx->saved_data["cell"] = static_cast<int64_t>(w.cell);
+  ctx->saved_data["layer_norm"] = w.layer_norm;
+  ctx->save_for_backward({w.w_h, w.w_hc, w.ln_h_gain, w.ln_h_shift, w.ln_2_gain, w.ln_2_shift});
+  torch::Tensor c_final =
+      out.final.c.defined() ? out.final.c : torch::empty({0}, out.final.h.options());
+  return {out.hs, out.final.h, c_final};
 }
 
 // Wraps the fused forward and backward kernels as one autograd node.
@@ -110,13 +118,7 @@ class FusedRecurrenceFunction : public torch::autograd::Function<FusedRecurrence
         WeightsFrom(cell, layer_norm, w_h, w_hc, ln_h_gain, ln_h_shift, ln_2_gain, ln_2_shift);
     FusedActivations acts;
     RecurrentOutput out = FusedForward(xg, {h0, c0}, w, &acts);
-    ctx->saved_data["activations"] = std::move(acts.tensors);
-    ctx->saved_data["cell"] = cell;
-    ctx->saved_data["layer_norm"] = layer_norm;
-    ctx->save_for_backward({w_h, w_hc, ln_h_gain, ln_h_shift, ln_2_gain, ln_2_shift});
-    // Autograd needs a tensor in every output slot; the GRU and MGU have no c.
-    torch::Tensor c_final = out.final.c.defined() ? out.final.c : torch::empty({0}, h0.options());
-    return {out.hs, out.final.h, c_final};
+    return SaveForBackward(ctx, std::move(acts.tensors), w, out);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -148,14 +150,9 @@ class DeviceRecurrenceFunction : public torch::autograd::Function<DeviceRecurren
     DeviceActivations acts;
     RecurrentOutput out = DeviceForward(*MakeRecurrenceDevice(on_cpu), table, tokens, {h0, c0}, w,
                                         static_cast<Precision>(precision), &acts);
-    ctx->saved_data["activations"] = std::move(acts.tensors);
     ctx->saved_data["precision"] = precision;
     ctx->saved_data["on_cpu"] = on_cpu;
-    ctx->saved_data["cell"] = cell;
-    ctx->saved_data["layer_norm"] = layer_norm;
-    ctx->save_for_backward({w_h, w_hc, ln_h_gain, ln_h_shift, ln_2_gain, ln_2_shift});
-    torch::Tensor c_final = out.final.c.defined() ? out.final.c : torch::empty({0}, h0.options());
-    return {out.hs, out.final.h, c_final};
+    return SaveForBackward(ctx, std::move(acts.tensors), w, out);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,

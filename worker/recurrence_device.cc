@@ -39,6 +39,17 @@ uint16_t* Bf16At(const torch::Tensor& x, int64_t t) {
   return reinterpret_cast<uint16_t*>(x.data_ptr<at::BFloat16>()) + (t % x.size(0)) * x.stride(0);
 }
 
+device::RowShape ShapeOf(const RecurrentWeights& w, int64_t batch, int64_t width) {
+  device::RowShape shape;
+  shape.batch = batch;
+  shape.hidden = w.hidden();
+  shape.gate_width = w.w_h.size(1);
+  shape.width = width;
+  shape.layer_norm = w.layer_norm;
+  shape.tied = w.cell == Cell::kMgu;
+  return shape;
+}
+
 GemmInputs RecurrentInputs(Precision p) {
   switch (p) {
     case Precision::kFp32:
@@ -138,11 +149,22 @@ RecurrentOutput DeviceForward(RecurrenceDevice& dev, const torch::Tensor& table_
                               const RecurrentWeights& w, Precision precision,
                               DeviceActivations* acts) {
   TORCH_CHECK(table_in.scalar_type() == torch::kFloat, "the device recurrence runs in float");
+  TORCH_CHECK(tokens_in.device() == table_in.device(), "the symbols are on ",
+              tokens_in.device().str(), ", the table on ", table_in.device().str());
+  // The kernels read the weights through raw pointers.
+  for (const torch::Tensor* t :
+       {&w.w_h, &w.w_hc, &w.ln_h_gain, &w.ln_h_shift, &w.ln_2_gain, &w.ln_2_shift}) {
+    TORCH_CHECK(!t->defined() || t->numel() == 0 ||
+                    (t->scalar_type() == torch::kFloat && t->is_contiguous() &&
+                     t->device() == table_in.device()),
+                "the device recurrence takes contiguous float weights on the table's device");
+  }
   const torch::Tensor table = table_in.contiguous();
   const torch::Tensor tokens = tokens_in.to(torch::kLong).contiguous();
   const int64_t steps = tokens.size(0), batch = tokens.size(1), hidden = w.hidden();
   const int64_t width = table.size(1), gate_width = w.w_h.size(1);
   const bool lstm = w.cell == Cell::kLstm, ln = w.layer_norm;
+  const device::RowShape shape = ShapeOf(w, batch, width);
   const bool keep = acts != nullptr;
   const GemmInputs inputs = RecurrentInputs(precision);
   const bool bf16 = inputs == GemmInputs::kBf16;
@@ -190,9 +212,7 @@ RecurrentOutput DeviceForward(RecurrenceDevice& dev, const torch::Tensor& table_
     const int64_t* step_tokens = tokens.data_ptr<int64_t>() + t * batch;
     if (lstm) {
       device::LstmForward k;
-      k.batch = batch;
-      k.hidden = hidden;
-      k.layer_norm = ln;
+      k.shape = shape;
       k.tokens = step_tokens;
       k.table = table.data_ptr<float>();
       k.z = Ptr(z);
@@ -214,12 +234,7 @@ RecurrentOutput DeviceForward(RecurrenceDevice& dev, const torch::Tensor& table_
       continue;
     }
     device::GatedGatesForward g;
-    g.batch = batch;
-    g.hidden = hidden;
-    g.gate_width = gate_width;
-    g.width = width;
-    g.layer_norm = ln;
-    g.tied = w.cell == Cell::kMgu;
+    g.shape = shape;
     g.tokens = step_tokens;
     g.table = table.data_ptr<float>();
     g.z = Ptr(z);
@@ -235,11 +250,7 @@ RecurrentOutput DeviceForward(RecurrenceDevice& dev, const torch::Tensor& table_
     const void* rh_in = bf16 ? static_cast<const void*>(g.rh_bf16) : g.rh;
     Product(dev, inputs, rh_in, batch, hidden, w_hc, hidden, false, Ptr(zc), 0.f);
     device::GatedCandidateForward c;
-    c.batch = batch;
-    c.hidden = hidden;
-    c.gate_width = gate_width;
-    c.width = width;
-    c.layer_norm = ln;
+    c.shape = shape;
     c.tokens = step_tokens;
     c.table = g.table;
     c.z = Ptr(zc);
@@ -270,6 +281,7 @@ DeviceGrads DeviceBackward(RecurrenceDevice& dev, const torch::Tensor& d_hs,
   const int64_t vocab = s[kTable].size(0), width = s[kTable].size(1);
   const int64_t gate_width = w.w_h.size(1), rows = steps * batch;
   const bool lstm = w.cell == Cell::kLstm, ln = w.layer_norm;
+  const device::RowShape shape = ShapeOf(w, batch, width);
   const GemmInputs inputs = RecurrentInputs(acts.precision);
   const bool bf16 = inputs == GemmInputs::kBf16;
   const auto opts = s[kH].options();
@@ -307,9 +319,7 @@ DeviceGrads DeviceBackward(RecurrenceDevice& dev, const torch::Tensor& d_hs,
     const float* dhs_t = dhs.defined() ? At(dhs, t) : nullptr;
     if (lstm) {
       device::LstmBackward k;
-      k.batch = batch;
-      k.hidden = hidden;
-      k.layer_norm = ln;
+      k.shape = shape;
       k.dh = Ptr(dh_now);
       k.dhs = dhs_t;
       k.dc = Ptr(dc[i % 2]);
@@ -333,11 +343,7 @@ DeviceGrads DeviceBackward(RecurrenceDevice& dev, const torch::Tensor& d_hs,
       continue;
     }
     device::GatedCandidateBackward c;
-    c.batch = batch;
-    c.hidden = hidden;
-    c.gate_width = gate_width;
-    c.width = width;
-    c.layer_norm = ln;
+    c.shape = shape;
     c.dh = Ptr(dh_now);
     c.dhs = dhs_t;
     c.gates = At(s[kGates], t);
@@ -355,12 +361,7 @@ DeviceGrads DeviceBackward(RecurrenceDevice& dev, const torch::Tensor& d_hs,
     const void* dzc_in = bf16 ? static_cast<const void*>(c.dz_bf16) : c.dz;
     Product(dev, inputs, dzc_in, batch, hidden, w_hc, hidden, true, Ptr(d_rh), 0.f);
     device::GatedGatesBackward g;
-    g.batch = batch;
-    g.hidden = hidden;
-    g.gate_width = gate_width;
-    g.width = width;
-    g.layer_norm = ln;
-    g.tied = w.cell == Cell::kMgu;
+    g.shape = shape;
     g.d_rh = Ptr(d_rh);
     g.du = Ptr(du);
     g.gates = c.gates;

@@ -106,6 +106,27 @@ torch::Tensor PositionLosses(const torch::Tensor& logits, const torch::Tensor& t
   return torch::logsumexp(logits, {1}) - logits.gather(1, targets.unsqueeze(1)).squeeze(1);
 }
 
+// On a GPU, whether LibTorch's float products may use TF32, from
+// train.precision (tf32 and bf16: yes), for as long as it lives; then as it
+// was. (A captured graph keeps what was set when it was captured.)
+class PrecisionScope {
+ public:
+  PrecisionScope(const torch::Device& device, Precision precision) : active_(device.is_cuda()) {
+    if (!active_) return;
+    saved_ = at::globalContext().allowTF32CuBLAS();
+    at::globalContext().setAllowTF32CuBLAS(precision != Precision::kFp32);
+  }
+  ~PrecisionScope() {
+    if (active_) at::globalContext().setAllowTF32CuBLAS(saved_);
+  }
+  PrecisionScope(const PrecisionScope&) = delete;
+  PrecisionScope& operator=(const PrecisionScope&) = delete;
+
+ private:
+  bool active_;
+  bool saved_ = false;
+};
+
 using KernelChoice = TrainerOptions::KernelChoice;
 
 StatusOr<Kernel> ChooseKernel(KernelChoice choice, const torch::Device& device) {
@@ -272,8 +293,9 @@ StatusOr<std::unique_ptr<Trainer>> Trainer::BuildOn(const RunConfig& config,
                                                     const text8::Corpus* corpus,
                                                     torch::Device device, Kernel kernel) {
   std::unique_ptr<Trainer> trainer(new Trainer(config, options, device, kernel));
-  // On a GPU everything runs on the trainer's own stream, building included.
-  if (device.is_cuda()) trainer->cuda_ = CudaRunner::Create(device);
+  // On a GPU the device step runs on the trainer's own stream, building
+  // included; the reference kernel runs on LibTorch's default stream.
+  if (device.is_cuda() && trainer->device_step()) trainer->cuda_ = CudaRunner::Create(device);
   Status built;
   trainer->OnDevice([&] { built = trainer->Allocate(corpus); });
   if (!built.ok()) return built;
@@ -356,12 +378,6 @@ void Trainer::OnDevice(const Work& work) const {
   }
 }
 
-void Trainer::AllowTf32ForPrecision() const {
-  if (device_.is_cuda()) {
-    at::globalContext().setAllowTF32CuBLAS(config_.train.precision != Precision::kFp32);
-  }
-}
-
 int64_t Trainer::PeakDeviceBytes() const { return cuda_ ? cuda_->PeakAllocatedBytes() : -1; }
 
 void Trainer::ResetPeakMemory() {
@@ -371,23 +387,16 @@ void Trainer::ResetPeakMemory() {
 torch::Tensor Trainer::TrainStep() {
   if (device_step()) return DeviceTrainStep();
   const TrainConfig& t = config_.train;
+  PrecisionScope precision(device_, t.precision);
   const int64_t window = step_ % windows_per_epoch_;
   if (window == 0 && step_ > 0) state_ = model_->InitialState(t.batch);  // a new epoch
   torch::Tensor tokens = Window(window);
-  ModelOutput out = model_->Forward(tokens.narrow(0, 0, t.seq), state_, kernel_);
+  ModelOutput out = model_->Forward(tokens.narrow(0, 0, t.seq), state_, kernel_, t.precision);
   torch::Tensor loss = torch::cross_entropy_loss(out.logits, tokens.narrow(0, 1, t.seq).reshape(-1));
-  torch::Tensor& grads = model_->flat_grads();
-  grads.zero_();
-  loss.backward();
+  BackwardAndMoments(loss);
 
   torch::NoGradGuard no_grad;
-  if (t.clip_norm > 0) {
-    torch::Tensor scale = (t.clip_norm / (grads.norm() + kClipEps)).clamp_max(1.0);
-    grads.mul_(scale);
-  }
   ++adam_step_;
-  adam_m_.mul_(kAdamBeta1).add_(grads, 1 - kAdamBeta1);
-  adam_v_.mul_(kAdamBeta2).addcmul_(grads, grads, 1 - kAdamBeta2);
   const double correction1 = 1 - std::pow(kAdamBeta1, double(adam_step_));
   const double correction2 = 1 - std::pow(kAdamBeta2, double(adam_step_));
   at::sqrt_out(adam_denom_, adam_v_);
@@ -403,6 +412,20 @@ torch::Tensor Trainer::TrainStep() {
   return detached;
 }
 
+void Trainer::BackwardAndMoments(const torch::Tensor& loss) {
+  torch::Tensor& grads = model_->flat_grads();
+  grads.zero_();
+  loss.backward();
+  torch::NoGradGuard no_grad;
+  const double clip_norm = config_.train.clip_norm;
+  if (clip_norm > 0) {
+    torch::Tensor scale = (clip_norm / (grads.norm() + kClipEps)).clamp_max(1.0);
+    grads.mul_(scale);
+  }
+  adam_m_.mul_(kAdamBeta1).add_(grads, 1 - kAdamBeta1);
+  adam_v_.mul_(kAdamBeta2).addcmul_(grads, grads, 1 - kAdamBeta2);
+}
+
 double Trainer::Evaluate(Split split) {
   torch::NoGradGuard no_grad;
   const TrainConfig& t = config_.train;
@@ -414,6 +437,7 @@ double Trainer::Evaluate(Split split) {
     OnDevice([&] { bpc = DeviceEvaluate(begin, size); });
     return bpc;
   }
+  PrecisionScope precision(device_, t.precision);
   const int64_t streams = std::min(t.batch, size);
   const int64_t length = (size + streams - 1) / streams;  // targets per stream
 
@@ -430,7 +454,7 @@ double Trainer::Evaluate(Split split) {
     torch::Tensor target_pos = torch::where(valid, pos, torch::zeros_like(pos)) + begin;
     torch::Tensor inputs = symbols_.index_select(0, (target_pos - 1).view({-1})).view({len, streams});
     torch::Tensor targets = symbols_.index_select(0, target_pos.view({-1})).to(torch::kLong);
-    ModelOutput out = model_->Forward(inputs.to(torch::kLong), state, kernel_);
+    ModelOutput out = model_->Forward(inputs.to(torch::kLong), state, kernel_, t.precision);
     state = out.state;
     torch::Tensor nll = torch::nn::functional::cross_entropy(
         out.logits, targets,
@@ -681,7 +705,7 @@ Status Trainer::ReadCheckpoint(const std::string& path) {
 torch::Tensor Trainer::DeviceTrainStep() {
   torch::Tensor loss;
   OnDevice([&] {
-    AllowTf32ForPrecision();
+    PrecisionScope precision(device_, config_.train.precision);
     const int64_t window = step_ % windows_per_epoch_;
     if (window == 0 && step_ > 0) {  // a new epoch
       state_.h.zero_();
@@ -710,17 +734,9 @@ void Trainer::DeviceStepBody() {
       model_->Forward(window_tokens_.narrow(0, 0, t.seq), state_, kernel_, t.precision);
   torch::Tensor loss =
       PositionLosses(out.logits, window_tokens_.narrow(0, 1, t.seq).reshape({-1})).mean();
-  torch::Tensor& grads = model_->flat_grads();
-  grads.zero_();
-  loss.backward();
+  BackwardAndMoments(loss);
 
   torch::NoGradGuard no_grad;
-  if (t.clip_norm > 0) {
-    torch::Tensor scale = (t.clip_norm / (grads.norm() + kClipEps)).clamp_max(1.0);
-    grads.mul_(scale);
-  }
-  adam_m_.mul_(kAdamBeta1).add_(grads, 1 - kAdamBeta1);
-  adam_v_.mul_(kAdamBeta2).addcmul_(grads, grads, 1 - kAdamBeta2);
   // p -= lr * m / (c1 * (sqrt(v) / sqrt(c2) + eps)), the corrections read
   // from the device.
   at::sqrt_out(adam_denom_, adam_v_);
@@ -761,7 +777,7 @@ void Trainer::CaptureTrainStep() {
 
 double Trainer::DeviceEvaluate(int64_t begin, int64_t size) {
   torch::NoGradGuard no_grad;
-  AllowTf32ForPrecision();
+  PrecisionScope precision(device_, config_.train.precision);
   const TrainConfig& t = config_.train;
   const int64_t streams = std::min(t.batch, size);
   const int64_t length = (size + streams - 1) / streams;  // targets per stream

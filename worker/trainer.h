@@ -217,6 +217,10 @@ class Trainer {
   // `name` (a path) goes into error messages.
   Status LoadData(const text8::Corpus& corpus, const std::string& name);
   torch::Tensor Window(int64_t window) const;
+  // Backward from `loss` into the flat gradients, clipped to
+  // train.clip_norm, and Adam's moments updated from them: what both steps
+  // share before the parameter update.
+  void BackwardAndMoments(const torch::Tensor& loss);
   double ElapsedSeconds() const;
   // The device step (see above): the graph-capturable training step and
   // evaluation window, on the CUDA runner's stream when there is one.
@@ -229,7 +233,6 @@ class Trainer {
   double DeviceEvaluate(int64_t begin, int64_t size);
   void EvalWindowBody(EvalBuffers& b, const torch::Tensor& inputs, const torch::Tensor& targets,
                       const torch::Tensor& valid);
-  void AllowTf32ForPrecision() const;
 
   RunConfig config_;
   TrainerOptions options_;

@@ -17,8 +17,11 @@ namespace ablate {
 
 namespace {
 
+// A launch reports the first error the device has not yet reported, which
+// may come from earlier work.
 void Check(cudaError_t error, const char* kernel) {
-  TORCH_CHECK(error == cudaSuccess, "CUDA kernel ", kernel, ": ", cudaGetErrorString(error));
+  TORCH_CHECK(error == cudaSuccess, "CUDA error at the launch of ", kernel, ": ",
+              cudaGetErrorString(error));
 }
 
 // Sets whether LibTorch's float products may use TF32, and puts it back.
