@@ -8,10 +8,11 @@
 #     -e ABLATE_COORDINATOR=coord.example:50051 ablate-worker-cuda:0.1.0
 #
 # With ABLATE_GPUS=all it runs one worker per GPU it is given. The host needs
-# the NVIDIA driver (>= 550 for CUDA 12.4) and the NVIDIA container toolkit,
+# the NVIDIA driver (>= 580 for CUDA 13.0) and the NVIDIA container toolkit,
 # which mounts the driver's libcuda.so.1 into the container.
 #
-# LibTorch: the official cxx11-ABI zip, pinned by version. Its download
+# LibTorch: the official cxx11-ABI zip, pinned by version: 2.11 with CUDA
+# 13.0, what the GPU machines of ablate's own checks run. Its download
 # addresses follow
 #   https://download.pytorch.org/libtorch/cu<CUDA>/libtorch-cxx11-abi-shared-with-deps-<VER>%2Bcu<CUDA>.zip
 # (from 2.7 on the zips are all cxx11-ABI and drop "cxx11-abi-" from the
@@ -22,11 +23,11 @@
 # Debian 12 as of 2025-12-29; pin a digest too with
 #   --build-arg DEBIAN_IMAGE=debian:bookworm-20251229-slim@sha256:...
 ARG DEBIAN_IMAGE=debian:bookworm-20251229-slim
-ARG LIBTORCH_URL=https://download.pytorch.org/libtorch/cu124/libtorch-cxx11-abi-shared-with-deps-2.5.1%2Bcu124.zip
+ARG LIBTORCH_URL=https://download.pytorch.org/libtorch/cu130/libtorch-shared-with-deps-2.11.0%2Bcu130.zip
 # Optional: the zip's sha256, checked when given.
 ARG LIBTORCH_SHA256=
-# NVIDIA's Debian 12 CUDA repository names the toolkit cuda-toolkit-12-4.
-ARG CUDA_PACKAGE_VERSION=12-4
+# NVIDIA's Debian 12 CUDA repository names the toolkit cuda-toolkit-13-0.
+ARG CUDA_PACKAGE_VERSION=13-0
 ARG CUDA_REPO=https://developer.download.nvidia.com/compute/cuda/repos/debian12/x86_64
 
 FROM ${DEBIAN_IMAGE} AS build
@@ -58,6 +59,7 @@ WORKDIR /src
 COPY . .
 RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DABLATE_BUILD_TESTS=OFF \
         -DCMAKE_PREFIX_PATH=/opt/libtorch -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc \
+        -DABLATE_CUDA=ON \
     && cmake --build build -j"$(nproc)" \
     && docker/runtime-packages.sh --bundled /opt/libtorch/lib --ignore '^libcuda\.so' \
         build/bin/* > build/runtime-packages \

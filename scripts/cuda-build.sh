@@ -21,9 +21,10 @@ if [[ -z "$torch_cmake" || ! -d "$torch_cmake" ]]; then
 fi
 [[ -x "$nvcc" ]] || { echo "cuda-build: nvcc not found" >&2; exit 1; }
 
+mkdir -p "$build"
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DABLATE_CUDA=ON \
-  -DCMAKE_PREFIX_PATH="$torch_cmake" -DCMAKE_CUDA_COMPILER="$nvcc" >"$build.configure.log" 2>&1 ||
-  { tail -40 "$build.configure.log" >&2; exit 1; }
+  -DCMAKE_PREFIX_PATH="$torch_cmake" -DCMAKE_CUDA_COMPILER="$nvcc" >"$build/configure.log" 2>&1 ||
+  { tail -40 "$build/configure.log" >&2; exit 1; }
 cmake --build "$build" -j"${JOBS:-$(nproc)}" --target ablate-worker cuda_test \
   recurrence_device_test trainer_bench
 
