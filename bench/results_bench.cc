@@ -29,8 +29,8 @@
 #include <vector>
 
 #include "common/run_config.h"
-#include "coordinator/results.h"
-#include "coordinator/store.h"
+#include "store/results.h"
+#include "store/store.h"
 
 namespace ablate {
 namespace {

@@ -32,7 +32,7 @@
 #include "worker/packed_gemm.h"
 #include "worker/recurrence_fused.h"
 #include "worker/startup.h"
-#include "worker/text8.h"
+#include "data/text8.h"
 #include "worker/trainer.h"
 #include "worker/vector_isa.h"
 

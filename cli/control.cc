@@ -33,13 +33,14 @@ StatusOr<std::string> SetTarget(const ControlOptions& options, Source* source, R
 }
 
 int RunCancel(const ControlOptions& options) {
-  auto source = Source::Open({"", options.client});
-  if (!source.ok()) return ReportError("cancel", source.status());
+  StatusOr<std::unique_ptr<SweepsClient>> client = SweepsClient::Connect(options.client);
+  if (!client.ok()) return ReportError("cancel", client.status());
+  std::shared_ptr<SweepsClient> coordinator = std::move(client).value();
   v1::CancelRequest request;
-  auto target = SetTarget(options, source->get(), &request);
+  auto target = SetTarget(options, Source::Over(coordinator).get(), &request);
   if (!target.ok()) return ReportError("cancel", target.status());
   v1::CancelResponse response;
-  Status cancelled = (*source)->client()->Cancel(request, &response);
+  Status cancelled = coordinator->Cancel(request, &response);
   if (!cancelled.ok()) return ReportError("cancel", cancelled);
   std::printf("%s: %lld job%s cancelled\n", target->c_str(),
               static_cast<long long>(response.jobs_cancelled()),
@@ -48,13 +49,14 @@ int RunCancel(const ControlOptions& options) {
 }
 
 int RunRetry(const ControlOptions& options) {
-  auto source = Source::Open({"", options.client});
-  if (!source.ok()) return ReportError("retry", source.status());
+  StatusOr<std::unique_ptr<SweepsClient>> client = SweepsClient::Connect(options.client);
+  if (!client.ok()) return ReportError("retry", client.status());
+  std::shared_ptr<SweepsClient> coordinator = std::move(client).value();
   v1::RetryRequest request;
-  auto target = SetTarget(options, source->get(), &request);
+  auto target = SetTarget(options, Source::Over(coordinator).get(), &request);
   if (!target.ok()) return ReportError("retry", target.status());
   v1::RetryResponse response;
-  Status retried = (*source)->client()->Retry(request, &response);
+  Status retried = coordinator->Retry(request, &response);
   if (!retried.ok()) return ReportError("retry", retried);
   std::printf("%s: %lld job%s pending again\n", target->c_str(),
               static_cast<long long>(response.jobs_retried()),

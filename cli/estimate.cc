@@ -11,8 +11,7 @@
 #include "common/model_size.h"
 #include "common/run_config.h"
 #include "common/step_timing.h"
-#include "worker/text8.h"
-#include "worker/text8_fetch.h"
+#include "data/text8.h"
 
 namespace ablate {
 
@@ -40,7 +39,7 @@ std::optional<int64_t> CorpusBytes(const DataConfig& data) {
     if (stat(data.path.c_str(), &st) != 0) return std::nullopt;
     return static_cast<int64_t>(st.st_size);
   }
-  return static_cast<int64_t>(text8::FetchOptions().expected_bytes);
+  return static_cast<int64_t>(text8::kText8Bytes);
 }
 
 // What one validation or test evaluation reads (Trainer::Evaluate).

@@ -39,13 +39,13 @@
 
 #include "cli/commands.h"
 #include "cli/results_commands.h"
+#include "cli/source.h"
 #include "cli/status_view.h"
 #include "cli/sweeps_client.h"
 #include "cli/table.h"
 #include "cli/worker_process.h"
 #include "common/spec.h"
 #include "coordinator/server.h"
-#include "coordinator/store.h"
 
 namespace ablate {
 
@@ -154,7 +154,9 @@ void PrintCounts(const v1::SweepStatus& sweep) {
 // The final validation bpc averaged by each factor of the grid in turn (over
 // all the others), or per job when the grid varies only seeds.
 Status PrintResults(const std::string& db_path, const SweepSpec& spec, int64_t sweep_id) {
-  ABLATE_ASSIGN_OR_RETURN(std::unique_ptr<Database> db, OpenStoreReadOnly(db_path));
+  SourceOptions from_file;
+  from_file.db_path = db_path;
+  ABLATE_ASSIGN_OR_RETURN(std::unique_ptr<Source> source, Source::Open(from_file));
   std::vector<std::string> keys;
   for (const GridAxis& axis : spec.axes) keys.push_back(axis.key);
   const std::vector<std::string> names = FactorHeader(keys);
@@ -166,7 +168,8 @@ Status PrintResults(const std::string& db_path, const SweepSpec& spec, int64_t s
   for (const std::vector<std::string>& group_by : groupings) {
     std::printf("\n");
     std::fflush(stdout);
-    ABLATE_RETURN_IF_ERROR(PrintResultsTable(*db, std::to_string(sweep_id), group_by, std::cout));
+    ABLATE_RETURN_IF_ERROR(
+        PrintResultsTable(*source, std::to_string(sweep_id), group_by, std::cout));
     std::cout.flush();
   }
   return Status::OK();

@@ -529,13 +529,13 @@ std::string HtmlEscape(const std::string& text) {
   return out;
 }
 
-StatusOr<ReportData> CollectReport(const ResultsQueries& queries, const v1::SweepRef& sweep) {
+StatusOr<ReportData> CollectReport(Source& source, const v1::SweepRef& sweep) {
   ReportData data;
   v1::ResultsRequest request;
   *request.mutable_sweep() = sweep;
   request.set_split(v1::SPLIT_VALID);
   request.set_at(v1::VALUE_AT_FINAL);
-  ABLATE_RETURN_IF_ERROR(queries.results(request, &data.jobs));
+  ABLATE_RETURN_IF_ERROR(source.Results(request, &data.jobs));
   // The sweep by id from here on, so a newer sweep of the same name cannot
   // slip in between the queries.
   request.mutable_sweep()->set_id(data.jobs.sweep().id());
@@ -546,12 +546,12 @@ StatusOr<ReportData> CollectReport(const ResultsQueries& queries, const v1::Swee
   }
   for (const std::string& key : configuration) request.add_group_by(key);
   request.set_with_config(true);
-  ABLATE_RETURN_IF_ERROR(queries.results(request, &data.grid_valid));
+  ABLATE_RETURN_IF_ERROR(source.Results(request, &data.grid_valid));
   request.set_with_config(false);
   request.set_split(v1::SPLIT_TEST);
-  ABLATE_RETURN_IF_ERROR(queries.results(request, &data.grid_test));
+  ABLATE_RETURN_IF_ERROR(source.Results(request, &data.grid_test));
   request.set_split(v1::SPLIT_TRAIN);
-  ABLATE_RETURN_IF_ERROR(queries.results(request, &data.grid_train));
+  ABLATE_RETURN_IF_ERROR(source.Results(request, &data.grid_train));
 
   for (const std::string& key : configuration) {
     v1::CurvesRequest curves;
@@ -559,11 +559,11 @@ StatusOr<ReportData> CollectReport(const ResultsQueries& queries, const v1::Swee
     curves.add_group_by(key);
     curves.set_split(v1::SPLIT_VALID);
     v1::CurvesResponse& figure = data.figures.emplace_back();
-    Status status = queries.curves(curves, &figure);
+    Status status = source.Curves(curves, &figure);
     if (status.code() == Status::kInvalidArgument) {
       // Too many distinct steps for one reply: an even grid draws the same lines.
       curves.set_points(kFallbackCurvePoints);
-      status = queries.curves(curves, &figure);
+      status = source.Curves(curves, &figure);
     }
     ABLATE_RETURN_IF_ERROR(status);
   }

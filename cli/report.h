@@ -17,17 +17,11 @@
 #include <string>
 #include <vector>
 
+#include "cli/source.h"
 #include "common/status.h"
 #include "proto/ablate.pb.h"
 
 namespace ablate {
-
-// Where the report's numbers come from: a database (StoreReader) or a
-// coordinator (the Results and Curves RPCs). Both must be set.
-struct ResultsQueries {
-  std::function<Status(const v1::ResultsRequest&, v1::ResultsResponse*)> results;
-  std::function<Status(const v1::CurvesRequest&, v1::CurvesResponse*)> curves;
-};
 
 // Everything a report shows, as the queries answered it. Only done jobs count.
 struct ReportData {
@@ -41,7 +35,7 @@ struct ReportData {
 };
 
 // Runs the report's queries on `sweep`; their errors pass through.
-StatusOr<ReportData> CollectReport(const ResultsQueries& queries, const v1::SweepRef& sweep);
+StatusOr<ReportData> CollectReport(Source& source, const v1::SweepRef& sweep);
 
 // The whole HTML document. Deterministic: the same data gives the same bytes
 // (no time of generation is written).

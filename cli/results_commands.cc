@@ -1,9 +1,6 @@
 #include "cli/results_commands.h"
 
-#include <grpcpp/grpcpp.h>
-
 #include <CLI/CLI.hpp>
-#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -13,16 +10,10 @@
 #include "cli/results_format.h"
 #include "cli/source.h"
 #include "cli/table.h"
-#include "coordinator/results.h"
-#include "proto/ablate.grpc.pb.h"
-#include "proto/rpc.h"
 
 namespace ablate {
 
 namespace {
-
-// A sweep of ten thousand jobs takes a few seconds to average; a person waits.
-constexpr auto kQueryDeadline = std::chrono::seconds(120);
 
 struct ResultsOptions {
   std::string sweep;
@@ -49,31 +40,6 @@ struct ReportOptions {
   std::string output;
   SourceOptions source;
 };
-
-// The Results and Curves queries of an open source: the database's reader,
-// or the coordinator's RPCs.
-ResultsQueries QueriesOf(Source& source) {
-  if (StoreReader* store = source.store()) {
-    return {[store](const v1::ResultsRequest& request, v1::ResultsResponse* out) {
-              return store->Results(request, out);
-            },
-            [store](const v1::CurvesRequest& request, v1::CurvesResponse* out) {
-              return store->Curves(request, out);
-            }};
-  }
-  std::shared_ptr<v1::Sweeps::Stub> stub = v1::Sweeps::NewStub(source.client()->channel());
-  const std::string where = "coordinator " + source.client()->address();
-  return {[stub, where](const v1::ResultsRequest& request, v1::ResultsResponse* out) {
-            grpc::ClientContext context;
-            context.set_deadline(std::chrono::system_clock::now() + kQueryDeadline);
-            return FromGrpc(stub->Results(&context, request, out)).WithContext(where);
-          },
-          [stub, where](const v1::CurvesRequest& request, v1::CurvesResponse* out) {
-            grpc::ClientContext context;
-            context.set_deadline(std::chrono::system_clock::now() + kQueryDeadline);
-            return FromGrpc(stub->Curves(&context, request, out)).WithContext(where);
-          }};
-}
 
 // Opens the source and resolves SWEEP to an id.
 StatusOr<std::unique_ptr<Source>> OpenSweep(const SourceOptions& options, const std::string& sweep,
@@ -103,7 +69,7 @@ int RunResults(const ResultsOptions& options) {
   auto source = OpenSweep(options.source, options.sweep, request.mutable_sweep());
   if (!source.ok()) return ReportError(command, source.status());
   v1::ResultsResponse response;
-  Status status = QueriesOf(**source).results(request, &response);
+  Status status = (*source)->Results(request, &response);
   if (!status.ok()) return ReportError(command, status);
   if (*format == Format::kTable) {
     std::fputs(ResultsTable(request, response).c_str(), stdout);
@@ -141,7 +107,7 @@ int RunCurves(const CurvesOptions& options) {
   auto source = OpenSweep(options.source, options.sweep, request.mutable_sweep());
   if (!source.ok()) return ReportError(command, source.status());
   v1::CurvesResponse response;
-  Status status = QueriesOf(**source).curves(request, &response);
+  Status status = (*source)->Curves(request, &response);
   if (!status.ok()) return ReportError(command, status);
   std::fputs((*format == Format::kCsv ? CurvesCsv(response) : CurvesJson(response)).c_str(),
              stdout);
@@ -157,7 +123,7 @@ int RunReport(const ReportOptions& options) {
   v1::SweepRef sweep;
   auto source = OpenSweep(options.source, options.sweep, &sweep);
   if (!source.ok()) return ReportError(command, source.status());
-  StatusOr<ReportData> data = CollectReport(QueriesOf(**source), sweep);
+  StatusOr<ReportData> data = CollectReport(**source, sweep);
   if (!data.ok()) return ReportError(command, data.status());
   const std::string html = RenderReport(*data);
   std::ofstream file(options.output, std::ios::binary | std::ios::trunc);
@@ -217,14 +183,15 @@ void AddResultsCommands(CLI::App* app) {
   cmd->callback([report] { FinishCommand(RunReport(*report)); });
 }
 
-Status PrintResultsTable(Database& db, const std::string& sweep,
+Status PrintResultsTable(Source& source, const std::string& sweep,
                          const std::vector<std::string>& group_by, std::ostream& out) {
   v1::ResultsRequest request;
   *request.mutable_sweep() = ParseSweepRef(sweep);
   for (const std::string& name : group_by) request.add_group_by(name);
   request.set_split(v1::SPLIT_VALID);
   request.set_at(v1::VALUE_AT_FINAL);
-  ABLATE_ASSIGN_OR_RETURN(v1::ResultsResponse response, QueryResults(db, request));
+  v1::ResultsResponse response;
+  ABLATE_RETURN_IF_ERROR(source.Results(request, &response));
   out << ResultsTable(request, response);
   return Status::OK();
 }

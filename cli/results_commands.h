@@ -19,8 +19,8 @@
 #include <string>
 #include <vector>
 
+#include "cli/source.h"
 #include "common/status.h"
-#include "coordinator/sqlite.h"
 
 namespace CLI {
 class App;
@@ -34,8 +34,8 @@ void AddResultsCommands(CLI::App* app);
 // Prints `ablate results SWEEP --group-by G` as a table (final validation
 // bpc of done jobs, with the footer) to `out`, e.g. at the end of `ablate
 // local`. `sweep` is a name or an id; an empty `group_by` prints one row per
-// job. Errors as QueryResults'.
-Status PrintResultsTable(Database& db, const std::string& sweep,
+// job. Errors as Source::Results'.
+Status PrintResultsTable(Source& source, const std::string& sweep,
                          const std::vector<std::string>& group_by, std::ostream& out);
 
 }  // namespace ablate

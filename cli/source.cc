@@ -3,7 +3,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdlib>
 
-#include "coordinator/store.h"
+#include "store/store.h"
 
 namespace ablate {
 
@@ -24,8 +24,12 @@ class DatabaseSource final : public Source {
   Status ListWorkers(v1::ListWorkersResponse* out) override {
     return reader_.ListWorkers(out).WithContext(path_);
   }
-  StoreReader* store() override { return &reader_; }
-  SweepsClient* client() override { return nullptr; }
+  Status Results(const v1::ResultsRequest& request, v1::ResultsResponse* out) override {
+    return reader_.Results(request, out);
+  }
+  Status Curves(const v1::CurvesRequest& request, v1::CurvesResponse* out) override {
+    return reader_.Curves(request, out);
+  }
 
  private:
   const std::string path_;
@@ -35,7 +39,7 @@ class DatabaseSource final : public Source {
 
 class CoordinatorSource final : public Source {
  public:
-  explicit CoordinatorSource(std::unique_ptr<SweepsClient> client) : client_(std::move(client)) {}
+  explicit CoordinatorSource(std::shared_ptr<SweepsClient> client) : client_(std::move(client)) {}
 
   std::string Describe() const override { return "coordinator " + client_->address(); }
   Status ListSweeps(v1::ListSweepsResponse* out) override { return client_->ListSweeps(out); }
@@ -43,11 +47,15 @@ class CoordinatorSource final : public Source {
     return client_->GetStatus(request, out);
   }
   Status ListWorkers(v1::ListWorkersResponse* out) override { return client_->ListWorkers(out); }
-  StoreReader* store() override { return nullptr; }
-  SweepsClient* client() override { return client_.get(); }
+  Status Results(const v1::ResultsRequest& request, v1::ResultsResponse* out) override {
+    return client_->Results(request, out);
+  }
+  Status Curves(const v1::CurvesRequest& request, v1::CurvesResponse* out) override {
+    return client_->Curves(request, out);
+  }
 
  private:
-  const std::unique_ptr<SweepsClient> client_;
+  const std::shared_ptr<SweepsClient> client_;
 };
 
 // The id of the one sweep `ref` names; NotFound when it names none.
@@ -105,8 +113,13 @@ StatusOr<std::unique_ptr<Source>> Source::Open(const SourceOptions& options) {
         "nothing to read from: pass --db PATH, or --coordinator HOST:PORT (or set "
         "ABLATE_COORDINATOR)");
   }
-  ABLATE_ASSIGN_OR_RETURN(auto client, SweepsClient::Connect(options.client));
-  return std::unique_ptr<Source>(new CoordinatorSource(std::move(client)));
+  ABLATE_ASSIGN_OR_RETURN(std::unique_ptr<SweepsClient> client,
+                          SweepsClient::Connect(options.client));
+  return Over(std::move(client));
+}
+
+std::unique_ptr<Source> Source::Over(std::shared_ptr<SweepsClient> client) {
+  return std::make_unique<CoordinatorSource>(std::move(client));
 }
 
 StatusOr<int64_t> Source::ResolveSweep(const std::string& arg) {

@@ -1,7 +1,7 @@
 // Where a reading command reads from: a database file opened read-only
 // (--db PATH: no coordinator needed, and the file is never modified) or a
 // running coordinator (--coordinator HOST:PORT or $ABLATE_COORDINATOR, the
-// flags of AddClientFlags). Both answer the same queries with the same
+// flags of AddClientFlags). Both answer every read query with the same
 // messages, so a command is written once for either.
 //
 // --db wins over $ABLATE_COORDINATOR; --db and an explicit --coordinator
@@ -15,7 +15,7 @@
 
 #include "cli/sweeps_client.h"
 #include "common/status.h"
-#include "coordinator/store_reader.h"
+#include "store/reader.h"
 #include "proto/ablate.pb.h"
 #include "proto/rpc.h"
 
@@ -44,6 +44,9 @@ class Source {
   // or connects to the coordinator (nothing is sent yet). InvalidArgument
   // when neither is given, or both.
   static StatusOr<std::unique_ptr<Source>> Open(const SourceOptions& options);
+  // The coordinator `client` talks to, which the caller may also use for
+  // what is not a read (cancel, retry).
+  static std::unique_ptr<Source> Over(std::shared_ptr<SweepsClient> client);
   virtual ~Source() = default;
 
   // "database PATH" or "coordinator HOST:PORT", for messages.
@@ -53,16 +56,13 @@ class Source {
   virtual Status ListSweeps(v1::ListSweepsResponse* out) = 0;
   virtual Status GetStatus(const v1::GetStatusRequest& request, v1::GetStatusResponse* out) = 0;
   virtual Status ListWorkers(v1::ListWorkersResponse* out) = 0;
+  virtual Status Results(const v1::ResultsRequest& request, v1::ResultsResponse* out) = 0;
+  virtual Status Curves(const v1::CurvesRequest& request, v1::CurvesResponse* out) = 0;
 
   // The id of the sweep a SWEEP argument names. Digits are tried as an id
   // first and then as a name, since names may be all digits. NotFound names
   // the argument.
   StatusOr<int64_t> ResolveSweep(const std::string& arg);
-
-  // Exactly one of these is non-null, for queries beyond the ones above: the
-  // read-only database's reader (--db) or the coordinator's client.
-  virtual StoreReader* store() = 0;
-  virtual SweepsClient* client() = 0;
 };
 
 }  // namespace ablate

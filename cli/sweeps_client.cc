@@ -9,6 +9,8 @@ namespace {
 // Long enough for a launch of a large grid to commit; an unreachable
 // coordinator fails at once (UNAVAILABLE) without waiting for it.
 constexpr auto kCallDeadline = std::chrono::seconds(30);
+// Results and curves over millions of points, on a busy coordinator.
+constexpr auto kQueryDeadline = std::chrono::seconds(120);
 
 }  // namespace
 
@@ -26,39 +28,57 @@ SweepsClient::SweepsClient(std::string address, std::shared_ptr<grpc::Channel> c
       stub_(v1::Sweeps::NewStub(channel_)) {}
 
 template <typename Call>
-Status SweepsClient::Invoke(Call&& call) {
+Status SweepsClient::Invoke(Call&& call, std::chrono::seconds deadline) {
   grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + kCallDeadline);
-  return FromGrpc(call(&context)).WithContext("coordinator " + address_);
+  context.set_deadline(std::chrono::system_clock::now() + deadline);
+  return CallOutcome(call(&context), *channel_, address_);
 }
 
 Status SweepsClient::Launch(const v1::LaunchRequest& request, v1::LaunchResponse* response) {
-  return Invoke([&](grpc::ClientContext* c) { return stub_->Launch(c, request, response); });
+  return Invoke([&](grpc::ClientContext* c) { return stub_->Launch(c, request, response); },
+                kCallDeadline);
 }
 
 Status SweepsClient::ListSweeps(v1::ListSweepsResponse* response) {
-  return Invoke([&](grpc::ClientContext* c) {
-    return stub_->ListSweeps(c, v1::ListSweepsRequest(), response);
-  });
+  return Invoke(
+      [&](grpc::ClientContext* c) {
+        return stub_->ListSweeps(c, v1::ListSweepsRequest(), response);
+      },
+      kCallDeadline);
 }
 
 Status SweepsClient::GetStatus(const v1::GetStatusRequest& request,
                                v1::GetStatusResponse* response) {
-  return Invoke([&](grpc::ClientContext* c) { return stub_->GetStatus(c, request, response); });
+  return Invoke([&](grpc::ClientContext* c) { return stub_->GetStatus(c, request, response); },
+                kCallDeadline);
 }
 
 Status SweepsClient::Cancel(const v1::CancelRequest& request, v1::CancelResponse* response) {
-  return Invoke([&](grpc::ClientContext* c) { return stub_->Cancel(c, request, response); });
+  return Invoke([&](grpc::ClientContext* c) { return stub_->Cancel(c, request, response); },
+                kCallDeadline);
 }
 
 Status SweepsClient::Retry(const v1::RetryRequest& request, v1::RetryResponse* response) {
-  return Invoke([&](grpc::ClientContext* c) { return stub_->Retry(c, request, response); });
+  return Invoke([&](grpc::ClientContext* c) { return stub_->Retry(c, request, response); },
+                kCallDeadline);
 }
 
 Status SweepsClient::ListWorkers(v1::ListWorkersResponse* response) {
-  return Invoke([&](grpc::ClientContext* c) {
-    return stub_->ListWorkers(c, v1::ListWorkersRequest(), response);
-  });
+  return Invoke(
+      [&](grpc::ClientContext* c) {
+        return stub_->ListWorkers(c, v1::ListWorkersRequest(), response);
+      },
+      kCallDeadline);
+}
+
+Status SweepsClient::Results(const v1::ResultsRequest& request, v1::ResultsResponse* response) {
+  return Invoke([&](grpc::ClientContext* c) { return stub_->Results(c, request, response); },
+                kQueryDeadline);
+}
+
+Status SweepsClient::Curves(const v1::CurvesRequest& request, v1::CurvesResponse* response) {
+  return Invoke([&](grpc::ClientContext* c) { return stub_->Curves(c, request, response); },
+                kQueryDeadline);
 }
 
 }  // namespace ablate

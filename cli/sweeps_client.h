@@ -7,6 +7,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -28,16 +29,18 @@ class SweepsClient {
   Status Cancel(const v1::CancelRequest& request, v1::CancelResponse* response);
   Status Retry(const v1::RetryRequest& request, v1::RetryResponse* response);
   Status ListWorkers(v1::ListWorkersResponse* response);
+  // The results queries, with a longer deadline: over a large sweep they
+  // read millions of points.
+  Status Results(const v1::ResultsRequest& request, v1::ResultsResponse* response);
+  Status Curves(const v1::CurvesRequest& request, v1::CurvesResponse* response);
 
   const std::string& address() const { return address_; }
-  // For clients of other services on the same coordinator.
-  const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
 
  private:
   SweepsClient(std::string address, std::shared_ptr<grpc::Channel> channel);
   // Runs one call with the deadline and turns its status into ours.
   template <typename Call>
-  Status Invoke(Call&& call);
+  Status Invoke(Call&& call, std::chrono::seconds deadline);
 
   const std::string address_;
   const std::shared_ptr<grpc::Channel> channel_;

@@ -13,7 +13,7 @@
 #include <future>
 #include <set>
 
-#include "coordinator/events.h"
+#include "store/events.h"
 #include "coordinator/job_manager.h"
 
 namespace ablate {

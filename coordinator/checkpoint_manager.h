@@ -24,7 +24,7 @@
 #include "common/status.h"
 #include "coordinator/clock.h"
 #include "coordinator/task_runner.h"
-#include "coordinator/writer.h"
+#include "store/writer.h"
 #include "proto/ablate.pb.h"
 
 namespace ablate {

@@ -53,8 +53,13 @@ grpc::Status CallGate::Authenticate(const grpc::ServerContextBase& context) {
       ++refusals_unlogged_;
     }
   }
+  if (header == metadata.end()) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "this coordinator requires a token: pass --token-file or set ABLATE_TOKEN");
+  }
   return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                      "this coordinator requires a token: pass --token-file or set ABLATE_TOKEN");
+                      "the coordinator refused the token: it is not the one the coordinator was "
+                      "started with (check --token-file or ABLATE_TOKEN)");
 }
 
 grpc::Status CallGate::Enter(const grpc::ServerContextBase& context) {

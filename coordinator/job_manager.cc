@@ -6,8 +6,8 @@
 #include <cmath>
 #include <vector>
 
-#include "coordinator/events.h"
-#include "coordinator/store_reader.h"
+#include "store/events.h"
+#include "store/reader.h"
 
 namespace ablate {
 

@@ -34,8 +34,8 @@
 
 #include "common/status.h"
 #include "coordinator/clock.h"
-#include "coordinator/sqlite.h"
-#include "coordinator/writer.h"
+#include "store/sqlite.h"
+#include "store/writer.h"
 #include "proto/ablate.pb.h"
 
 namespace ablate {

@@ -7,8 +7,8 @@
 #include <limits>
 #include <vector>
 
-#include "coordinator/store.h"
-#include "coordinator/store_reader.h"
+#include "store/store.h"
+#include "store/reader.h"
 #include "coordinator/sweep_manager.h"
 #include "coordinator/test_util.h"
 #include "coordinator/worker_manager.h"

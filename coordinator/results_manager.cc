@@ -2,8 +2,8 @@
 
 #include <utility>
 
-#include "coordinator/results.h"
-#include "coordinator/store.h"
+#include "store/results.h"
+#include "store/store.h"
 
 namespace ablate {
 

@@ -1,5 +1,5 @@
 // ResultsManager: answers the Sweeps service's read-only Results and Curves
-// calls (coordinator/results.h) without holding up the writer. On a database
+// calls (store/results.h) without holding up the writer. On a database
 // file it reads through its own read-only connection on its own thread: in
 // WAL mode that connection reads a consistent snapshot while the writer
 // commits, so averaging a large sweep (seconds) delays no lease, heartbeat or
@@ -15,9 +15,9 @@
 #include <memory>
 #include <string>
 
-#include "coordinator/sqlite.h"
+#include "store/sqlite.h"
 #include "coordinator/task_runner.h"
-#include "coordinator/writer.h"
+#include "store/writer.h"
 #include "proto/ablate.pb.h"
 
 namespace ablate {

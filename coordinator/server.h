@@ -26,12 +26,12 @@
 #include "coordinator/grpc_services.h"
 #include "coordinator/job_manager.h"
 #include "coordinator/results_manager.h"
-#include "coordinator/sqlite.h"
-#include "coordinator/store.h"
+#include "store/sqlite.h"
+#include "store/store.h"
 #include "coordinator/sweep_manager.h"
-#include "coordinator/wal_checkpointer.h"
+#include "store/wal_checkpointer.h"
 #include "coordinator/worker_manager.h"
-#include "coordinator/writer.h"
+#include "store/writer.h"
 
 namespace ablate {
 

@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "common/spec.h"
-#include "coordinator/events.h"
-#include "coordinator/store_reader.h"
+#include "store/events.h"
+#include "store/reader.h"
 
 namespace ablate {
 

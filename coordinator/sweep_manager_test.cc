@@ -2,7 +2,7 @@
 
 #include <gtest/gtest.h>
 
-#include "coordinator/store.h"
+#include "store/store.h"
 #include "coordinator/test_util.h"
 
 namespace ablate {

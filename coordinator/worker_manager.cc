@@ -1,7 +1,7 @@
 #include "coordinator/worker_manager.h"
 
-#include "coordinator/events.h"
-#include "coordinator/store_reader.h"
+#include "store/events.h"
+#include "store/reader.h"
 
 namespace ablate {
 

@@ -7,7 +7,7 @@
 #define ABLATE_COORDINATOR_WORKER_MANAGER_H_
 
 #include "coordinator/clock.h"
-#include "coordinator/writer.h"
+#include "store/writer.h"
 #include "proto/ablate.pb.h"
 
 namespace ablate {

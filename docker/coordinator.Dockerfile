@@ -17,7 +17,7 @@ RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         build-essential cmake pkg-config \
         libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \
-        libsqlite3-dev libyaml-cpp-dev libssl-dev \
+        libsqlite3-dev libyaml-cpp-dev libssl-dev libboost-math-dev \
         libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
@@ -25,6 +25,7 @@ COPY CMakeLists.txt ./
 COPY cmake/ cmake/
 COPY common/ common/
 COPY proto/ proto/
+COPY store/ store/
 COPY coordinator/ coordinator/
 COPY docker/runtime-packages.sh docker/
 RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=Release \

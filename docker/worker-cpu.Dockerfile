@@ -18,7 +18,7 @@ RUN apt-get update \
         build-essential cmake pkg-config \
         libtorch-dev libopenblas0-openmp \
         libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \
-        libsqlite3-dev libyaml-cpp-dev libssl-dev \
+        libsqlite3-dev libyaml-cpp-dev libssl-dev libboost-math-dev \
         libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev \
         libcurl4-openssl-dev libzip-dev \
     && rm -rf /var/lib/apt/lists/*

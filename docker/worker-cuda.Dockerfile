@@ -45,7 +45,7 @@ RUN apt-get update \
         "cuda-toolkit-${CUDA_PACKAGE_VERSION}" \
         build-essential cmake pkg-config \
         libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \
-        libsqlite3-dev libyaml-cpp-dev libssl-dev \
+        libsqlite3-dev libyaml-cpp-dev libssl-dev libboost-math-dev \
         libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev \
         libcurl4-openssl-dev libzip-dev \
     && rm -rf /var/lib/apt/lists/*

@@ -88,6 +88,20 @@ Status FromGrpc(const grpc::Status& status) {
   return Status(static_cast<Status::Code>(status.error_code()), status.error_message());
 }
 
+Status CallOutcome(const grpc::Status& status, grpc::Channel& channel, const std::string& address) {
+  if (status.error_code() != grpc::StatusCode::UNAVAILABLE ||
+      channel.GetState(/*try_to_connect=*/false) == GRPC_CHANNEL_READY) {
+    return FromGrpc(status).WithContext("coordinator " + address);
+  }
+  // gRPC's text ends with the cause: "...: Failed to connect to remote host:
+  // Connection refused".
+  const std::string& text = status.error_message();
+  const size_t colon = text.rfind(": ");
+  const std::string cause = colon == std::string::npos ? text : text.substr(colon + 2);
+  return Status::Unavailable("cannot reach the coordinator at " + address +
+                             (cause.empty() ? "" : ": " + cause));
+}
+
 bool IsTransient(const Status& status) {
   return status.code() == Status::kUnavailable || status.code() == Status::kDeadlineExceeded ||
          status.code() == Status::kResourceExhausted;

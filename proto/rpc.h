@@ -20,6 +20,14 @@ namespace ablate {
 grpc::Status ToGrpc(const Status& status);
 Status FromGrpc(const grpc::Status& status);
 
+// The outcome of a call to the coordinator at `address` over `channel`, for
+// a person to read: an UNAVAILABLE on a channel that never connected says
+// "cannot reach the coordinator at ADDRESS" with the cause gRPC found
+// ("Connection refused", "Domain name not found"), not gRPC's "failed to
+// connect to all addresses; last error: UNKNOWN: ..."; anything else is
+// FromGrpc with "coordinator ADDRESS" before it.
+Status CallOutcome(const grpc::Status& status, grpc::Channel& channel, const std::string& address);
+
 // True for the errors a retry can outlive (UNAVAILABLE, DEADLINE_EXCEEDED,
 // RESOURCE_EXHAUSTED).
 bool IsTransient(const Status& status);

@@ -61,7 +61,8 @@ if [[ "${GPU_CHECK_BUILD:-0}" == 1 ]] || run ldd "$bin"/* | grep -q 'not found' 
       -DABLATE_TRAINER_ONLY=ON -DABLATE_CUDA=ON -DTORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" \
       -DCMAKE_PREFIX_PATH="$("$python" -c 'import torch.utils; print(torch.utils.cmake_prefix_path)')" \
       -DCMAKE_CUDA_COMPILER="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)" \
-      -DABLATE_DEPS_DIR="$deps" >"$out/build.log" 2>&1 ||
+      -DABLATE_DEPS_DIR="$deps" -DZLIB_INCLUDE_DIR="$deps/include" \
+      -DZLIB_LIBRARY="$(find "$deps/lib" -name 'libz.so*' | head -1)" >"$out/build.log" 2>&1 ||
     ! cmake --build "$out/build" -j"$(nproc)" --target cuda_test trainer_bench >>"$out/build.log" 2>&1; then
     tail -30 "$out/build.log"
     exit 1

@@ -18,7 +18,7 @@ packages=(
   build-essential cmake pkg-config git
   libtorch-dev libopenblas0-openmp
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libsqlite3-dev sqlite3 libyaml-cpp-dev
+  libsqlite3-dev sqlite3 libyaml-cpp-dev libboost-math-dev
   libgtest-dev libgmock-dev
   libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
   libcurl4-openssl-dev libzip-dev zip unzip

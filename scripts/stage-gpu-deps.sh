@@ -12,8 +12,9 @@
 #                   what they need), without glibc, libstdc++, LibTorch or CUDA
 #   corpus.text8    4 MB of real English: Debian's GNU dictionary (dict-gcide)
 #                   in text8 format
-#   include/, googletest/   nlohmann-json, CLI11 and GoogleTest, for building
-#                   the trainer there should the binaries not start
+#   include/, googletest/   nlohmann-json, CLI11, zlib's headers and
+#                   GoogleTest, for building the trainer there should the
+#                   binaries not start
 #   MANIFEST        every file with its size, and each library's package
 #   scripts/stage-gpu-deps.sh [DIR]     (default .gpu-deps, git-ignored)
 # The device tool carries it: `carry: [".gpu-deps"]`.
@@ -64,7 +65,7 @@ head -c 4000000 runs/gcide.text8 >"$dir/corpus.text8"
 # For a machine where the binaries do not start: what gpu-check.sh's
 # trainer-only build there needs beyond CMake, nvcc and LibTorch.
 mkdir -p "$dir/include"
-cp -r /usr/include/nlohmann /usr/include/CLI "$dir/include/"
+cp -r /usr/include/nlohmann /usr/include/CLI /usr/include/zlib.h /usr/include/zconf.h "$dir/include/"
 cp -r /usr/src/googletest "$dir/googletest"
 
 {

@@ -19,7 +19,7 @@
 #include "proto/ablate.grpc.pb.h"
 #include "tests/support/process.h"
 #include "tests/support/sqlite_query.h"
-#include "worker/text8.h"
+#include "data/text8.h"
 
 namespace ablate {
 namespace {

@@ -16,8 +16,8 @@
 #include <regex>
 #include <set>
 
-#include "coordinator/store.h"
-#include "coordinator/store_reader.h"
+#include "store/store.h"
+#include "store/reader.h"
 #include "tests/results_fixture.h"
 #include "tests/support/process.h"
 
@@ -113,18 +113,13 @@ class ReportTest : public ::testing::Test {
       LeasedJob running = writer.Lease();
       writer.Report(running, {Point(v1::SPLIT_VALID, 100, 6.0)});
     }
-    auto db = OpenStoreReadOnly(db_path);
-    ASSERT_TRUE(db.ok()) << db.status().ToString();
-    StoreReader reader(db->get());
-    ResultsQueries queries{[&](const v1::ResultsRequest& request, v1::ResultsResponse* out) {
-                             return reader.Results(request, out);
-                           },
-                           [&](const v1::CurvesRequest& request, v1::CurvesResponse* out) {
-                             return reader.Curves(request, out);
-                           }};
+    SourceOptions from_file;
+    from_file.db_path = db_path;
+    auto source = Source::Open(from_file);
+    ASSERT_TRUE(source.ok()) << source.status().ToString();
     v1::SweepRef sweep;
     sweep.set_name("seed-grid");
-    auto data = CollectReport(queries, sweep);
+    auto data = CollectReport(**source, sweep);
     ASSERT_TRUE(data.ok()) << data.status().ToString();
     html_ = new std::string(RenderReport(*data));
     report_path_ = new std::string(dir_->File("report.html"));

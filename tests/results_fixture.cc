@@ -6,7 +6,7 @@
 #include <future>
 #include <random>
 
-#include "coordinator/store.h"
+#include "store/store.h"
 
 namespace ablate::testing {
 

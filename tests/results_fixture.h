@@ -14,10 +14,10 @@
 
 #include "coordinator/clock.h"
 #include "coordinator/job_manager.h"
-#include "coordinator/sqlite.h"
+#include "store/sqlite.h"
 #include "coordinator/sweep_manager.h"
 #include "coordinator/worker_manager.h"
-#include "coordinator/writer.h"
+#include "store/writer.h"
 #include "proto/ablate.pb.h"
 
 namespace ablate::testing {

@@ -10,8 +10,8 @@
 #include <sstream>
 
 #include "cli/results_commands.h"
-#include "coordinator/results.h"
-#include "coordinator/store.h"
+#include "store/results.h"
+#include "store/store.h"
 #include "tests/results_fixture.h"
 #include "tests/support/process.h"
 
@@ -204,15 +204,17 @@ TEST_F(ResultsFormatTest, CurvesCsvAndJsonShareTheGrid) {
 }
 
 TEST_F(ResultsFormatTest, PrintResultsTableIsTheResultsCommandsTable) {
-  auto db = OpenStoreReadOnly(path());
-  ASSERT_TRUE(db.ok());
+  SourceOptions from_file;
+  from_file.db_path = path();
+  auto source = Source::Open(from_file);
+  ASSERT_TRUE(source.ok());
   std::ostringstream out;
-  ASSERT_TRUE(PrintResultsTable(**db, "grid", {"layer_norm"}, out).ok());
+  ASSERT_TRUE(PrintResultsTable(**source, "grid", {"layer_norm"}, out).ok());
   const v1::ResultsRequest request = Request({"layer_norm"});
   v1::ResultsRequest resolved = request;
   resolved.set_at(v1::VALUE_AT_FINAL);
   EXPECT_EQ(out.str(), ResultsTable(resolved, Query(resolved)));
-  EXPECT_EQ(PrintResultsTable(**db, "grid", {"nope"}, out).code(), Status::kInvalidArgument);
+  EXPECT_EQ(PrintResultsTable(**source, "grid", {"nope"}, out).code(), Status::kInvalidArgument);
 }
 
 TEST(ResultsFlags, MetricAtAndGroupByAreParsedOrRefused) {

@@ -1,7 +1,7 @@
 // QueryResults and QueryCurves over sweep databases written through the
 // coordinator's managers; every expected number is computed here from what
 // the test reported, independently of the code under test.
-#include "coordinator/results.h"
+#include "store/results.h"
 
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
@@ -12,7 +12,7 @@
 #include <set>
 
 #include "coordinator/server.h"
-#include "coordinator/store.h"
+#include "store/store.h"
 #include "coordinator/test_util.h"
 #include "proto/ablate.grpc.pb.h"
 #include "tests/results_fixture.h"
@@ -704,14 +704,6 @@ TEST(ResultsRpc, InMemoryCoordinatorAnswersFromItsWriter) {
 }
 
 // --- Statistics, views and the schema ------------------------------------------
-
-TEST(StudentT, QuantilesMatchTables) {
-  EXPECT_NEAR(StudentT975(1), 12.7062047, 1e-6);
-  EXPECT_NEAR(StudentT975(2), 4.30265273, 1e-6);
-  EXPECT_NEAR(StudentT975(8), 2.30600414, 1e-6);
-  EXPECT_NEAR(StudentT975(30), 2.04227246, 1e-6);
-  EXPECT_NEAR(StudentT975(1'000'000), 1.95996, 1e-4);
-}
 
 // Rows of `sql` through the plain sqlite3 C API, as text.
 std::vector<std::vector<std::string>> Sql(const std::string& path, const std::string& sql) {

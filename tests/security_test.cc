@@ -318,6 +318,35 @@ TEST_F(TokenTest, CallsWithoutTheRightTokenAreUnauthenticatedAndTokensAreNeverLo
   EXPECT_EQ(log.find("correct-horse"), std::string::npos) << log;
 }
 
+// The CLI's edge: a missing token and a wrong one are told apart.
+TEST_F(TokenTest, TheCliSaysWhetherItsTokenWasMissingOrRefused) {
+  const std::vector<std::string> list = {Binary("ablate"), "list", "--coordinator", address_};
+  auto missing = RunCommand(list, dir_.path());
+  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_NE(missing.err.find("this coordinator requires a token"), std::string::npos)
+      << missing.err;
+  auto wrong = RunCommand(list, dir_.path(), std::chrono::seconds(60),
+                          {{"ABLATE_TOKEN", "correct-horse-battery-stapler"}});
+  EXPECT_NE(wrong.exit_code, 0);
+  EXPECT_NE(wrong.err.find("the coordinator refused the token"), std::string::npos) << wrong.err;
+  EXPECT_EQ(wrong.err.find("correct-horse"), std::string::npos) << wrong.err;
+  auto right = RunCommand(list, dir_.path(), std::chrono::seconds(60),
+                          {{"ABLATE_TOKEN", "correct-horse-battery-staple"}});
+  EXPECT_EQ(right.exit_code, 0) << right.err;
+}
+
+TEST(CliEdge, AnUnreachableCoordinatorIsNamedWithItsAddressAndTheCause) {
+  TempDir dir;
+  const std::string address = "127.0.0.1:" + std::to_string(testing::FreePort());
+  auto result = RunCommand({Binary("ablate"), "list", "--coordinator", address}, dir.path());
+  EXPECT_NE(result.exit_code, 0);
+  EXPECT_NE(result.err.find("cannot reach the coordinator at " + address + ": "),
+            std::string::npos)
+      << result.err;
+  EXPECT_EQ(result.err.find("failed to connect to all addresses"), std::string::npos)
+      << result.err;
+}
+
 TEST_F(TokenTest, WorkerSendsTheTokenFromItsFlagOrEnvironmentAndStopsWithoutIt) {
   WriteFile(dir_.File("corpus.txt"), testing::EnglishText8(20));
   ClientOptions launcher;

@@ -9,7 +9,7 @@
 #include "tests/support/corpus.h"
 #include "tests/support/process.h"
 #include "tests/support/sqlite_query.h"
-#include "worker/text8.h"
+#include "data/text8.h"
 
 namespace ablate {
 namespace {

@@ -10,8 +10,9 @@
 #include <set>
 #include <thread>
 
+#include "common/file.h"
 #include "common/config_hash.h"
-#include "worker/text8.h"
+#include "data/text8.h"
 
 namespace ablate {
 
@@ -203,7 +204,7 @@ StatusOr<int64_t> CoordinatorClient::DownloadCheckpoint(int64_t job_id, int64_t 
     return Status::DataLoss("checkpoint download of job " + std::to_string(job_id) +
                             " does not match its size or SHA-256");
   }
-  ABLATE_ASSIGN_OR_RETURN(text8::AtomicFile file, text8::AtomicFile::Create(path));
+  ABLATE_ASSIGN_OR_RETURN(AtomicFile file, AtomicFile::Create(path));
   ABLATE_RETURN_IF_ERROR(file.Append(data));
   ABLATE_RETURN_IF_ERROR(file.Commit());
   return info.step();

@@ -15,7 +15,7 @@
 #include "worker/cell_problem_test_util.h"
 #include "worker/cuda_support.h"
 #include "worker/model.h"
-#include "worker/text8.h"
+#include "data/text8.h"
 #include "worker/trainer.h"
 
 namespace ablate {

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <chrono>
 
-#include "worker/text8.h"
+#include "data/text8.h"
 #include "worker/trainer.h"
 
 namespace ablate {

@@ -14,7 +14,7 @@
 #include "worker/blas.h"
 #include "worker/cuda_support.h"
 #include "worker/startup.h"
-#include "worker/text8_fetch.h"
+#include "data/fetch.h"
 #include "worker/trainer.h"
 #include "worker/vector_isa.h"
 
@@ -113,19 +113,6 @@ int Fail(const Status& status) {
 }
 
 }  // namespace
-
-std::string DefaultDataDir() {
-  const char* env = std::getenv("ABLATE_DATA_DIR");
-  return env && *env ? env : "data";
-}
-
-StatusOr<std::string> ResolveCorpus(const DataConfig& data, const std::string& data_dir) {
-  if (!data.path.empty()) return data.path;
-  text8::FetchOptions fetch;
-  fetch.data_dir = data_dir.empty() ? DefaultDataDir() : data_dir;
-  fetch.url = data.url;
-  return text8::EnsureText8(fetch, nullptr);
-}
 
 int RunTrainCommand(const TrainCommandOptions& options) {
   if (options.format != "table" && options.format != "json") {

@@ -22,14 +22,6 @@ struct TrainCommandOptions {
   int64_t stop_at = 0;           // > 0: stop after this step (checkpointing if a path is set)
 };
 
-// The directory `corpus: text8` is cached in when no --data-dir is given:
-// $ABLATE_DATA_DIR, else ./data.
-std::string DefaultDataDir();
-
-// Resolves config.data to a file this machine can read: data.path as is, or
-// the cached text8 (downloaded on first use) under `data_dir`.
-StatusOr<std::string> ResolveCorpus(const DataConfig& data, const std::string& data_dir);
-
 // Runs the command; returns the process exit code (0 finished or stopped as
 // asked, 1 error, 3 the loss diverged). Errors are printed as one line.
 int RunTrainCommand(const TrainCommandOptions& options);

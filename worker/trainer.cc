@@ -1,6 +1,7 @@
 #include "worker/trainer.h"
 
 #include <malloc.h>
+#include <zlib.h>
 
 #include <cmath>
 #include <cstdio>
@@ -11,7 +12,7 @@
 #include <sstream>
 #include <thread>
 
-#include "common/crc32.h"
+#include "common/file.h"
 #include "common/model_size.h"
 #include "worker/memory.h"
 
@@ -77,6 +78,12 @@ constexpr double kClipEps = 1e-6;
 constexpr char kCheckpointMagic[8] = {'A', 'B', 'L', 'A', 'T', 'E', 'C', 'K'};
 constexpr uint32_t kCheckpointVersion = 1;
 constexpr size_t kCheckpointHeaderBytes = 8 + 4 + 8 + 4;
+
+// A checkpoint's checksum: the standard CRC-32, zlib's.
+uint32_t Crc32(std::string_view data) {
+  return static_cast<uint32_t>(
+      crc32_z(0L, reinterpret_cast<const Bytef*>(data.data()), data.size()));
+}
 
 template <typename Int>
 void PutLe(std::string* out, Int value) {
@@ -257,7 +264,7 @@ StatusOr<std::unique_ptr<Trainer>> Trainer::Build(const RunConfig& config,
       return Status::InvalidArgument("checkpoint " + options.checkpoint_path +
                                      " is a directory; give a file path");
     }
-    StatusOr<text8::AtomicFile> probe = text8::AtomicFile::Create(options.checkpoint_path);
+    StatusOr<AtomicFile> probe = AtomicFile::Create(options.checkpoint_path);
     if (!probe.ok()) return probe.status().WithContext("checkpoint " + options.checkpoint_path);
   }
   if (device.is_cpu()) ABLATE_RETURN_IF_ERROR(CheckMemory(config, AvailableMemoryBytes()));
@@ -605,7 +612,7 @@ Status Trainer::WriteCheckpoint(const std::string& path) const {
   PutLe<uint64_t>(&header, payload.size());
   PutLe<uint32_t>(&header, Crc32(payload));
 
-  ABLATE_ASSIGN_OR_RETURN(text8::AtomicFile file, text8::AtomicFile::Create(path));
+  ABLATE_ASSIGN_OR_RETURN(AtomicFile file, AtomicFile::Create(path));
   ABLATE_RETURN_IF_ERROR(file.Append(header));
   ABLATE_RETURN_IF_ERROR(file.Append(payload));
   return file.Commit();

@@ -45,7 +45,7 @@
 #include "common/status.h"
 #include "worker/cuda_support.h"
 #include "worker/model.h"
-#include "worker/text8.h"
+#include "data/text8.h"
 
 namespace ablate {
 

@@ -8,7 +8,7 @@
 #include <fstream>
 #include <map>
 
-#include "worker/text8.h"
+#include "data/text8.h"
 
 namespace ablate {
 namespace {
@@ -250,6 +250,26 @@ TEST_F(TrainerTest, ResumingFromACheckpointRepeatsTheRunBitForBit) {
       }
     }
   }
+}
+
+// The header's checksum is the standard CRC-32 (the one checkpoints of
+// earlier releases carry), computed here bit by bit from its definition.
+TEST_F(TrainerTest, CheckpointChecksumIsTheStandardCrc32) {
+  auto trainer = MustCreate(SmallConfig(EnglishCorpus()));
+  const std::string path = (dir_ / "ckpt").string();
+  ASSERT_TRUE(trainer->SaveCheckpoint(path).ok());
+  std::ifstream in(path, std::ios::binary);
+  const std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_GT(data.size(), 24u);
+  uint32_t crc = 0xFFFFFFFFu;
+  for (size_t i = 24; i < data.size(); ++i) {
+    crc ^= static_cast<unsigned char>(data[i]);
+    for (int bit = 0; bit < 8; ++bit) crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
+  }
+  crc ^= 0xFFFFFFFFu;
+  uint32_t stored = 0;
+  for (int i = 0; i < 4; ++i) stored |= uint32_t(static_cast<unsigned char>(data[20 + i])) << (8 * i);
+  EXPECT_EQ(stored, crc);
 }
 
 TEST_F(TrainerTest, CorruptOrTruncatedCheckpointIsRefusedAndChangesNothing) {

@@ -16,11 +16,14 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "common/file.h"
 #include "common/run_config.h"
+#include "common/temp_dir.h"
 #include "worker/blas.h"
 #include "worker/coordinator_client.h"
 #include "worker/cuda_support.h"
-#include "worker/text8.h"
+#include "data/fetch.h"
+#include "data/text8.h"
 #include "worker/train_command.h"
 #include "worker/trainer.h"
 
@@ -488,19 +491,18 @@ int RunWorker(const WorkerOptions& given) {
     return 2;
   }
   if (options.work_dir.empty()) {
-    std::string pattern = (std::filesystem::temp_directory_path() / "ablate-worker-XXXXXX").string();
-    if (mkdtemp(pattern.data()) == nullptr) {
-      spdlog::error("cannot create a work directory under {}",
-                    std::filesystem::temp_directory_path().string());
+    StatusOr<std::string> made = MakeTempDirectory("ablate-worker");
+    if (!made.ok()) {
+      spdlog::error("work directory: {}", made.status().message());
       return 1;
     }
-    options.work_dir = pattern;
+    options.work_dir = *made;
   } else {
     // A volume's folder may not exist yet; one that cannot be written is
     // refused now rather than failing every job it leases.
     std::error_code error;
     std::filesystem::create_directories(options.work_dir, error);
-    StatusOr<text8::AtomicFile> probe = text8::AtomicFile::Create(options.work_dir + "/probe");
+    StatusOr<AtomicFile> probe = AtomicFile::Create(options.work_dir + "/probe");
     if (error || !probe.ok()) {
       spdlog::error("work directory {}: {}", options.work_dir,
                     error ? error.message() : probe.status().message());

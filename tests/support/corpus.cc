@@ -1,6 +1,6 @@
 #include "tests/support/corpus.h"
 
-#include "worker/text8.h"
+#include "data/text8.h"
 
 namespace ablate::testing {
 

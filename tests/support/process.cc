@@ -139,16 +139,6 @@ int FreePort() {
   return ntohs(addr.sin_port);
 }
 
-TempDir::TempDir() {
-  std::string pattern = (std::filesystem::temp_directory_path() / "ablate-it-XXXXXX").string();
-  path_ = mkdtemp(pattern.data()) ? pattern : "";
-}
-
-TempDir::~TempDir() {
-  std::error_code ignored;
-  std::filesystem::remove_all(path_, ignored);
-}
-
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   std::stringstream buffer;

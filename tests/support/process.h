@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "common/temp_dir.h"
+
 namespace ablate::testing {
 
 // The directory of the project's binaries ($ABLATE_BIN_DIR, set by CTest).
@@ -65,17 +67,7 @@ RunResult RunCommand(const std::vector<std::string>& argv, const std::string& lo
 // A TCP port on 127.0.0.1 that was free a moment ago.
 int FreePort();
 
-// A fresh directory under the system's temp dir, removed with its contents.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  const std::string& path() const { return path_; }
-  std::string File(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
+using ablate::TempDir;
 
 std::string ReadFile(const std::string& path);
 void WriteFile(const std::string& path, const std::string& contents);

@@ -1,4 +1,4 @@
-#include "worker/text8_fetch.h"
+#include "data/fetch.h"
 
 #include <curl/curl.h>
 #include <sys/stat.h>
@@ -6,13 +6,14 @@
 #include <zip.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string_view>
 
-#include "worker/text8.h"
+#include "data/text8.h"
 
 namespace ablate::text8 {
 namespace {
@@ -282,3 +283,20 @@ StatusOr<std::string> EnsureText8(const FetchOptions& options, const ProgressFn&
 }
 
 }  // namespace ablate::text8
+
+namespace ablate {
+
+std::string DefaultDataDir() {
+  const char* env = std::getenv("ABLATE_DATA_DIR");
+  return env && *env ? env : "data";
+}
+
+StatusOr<std::string> ResolveCorpus(const DataConfig& data, const std::string& data_dir) {
+  if (!data.path.empty()) return data.path;
+  text8::FetchOptions fetch;
+  fetch.data_dir = data_dir.empty() ? DefaultDataDir() : data_dir;
+  fetch.url = data.url;
+  return text8::EnsureText8(fetch, nullptr);
+}
+
+}  // namespace ablate

@@ -1,4 +1,4 @@
-#include "worker/text8.h"
+#include "data/text8.h"
 
 #include <fcntl.h>
 #include <gmock/gmock.h>

@@ -1,6 +1,6 @@
-#include "coordinator/store_reader.h"
+#include "store/reader.h"
 
-#include "coordinator/results.h"
+#include "store/results.h"
 
 namespace ablate {
 

@@ -1,14 +1,15 @@
-#include "coordinator/store.h"
+#include "store/store.h"
 
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <sstream>
 
-#include "coordinator/store_reader.h"
-#include "coordinator/test_util.h"
+#include "store/reader.h"
+#include "store/test_util.h"
 
 namespace ablate {
 namespace {

@@ -4,8 +4,8 @@
 // commits once, and only then completes each operation. A thousand workers
 // reporting at once thus cost a handful of commits per second, and a reply
 // never acknowledges a write that is not committed.
-#ifndef ABLATE_COORDINATOR_WRITER_H_
-#define ABLATE_COORDINATOR_WRITER_H_
+#ifndef ABLATE_STORE_WRITER_H_
+#define ABLATE_STORE_WRITER_H_
 
 #include <condition_variable>
 #include <cstddef>
@@ -16,7 +16,7 @@
 #include <thread>
 
 #include "common/status.h"
-#include "coordinator/sqlite.h"
+#include "store/sqlite.h"
 
 namespace ablate {
 
@@ -85,4 +85,4 @@ class Writer {
 
 }  // namespace ablate
 
-#endif  // ABLATE_COORDINATOR_WRITER_H_
+#endif  // ABLATE_STORE_WRITER_H_

@@ -13,13 +13,13 @@
 // job that is not counted is accounted for in the reply's LeftOut.
 //
 // Thread safety: as for the Database they read.
-#ifndef ABLATE_COORDINATOR_RESULTS_H_
-#define ABLATE_COORDINATOR_RESULTS_H_
+#ifndef ABLATE_STORE_RESULTS_H_
+#define ABLATE_STORE_RESULTS_H_
 
 #include <cstdint>
 
 #include "common/status.h"
-#include "coordinator/sqlite.h"
+#include "store/sqlite.h"
 #include "proto/ablate.pb.h"
 
 namespace ablate {
@@ -47,10 +47,6 @@ StatusOr<v1::ResultsResponse> QueryResults(Database& db, const v1::ResultsReques
 // Time: one pass over the counted jobs' points; memory: their values.
 StatusOr<v1::CurvesResponse> QueryCurves(Database& db, const v1::CurvesRequest& request);
 
-// The two-sided 95% quantile of Student's t distribution, t(0.975, df), for
-// df >= 1: 12.706 for df 1, 2.306 for df 8, approaching 1.960.
-double StudentT975(int64_t degrees_of_freedom);
-
 }  // namespace ablate
 
-#endif  // ABLATE_COORDINATOR_RESULTS_H_
+#endif  // ABLATE_STORE_RESULTS_H_

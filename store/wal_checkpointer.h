@@ -13,8 +13,8 @@
 // concurrent checkpoint; so the writer's connection keeps SQLite's own
 // checkpoint, at kWriterCheckpointPages instead of 1,000, as the bound on
 // the log's size. An idle coordinator's log is copied within a period.
-#ifndef ABLATE_COORDINATOR_WAL_CHECKPOINTER_H_
-#define ABLATE_COORDINATOR_WAL_CHECKPOINTER_H_
+#ifndef ABLATE_STORE_WAL_CHECKPOINTER_H_
+#define ABLATE_STORE_WAL_CHECKPOINTER_H_
 
 #include <chrono>
 #include <condition_variable>
@@ -24,7 +24,7 @@
 #include <thread>
 
 #include "common/status.h"
-#include "coordinator/sqlite.h"
+#include "store/sqlite.h"
 
 namespace ablate {
 
@@ -69,4 +69,4 @@ class WalCheckpointer {
 
 }  // namespace ablate
 
-#endif  // ABLATE_COORDINATOR_WAL_CHECKPOINTER_H_
+#endif  // ABLATE_STORE_WAL_CHECKPOINTER_H_

@@ -3,8 +3,8 @@
 // corpus and its 90/5/5 split, and turning bytes into model symbols.
 // Needs only the C++ standard library and POSIX: it is built on GPU boxes
 // that have nothing but a compiler and LibTorch.
-#ifndef ABLATE_WORKER_TEXT8_H_
-#define ABLATE_WORKER_TEXT8_H_
+#ifndef ABLATE_DATA_TEXT8_H_
+#define ABLATE_DATA_TEXT8_H_
 
 #include <cstddef>
 #include <cstdint>
@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/file.h"
 #include "common/status.h"
 
 namespace ablate::text8 {
@@ -103,44 +104,11 @@ std::string FormatPrepareSummary(const std::string& in_path, const std::string& 
                                  const PrepareStats& stats);
 
 // ---------------------------------------------------------------------------
-// Files
-
-// A file written under a temporary name in the directory of its final path and
-// renamed there by Commit(), so readers see the old file or the whole new one.
-// Destroying it uncommitted removes the temporary file. Move-only.
-class AtomicFile {
- public:
-  // Fails, naming the directory, when it is missing or not writable.
-  static StatusOr<AtomicFile> Create(const std::string& path);
-
-  AtomicFile(AtomicFile&& other) noexcept;
-  AtomicFile& operator=(AtomicFile&& other) noexcept;
-  AtomicFile(const AtomicFile&) = delete;
-  AtomicFile& operator=(const AtomicFile&) = delete;
-  ~AtomicFile();
-
-  Status Append(std::string_view data);
-  // Flushes to disk, renames onto the final path and syncs the directory.
-  Status Commit();
-
-  const std::string& path() const { return path_; }
-  const std::string& temp_path() const { return temp_path_; }
-
- private:
-  AtomicFile(std::string path, std::string temp_path, int fd);
-  void Discard();
-
-  std::string path_;
-  std::string temp_path_;
-  int fd_ = -1;  // -1 once committed or discarded
-};
-
-// The Status for a failed system call: "<what>: <strerror(errnum)>", with the
-// code that fits errnum (NotFound, PermissionDenied, else Unavailable).
-Status ErrnoStatus(const std::string& what, int errnum);
-
-// ---------------------------------------------------------------------------
 // Corpus
+
+// The size of the published text8: the first 100,000,000 bytes of enwik9,
+// cleaned.
+inline constexpr uint64_t kText8Bytes = 100'000'000;
 
 // text8's 90/5/5 split scaled to any length: train is [0, train_end),
 // validation [train_end, validation_end), test [validation_end, size), with
@@ -200,4 +168,4 @@ Status EncodeSymbols(std::string_view bytes, int vocab, std::vector<uint8_t>* sy
 
 }  // namespace ablate::text8
 
-#endif  // ABLATE_WORKER_TEXT8_H_
+#endif  // ABLATE_DATA_TEXT8_H_

@@ -6,15 +6,15 @@
 // or kernel crash may lose the last commits (the file stays consistent).
 // Sync::kFull fsyncs the WAL on every commit, so an acknowledged write also
 // survives a power loss, at a few milliseconds per group commit.
-#ifndef ABLATE_COORDINATOR_STORE_H_
-#define ABLATE_COORDINATOR_STORE_H_
+#ifndef ABLATE_STORE_STORE_H_
+#define ABLATE_STORE_STORE_H_
 
 #include <cstdint>
 #include <memory>
 #include <string>
 
 #include "common/status.h"
-#include "coordinator/sqlite.h"
+#include "store/sqlite.h"
 
 namespace ablate {
 
@@ -46,4 +46,4 @@ StatusOr<std::unique_ptr<Database>> OpenStoreReadOnly(const std::string& path);
 
 }  // namespace ablate
 
-#endif  // ABLATE_COORDINATOR_STORE_H_
+#endif  // ABLATE_STORE_STORE_H_

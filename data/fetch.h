@@ -1,7 +1,7 @@
 // Downloading text8: fetch the published zip once per machine, unpack the
 // `text8` member, verify it and keep it in a cache directory.
-#ifndef ABLATE_WORKER_TEXT8_FETCH_H_
-#define ABLATE_WORKER_TEXT8_FETCH_H_
+#ifndef ABLATE_DATA_FETCH_H_
+#define ABLATE_DATA_FETCH_H_
 
 #include <cstdint>
 #include <functional>
@@ -9,6 +9,7 @@
 
 #include "common/run_config.h"
 #include "common/status.h"
+#include "data/text8.h"
 
 namespace ablate::text8 {
 
@@ -16,8 +17,8 @@ struct FetchOptions {
   // Cache directory; created when missing if its parent exists.
   std::string data_dir;
   std::string url = kText8Url;
-  // The size `text8` must have; the published file has 100,000,000 bytes.
-  uint64_t expected_bytes = 100'000'000;
+  // The size `text8` must have.
+  uint64_t expected_bytes = kText8Bytes;
   // Give up when connecting takes longer than this.
   long connect_timeout_s = 30;
   // Give up when fewer than 1,000 bytes a second arrive for this long.
@@ -52,4 +53,16 @@ StatusOr<std::string> EnsureText8(const FetchOptions& options, const ProgressFn&
 
 }  // namespace ablate::text8
 
-#endif  // ABLATE_WORKER_TEXT8_FETCH_H_
+namespace ablate {
+
+// The directory `corpus: text8` is cached in when no --data-dir is given:
+// $ABLATE_DATA_DIR, else ./data.
+std::string DefaultDataDir();
+
+// Resolves config.data to a file this machine can read: data.path as is, or
+// the cached text8 (downloaded on first use) under `data_dir`.
+StatusOr<std::string> ResolveCorpus(const DataConfig& data, const std::string& data_dir);
+
+}  // namespace ablate
+
+#endif  // ABLATE_DATA_FETCH_H_

@@ -1,4 +1,4 @@
-#include "coordinator/events.h"
+#include "store/events.h"
 
 namespace ablate {
 

@@ -1,14 +1,14 @@
 // The events table: one row per state transition (a lease, a completion, an
 // expiry, a launch...), kept for audit and debugging.
-#ifndef ABLATE_COORDINATOR_EVENTS_H_
-#define ABLATE_COORDINATOR_EVENTS_H_
+#ifndef ABLATE_STORE_EVENTS_H_
+#define ABLATE_STORE_EVENTS_H_
 
 #include <cstdint>
 #include <optional>
 #include <string>
 
 #include "common/status.h"
-#include "coordinator/sqlite.h"
+#include "store/sqlite.h"
 
 namespace ablate {
 
@@ -26,4 +26,4 @@ Status RecordEvent(Database& db, const Event& event);
 
 }  // namespace ablate
 
-#endif  // ABLATE_COORDINATOR_EVENTS_H_
+#endif  // ABLATE_STORE_EVENTS_H_

@@ -1,4 +1,4 @@
-#include "coordinator/writer.h"
+#include "store/writer.h"
 
 #include <gtest/gtest.h>
 
@@ -6,8 +6,8 @@
 #include <thread>
 #include <vector>
 
-#include "coordinator/store.h"
-#include "coordinator/test_util.h"
+#include "store/store.h"
+#include "store/test_util.h"
 
 namespace ablate {
 namespace {

@@ -3,15 +3,15 @@
 // connection from OpenStoreReadOnly, with no coordinator running).
 //
 // Thread safety: as for the Database it reads.
-#ifndef ABLATE_COORDINATOR_STORE_READER_H_
-#define ABLATE_COORDINATOR_STORE_READER_H_
+#ifndef ABLATE_STORE_READER_H_
+#define ABLATE_STORE_READER_H_
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "common/status.h"
-#include "coordinator/sqlite.h"
+#include "store/sqlite.h"
 #include "proto/ablate.pb.h"
 
 namespace ablate {
@@ -44,7 +44,7 @@ class StoreReader {
   // unknown job.
   StatusOr<std::vector<v1::CurvePoint>> JobCurve(int64_t job_id);
 
-  // A sweep's results and averaged curves, as coordinator/results.h's
+  // A sweep's results and averaged curves, as store/results.h's
   // QueryResults and QueryCurves.
   Status Results(const v1::ResultsRequest& request, v1::ResultsResponse* out);
   Status Curves(const v1::CurvesRequest& request, v1::CurvesResponse* out);
@@ -57,4 +57,4 @@ class StoreReader {
 
 }  // namespace ablate
 
-#endif  // ABLATE_COORDINATOR_STORE_READER_H_
+#endif  // ABLATE_STORE_READER_H_

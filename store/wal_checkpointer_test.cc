@@ -1,5 +1,5 @@
 // WalCheckpointer on a real database file.
-#include "coordinator/wal_checkpointer.h"
+#include "store/wal_checkpointer.h"
 
 #include <gtest/gtest.h>
 
@@ -8,8 +8,8 @@
 #include <string>
 #include <thread>
 
-#include "coordinator/store.h"
-#include "coordinator/test_util.h"
+#include "store/store.h"
+#include "store/test_util.h"
 
 namespace ablate {
 namespace {

@@ -1,4 +1,4 @@
-#include "coordinator/wal_checkpointer.h"
+#include "store/wal_checkpointer.h"
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>

@@ -3,8 +3,8 @@
 //
 // Thread safety: a Database is used by one thread at a time (the coordinator's
 // writer thread, or the CLI's main thread).
-#ifndef ABLATE_COORDINATOR_SQLITE_H_
-#define ABLATE_COORDINATOR_SQLITE_H_
+#ifndef ABLATE_STORE_SQLITE_H_
+#define ABLATE_STORE_SQLITE_H_
 
 #include <cstdint>
 #include <memory>
@@ -146,4 +146,4 @@ class Database {
 
 }  // namespace ablate
 
-#endif  // ABLATE_COORDINATOR_SQLITE_H_
+#endif  // ABLATE_STORE_SQLITE_H_

@@ -1,4 +1,4 @@
-#include "coordinator/writer.h"
+#include "store/writer.h"
 
 #include <spdlog/spdlog.h>
 

@@ -1,5 +1,5 @@
 // EnsureText8 against a real HTTP server (python3 -m http.server) on loopback.
-#include "worker/text8_fetch.h"
+#include "data/fetch.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -23,7 +23,7 @@
 #include <utility>
 #include <vector>
 
-#include "worker/text8.h"
+#include "data/text8.h"
 
 namespace ablate::text8 {
 namespace {

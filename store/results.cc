@@ -1,4 +1,4 @@
-#include "coordinator/results.h"
+#include "store/results.h"
 
 #include <fmt/format.h>
 
@@ -15,55 +15,14 @@
 
 #include "common/run_config.h"
 #include "common/spec.h"
-#include "coordinator/store_reader.h"
+#include "store/reader.h"
+#include "store/statistics.h"
 
 namespace ablate {
 
 namespace {
 
 using nlohmann::json;
-
-constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-
-// Lentz's continued fraction for the regularized incomplete beta function.
-double BetaContinuedFraction(double a, double b, double x) {
-  constexpr double kTiny = 1e-300;
-  constexpr double kEpsilon = 1e-15;
-  const double qab = a + b, qap = a + 1, qam = a - 1;
-  auto guard = [&](double v) { return std::fabs(v) < kTiny ? kTiny : v; };
-  double c = 1;
-  double d = 1 / guard(1 - qab * x / qap);
-  double h = d;
-  for (int m = 1; m <= 1000; ++m) {
-    const double m2 = 2.0 * m;
-    double aa = m * (b - m) * x / ((qam + m2) * (a + m2));
-    d = 1 / guard(1 + aa * d);
-    c = guard(1 + aa / c);
-    h *= d * c;
-    aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2));
-    d = 1 / guard(1 + aa * d);
-    c = guard(1 + aa / c);
-    const double step = d * c;
-    h *= step;
-    if (std::fabs(step - 1) < kEpsilon) break;
-  }
-  return h;
-}
-
-// I_x(a, b).
-double RegularizedIncompleteBeta(double a, double b, double x) {
-  if (x <= 0) return 0;
-  if (x >= 1) return 1;
-  const double front = std::exp(std::lgamma(a + b) - std::lgamma(a) - std::lgamma(b) +
-                                a * std::log(x) + b * std::log1p(-x));
-  if (x < (a + 1) / (a + b + 2)) return front * BetaContinuedFraction(a, b, x) / a;
-  return 1 - front * BetaContinuedFraction(b, a, 1 - x) / b;
-}
-
-// P(|T| > t) for Student's t with `df` degrees of freedom.
-double TwoSidedTail(double t, double df) {
-  return RegularizedIncompleteBeta(df / 2, 0.5, df / (df + t * t));
-}
 
 // Holds one read snapshot for a whole query, so that a coordinator's commits
 // between its statements cannot mix two states of the sweep. A savepoint
@@ -424,20 +383,14 @@ struct GroupValues {
   int64_t unfinished = 0;
 };
 
-void Summarise(const GroupValues& group, double t975, v1::ResultRow* row) {
-  const auto n = static_cast<int64_t>(group.values.size());
-  double sum = 0;
-  for (double v : group.values) sum += v;
-  const double mean = sum / static_cast<double>(n);
-  double squares = 0;
-  for (double v : group.values) squares += (v - mean) * (v - mean);
-  const double stddev = n > 1 ? std::sqrt(squares / static_cast<double>(n - 1)) : kNaN;
-  row->set_n(n);
-  row->set_mean(mean);
-  row->set_stddev(stddev);
-  row->set_min(*std::min_element(group.values.begin(), group.values.end()));
-  row->set_max(*std::max_element(group.values.begin(), group.values.end()));
-  row->set_ci95(n > 1 ? t975 * stddev / std::sqrt(static_cast<double>(n)) : kNaN);
+void Summarise(const GroupValues& group, v1::ResultRow* row) {
+  const Summary s = Summarize(group.values);
+  row->set_n(s.n);
+  row->set_mean(s.mean);
+  row->set_stddev(s.stddev);
+  row->set_min(s.min);
+  row->set_max(s.max);
+  row->set_ci95(s.ci95);
   row->set_unfinished(group.unfinished);
   for (int64_t id : group.job_ids) row->add_job_ids(id);
 }
@@ -548,27 +501,10 @@ struct JobCurve {
   std::vector<double> values;
 };
 
-// Running statistics of one (group, step) cell (Welford).
-struct StepStats {
-  int64_t n = 0;
-  double mean = 0, m2 = 0;
-  double min = std::numeric_limits<double>::infinity();
-  double max = -std::numeric_limits<double>::infinity();
-
-  void Add(double x) {
-    ++n;
-    const double delta = x - mean;
-    mean += delta / static_cast<double>(n);
-    m2 += delta * (x - mean);
-    min = std::min(min, x);
-    max = std::max(max, x);
-  }
-};
-
 // Adds `curve` at every grid step within its first and last step, linearly
 // interpolated between its neighbouring points.
 void Accumulate(const std::vector<int64_t>& steps, const std::vector<double>& values,
-                const std::vector<int64_t>& grid, std::vector<StepStats>* cells) {
+                const std::vector<int64_t>& grid, std::vector<RunningSummary>* cells) {
   size_t g = std::lower_bound(grid.begin(), grid.end(), steps.front()) - grid.begin();
   size_t i = 0;
   for (; g < grid.size() && grid[g] <= steps.back(); ++g) {
@@ -608,17 +544,6 @@ std::vector<int64_t> Grid(const std::vector<std::vector<int64_t>>& schedules, in
 
 }  // namespace
 
-double StudentT975(int64_t degrees_of_freedom) {
-  const auto df = static_cast<double>(std::max<int64_t>(degrees_of_freedom, 1));
-  // The two-sided tail falls as t grows; t(0.975, 1) = 12.7 lies well inside.
-  double low = 0, high = 1000;
-  while (high - low > 1e-12 * high) {
-    const double mid = 0.5 * (low + high);
-    (TwoSidedTail(mid, df) > 0.05 ? low : high) = mid;
-  }
-  return 0.5 * (low + high);
-}
-
 StatusOr<v1::ResultsResponse> QueryResults(Database& db, const v1::ResultsRequest& request) {
   ABLATE_RETURN_IF_ERROR(CheckSplit(request.split()));
   if (request.at() == v1::VALUE_AT_STEP && request.step() < 0) {
@@ -648,13 +573,10 @@ StatusOr<v1::ResultsResponse> QueryResults(Database& db, const v1::ResultsReques
   }
 
   ABLATE_ASSIGN_OR_RETURN(const auto runs, LoadRuns(db, sweep.summary.id()));
-  std::map<int64_t, double> t975;  // by degrees of freedom
   for (const auto& [key, group] : groups) {
     v1::ResultRow* row = response.add_rows();
     for (const std::string& value : key.values) row->add_values_json(value);
-    const auto df = static_cast<int64_t>(group.values.size()) - 1;
-    if (df > 0 && !t975.count(df)) t975[df] = StudentT975(df);
-    Summarise(group, df > 0 ? t975[df] : kNaN, row);
+    Summarise(group, row);
     DeviceUseTally tally;
     for (int64_t id : group.job_ids) {
       if (auto run = runs.find(id); run != runs.end()) tally.Add(run->second);
@@ -737,9 +659,9 @@ StatusOr<v1::CurvesResponse> QueryCurves(Database& db, const v1::CurvesRequest& 
         groups.size(), grid.size(), cells, kMaxCurveCells));
   }
   response.mutable_steps()->Add(grid.begin(), grid.end());
-  std::vector<StepStats> stats;
+  std::vector<RunningSummary> stats;
   for (const auto& [key, members] : groups) {
-    stats.assign(grid.size(), StepStats());
+    stats.assign(grid.size(), RunningSummary());
     v1::CurveGroup* group = response.add_groups();
     for (const std::string& value : key.values) group->add_values_json(value);
     group->set_jobs(static_cast<int64_t>(members.size()));
@@ -749,12 +671,12 @@ StatusOr<v1::CurvesResponse> QueryCurves(Database& db, const v1::CurvesRequest& 
       unfinished += member.unfinished ? 1 : 0;
     }
     group->set_unfinished(unfinished);
-    for (const StepStats& cell : stats) {
-      group->add_n(cell.n);
-      group->add_mean(cell.n > 0 ? cell.mean : kNaN);
-      group->add_stddev(cell.n > 1 ? std::sqrt(cell.m2 / static_cast<double>(cell.n - 1)) : kNaN);
-      group->add_min(cell.n > 0 ? cell.min : kNaN);
-      group->add_max(cell.n > 0 ? cell.max : kNaN);
+    for (const RunningSummary& cell : stats) {
+      group->add_n(cell.n());
+      group->add_mean(cell.mean());
+      group->add_stddev(cell.stddev());
+      group->add_min(cell.min());
+      group->add_max(cell.max());
     }
   }
   return response;
