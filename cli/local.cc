@@ -175,112 +175,91 @@ Status PrintResults(const std::string& db_path, const SweepSpec& spec, int64_t s
   return Status::OK();
 }
 
-int RunLocal(const LocalOptions& options) {
-  auto spec = LoadSpecFile(options.spec_path);
-  if (!spec.ok()) return ReportError("local", spec.status());
-  auto jobs = ExpandGrid(*spec);
-  if (!jobs.ok()) return ReportError("local", jobs.status());
-  auto worker_binary = FindWorkerBinary();
-  if (!worker_binary.ok()) return ReportError("local", worker_binary.status());
-  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  const int threads = options.threads > 0 ? options.threads : std::max(1, cores / options.workers);
-
-  // The coordinator's threads inherit this mask, so the signals wait for the
-  // sigtimedwait below.
+// Blocks SIGINT, SIGTERM and SIGHUP for this thread and the coordinator's
+// threads it starts, so that they wait for sigtimedwait in Watch.
+sigset_t BlockStopSignals() {
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  // Output to a closed terminal or pipe must not end us before the workers.
-  std::signal(SIGPIPE, SIG_IGN);
+  return signals;
+}
 
-  // The coordinator's log would tear the progress display; only problems show.
-  spdlog::set_default_logger(spdlog::stderr_color_mt("coordinator"));
-  spdlog::set_level(spdlog::level::warn);
-  CoordinatorOptions coordinator;
-  coordinator.db_path = options.db_path;
-  coordinator.listen = "127.0.0.1:0";
-  auto server = CoordinatorServer::Start(coordinator);
-  if (!server.ok()) return ReportError("local", server.status());
-  ClientOptions client;
-  client.address = (*server)->address();
-  auto sweeps = SweepsClient::Connect(client);
-  if (!sweeps.ok()) return ReportError("local", sweeps.status());
-
+StatusOr<v1::LaunchResponse> Launch(SweepsClient& sweeps, const SweepSpec& spec,
+                                    const LocalOptions& options) {
   v1::LaunchRequest launch;
-  launch.set_spec_text(spec->source_text);
+  launch.set_spec_text(spec.source_text);
   launch.set_filename(options.spec_path);
   v1::LaunchResponse launched;
-  Status s = (*sweeps)->Launch(launch, &launched);
-  if (!s.ok()) return ReportError("local", s);
+  ABLATE_RETURN_IF_ERROR(sweeps.Launch(launch, &launched));
   std::printf("sweep %lld '%s' in %s: %lld jobs created, %lld already there\n",
               static_cast<long long>(launched.sweep_id()), launched.name().c_str(),
               options.db_path.c_str(), static_cast<long long>(launched.jobs_created()),
               static_cast<long long>(launched.jobs_existing()));
+  return launched;
+}
 
-  v1::GetStatusRequest request;
-  request.mutable_sweep()->set_id(launched.sweep_id());
-  v1::GetStatusResponse status;
-  s = (*sweeps)->GetStatus(request, &status);
-  if (!s.ok()) return ReportError("local", s);
-
+// options.workers worker processes of `worker_binary` serving `address`,
+// each logging to a file beside the database.
+StatusOr<std::vector<WorkerProcess>> StartWorkers(const LocalOptions& options,
+                                                  const std::string& worker_binary,
+                                                  const std::string& address) {
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int threads = options.threads > 0 ? options.threads : std::max(1, cores / options.workers);
+  const std::string log_dir = options.db_path + ".logs";
+  std::error_code error;
+  std::filesystem::create_directories(log_dir, error);
+  if (error) return Status::IOError("cannot create " + log_dir + ": " + error.message());
   std::vector<WorkerProcess> workers;
-  const v1::JobCounts& initial = status.sweeps(0).sweep().counts();
-  if (initial.pending() + initial.running() == 0) {
-    std::printf("nothing to do: no job of the sweep is pending or running\n");
-  } else {
-    const std::string log_dir = options.db_path + ".logs";
-    std::error_code error;
-    std::filesystem::create_directories(log_dir, error);
-    if (error) {
-      return ReportError("local",
-                         Status::IOError("cannot create " + log_dir + ": " + error.message()));
+  for (int i = 0; i < options.workers; ++i) {
+    std::vector<std::string> args = {
+        worker_binary, "--coordinator",         address, "--exit-when-idle",
+        "--threads",   std::to_string(threads), "--name", fmt::format("local-{}", i),
+        "--device",    options.device,          "--poll", "0.5"};
+    if (!options.data_dir.empty()) {
+      args.push_back("--data-dir");
+      args.push_back(options.data_dir);
     }
-    for (int i = 0; i < options.workers; ++i) {
-      std::vector<std::string> args = {
-          *worker_binary, "--coordinator",         client.address, "--exit-when-idle",
-          "--threads",    std::to_string(threads), "--name",       fmt::format("local-{}", i),
-          "--device",     options.device,          "--poll",       "0.5"};
-      if (!options.data_dir.empty()) {
-        args.push_back("--data-dir");
-        args.push_back(options.data_dir);
-      }
-      auto worker = SpawnWorker(args, fmt::format("{}/worker-{}.log", log_dir, i));
-      if (!worker.ok()) {
-        SignalWorkers(workers, SIGTERM);
-        return ReportError("local", worker.status());
-      }
-      workers.push_back(*worker);
+    auto worker = SpawnWorker(args, fmt::format("{}/worker-{}.log", log_dir, i));
+    if (!worker.ok()) {
+      SignalWorkers(workers, SIGTERM);
+      return worker.status();
     }
-    std::printf("%d worker%s with %d thread%s%s; logs in %s/\n", options.workers,
-                options.workers == 1 ? "" : "s", threads, threads == 1 ? "" : "s",
-                options.workers == 1 ? "" : " each", log_dir.c_str());
+    workers.push_back(*worker);
   }
-  std::fflush(stdout);
+  std::printf("%d worker%s with %d thread%s%s; logs in %s/\n", options.workers,
+              options.workers == 1 ? "" : "s", threads, threads == 1 ? "" : "s",
+              options.workers == 1 ? "" : " each", log_dir.c_str());
+  return workers;
+}
 
+// Shows the sweep's progress until every worker has exited; a first signal
+// asks the workers to hand their jobs back, a second kills them. Returns
+// how many signals came.
+int Watch(std::vector<WorkerProcess>* workers, SweepsClient& sweeps,
+          const v1::GetStatusRequest& request, const sigset_t& signals) {
   const bool terminal = isatty(STDOUT_FILENO);
   StatusView view;
   int drawn_lines = 0;
   int interrupts = 0;
   auto last_log = std::chrono::steady_clock::now() - kLogInterval;
-  bool running = !workers.empty();
+  bool running = !workers->empty();
   while (running) {
     const timespec wait = {0, std::chrono::nanoseconds(kPollInterval).count()};
-    const int signal = sigtimedwait(&signals, nullptr, &wait);
-    if (signal > 0) {
+    if (sigtimedwait(&signals, nullptr, &wait) > 0) {
       ++interrupts;
-      SignalWorkers(workers, interrupts == 1 ? SIGTERM : SIGKILL);
+      SignalWorkers(*workers, interrupts == 1 ? SIGTERM : SIGKILL);
       std::fprintf(stderr, interrupts == 1
                                ? "\ninterrupted: the workers checkpoint and hand their jobs back "
                                  "(again to kill them)\n"
                                : "\nkilling the workers\n");
       drawn_lines = 0;
     }
-    running = ReapWorkers(&workers);
+    running = ReapWorkers(workers);
     v1::GetStatusResponse now;
-    if (!(*sweeps)->GetStatus(request, &now).ok()) continue;
+    if (!sweeps.GetStatus(request, &now).ok()) continue;
     view.Update(now, std::chrono::steady_clock::now(), NowMs());
     if (terminal) {
       const std::string frame = view.Render();
@@ -293,26 +272,78 @@ int RunLocal(const LocalOptions& options) {
     }
     std::fflush(stdout);
   }
+  return interrupts;
+}
 
-  int exit_code = interrupts > 0 ? kInterruptedExit : 0;
+// The exit code of a run whose workers have exited: interrupted, a worker
+// failed (its log named), or the sweep did not finish cleanly.
+int ExitCode(const std::vector<WorkerProcess>& workers, int interrupts,
+             const v1::JobCounts& counts) {
+  if (interrupts > 0) return kInterruptedExit;
+  int exit_code = 0;
   for (size_t i = 0; i < workers.size(); ++i) {
-    if (workers[i].exit_code == 0 || interrupts > 0) continue;
+    if (workers[i].exit_code == 0) continue;
     std::fprintf(stderr, "ablate local: worker %zu exited with status %d; see %s\n", i,
                  workers[i].exit_code, workers[i].log_path.c_str());
     exit_code = 1;
   }
-  v1::GetStatusResponse final_status;
-  s = (*sweeps)->GetStatus(request, &final_status);
+  if (counts.failed() > 0 || counts.pending() + counts.running() > 0) exit_code = 1;
+  return exit_code;
+}
+
+int RunLocal(const LocalOptions& options) {
+  auto spec = LoadSpecFile(options.spec_path);
+  if (!spec.ok()) return ReportError("local", spec.status());
+  auto jobs = ExpandGrid(*spec);
+  if (!jobs.ok()) return ReportError("local", jobs.status());
+  auto worker_binary = FindWorkerBinary();
+  if (!worker_binary.ok()) return ReportError("local", worker_binary.status());
+
+  const sigset_t signals = BlockStopSignals();
+  // Output to a closed terminal or pipe must not end us before the workers.
+  std::signal(SIGPIPE, SIG_IGN);
+  // The coordinator's log would tear the progress display; only problems show.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("coordinator"));
+  spdlog::set_level(spdlog::level::warn);
+  CoordinatorOptions coordinator;
+  coordinator.db_path = options.db_path;
+  coordinator.listen = "127.0.0.1:0";
+  auto server = CoordinatorServer::Start(coordinator);
+  if (!server.ok()) return ReportError("local", server.status());
+  ClientOptions client;
+  client.address = (*server)->address();
+  auto sweeps = SweepsClient::Connect(client);
+  if (!sweeps.ok()) return ReportError("local", sweeps.status());
+  auto launched = Launch(**sweeps, *spec, options);
+  if (!launched.ok()) return ReportError("local", launched.status());
+
+  v1::GetStatusRequest request;
+  request.mutable_sweep()->set_id(launched->sweep_id());
+  v1::GetStatusResponse status;
+  Status s = (*sweeps)->GetStatus(request, &status);
   if (!s.ok()) return ReportError("local", s);
-  const v1::SweepStatus& sweep = final_status.sweeps(0);
+  std::vector<WorkerProcess> workers;
+  const v1::JobCounts& initial = status.sweeps(0).sweep().counts();
+  if (initial.pending() + initial.running() == 0) {
+    std::printf("nothing to do: no job of the sweep is pending or running\n");
+  } else {
+    auto started = StartWorkers(options, *worker_binary, client.address);
+    if (!started.ok()) return ReportError("local", started.status());
+    workers = std::move(started).value();
+  }
+  std::fflush(stdout);
+  const int interrupts = Watch(&workers, **sweeps, request, signals);
+
+  s = (*sweeps)->GetStatus(request, &status);
+  if (!s.ok()) return ReportError("local", s);
+  const v1::SweepStatus& sweep = status.sweeps(0);
+  const int exit_code = ExitCode(workers, interrupts, sweep.sweep().counts());
   PrintCounts(sweep);
   // Read while the coordinator still holds the database, so that its
   // shutdown leaves no journal files behind a reader.
   s = PrintResults(options.db_path, *spec, sweep.sweep().id());
   (*server)->Shutdown();
   if (!s.ok()) return ReportError("local", s);
-  const v1::JobCounts& c = sweep.sweep().counts();
-  if (exit_code == 0 && (c.failed() > 0 || c.pending() + c.running() > 0)) exit_code = 1;
   return exit_code;
 }
 

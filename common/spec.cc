@@ -1118,8 +1118,10 @@ StatusOr<RunConfig> LoadRunConfigFile(const std::string& path) {
   return ParseRunConfig(text, path);
 }
 
-StatusOr<std::vector<Job>> ExpandGrid(const SweepSpec& spec, size_t max_jobs) {
-  // The size first, without overflow, so that no grid is too large to refuse.
+namespace {
+
+// The number of grid points, refused (without overflowing) past max_jobs.
+StatusOr<size_t> CountPoints(const SweepSpec& spec, size_t max_jobs) {
   size_t points = 1;
   bool too_many = false;
   double approximate = 1;
@@ -1140,28 +1142,25 @@ StatusOr<std::vector<Job>> ExpandGrid(const SweepSpec& spec, size_t max_jobs) {
                    "the grid has " + DescribeCount(approximate) + " points (" + Join(shape, " x ") +
                        "), more than the limit of " + std::to_string(max_jobs) + " jobs");
   }
+  return points;
+}
 
-  // A spec assembled by hand rather than by ParseSpec may have any shape.
-  const bool base_ok =
-      spec.base.is_object() && std::all_of(spec.base.begin(), spec.base.end(),
-                                           [](const json& section) { return section.is_object(); });
-  if (!base_ok) {
-    return ErrorAt(spec.filename, {},
-                   "base: expected {section: {setting: value}}, got " + Show(spec.base));
-  }
+// Each exclude as the (axis, level) pairs it matches.
+using Exclude = std::vector<std::pair<size_t, size_t>>;
 
-  // Excludes as (axis, level) pairs.
+StatusOr<std::vector<Exclude>> ResolveExcludes(const SweepSpec& spec) {
   const AxisIndex index(spec.axes);
-  std::vector<std::vector<std::pair<size_t, size_t>>> excludes;
+  std::vector<Exclude> excludes;
   for (const auto& exclude : spec.excludes) {
     if (!exclude.is_object()) {
       return ErrorAt(spec.filename, {}, "exclude: expected {setting: value}, got " + Show(exclude));
     }
-    auto& pairs = excludes.emplace_back();
+    Exclude& pairs = excludes.emplace_back();
     for (auto field = exclude.begin(); field != exclude.end(); ++field) {
       const std::optional<size_t> axis = index.Axis(field.key());
-      if (!axis)
+      if (!axis) {
         return ErrorAt(spec.filename, {}, "exclude: " + field.key() + " is not a grid axis");
+      }
       const std::optional<size_t> level = index.Level(*axis, *field);
       if (!level) {
         return ErrorAt(
@@ -1171,34 +1170,48 @@ StatusOr<std::vector<Job>> ExpandGrid(const SweepSpec& spec, size_t max_jobs) {
       pairs.emplace_back(*axis, *level);
     }
   }
+  return excludes;
+}
 
+// The grid points no exclude drops, in grid order (the last axis turns
+// fastest): their axis levels, one row of spec.axes.size() after another,
+// and their point numbers.
+struct KeptPoints {
+  std::vector<size_t> levels;
+  std::vector<size_t> points;
+};
+
+KeptPoints Keep(const SweepSpec& spec, size_t points, const std::vector<Exclude>& excludes) {
+  KeptPoints kept;
   const size_t num_axes = spec.axes.size();
-  std::vector<size_t> kept_levels;  // job after job, in grid order
-  std::vector<size_t> kept_points;  // the grid point of each job
   std::vector<size_t> levels(num_axes, 0);
   for (size_t point = 0; point < points; ++point) {
-    const bool excluded = std::any_of(excludes.begin(), excludes.end(), [&](const auto& pairs) {
+    const bool excluded = std::any_of(excludes.begin(), excludes.end(), [&](const Exclude& pairs) {
       return std::all_of(pairs.begin(), pairs.end(),
                          [&](const auto& pair) { return levels[pair.first] == pair.second; });
     });
     if (!excluded) {
-      kept_levels.insert(kept_levels.end(), levels.begin(), levels.end());
-      kept_points.push_back(point);
+      kept.levels.insert(kept.levels.end(), levels.begin(), levels.end());
+      kept.points.push_back(point);
     }
-    for (size_t a = num_axes; a-- > 0;) {  // odometer: the last axis turns fastest
+    for (size_t a = num_axes; a-- > 0;) {  // odometer
       if (++levels[a] < spec.axes[a].values.size()) break;
       levels[a] = 0;
     }
   }
-  const size_t num_jobs = kept_points.size();
-  if (num_jobs == 0) return ErrorAt(spec.filename, {}, "the excludes drop every job of the grid");
+  return kept;
+}
 
+// A job per kept point, in grid order: its factors, config and hash.
+StatusOr<std::vector<Job>> BuildJobs(const SweepSpec& spec, const KeptPoints& kept) {
+  const size_t num_axes = spec.axes.size();
   ConfigBuilder builder(spec);
-  std::vector<Job> grid_jobs(num_jobs);
-  for (size_t j = 0; j < num_jobs; ++j) {
-    levels.assign(kept_levels.begin() + static_cast<std::ptrdiff_t>(j * num_axes),
-                  kept_levels.begin() + static_cast<std::ptrdiff_t>((j + 1) * num_axes));
-    Job& job = grid_jobs[j];
+  std::vector<Job> jobs(kept.points.size());
+  std::vector<size_t> levels;
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    levels.assign(kept.levels.begin() + static_cast<std::ptrdiff_t>(j * num_axes),
+                  kept.levels.begin() + static_cast<std::ptrdiff_t>((j + 1) * num_axes));
+    Job& job = jobs[j];
     job.factors = json::object();
     for (size_t a = 0; a < num_axes; ++a) {
       job.factors[spec.axes[a].key] = spec.axes[a].values[levels[a]];
@@ -1211,21 +1224,49 @@ StatusOr<std::vector<Job>> ExpandGrid(const SweepSpec& spec, size_t max_jobs) {
     job.config = std::move(config).value();
     job.config_hash = ConfigHash(job.config);
   }
+  return jobs;
+}
 
+// The jobs in hand-out order (BalancedOrder over the reference ranks), each
+// with its order set.
+std::vector<Job> InHandOutOrder(const SweepSpec& spec, size_t points, const KeptPoints& kept,
+                                std::vector<Job> grid_jobs) {
   std::vector<size_t> axis_sizes;
   for (const auto& axis : spec.axes) axis_sizes.push_back(axis.values.size());
   const std::vector<size_t> rank = ReferenceRanks(axis_sizes, points);
-  std::vector<size_t> scan_order(num_jobs);
+  std::vector<size_t> scan_order(grid_jobs.size());
   std::iota(scan_order.begin(), scan_order.end(), 0);
   std::sort(scan_order.begin(), scan_order.end(),
-            [&](size_t a, size_t b) { return rank[kept_points[a]] < rank[kept_points[b]]; });
+            [&](size_t a, size_t b) { return rank[kept.points[a]] < rank[kept.points[b]]; });
   std::vector<Job> jobs;
-  jobs.reserve(num_jobs);
-  for (size_t index : BalancedOrder(kept_levels, scan_order, axis_sizes)) {
+  jobs.reserve(grid_jobs.size());
+  for (size_t index : BalancedOrder(kept.levels, scan_order, axis_sizes)) {
     jobs.push_back(std::move(grid_jobs[index]));
     jobs.back().order = static_cast<int64_t>(jobs.size() - 1);
   }
   return jobs;
+}
+
+}  // namespace
+
+StatusOr<std::vector<Job>> ExpandGrid(const SweepSpec& spec, size_t max_jobs) {
+  // The size first, so that no grid is too large to refuse.
+  ABLATE_ASSIGN_OR_RETURN(const size_t points, CountPoints(spec, max_jobs));
+  // A spec assembled by hand rather than by ParseSpec may have any shape.
+  const bool base_ok =
+      spec.base.is_object() && std::all_of(spec.base.begin(), spec.base.end(),
+                                           [](const json& section) { return section.is_object(); });
+  if (!base_ok) {
+    return ErrorAt(spec.filename, {},
+                   "base: expected {section: {setting: value}}, got " + Show(spec.base));
+  }
+  ABLATE_ASSIGN_OR_RETURN(const std::vector<Exclude> excludes, ResolveExcludes(spec));
+  const KeptPoints kept = Keep(spec, points, excludes);
+  if (kept.points.empty()) {
+    return ErrorAt(spec.filename, {}, "the excludes drop every job of the grid");
+  }
+  ABLATE_ASSIGN_OR_RETURN(std::vector<Job> grid_jobs, BuildJobs(spec, kept));
+  return InHandOutOrder(spec, points, kept, std::move(grid_jobs));
 }
 
 std::string SpecHash(const SweepSpec& spec) {

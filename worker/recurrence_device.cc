@@ -144,132 +144,389 @@ torch::Tensor TableGrad(RecurrenceDevice& dev, const torch::Tensor& tokens,
 
 }  // namespace
 
-RecurrentOutput DeviceForward(RecurrenceDevice& dev, const torch::Tensor& table_in,
-                              const torch::Tensor& tokens_in, const RecurrentState& init,
-                              const RecurrentWeights& w, Precision precision,
-                              DeviceActivations* acts) {
-  TORCH_CHECK(table_in.scalar_type() == torch::kFloat, "the device recurrence runs in float");
-  TORCH_CHECK(tokens_in.device() == table_in.device(), "the symbols are on ",
-              tokens_in.device().str(), ", the table on ", table_in.device().str());
-  // The kernels read the weights through raw pointers.
+namespace {
+
+// The kernels read the weights through raw pointers.
+void CheckInputs(const torch::Tensor& table, const torch::Tensor& tokens,
+                 const RecurrentWeights& w) {
+  TORCH_CHECK(table.scalar_type() == torch::kFloat, "the device recurrence runs in float");
+  TORCH_CHECK(tokens.device() == table.device(), "the symbols are on ", tokens.device().str(),
+              ", the table on ", table.device().str());
   for (const torch::Tensor* t :
        {&w.w_h, &w.w_hc, &w.ln_h_gain, &w.ln_h_shift, &w.ln_2_gain, &w.ln_2_shift}) {
     TORCH_CHECK(!t->defined() || t->numel() == 0 ||
                     (t->scalar_type() == torch::kFloat && t->is_contiguous() &&
-                     t->device() == table_in.device()),
+                     t->device() == table.device()),
                 "the device recurrence takes contiguous float weights on the table's device");
   }
-  const torch::Tensor table = table_in.contiguous();
-  const torch::Tensor tokens = tokens_in.to(torch::kLong).contiguous();
-  const int64_t steps = tokens.size(0), batch = tokens.size(1), hidden = w.hidden();
-  const int64_t width = table.size(1), gate_width = w.w_h.size(1);
-  const bool lstm = w.cell == Cell::kLstm, ln = w.layer_norm;
-  const device::RowShape shape = ShapeOf(w, batch, width);
-  const bool keep = acts != nullptr;
-  const GemmInputs inputs = RecurrentInputs(precision);
-  const bool bf16 = inputs == GemmInputs::kBf16;
-  const auto opts = table.options();
-  const int64_t slots = keep ? steps : 1;
+}
 
-  std::vector<torch::Tensor> local(kSlotCount);
-  std::vector<torch::Tensor>& s = keep ? acts->tensors : local;
-  s.assign(kSlotCount, torch::Tensor());
-  s[kTokens] = tokens;
-  s[kTable] = table;
-  s[kH] = torch::empty({steps + 1, batch, hidden}, opts);
-  s[kH][0].copy_(init.h);
-  s[kGates] = torch::empty({slots, batch, gate_width}, opts);
-  s[kCand] = torch::empty({slots, batch, hidden}, opts);
-  if (ln) {
-    s[kXhatH] = torch::empty({slots, batch, gate_width}, opts);
-    s[kRstdH] = torch::empty({slots, batch}, opts);
-    s[kXhat2] = torch::empty({slots, batch, hidden}, opts);
-    s[kRstd2] = torch::empty({slots, batch}, opts);
-  }
-  if (lstm) {
-    s[kC] = torch::empty({keep ? steps + 1 : 2, batch, hidden}, opts);
-    s[kC][0].copy_(init.c);
-  } else {
-    s[kRh] = torch::empty({slots, batch, hidden}, opts);
-  }
-  // bf16 copies of the products' inputs: h (two, in turn) and r * h.
-  torch::Tensor h_bf16, rh_bf16;
-  if (bf16) {
-    s[kWhBf16] = w.w_h.to(torch::kBFloat16).contiguous();
-    if (!lstm) s[kWhcBf16] = w.w_hc.to(torch::kBFloat16).contiguous();
-    h_bf16 = torch::empty({2, batch, hidden}, opts.dtype(torch::kBFloat16));
-    h_bf16[0].copy_(init.h);
-    if (!lstm) rh_bf16 = torch::empty({1, batch, hidden}, opts.dtype(torch::kBFloat16));
-  }
-  torch::Tensor z = torch::empty({batch, gate_width}, opts);
-  torch::Tensor zc = lstm ? torch::Tensor() : torch::empty({batch, hidden}, opts);
-  const void* w_h = WeightFor(inputs, w.w_h, s[kWhBf16]);
-  const void* w_hc = lstm ? nullptr : WeightFor(inputs, w.w_hc, s[kWhcBf16]);
+// What every step of one pass shares: the device, the weights as the
+// products take them, the shapes and the activations (`s`, DeviceActivations'
+// slots).
+struct PassContext {
+  RecurrenceDevice& dev;
+  const RecurrentWeights& w;
+  device::RowShape shape;
+  GemmInputs inputs;
+  const std::vector<torch::Tensor>* s = nullptr;
+  const void* w_h = nullptr;
+  const void* w_hc = nullptr;  // GRU, MGU
 
-  for (int64_t t = 0; t < steps; ++t) {
-    const void* h_in = bf16 ? static_cast<const void*>(Bf16At(h_bf16, t)) : At(s[kH], t);
-    Product(dev, inputs, h_in, batch, hidden, w_h, gate_width, false, Ptr(z), 0.f);
-    const int64_t* step_tokens = tokens.data_ptr<int64_t>() + t * batch;
-    if (lstm) {
-      device::LstmForward k;
-      k.shape = shape;
-      k.tokens = step_tokens;
-      k.table = table.data_ptr<float>();
-      k.z = Ptr(z);
-      k.gain_h = Ptr(w.ln_h_gain);
-      k.shift_h = Ptr(w.ln_h_shift);
-      k.gain_c = Ptr(w.ln_2_gain);
-      k.shift_c = Ptr(w.ln_2_shift);
-      k.c = At(s[kC], t);
-      k.gates = At(s[kGates], t);
-      k.xhat_h = ln ? At(s[kXhatH], t) : nullptr;
-      k.rstd_h = ln ? At(s[kRstdH], t) : nullptr;
-      k.c_next = At(s[kC], t + 1);
-      k.xhat_c = ln ? At(s[kXhat2], t) : nullptr;
-      k.rstd_c = ln ? At(s[kRstd2], t) : nullptr;
-      k.tc = At(s[kCand], t);
-      k.h_next = At(s[kH], t + 1);
-      k.h_next_bf16 = Bf16At(h_bf16, t + 1);
-      dev.Run(k);
-      continue;
+  bool bf16() const { return inputs == GemmInputs::kBf16; }
+  bool ln() const { return shape.layer_norm; }
+  bool lstm() const { return w.cell == Cell::kLstm; }
+  // Slice t of a layer-norm activation, or null without layer norm.
+  const torch::Tensor& S(Slot slot) const { return (*s)[slot]; }
+  float* Ln(Slot slot, int64_t t) const { return ln() ? At(S(slot), t) : nullptr; }
+  void SetWeights() {
+    w_h = WeightFor(inputs, w.w_h, S(kWhBf16));
+    if (!lstm()) w_hc = WeightFor(inputs, w.w_hc, S(kWhcBf16));
+  }
+};
+
+// The forward pass over the steps of `tokens`: allocates the activations
+// (all T steps' when there is a backward pass to keep them for, else one
+// step's in turn), then runs the steps.
+class ForwardPass {
+ public:
+  ForwardPass(PassContext context, const torch::Tensor& table, const torch::Tensor& tokens,
+              bool keep)
+      : c_(context), table_(table), tokens_(tokens), keep_(keep) {}
+
+  RecurrentOutput Run(const RecurrentState& init) {
+    Allocate(init);
+    for (int64_t t = 0; t < tokens_.size(0); ++t) {
+      const void* h_in = c_.bf16() ? static_cast<const void*>(Bf16At(h_bf16_, t)) : At(c_.S(kH), t);
+      Product(c_.dev, c_.inputs, h_in, batch(), hidden(), c_.w_h, c_.shape.gate_width, false,
+              Ptr(z_), 0.f);
+      if (c_.lstm()) {
+        LstmStep(t);
+      } else {
+        GatedStep(t);
+      }
     }
-    device::GatedGatesForward g;
-    g.shape = shape;
-    g.tokens = step_tokens;
-    g.table = table.data_ptr<float>();
-    g.z = Ptr(z);
-    g.gain = Ptr(w.ln_h_gain);
-    g.shift = Ptr(w.ln_h_shift);
-    g.h = At(s[kH], t);
-    g.gates = At(s[kGates], t);
-    g.xhat = ln ? At(s[kXhatH], t) : nullptr;
-    g.rstd = ln ? At(s[kRstdH], t) : nullptr;
-    g.rh = At(s[kRh], t);
-    g.rh_bf16 = Bf16At(rh_bf16, 0);
-    dev.Run(g);
-    const void* rh_in = bf16 ? static_cast<const void*>(g.rh_bf16) : g.rh;
-    Product(dev, inputs, rh_in, batch, hidden, w_hc, hidden, false, Ptr(zc), 0.f);
-    device::GatedCandidateForward c;
-    c.shape = shape;
-    c.tokens = step_tokens;
-    c.table = g.table;
-    c.z = Ptr(zc);
-    c.gain = Ptr(w.ln_2_gain);
-    c.shift = Ptr(w.ln_2_shift);
-    c.h = g.h;
-    c.gates = g.gates;
-    c.candidate = At(s[kCand], t);
-    c.xhat = ln ? At(s[kXhat2], t) : nullptr;
-    c.rstd = ln ? At(s[kRstd2], t) : nullptr;
-    c.h_next = At(s[kH], t + 1);
-    c.h_next_bf16 = Bf16At(h_bf16, t + 1);
-    dev.Run(c);
+    const int64_t steps = tokens_.size(0);
+    RecurrentOutput out;
+    out.hs = c_.S(kH).narrow(0, 1, steps);
+    out.final.h = c_.S(kH)[steps].clone();
+    if (c_.lstm()) out.final.c = c_.S(kC)[steps % c_.S(kC).size(0)].clone();
+    return out;
   }
-  if (keep) acts->precision = precision;
-  RecurrentOutput out;
-  out.hs = s[kH].narrow(0, 1, steps);
-  out.final.h = s[kH][steps].clone();
-  if (lstm) out.final.c = s[kC][steps % s[kC].size(0)].clone();
+
+  // What the backward pass needs, once Run has returned.
+  std::vector<torch::Tensor> TakeActivations() { return std::move(acts_); }
+
+ private:
+  int64_t batch() const { return c_.shape.batch; }
+  int64_t hidden() const { return c_.shape.hidden; }
+
+  void Allocate(const RecurrentState& init) {
+    std::vector<torch::Tensor>& s = acts_;
+    const int64_t steps = tokens_.size(0), slots = keep_ ? steps : 1;
+    const int64_t B = batch(), H = hidden(), G = c_.shape.gate_width;
+    const auto opts = table_.options();
+    s.assign(kSlotCount, torch::Tensor());
+    s[kTokens] = tokens_;
+    s[kTable] = table_;
+    s[kH] = torch::empty({steps + 1, B, H}, opts);
+    s[kH][0].copy_(init.h);
+    s[kGates] = torch::empty({slots, B, G}, opts);
+    s[kCand] = torch::empty({slots, B, H}, opts);
+    if (c_.ln()) {
+      s[kXhatH] = torch::empty({slots, B, G}, opts);
+      s[kRstdH] = torch::empty({slots, B}, opts);
+      s[kXhat2] = torch::empty({slots, B, H}, opts);
+      s[kRstd2] = torch::empty({slots, B}, opts);
+    }
+    if (c_.lstm()) {
+      s[kC] = torch::empty({keep_ ? steps + 1 : 2, B, H}, opts);
+      s[kC][0].copy_(init.c);
+    } else {
+      s[kRh] = torch::empty({slots, B, H}, opts);
+      zc_ = torch::empty({B, H}, opts);
+    }
+    // bf16 copies of the products' inputs: h (two, in turn) and r * h.
+    if (c_.bf16()) {
+      s[kWhBf16] = c_.w.w_h.to(torch::kBFloat16).contiguous();
+      if (!c_.lstm()) s[kWhcBf16] = c_.w.w_hc.to(torch::kBFloat16).contiguous();
+      h_bf16_ = torch::empty({2, B, H}, opts.dtype(torch::kBFloat16));
+      h_bf16_[0].copy_(init.h);
+      if (!c_.lstm()) rh_bf16_ = torch::empty({1, B, H}, opts.dtype(torch::kBFloat16));
+    }
+    z_ = torch::empty({B, G}, opts);
+    c_.s = &acts_;
+    c_.SetWeights();
+  }
+
+  const int64_t* StepTokens(int64_t t) const { return tokens_.data_ptr<int64_t>() + t * batch(); }
+
+  void LstmStep(int64_t t) {
+    device::LstmForward k;
+    k.shape = c_.shape;
+    k.tokens = StepTokens(t);
+    k.table = table_.data_ptr<float>();
+    k.z = Ptr(z_);
+    k.gain_h = Ptr(c_.w.ln_h_gain);
+    k.shift_h = Ptr(c_.w.ln_h_shift);
+    k.gain_c = Ptr(c_.w.ln_2_gain);
+    k.shift_c = Ptr(c_.w.ln_2_shift);
+    k.c = At(c_.S(kC), t);
+    k.gates = At(c_.S(kGates), t);
+    k.xhat_h = c_.Ln(kXhatH, t);
+    k.rstd_h = c_.Ln(kRstdH, t);
+    k.c_next = At(c_.S(kC), t + 1);
+    k.xhat_c = c_.Ln(kXhat2, t);
+    k.rstd_c = c_.Ln(kRstd2, t);
+    k.tc = At(c_.S(kCand), t);
+    k.h_next = At(c_.S(kH), t + 1);
+    k.h_next_bf16 = Bf16At(h_bf16_, t + 1);
+    c_.dev.Run(k);
+  }
+
+  // The gates, the candidate's product, then the candidate and the update.
+  void GatedStep(int64_t t) {
+    device::GatedGatesForward g;
+    g.shape = c_.shape;
+    g.tokens = StepTokens(t);
+    g.table = table_.data_ptr<float>();
+    g.z = Ptr(z_);
+    g.gain = Ptr(c_.w.ln_h_gain);
+    g.shift = Ptr(c_.w.ln_h_shift);
+    g.h = At(c_.S(kH), t);
+    g.gates = At(c_.S(kGates), t);
+    g.xhat = c_.Ln(kXhatH, t);
+    g.rstd = c_.Ln(kRstdH, t);
+    g.rh = At(c_.S(kRh), t);
+    g.rh_bf16 = Bf16At(rh_bf16_, 0);
+    c_.dev.Run(g);
+    const void* rh_in = c_.bf16() ? static_cast<const void*>(g.rh_bf16) : g.rh;
+    Product(c_.dev, c_.inputs, rh_in, batch(), hidden(), c_.w_hc, hidden(), false, Ptr(zc_), 0.f);
+    device::GatedCandidateForward k;
+    k.shape = c_.shape;
+    k.tokens = g.tokens;
+    k.table = g.table;
+    k.z = Ptr(zc_);
+    k.gain = Ptr(c_.w.ln_2_gain);
+    k.shift = Ptr(c_.w.ln_2_shift);
+    k.h = g.h;
+    k.gates = g.gates;
+    k.candidate = At(c_.S(kCand), t);
+    k.xhat = c_.Ln(kXhat2, t);
+    k.rstd = c_.Ln(kRstd2, t);
+    k.h_next = At(c_.S(kH), t + 1);
+    k.h_next_bf16 = Bf16At(h_bf16_, t + 1);
+    c_.dev.Run(k);
+  }
+
+  PassContext c_;
+  const torch::Tensor table_, tokens_;
+  const bool keep_;
+  std::vector<torch::Tensor> acts_;  // DeviceActivations' slots
+  torch::Tensor z_, zc_;             // this step's products: h W_h, and (r * h) W_hc
+  torch::Tensor h_bf16_, rh_bf16_;   // bf16: the products' inputs
+};
+
+// The backward pass: the time loop from the last step to the first, then the
+// weight gradients, the layer-norm parameters' and the table's.
+class BackwardPass {
+ public:
+  BackwardPass(PassContext context, Precision precision)
+      : c_(context), precision_(precision), steps_(c_.S(kTokens).size(0)) {}
+
+  DeviceGrads Run(const torch::Tensor& d_hs, const torch::Tensor& d_h_final,
+                  const torch::Tensor& d_c_final) {
+    Allocate(d_hs, d_h_final, d_c_final);
+    for (int64_t i = 0; i < steps_; ++i) {
+      if (c_.lstm()) {
+        LstmStep(i);
+      } else {
+        GatedStep(i);
+      }
+    }
+    DeviceGrads g;
+    g.h0 = dh_[steps_ % 2];
+    if (c_.lstm()) g.c0 = dc_[steps_ % 2];
+    WeightGrads(&g);
+    if (c_.ln()) LayerNormGrads(&g);
+    const int64_t rows = steps_ * batch();
+    g.table =
+        TableGrad(c_.dev, c_.S(kTokens), d_xg_.view({rows, c_.shape.width}), c_.S(kTable).size(0));
+    return g;
+  }
+
+ private:
+  int64_t batch() const { return c_.shape.batch; }
+  int64_t hidden() const { return c_.shape.hidden; }
+
+  void Allocate(const torch::Tensor& d_hs, const torch::Tensor& d_h_final,
+                const torch::Tensor& d_c_final) {
+    const int64_t B = batch(), H = hidden(), G = c_.shape.gate_width;
+    opts_ = c_.S(kH).options();
+    const auto bf16_opts = opts_.dtype(torch::kBFloat16);
+    auto final_grad = [&](const torch::Tensor& d) {
+      return d.defined() ? d.contiguous().clone() : torch::zeros({B, H}, opts_);
+    };
+    dh_[0] = final_grad(d_h_final);
+    dh_[1] = torch::empty({B, H}, opts_);
+    if (c_.lstm()) {
+      dc_[0] = final_grad(d_c_final);
+      dc_[1] = torch::empty({B, H}, opts_);
+      if (c_.ln()) dn_c_ = torch::empty({steps_, B, H}, opts_);
+    } else {
+      dz_c_ = torch::empty({steps_, B, H}, opts_);
+      du_ = torch::empty({B, H}, opts_);
+      d_rh_ = torch::empty({B, H}, opts_);
+      if (c_.bf16()) dzc_bf16_ = torch::empty({1, B, H}, bf16_opts);
+    }
+    if (c_.bf16()) dzg_bf16_ = torch::empty({1, B, G}, bf16_opts);
+    dhs_ = d_hs.defined() ? d_hs.contiguous() : torch::Tensor();
+    d_xg_ = torch::empty({steps_, B, c_.shape.width}, opts_);
+    dz_g_ = torch::empty({steps_, B, G}, opts_);
+    c_.SetWeights();
+  }
+
+  // Iteration i runs timestep steps - 1 - i: it reads dh_[i % 2] (the
+  // gradient of h after the step) and writes dh_[(i + 1) % 2] (before it).
+  void LstmStep(int64_t i) {
+    const int64_t t = steps_ - 1 - i;
+    device::LstmBackward k;
+    k.shape = c_.shape;
+    k.dh = Ptr(dh_[i % 2]);
+    k.dhs = dhs_.defined() ? At(dhs_, t) : nullptr;
+    k.dc = Ptr(dc_[i % 2]);
+    k.gates = At(c_.S(kGates), t);
+    k.tc = At(c_.S(kCand), t);
+    k.c = At(c_.S(kC), t);
+    k.xhat_h = c_.Ln(kXhatH, t);
+    k.rstd_h = c_.Ln(kRstdH, t);
+    k.gain_h = Ptr(c_.w.ln_h_gain);
+    k.xhat_c = c_.Ln(kXhat2, t);
+    k.rstd_c = c_.Ln(kRstd2, t);
+    k.gain_c = Ptr(c_.w.ln_2_gain);
+    k.dn_c = c_.ln() ? At(dn_c_, t) : nullptr;
+    k.dc_prev = Ptr(dc_[(i + 1) % 2]);
+    k.dxg = At(d_xg_, t);
+    k.dz = At(dz_g_, t);
+    k.dz_bf16 = Bf16At(dzg_bf16_, 0);
+    c_.dev.Run(k);
+    const void* dz_in = c_.bf16() ? static_cast<const void*>(k.dz_bf16) : k.dz;
+    Product(c_.dev, c_.inputs, dz_in, batch(), c_.shape.gate_width, c_.w_h, hidden(), true,
+            Ptr(dh_[(i + 1) % 2]), 0.f);
+  }
+
+  // The update and the candidate, the candidate's product, then the gates
+  // and the product that adds the gates' share to dh_prev.
+  void GatedStep(int64_t i) {
+    const int64_t t = steps_ - 1 - i;
+    const torch::Tensor& dh_prev = dh_[(i + 1) % 2];
+    device::GatedCandidateBackward k;
+    k.shape = c_.shape;
+    k.dh = Ptr(dh_[i % 2]);
+    k.dhs = dhs_.defined() ? At(dhs_, t) : nullptr;
+    k.gates = At(c_.S(kGates), t);
+    k.candidate = At(c_.S(kCand), t);
+    k.h = At(c_.S(kH), t);
+    k.xhat = c_.Ln(kXhat2, t);
+    k.rstd = c_.Ln(kRstd2, t);
+    k.gain = Ptr(c_.w.ln_2_gain);
+    k.du = Ptr(du_);
+    k.dh_prev = Ptr(dh_prev);
+    k.dxg = At(d_xg_, t);
+    k.dz = At(dz_c_, t);
+    k.dz_bf16 = Bf16At(dzc_bf16_, 0);
+    c_.dev.Run(k);
+    const void* dzc_in = c_.bf16() ? static_cast<const void*>(k.dz_bf16) : k.dz;
+    Product(c_.dev, c_.inputs, dzc_in, batch(), hidden(), c_.w_hc, hidden(), true, Ptr(d_rh_), 0.f);
+    device::GatedGatesBackward g;
+    g.shape = c_.shape;
+    g.d_rh = Ptr(d_rh_);
+    g.du = Ptr(du_);
+    g.gates = k.gates;
+    g.h = k.h;
+    g.xhat = c_.Ln(kXhatH, t);
+    g.rstd = c_.Ln(kRstdH, t);
+    g.gain = Ptr(c_.w.ln_h_gain);
+    g.dh_prev = Ptr(dh_prev);
+    g.dxg = k.dxg;
+    g.dz = At(dz_g_, t);
+    g.dz_bf16 = Bf16At(dzg_bf16_, 0);
+    c_.dev.Run(g);
+    const void* dzg_in = c_.bf16() ? static_cast<const void*>(g.dz_bf16) : g.dz;
+    Product(c_.dev, c_.inputs, dzg_in, batch(), c_.shape.gate_width, c_.w_h, hidden(), true,
+            Ptr(dh_prev), 1.f);
+  }
+
+  // Each product's inputs over all T steps, transposed, times the gradients
+  // of its outputs: [H, T*B] x [T*B, n].
+  void WeightGrads(DeviceGrads* g) {
+    auto weight_grad = [&](const torch::Tensor& in, const torch::Tensor& dz, int64_t n) {
+      torch::Tensor out = torch::empty({hidden(), n}, opts_);
+      device::RowMajorGemm p;
+      p.trans_a = true;
+      p.m = hidden();
+      p.n = n;
+      p.k = steps_ * batch();
+      p.a = in.data_ptr<float>();
+      p.lda = hidden();
+      p.b = dz.data_ptr<float>();
+      p.ldb = n;
+      p.c = out.data_ptr<float>();
+      p.ldc = n;
+      p.inputs = WeightGradInputs(precision_);
+      c_.dev.Gemm(p);
+      return out;
+    };
+    g->w_h = weight_grad(c_.S(kH), dz_g_, c_.shape.gate_width);
+    if (!c_.lstm()) g->w_hc = weight_grad(c_.S(kRh), dz_c_, hidden());
+  }
+
+  // The gain and shift gradients: sums over all rows of the normalised
+  // inputs times the gradients of their outputs, and of those gradients.
+  void LayerNormGrads(DeviceGrads* g) {
+    const int64_t rows = steps_ * batch(), H = hidden(), G = c_.shape.gate_width;
+    const int64_t width = c_.shape.width;
+    ColumnSums(c_.dev, Ptr(d_xg_), width, Ptr(c_.S(kXhatH)), G, rows, G, opts_, &g->ln_h_gain,
+               &g->ln_h_shift);
+    if (c_.lstm()) {
+      ColumnSums(c_.dev, Ptr(dn_c_), H, Ptr(c_.S(kXhat2)), H, rows, H, opts_, &g->ln_2_gain,
+                 &g->ln_2_shift);
+    } else {
+      ColumnSums(c_.dev, Ptr(d_xg_) + G, width, Ptr(c_.S(kXhat2)), H, rows, H, opts_, &g->ln_2_gain,
+                 &g->ln_2_shift);
+    }
+  }
+
+  PassContext c_;
+  const Precision precision_;
+  const int64_t steps_;
+  torch::TensorOptions opts_;
+  torch::Tensor dh_[2], dc_[2];  // the state's gradients, in turn
+  torch::Tensor dhs_;            // from the outputs, or undefined
+  torch::Tensor d_xg_;           // [T, B, width]: pre-activation gradients
+  torch::Tensor dz_g_, dz_c_;    // [T, B, ...]: the products' output gradients
+  torch::Tensor dn_c_;           // LSTM with layer norm: LN(c')'s output gradient
+  torch::Tensor du_, d_rh_;      // GRU, MGU: this step's u and r * h gradients
+  torch::Tensor dzg_bf16_, dzc_bf16_;
+};
+
+}  // namespace
+
+RecurrentOutput DeviceForward(RecurrenceDevice& dev, const torch::Tensor& table,
+                              const torch::Tensor& tokens, const RecurrentState& init,
+                              const RecurrentWeights& w, Precision precision,
+                              DeviceActivations* acts) {
+  CheckInputs(table, tokens, w);
+  const torch::Tensor contiguous = table.contiguous();
+  const torch::Tensor symbols = tokens.to(torch::kLong).contiguous();
+  PassContext context{dev, w, ShapeOf(w, symbols.size(1), contiguous.size(1)),
+                      RecurrentInputs(precision)};
+  ForwardPass pass(context, contiguous, symbols, /*keep=*/acts != nullptr);
+  RecurrentOutput out = pass.Run(init);
+  if (acts != nullptr) {
+    acts->tensors = pass.TakeActivations();
+    acts->precision = precision;
+  }
   return out;
 }
 
@@ -277,144 +534,9 @@ DeviceGrads DeviceBackward(RecurrenceDevice& dev, const torch::Tensor& d_hs,
                            const torch::Tensor& d_h_final, const torch::Tensor& d_c_final,
                            const RecurrentWeights& w, const DeviceActivations& acts) {
   const std::vector<torch::Tensor>& s = acts.tensors;
-  const int64_t steps = s[kTokens].size(0), batch = s[kTokens].size(1), hidden = w.hidden();
-  const int64_t vocab = s[kTable].size(0), width = s[kTable].size(1);
-  const int64_t gate_width = w.w_h.size(1), rows = steps * batch;
-  const bool lstm = w.cell == Cell::kLstm, ln = w.layer_norm;
-  const device::RowShape shape = ShapeOf(w, batch, width);
-  const GemmInputs inputs = RecurrentInputs(acts.precision);
-  const bool bf16 = inputs == GemmInputs::kBf16;
-  const auto opts = s[kH].options();
-  const auto bf16_opts = opts.dtype(torch::kBFloat16);
-
-  torch::Tensor dh[2] = {
-      d_h_final.defined() ? d_h_final.contiguous().clone() : torch::zeros({batch, hidden}, opts),
-      torch::empty({batch, hidden}, opts)};
-  torch::Tensor dc[2];
-  if (lstm) {
-    dc[0] =
-        d_c_final.defined() ? d_c_final.contiguous().clone() : torch::zeros({batch, hidden}, opts);
-    dc[1] = torch::empty({batch, hidden}, opts);
-  }
-  const torch::Tensor dhs = d_hs.defined() ? d_hs.contiguous() : torch::Tensor();
-  torch::Tensor d_xg = torch::empty({steps, batch, width}, opts);
-  torch::Tensor dz_g = torch::empty({steps, batch, gate_width}, opts);
-  torch::Tensor dz_c, du, d_rh, dn_c, dzg_bf16, dzc_bf16;
-  if (lstm) {
-    if (ln) dn_c = torch::empty({steps, batch, hidden}, opts);
-  } else {
-    dz_c = torch::empty({steps, batch, hidden}, opts);
-    du = torch::empty({batch, hidden}, opts);
-    d_rh = torch::empty({batch, hidden}, opts);
-    if (bf16) dzc_bf16 = torch::empty({1, batch, hidden}, bf16_opts);
-  }
-  if (bf16) dzg_bf16 = torch::empty({1, batch, gate_width}, bf16_opts);
-  const void* w_h = WeightFor(inputs, w.w_h, s[kWhBf16]);
-  const void* w_hc = lstm ? nullptr : WeightFor(inputs, w.w_hc, s[kWhcBf16]);
-
-  for (int64_t i = 0; i < steps; ++i) {
-    const int64_t t = steps - 1 - i;
-    const torch::Tensor& dh_now = dh[i % 2];
-    const torch::Tensor& dh_prev = dh[(i + 1) % 2];
-    const float* dhs_t = dhs.defined() ? At(dhs, t) : nullptr;
-    if (lstm) {
-      device::LstmBackward k;
-      k.shape = shape;
-      k.dh = Ptr(dh_now);
-      k.dhs = dhs_t;
-      k.dc = Ptr(dc[i % 2]);
-      k.gates = At(s[kGates], t);
-      k.tc = At(s[kCand], t);
-      k.c = At(s[kC], t);
-      k.xhat_h = ln ? At(s[kXhatH], t) : nullptr;
-      k.rstd_h = ln ? At(s[kRstdH], t) : nullptr;
-      k.gain_h = Ptr(w.ln_h_gain);
-      k.xhat_c = ln ? At(s[kXhat2], t) : nullptr;
-      k.rstd_c = ln ? At(s[kRstd2], t) : nullptr;
-      k.gain_c = Ptr(w.ln_2_gain);
-      k.dn_c = ln ? At(dn_c, t) : nullptr;
-      k.dc_prev = Ptr(dc[(i + 1) % 2]);
-      k.dxg = At(d_xg, t);
-      k.dz = At(dz_g, t);
-      k.dz_bf16 = Bf16At(dzg_bf16, 0);
-      dev.Run(k);
-      const void* dz_in = bf16 ? static_cast<const void*>(k.dz_bf16) : k.dz;
-      Product(dev, inputs, dz_in, batch, gate_width, w_h, hidden, true, Ptr(dh_prev), 0.f);
-      continue;
-    }
-    device::GatedCandidateBackward c;
-    c.shape = shape;
-    c.dh = Ptr(dh_now);
-    c.dhs = dhs_t;
-    c.gates = At(s[kGates], t);
-    c.candidate = At(s[kCand], t);
-    c.h = At(s[kH], t);
-    c.xhat = ln ? At(s[kXhat2], t) : nullptr;
-    c.rstd = ln ? At(s[kRstd2], t) : nullptr;
-    c.gain = Ptr(w.ln_2_gain);
-    c.du = Ptr(du);
-    c.dh_prev = Ptr(dh_prev);
-    c.dxg = At(d_xg, t);
-    c.dz = At(dz_c, t);
-    c.dz_bf16 = Bf16At(dzc_bf16, 0);
-    dev.Run(c);
-    const void* dzc_in = bf16 ? static_cast<const void*>(c.dz_bf16) : c.dz;
-    Product(dev, inputs, dzc_in, batch, hidden, w_hc, hidden, true, Ptr(d_rh), 0.f);
-    device::GatedGatesBackward g;
-    g.shape = shape;
-    g.d_rh = Ptr(d_rh);
-    g.du = Ptr(du);
-    g.gates = c.gates;
-    g.h = c.h;
-    g.xhat = ln ? At(s[kXhatH], t) : nullptr;
-    g.rstd = ln ? At(s[kRstdH], t) : nullptr;
-    g.gain = Ptr(w.ln_h_gain);
-    g.dh_prev = Ptr(dh_prev);
-    g.dxg = c.dxg;
-    g.dz = At(dz_g, t);
-    g.dz_bf16 = Bf16At(dzg_bf16, 0);
-    dev.Run(g);
-    const void* dzg_in = bf16 ? static_cast<const void*>(g.dz_bf16) : g.dz;
-    Product(dev, inputs, dzg_in, batch, gate_width, w_h, hidden, true, Ptr(dh_prev), 1.f);
-  }
-
-  DeviceGrads g;
-  g.h0 = dh[steps % 2];
-  if (lstm) g.c0 = dc[steps % 2];
-  // Weight gradients: inputs^T [H, T*B] times the products' gradients.
-  const GemmInputs weight_inputs = WeightGradInputs(acts.precision);
-  auto weight_grad = [&](const torch::Tensor& in, const torch::Tensor& dz, int64_t n) {
-    torch::Tensor out = torch::empty({hidden, n}, opts);
-    device::RowMajorGemm p;
-    p.trans_a = true;
-    p.m = hidden;
-    p.n = n;
-    p.k = rows;
-    p.a = in.data_ptr<float>();
-    p.lda = hidden;
-    p.b = dz.data_ptr<float>();
-    p.ldb = n;
-    p.c = out.data_ptr<float>();
-    p.ldc = n;
-    p.inputs = weight_inputs;
-    dev.Gemm(p);
-    return out;
-  };
-  g.w_h = weight_grad(s[kH], dz_g, gate_width);
-  if (!lstm) g.w_hc = weight_grad(s[kRh], dz_c, hidden);
-  if (ln) {
-    ColumnSums(dev, Ptr(d_xg), width, Ptr(s[kXhatH]), gate_width, rows, gate_width, opts,
-               &g.ln_h_gain, &g.ln_h_shift);
-    if (lstm) {
-      ColumnSums(dev, Ptr(dn_c), hidden, Ptr(s[kXhat2]), hidden, rows, hidden, opts, &g.ln_2_gain,
-                 &g.ln_2_shift);
-    } else {
-      ColumnSums(dev, Ptr(d_xg) + gate_width, width, Ptr(s[kXhat2]), hidden, rows, hidden, opts,
-                 &g.ln_2_gain, &g.ln_2_shift);
-    }
-  }
-  g.table = TableGrad(dev, s[kTokens], d_xg.view({rows, width}), vocab);
-  return g;
+  PassContext context{dev, w, ShapeOf(w, s[kTokens].size(1), s[kTable].size(1)),
+                      RecurrentInputs(acts.precision), &s};
+  return BackwardPass(context, acts.precision).Run(d_hs, d_h_final, d_c_final);
 }
 
 // ------------------------------------------------------------ on the CPU --

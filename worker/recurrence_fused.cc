@@ -372,13 +372,94 @@ RecurrentOutput GatedForward(const torch::Tensor& xg, const RecurrentState& init
   return out;
 }
 
+// What one backward step of the GRU or MGU reads and writes: the
+// activations of all steps, their gradients, and this step's du and d_rh.
+template <typename T>
+struct GatedBackwardRows {
+  int64_t batch = 0, hidden = 0, gate_width = 0, width = 0;
+  bool ln = false, tied = false;
+  const T *h = nullptr, *gates = nullptr, *cand = nullptr, *dhs = nullptr;  // dhs may be null
+  const T *xhat_h = nullptr, *rstd_h = nullptr, *xhat_2 = nullptr, *rstd_2 = nullptr;
+  const T *gain_h = nullptr, *gain_2 = nullptr;
+  T *dxg = nullptr, *dz_g = nullptr, *dz_c = nullptr;
+  T* du = nullptr;            // [B, H]
+  const T* d_rh = nullptr;    // [B, H]
+};
+
+// Row b of step t through the update and the candidate: du, the direct share
+// of dh_prev, the candidate's pre-activation gradient (into dxg) and its
+// product's (dz_c). dh is the gradient of h after the step.
+template <typename T>
+inline void GatedCandidateRowBackward(const GatedBackwardRows<T>& p, int64_t t, int64_t b,
+                                      const T* dh, T* dh_prev) {
+  const int64_t H = p.hidden, row = t * p.batch + b;
+  const T* u = p.gates + row * p.gate_width;
+  const T* cand = p.cand + row * H;
+  const T* h = p.h + row * H;
+  const T* dhs = p.dhs ? p.dhs + row * H : nullptr;
+  const T* dh_row = dh + b * H;
+  T* dxc = p.dxg + row * p.width + p.gate_width;
+  T* du_row = p.du + b * H;
+  T* dhp = dh_prev + b * H;
+#pragma omp simd
+  for (int64_t j = 0; j < H; ++j) {
+    const T d = dh_row[j] + (dhs ? dhs[j] : T(0));
+    du_row[j] = d * (cand[j] - h[j]);
+    dhp[j] = d * (T(1) - u[j]);
+    dxc[j] = d * u[j] * (T(1) - cand[j] * cand[j]);
+  }
+  T* dzc = p.dz_c + row * H;
+  if (p.ln) {
+    LayerNormRowBackward(dxc, p.xhat_2 + row * H, p.rstd_2[row], p.gain_2, H, dzc);
+  } else {
+    std::copy(dxc, dxc + H, dzc);
+  }
+}
+
+// Row b of step t through the gates, given d_rh (= dz_c W_hc^T): adds r *
+// d_rh to dh_prev and writes the gates' pre-activation gradients (into dxg)
+// and their product's (dz_g).
+template <typename T>
+inline void GatedGatesRowBackward(const GatedBackwardRows<T>& p, int64_t t, int64_t b,
+                                  T* dh_prev) {
+  const int64_t H = p.hidden, G = p.gate_width, row = t * p.batch + b;
+  const T* gate = p.gates + row * G;
+  const T* h = p.h + row * H;
+  const T* drh = p.d_rh + b * H;
+  const T* du_row = p.du + b * H;
+  T* dhp = dh_prev + b * H;
+  T* dxg = p.dxg + row * p.width;
+  if (p.tied) {
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      const T f = gate[j];
+      dhp[j] += drh[j] * f;
+      dxg[j] = (du_row[j] + drh[j] * h[j]) * f * (T(1) - f);
+    }
+  } else {
+    const T* r = gate + H;
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      dhp[j] += drh[j] * r[j];
+      dxg[j] = du_row[j] * gate[j] * (T(1) - gate[j]);
+      dxg[H + j] = drh[j] * h[j] * r[j] * (T(1) - r[j]);
+    }
+  }
+  T* dzg = p.dz_g + row * G;
+  if (p.ln) {
+    LayerNormRowBackward(dxg, p.xhat_h + row * G, p.rstd_h[row], p.gain_h, G, dzg);
+  } else {
+    std::copy(dxg, dxg + G, dzg);
+  }
+}
+
 template <typename T>
 FusedGrads GatedBackward(const torch::Tensor& d_hs, const torch::Tensor& d_h_final,
                          const RecurrentWeights& w, const FusedActivations& acts) {
   const std::vector<torch::Tensor>& s = acts.tensors;
   const int64_t steps = s[kGates].size(0), batch = s[kGates].size(1);
   const int64_t hidden = w.hidden(), gate_width = w.w_h.size(1), width = gate_width + hidden;
-  const bool ln = w.layer_norm, tied = w.cell == Cell::kMgu;
+  const bool ln = w.layer_norm;
   const auto opts = s[kH].options();
 
   torch::Tensor d_xg = torch::empty({steps, batch, width}, opts);
@@ -391,20 +472,33 @@ FusedGrads GatedBackward(const torch::Tensor& d_hs, const torch::Tensor& d_h_fin
   torch::Tensor d_rh = torch::empty({batch, hidden}, opts);
   torch::Tensor d_hs_c = d_hs.defined() ? d_hs.contiguous() : torch::Tensor();
 
-  const T* h_all = s[kH].data_ptr<T>();
-  const T* gates_all = s[kGates].data_ptr<T>();
-  const T* cand_all = s[kCand].data_ptr<T>();
-  const T* dhs_all = d_hs_c.defined() ? d_hs_c.data_ptr<T>() : nullptr;
-  T* dxg_all = d_xg.data_ptr<T>();
-  T* dzg_all = dz_g.data_ptr<T>();
-  T* dzc_all = dz_c.data_ptr<T>();
-  const T* gain_h = ln ? w.ln_h_gain.data_ptr<T>() : nullptr;
-  const T* gain_2 = ln ? w.ln_2_gain.data_ptr<T>() : nullptr;
+  GatedBackwardRows<T> p;
+  p.batch = batch;
+  p.hidden = hidden;
+  p.gate_width = gate_width;
+  p.width = width;
+  p.ln = ln;
+  p.tied = w.cell == Cell::kMgu;
+  p.h = s[kH].data_ptr<T>();
+  p.gates = s[kGates].data_ptr<T>();
+  p.cand = s[kCand].data_ptr<T>();
+  p.dhs = d_hs_c.defined() ? d_hs_c.data_ptr<T>() : nullptr;
+  if (ln) {
+    p.xhat_h = s[kXhatH].data_ptr<T>();
+    p.rstd_h = s[kRstdH].data_ptr<T>();
+    p.xhat_2 = s[kXhat2].data_ptr<T>();
+    p.rstd_2 = s[kRstd2].data_ptr<T>();
+    p.gain_h = w.ln_h_gain.data_ptr<T>();
+    p.gain_2 = w.ln_2_gain.data_ptr<T>();
+  }
+  p.dxg = d_xg.data_ptr<T>();
+  p.dz_g = dz_g.data_ptr<T>();
+  p.dz_c = dz_c.data_ptr<T>();
+  p.du = du.data_ptr<T>();
+  p.d_rh = d_rh.data_ptr<T>();
   // Packed once as transposed views (no transposed copy is made first).
   PackedGemm gemm_h_t(w.w_h.t(), steps), gemm_hc_t(w.w_hc.t(), steps);
 
-  T* du_p = du.data_ptr<T>();
-  const T* drh_p = d_rh.data_ptr<T>();
   // dh and dh_prev trade places at every step: iteration i (timestep
   // steps - 1 - i) reads dh_in[i % 2] and writes dh_in[(i + 1) % 2], so after
   // an odd number of steps dh_prev holds the result.
@@ -415,70 +509,15 @@ FusedGrads GatedBackward(const torch::Tensor& d_hs, const torch::Tensor& d_h_fin
     torch::Tensor d_rh_rows = d_rh.narrow(0, r0, r1 - r0);
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t t = steps - 1 - i;
-      T* dh_p = dh_in[i % 2].data_ptr<T>();
+      const T* dh_p = dh_in[i % 2].data_ptr<T>();
       torch::Tensor dh_prev_rows = dh_in[(i + 1) % 2].narrow(0, r0, r1 - r0);
       T* dh_prev_p = dh_in[(i + 1) % 2].data_ptr<T>();
       ParallelRows(r0, r1, RowGrain(hidden), [&](int64_t begin, int64_t end) {
-        for (int64_t b = begin; b < end; ++b) {
-          const int64_t row = t * batch + b;
-          const T* u = gates_all + row * gate_width;
-          const T* cand = cand_all + row * hidden;
-          const T* h = h_all + row * hidden;
-          const T* dhs = dhs_all ? dhs_all + row * hidden : nullptr;
-          T* dh_row = dh_p + b * hidden;
-          T* dxc = dxg_all + row * width + gate_width;
-          T* du_row = du_p + b * hidden;
-          T* dhp = dh_prev_p + b * hidden;
-#pragma omp simd
-          for (int64_t j = 0; j < hidden; ++j) {
-            const T d = dh_row[j] + (dhs ? dhs[j] : T(0));
-            du_row[j] = d * (cand[j] - h[j]);
-            dhp[j] = d * (T(1) - u[j]);
-            dxc[j] = d * u[j] * (T(1) - cand[j] * cand[j]);
-          }
-          T* dzc = dzc_all + row * hidden;
-          if (ln) {
-            LayerNormRowBackward(dxc, s[kXhat2].template data_ptr<T>() + row * hidden,
-                                 s[kRstd2].template data_ptr<T>()[row], gain_2, hidden, dzc);
-          } else {
-            std::copy(dxc, dxc + hidden, dzc);
-          }
-        }
+        for (int64_t b = begin; b < end; ++b) GatedCandidateRowBackward(p, t, b, dh_p, dh_prev_p);
       });
       gemm_hc_t.Run(dz_c[t].narrow(0, r0, r1 - r0), 0, &d_rh_rows, &scratch);
       ParallelRows(r0, r1, RowGrain(gate_width), [&](int64_t begin, int64_t end) {
-        for (int64_t b = begin; b < end; ++b) {
-          const int64_t row = t * batch + b;
-          const T* gate = gates_all + row * gate_width;
-          const T* h = h_all + row * hidden;
-          const T* drh = drh_p + b * hidden;
-          const T* du_row = du_p + b * hidden;
-          T* dhp = dh_prev_p + b * hidden;
-          T* dxg = dxg_all + row * width;
-          if (tied) {
-#pragma omp simd
-            for (int64_t j = 0; j < hidden; ++j) {
-              const T f = gate[j];
-              dhp[j] += drh[j] * f;
-              dxg[j] = (du_row[j] + drh[j] * h[j]) * f * (T(1) - f);
-            }
-          } else {
-            const T* r = gate + hidden;
-#pragma omp simd
-            for (int64_t j = 0; j < hidden; ++j) {
-              dhp[j] += drh[j] * r[j];
-              dxg[j] = du_row[j] * gate[j] * (T(1) - gate[j]);
-              dxg[hidden + j] = drh[j] * h[j] * r[j] * (T(1) - r[j]);
-            }
-          }
-          T* dzg = dzg_all + row * gate_width;
-          if (ln) {
-            LayerNormRowBackward(dxg, s[kXhatH].template data_ptr<T>() + row * gate_width,
-                                 s[kRstdH].template data_ptr<T>()[row], gain_h, gate_width, dzg);
-          } else {
-            std::copy(dxg, dxg + gate_width, dzg);
-          }
-        }
+        for (int64_t b = begin; b < end; ++b) GatedGatesRowBackward(p, t, b, dh_prev_p);
       });
       gemm_h_t.Run(dz_g[t].narrow(0, r0, r1 - r0), 1, &dh_prev_rows, &scratch);
     }
@@ -597,6 +636,66 @@ RecurrentOutput LstmForward(const torch::Tensor& xg, const RecurrentState& init,
   return out;
 }
 
+// What one backward step of the LSTM reads and writes: the activations of
+// all steps and their gradients.
+template <typename T>
+struct LstmBackwardRows {
+  int64_t batch = 0, hidden = 0, width = 0;
+  bool ln = false;
+  const T *c = nullptr, *act = nullptr, *tc = nullptr, *dhs = nullptr;  // dhs may be null
+  const T *xhat_h = nullptr, *rstd_h = nullptr, *xhat_c = nullptr, *rstd_c = nullptr;
+  const T *gain_h = nullptr, *gain_c = nullptr;
+  T *dxg = nullptr, *dz = nullptr, *dn_c = nullptr;  // dn_c: layer norm only
+};
+
+// Row b of step t, given dh and dc (the gradients of h and c after the
+// step): dc_prev, the pre-activation gradients (into dxg), their product's
+// (dz) and, with layer norm, LN(c')'s output gradient (dn_c). `dct` is
+// scratch of H values.
+template <typename T>
+inline void LstmRowBackward(const LstmBackwardRows<T>& p, int64_t t, int64_t b, const T* dh,
+                            const T* dc, T* dc_prev, T* dct) {
+  const int64_t H = p.hidden, W = p.width, row = t * p.batch + b;
+  const T* act = p.act + row * W;
+  const T* sf = act;
+  const T* si = act + H;
+  const T* so = act + 2 * H;
+  const T* tg = act + 3 * H;
+  const T* tc = p.tc + row * H;
+  const T* c = p.c + row * H;
+  const T* dhs = p.dhs ? p.dhs + row * H : nullptr;
+  const T* dh_row = dh + b * H;
+  const T* dc_row = dc + b * H;
+  T* dx = p.dxg + row * W;
+  // dx[2H..3H) takes d(so) first; dct takes dn first, then d(c').
+#pragma omp simd
+  for (int64_t j = 0; j < H; ++j) {
+    const T d = dh_row[j] + (dhs ? dhs[j] : T(0));
+    dx[2 * H + j] = d * tc[j] * so[j] * (T(1) - so[j]);
+    dct[j] = d * so[j] * (T(1) - tc[j] * tc[j]);
+  }
+  if (p.ln) {
+    T* dn = p.dn_c + row * H;
+    std::copy(dct, dct + H, dn);
+    LayerNormRowBackward(dn, p.xhat_c + row * H, p.rstd_c[row], p.gain_c, H, dct);
+  }
+  T* dcp = dc_prev + b * H;
+#pragma omp simd
+  for (int64_t j = 0; j < H; ++j) {
+    const T d = dct[j] + dc_row[j];
+    dx[j] = d * c[j] * sf[j] * (T(1) - sf[j]);
+    dx[H + j] = d * tg[j] * si[j] * (T(1) - si[j]);
+    dx[3 * H + j] = d * si[j] * (T(1) - tg[j] * tg[j]);
+    dcp[j] = d * sf[j];
+  }
+  T* dzr = p.dz + row * W;
+  if (p.ln) {
+    LayerNormRowBackward(dx, p.xhat_h + row * W, p.rstd_h[row], p.gain_h, W, dzr);
+  } else {
+    std::copy(dx, dx + W, dzr);
+  }
+}
+
 template <typename T>
 FusedGrads LstmBackward(const torch::Tensor& d_hs, const torch::Tensor& d_h_final,
                         const torch::Tensor& d_c_final, const RecurrentWeights& w,
@@ -618,14 +717,26 @@ FusedGrads LstmBackward(const torch::Tensor& d_hs, const torch::Tensor& d_h_fina
   torch::Tensor dc_prev = torch::empty({batch, hidden}, opts);
   torch::Tensor d_hs_c = d_hs.defined() ? d_hs.contiguous() : torch::Tensor();
 
-  const T* c_all = s[kC].data_ptr<T>();
-  const T* act_all = s[kGates].data_ptr<T>();
-  const T* tc_all = s[kCand].data_ptr<T>();
-  const T* dhs_all = d_hs_c.defined() ? d_hs_c.data_ptr<T>() : nullptr;
-  T* dxg_all = d_xg.data_ptr<T>();
-  T* dz_all = dz.data_ptr<T>();
-  const T* gain_h = ln ? w.ln_h_gain.data_ptr<T>() : nullptr;
-  const T* gain_c = ln ? w.ln_2_gain.data_ptr<T>() : nullptr;
+  LstmBackwardRows<T> p;
+  p.batch = batch;
+  p.hidden = hidden;
+  p.width = width;
+  p.ln = ln;
+  p.c = s[kC].data_ptr<T>();
+  p.act = s[kGates].data_ptr<T>();
+  p.tc = s[kCand].data_ptr<T>();
+  p.dhs = d_hs_c.defined() ? d_hs_c.data_ptr<T>() : nullptr;
+  if (ln) {
+    p.xhat_h = s[kXhatH].data_ptr<T>();
+    p.rstd_h = s[kRstdH].data_ptr<T>();
+    p.xhat_c = s[kXhat2].data_ptr<T>();
+    p.rstd_c = s[kRstd2].data_ptr<T>();
+    p.gain_h = w.ln_h_gain.data_ptr<T>();
+    p.gain_c = w.ln_2_gain.data_ptr<T>();
+    p.dn_c = dn_c.data_ptr<T>();
+  }
+  p.dxg = d_xg.data_ptr<T>();
+  p.dz = dz.data_ptr<T>();
   PackedGemm gemm_h_t(w.w_h.t(), steps);
 
   // As in GatedBackward, dh and dc trade places with dh_prev and dc_prev at
@@ -642,47 +753,7 @@ FusedGrads LstmBackward(const torch::Tensor& d_hs, const torch::Tensor& d_h_fina
       ParallelRows(r0, r1, RowGrain(width), [&](int64_t begin, int64_t end) {
         std::vector<T> dct(hidden);
         for (int64_t b = begin; b < end; ++b) {
-          const int64_t row = t * batch + b;
-          const T* act = act_all + row * width;
-          const T* sf = act;
-          const T* si = act + hidden;
-          const T* so = act + 2 * hidden;
-          const T* tg = act + 3 * hidden;
-          const T* tc = tc_all + row * hidden;
-          const T* c = c_all + row * hidden;
-          const T* dhs = dhs_all ? dhs_all + row * hidden : nullptr;
-          const T* dh_row = dh_p + b * hidden;
-          const T* dc_row = dc_p + b * hidden;
-          T* dx = dxg_all + row * width;
-          // dx[2H..3H) takes d(so) first; dct takes dn first, then d(c').
-#pragma omp simd
-          for (int64_t j = 0; j < hidden; ++j) {
-            const T d = dh_row[j] + (dhs ? dhs[j] : T(0));
-            dx[2 * hidden + j] = d * tc[j] * so[j] * (T(1) - so[j]);
-            dct[j] = d * so[j] * (T(1) - tc[j] * tc[j]);
-          }
-          if (ln) {
-            T* dn = dn_c.template data_ptr<T>() + row * hidden;
-            std::copy(dct.begin(), dct.end(), dn);
-            LayerNormRowBackward(dn, s[kXhat2].template data_ptr<T>() + row * hidden,
-                                 s[kRstd2].template data_ptr<T>()[row], gain_c, hidden, dct.data());
-          }
-          T* dcp = dc_prev_p + b * hidden;
-#pragma omp simd
-          for (int64_t j = 0; j < hidden; ++j) {
-            const T d = dct[j] + dc_row[j];
-            dx[j] = d * c[j] * sf[j] * (T(1) - sf[j]);
-            dx[hidden + j] = d * tg[j] * si[j] * (T(1) - si[j]);
-            dx[3 * hidden + j] = d * si[j] * (T(1) - tg[j] * tg[j]);
-            dcp[j] = d * sf[j];
-          }
-          T* dzr = dz_all + row * width;
-          if (ln) {
-            LayerNormRowBackward(dx, s[kXhatH].template data_ptr<T>() + row * width,
-                                 s[kRstdH].template data_ptr<T>()[row], gain_h, width, dzr);
-          } else {
-            std::copy(dx, dx + width, dzr);
-          }
+          LstmRowBackward(p, t, b, dh_p, dc_p, dc_prev_p, dct.data());
         }
       });
       gemm_h_t.Run(dz[t].narrow(0, r0, r1 - r0), 0, &dh_prev_rows, &scratch);

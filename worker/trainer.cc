@@ -165,7 +165,73 @@ StatusOr<Kernel> ChooseKernel(KernelChoice choice, const torch::Device& device) 
   return Status::InvalidArgument("unknown kernel choice");
 }
 
+Status UnusableCheckpoint(const std::string& path, const std::string& why) {
+  return Status::DataLoss("checkpoint " + path + " is not usable: " + why);
+}
+
+// The payload of the checkpoint file at `path`, its header and checksum
+// verified: NotFound, or DataLoss naming what is wrong with the file.
+StatusOr<std::string> ReadCheckpointPayload(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Status::NotFound("checkpoint " + path + ": " + std::strerror(errno));
+  std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (data.size() < kCheckpointHeaderBytes ||
+      std::memcmp(data.data(), kCheckpointMagic, sizeof(kCheckpointMagic)) != 0) {
+    return UnusableCheckpoint(path,
+                              "not an ablate checkpoint (bad magic or shorter than its header)");
+  }
+  const uint32_t version = GetLe<uint32_t>(data.data() + 8);
+  const uint64_t payload_size = GetLe<uint64_t>(data.data() + 12);
+  const uint32_t crc = GetLe<uint32_t>(data.data() + 20);
+  if (version != kCheckpointVersion) {
+    return UnusableCheckpoint(path, "format version " + std::to_string(version) +
+                                        ", this build reads " + std::to_string(kCheckpointVersion));
+  }
+  if (data.size() - kCheckpointHeaderBytes != payload_size) {
+    return UnusableCheckpoint(path, "truncated or padded: the header says " +
+                                        std::to_string(payload_size) +
+                                        " payload bytes, the file has " +
+                                        std::to_string(data.size() - kCheckpointHeaderBytes));
+  }
+  std::string payload = data.substr(kCheckpointHeaderBytes);
+  if (Crc32(payload) != crc) return UnusableCheckpoint(path, "checksum mismatch");
+  return payload;
+}
+
 }  // namespace
+
+// The archive's entries, as read (WriteCheckpoint names them).
+struct Trainer::CheckpointContents {
+  torch::Tensor params, adam_m, adam_v, state_h, state_c, loss_sum, rng;
+  c10::IValue config, step, window, adam_step, loss_steps, elapsed;
+};
+
+StatusOr<Trainer::CheckpointContents> Trainer::ParseCheckpoint(const std::string& payload,
+                                                               const std::string& path) {
+  CheckpointContents c;
+  try {
+    torch::serialize::InputArchive archive;
+    std::istringstream stream{payload};
+    archive.load_from(stream, torch::kCPU);
+    archive.read("config", c.config);
+    archive.read("step", c.step);
+    archive.read("window", c.window);
+    archive.read("params", c.params);
+    archive.read("adam_m", c.adam_m);
+    archive.read("adam_v", c.adam_v);
+    archive.read("adam_step", c.adam_step);
+    archive.read("state_h", c.state_h);
+    archive.read("state_c", c.state_c);
+    archive.read("loss_sum", c.loss_sum);
+    archive.read("loss_steps", c.loss_steps);
+    archive.read("elapsed", c.elapsed);
+    archive.read("rng", c.rng);
+  } catch (const c10::Error& e) {
+    if (IsAllocationFailure(e)) throw;  // not the file's fault: Guarded says so
+    return UnusableCheckpoint(path, e.what_without_backtrace());
+  }
+  return c;
+}
 
 const char* SplitName(Split split) {
   switch (split) {
@@ -619,91 +685,50 @@ Status Trainer::WriteCheckpoint(const std::string& path) const {
 }
 
 Status Trainer::ReadCheckpoint(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Status::NotFound("checkpoint " + path + ": " + std::strerror(errno));
-  std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  auto corrupt = [&](const std::string& why) {
-    return Status::DataLoss("checkpoint " + path + " is not usable: " + why);
-  };
-  if (data.size() < kCheckpointHeaderBytes ||
-      std::memcmp(data.data(), kCheckpointMagic, sizeof(kCheckpointMagic)) != 0) {
-    return corrupt("not an ablate checkpoint (bad magic or shorter than its header)");
-  }
-  const uint32_t version = GetLe<uint32_t>(data.data() + 8);
-  const uint64_t payload_size = GetLe<uint64_t>(data.data() + 12);
-  const uint32_t crc = GetLe<uint32_t>(data.data() + 20);
-  if (version != kCheckpointVersion) {
-    return corrupt("format version " + std::to_string(version) + ", this build reads " +
-                   std::to_string(kCheckpointVersion));
-  }
-  if (data.size() - kCheckpointHeaderBytes != payload_size) {
-    return corrupt("truncated or padded: the header says " + std::to_string(payload_size) +
-                   " payload bytes, the file has " +
-                   std::to_string(data.size() - kCheckpointHeaderBytes));
-  }
-  const std::string_view payload(data.data() + kCheckpointHeaderBytes, payload_size);
-  if (Crc32(payload) != crc) return corrupt("checksum mismatch");
-
+  ABLATE_ASSIGN_OR_RETURN(const std::string payload, ReadCheckpointPayload(path));
   // Read everything into locals first: nothing changes unless all of it fits.
-  torch::Tensor params, adam_m, adam_v, state_h, state_c, loss_sum, rng;
-  c10::IValue config, step, window, adam_step, loss_steps, elapsed;
-  try {
-    torch::serialize::InputArchive archive;
-    std::istringstream stream{std::string(payload)};
-    archive.load_from(stream, torch::kCPU);
-    archive.read("config", config);
-    archive.read("step", step);
-    archive.read("window", window);
-    archive.read("params", params);
-    archive.read("adam_m", adam_m);
-    archive.read("adam_v", adam_v);
-    archive.read("adam_step", adam_step);
-    archive.read("state_h", state_h);
-    archive.read("state_c", state_c);
-    archive.read("loss_sum", loss_sum);
-    archive.read("loss_steps", loss_steps);
-    archive.read("elapsed", elapsed);
-    archive.read("rng", rng);
-  } catch (const c10::Error& e) {
-    if (IsAllocationFailure(e)) throw;  // not the file's fault: Guarded says so
-    return corrupt(e.what_without_backtrace());
-  }
-  const std::string expected = ResumeIdentity(config_).dump();
-  if (!config.isString() || config.toStringRef() != expected) {
-    return Status::FailedPrecondition("checkpoint " + path +
-                                      " was written for a different configuration: " +
-                                      (config.isString() ? config.toStringRef() : "?") +
-                                      " vs " + expected);
-  }
-  const int64_t batch = config_.train.batch, hidden = config_.model.hidden;
-  const bool lstm = config_.model.cell == Cell::kLstm;
-  if (!step.isInt() || !window.isInt() || !adam_step.isInt() || !loss_steps.isInt() ||
-      !elapsed.isDouble() || params.numel() != model_->parameter_count() ||
-      !adam_m.sizes().equals(params.sizes()) || !adam_v.sizes().equals(params.sizes()) ||
-      !state_h.sizes().equals({batch, hidden}) ||
-      (lstm && !state_c.sizes().equals({batch, hidden})) || loss_sum.numel() != 1 ||
-      step.toInt() < 0 || step.toInt() > config_.train.steps ||
-      window.toInt() != step.toInt() % windows_per_epoch_) {
-    return corrupt("its contents do not fit this configuration");
-  }
+  ABLATE_ASSIGN_OR_RETURN(const CheckpointContents in, ParseCheckpoint(payload, path));
+  ABLATE_RETURN_IF_ERROR(CheckFits(in, path));
 
   // Everything that allocates on the device first, so that a failure there
   // leaves the trainer as it was.
-  torch::Tensor device_h = state_h.to(device_);
-  torch::Tensor device_c = lstm ? state_c.to(device_) : state_.c;
+  const bool lstm = config_.model.cell == Cell::kLstm;
+  torch::Tensor device_h = in.state_h.to(device_);
+  torch::Tensor device_c = lstm ? in.state_c.to(device_) : state_.c;
   torch::NoGradGuard no_grad;
-  model_->flat_params().copy_(params);
-  adam_m_.copy_(adam_m);
-  adam_v_.copy_(adam_v);
-  adam_step_ = adam_step.toInt();
+  model_->flat_params().copy_(in.params);
+  adam_m_.copy_(in.adam_m);
+  adam_v_.copy_(in.adam_v);
+  adam_step_ = in.adam_step.toInt();
   // In place: a captured step reads and writes these very tensors.
   state_.h.copy_(device_h);
   if (lstm) state_.c.copy_(device_c);
-  loss_sum_.copy_(loss_sum.reshape({}));
-  loss_steps_ = loss_steps.toInt();
-  elapsed_before_ = elapsed.toDouble();
-  step_ = step.toInt();
-  generator_.set_state(rng);
+  loss_sum_.copy_(in.loss_sum.reshape({}));
+  loss_steps_ = in.loss_steps.toInt();
+  elapsed_before_ = in.elapsed.toDouble();
+  step_ = in.step.toInt();
+  generator_.set_state(in.rng);
+  return Status::OK();
+}
+
+Status Trainer::CheckFits(const CheckpointContents& in, const std::string& path) const {
+  const std::string expected = ResumeIdentity(config_).dump();
+  if (!in.config.isString() || in.config.toStringRef() != expected) {
+    return Status::FailedPrecondition(
+        "checkpoint " + path + " was written for a different configuration: " +
+        (in.config.isString() ? in.config.toStringRef() : "?") + " vs " + expected);
+  }
+  const int64_t batch = config_.train.batch, hidden = config_.model.hidden;
+  const bool lstm = config_.model.cell == Cell::kLstm;
+  if (!in.step.isInt() || !in.window.isInt() || !in.adam_step.isInt() || !in.loss_steps.isInt() ||
+      !in.elapsed.isDouble() || in.params.numel() != model_->parameter_count() ||
+      !in.adam_m.sizes().equals(in.params.sizes()) ||
+      !in.adam_v.sizes().equals(in.params.sizes()) || !in.state_h.sizes().equals({batch, hidden}) ||
+      (lstm && !in.state_c.sizes().equals({batch, hidden})) || in.loss_sum.numel() != 1 ||
+      in.step.toInt() < 0 || in.step.toInt() > config_.train.steps ||
+      in.window.toInt() != in.step.toInt() % windows_per_epoch_) {
+    return UnusableCheckpoint(path, "its contents do not fit this configuration");
+  }
   return Status::OK();
 }
 

@@ -197,6 +197,13 @@ class Trainer {
   StatusOr<TrainSummary> RunSteps(TrainerListener* listener);
   Status WriteCheckpoint(const std::string& path) const;
   Status ReadCheckpoint(const std::string& path);
+  struct CheckpointContents;
+  // The archive in a verified payload; DataLoss naming `path` if unreadable.
+  static StatusOr<CheckpointContents> ParseCheckpoint(const std::string& payload,
+                                                      const std::string& path);
+  // OK when the contents belong to this configuration; FailedPrecondition
+  // (another configuration) or DataLoss otherwise.
+  Status CheckFits(const CheckpointContents& contents, const std::string& path) const;
   // What RunSteps is doing, for the error when something throws.
   void SetActivity(const char* activity, int64_t step) {
     activity_ = activity;
