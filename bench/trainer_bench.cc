@@ -7,9 +7,9 @@
 // and then on PackedGemm in the same process, one result each; --row-groups
 // always,never likewise the time loop split by rows among the threads or
 // shared; --isa avx512,avx2,baseline the trainer's own kernels capped at each
-// vector width; --schedule old,default PackedGemm's kernels walking w close
-// to how they did up to 2026-11-27 (slices 256 deep, the whole next slice
-// prefetched by the first tile) and as they do now. With --alternate the
+// vector width; --schedule old,default PackedGemm's kernels walking w the
+// old way (slices 256 deep, the whole next slice prefetched by the first
+// tile) and as they do now. With --alternate the
 // choices switch step by step instead, for an A/B comparison on a machine
 // whose speed drifts.
 //
@@ -128,8 +128,8 @@ int main(int argc, char** argv) {
   std::vector<std::string> schedules = {"default"};
   app.add_option("--schedule", schedules,
                  "How PackedGemm's kernels walk w: default, or old (slices 256 deep, the whole "
-                 "next slice prefetched by the first tile: close to the kernels up to "
-                 "2026-11-27). A list runs each in turn, after every --isa choice")
+                 "next slice prefetched by the first tile). A list runs each in turn, after "
+                 "every --isa choice")
       ->delimiter(',')
       ->check(CLI::IsMember({"default", "old"}));
   bool alternate = false;

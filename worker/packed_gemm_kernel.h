@@ -73,15 +73,13 @@ Slice NextSlice(const float* w_packed, int64_t depth, int64_t panels, int64_t p,
 // thread runs next into L2.
 enum class Prefetch {
   // The first row block's tile prefetches the whole next slice, a group of
-  // lines every four steps of depth: close to the kernels before 2026-11-28,
-  // which issued two lines at every step.
+  // lines every four steps of depth (the old walk, kept for comparison).
   kFirstTile,
   // Every tile prefetches an equal share of it, so that no tile queues them
-  // all at once: on the seed's shapes 3-5% faster with AVX-512 and -0.5% to
-  // +9% with AVX2 (pages_bench --compare prefetch). Where a slice is much
-  // shallower than the next (a depth just past a multiple of the depth
-  // block), its tiles still issue their shares in few groups. Also pulling
-  // the next tile's a into L1 was worth nothing measurable.
+  // all at once (faster on the seed's shapes: pages_bench --compare
+  // prefetch, BENCHMARKS.md). Where a slice is much shallower than the next
+  // (a depth just past a multiple of the depth block), its tiles still
+  // issue their shares in few groups.
   kSpread,
 };
 

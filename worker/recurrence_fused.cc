@@ -37,8 +37,8 @@ int64_t RowGrain(int64_t width) {
 // The build targets baseline x86-64, where the `omp simd` loops below run
 // 4 floats wide (SSE2). On a CPU with AVX-512 (or AVX2), ParallelRows runs
 // each body inlined (flatten) into a copy compiled for it, 16 (or 8) floats
-// wide: in a seed-size step the AVX-512 copy took the pointwise passes from
-// 7.3% to 5.2% of the time. Only those copies have the wider code:
+// wide (a third less time in the pointwise passes with AVX-512:
+// BENCHMARKS.md). Only those copies have the wider code:
 // everything they call inline is inlined, nothing is emitted out of line for
 // other code to pick up. The file is built with -ffp-contract=off, so every
 // copy rounds every element the same way; only the order of the sums inside
@@ -88,13 +88,9 @@ constexpr int64_t kMinRowsPerThread = 16;
 
 // Largest weights (bytes, all the loop's products together) for which kAuto
 // takes row groups. Each group reads all of them at every step, twice the
-// traffic of sharing the columns out. Measured on the 2-core VM (2 MiB of L2
-// per core), GRU with layer norm, shared step time over grouped, steps
-// alternating in one process (trainer_bench --row-groups always,never
-// --alternate; BENCHMARKS.md): H 128 (192 KiB of weights) 1.19-1.32, and
-// 0.99-1.46 in six pairs of separate runs; H 256 (768 KiB) 1.04-1.26; H 512
-// (3 MiB) 0.76-1.14; H 1000 (12 MiB) 0.96-1.09; H 2000 (48 MiB) 0.90-1.09,
-// depending on the hour. So only weights that fit in L2 take groups.
+// traffic of sharing the columns out: groups win while the weights fit in
+// L2 and lose or tie beyond (trainer_bench --row-groups always,never
+// --alternate; the measurements are in BENCHMARKS.md).
 constexpr int64_t kMaxGroupWeightBytes = int64_t{1} << 20;
 
 // Timesteps per segment of the time loop: the rows are shared out afresh
