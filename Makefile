@@ -27,7 +27,7 @@ bench: build
 	BUILD=$(BUILD) bench/run.sh
 
 # Fuzzes the sweep spec reader with libFuzzer (clang, ASan, UBSan) for
-# FUZZ_SECONDS; outside `make test`, which never needs clang.
+# FUZZ_SECONDS; outside `make test`, whose only use of clang is the lock lint.
 FUZZ_SECONDS ?= 300
 fuzz:
 	scripts/fuzz-spec.sh $(FUZZ_SECONDS)

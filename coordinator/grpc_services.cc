@@ -40,7 +40,7 @@ grpc::Status CallGate::Authenticate(const grpc::ServerContextBase& context) {
     why = "a wrong token";
   }
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto now = std::chrono::steady_clock::now();
     if (now - last_refusal_log_ >= std::chrono::seconds(1)) {
       spdlog::warn("refused a call from {} with {}{}", context.peer(), why,
@@ -65,21 +65,23 @@ grpc::Status CallGate::Authenticate(const grpc::ServerContextBase& context) {
 grpc::Status CallGate::Enter(const grpc::ServerContextBase& context) {
   grpc::Status authenticated = Authenticate(context);
   if (!authenticated.ok()) return authenticated;
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (closed_) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "coordinator is shutting down");
   ++in_flight_;
   return grpc::Status::OK;
 }
 
 void CallGate::Leave() {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (--in_flight_ == 0) idle_.notify_all();
+  MutexLock lock(&mu_);
+  if (--in_flight_ == 0) idle_.SignalAll();
 }
 
 bool CallGate::CloseAndWait(std::chrono::system_clock::time_point deadline) {
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   closed_ = true;
-  return idle_.wait_until(lock, deadline, [this] { return in_flight_ == 0; });
+  bool timed_out = false;
+  while (in_flight_ != 0 && !timed_out) timed_out = idle_.WaitUntil(deadline);
+  return in_flight_ == 0;
 }
 
 namespace {

@@ -7,11 +7,10 @@
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
-#include <mutex>
 #include <string>
 
+#include "common/mutex.h"
 #include "common/status.h"
 #include "coordinator/checkpoint_manager.h"
 #include "coordinator/job_manager.h"
@@ -36,27 +35,27 @@ class CallGate {
   // Otherwise the status to finish it with: Unauthenticated for a missing or
   // wrong token (logged with the peer, never with a token), Unavailable once
   // closed. Thread-safe.
-  grpc::Status Enter(const grpc::ServerContextBase& context);
+  grpc::Status Enter(const grpc::ServerContextBase& context) EXCLUDES(mu_);
   // Ends a call that entered. Thread-safe.
-  void Leave();
+  void Leave() EXCLUDES(mu_);
   // Turns new calls away, then waits until none is in flight or `deadline`
   // passes. True when none is left.
-  bool CloseAndWait(std::chrono::system_clock::time_point deadline);
+  bool CloseAndWait(std::chrono::system_clock::time_point deadline) EXCLUDES(mu_);
 
  private:
-  grpc::Status Authenticate(const grpc::ServerContextBase& context);
+  grpc::Status Authenticate(const grpc::ServerContextBase& context) EXCLUDES(mu_);
 
   // SHA-256 of "Bearer <token>"; empty: no token required. Digests of equal
   // length make the comparison's time independent of the presented token.
   std::string expected_digest_;  // set before serving, then read-only
-  std::mutex mu_;
-  std::condition_variable idle_;
-  int in_flight_ = 0;    // GUARDED_BY(mu_)
-  bool closed_ = false;  // GUARDED_BY(mu_)
+  Mutex mu_;
+  CondVar idle_{&mu_};
+  int in_flight_ GUARDED_BY(mu_) = 0;
+  bool closed_ GUARDED_BY(mu_) = false;
   // Refusals are logged at most once a second, with a count, so a flood of
   // bad calls cannot flood the log.
-  std::chrono::steady_clock::time_point last_refusal_log_;  // GUARDED_BY(mu_)
-  int64_t refusals_unlogged_ = 0;                           // GUARDED_BY(mu_)
+  std::chrono::steady_clock::time_point last_refusal_log_ GUARDED_BY(mu_);
+  int64_t refusals_unlogged_ GUARDED_BY(mu_) = 0;
 };
 
 class CoordinatorService final : public v1::Coordinator::CallbackService {

@@ -159,11 +159,11 @@ CoordinatorServer::~CoordinatorServer() { Shutdown(); }
 
 void CoordinatorServer::Shutdown(int grace_ms) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (stopping_) return;
     stopping_ = true;
   }
-  wake_.notify_all();
+  wake_.SignalAll();
   if (lease_sweeper_.joinable()) lease_sweeper_.join();
   if (server_) {
     server_->GetHealthCheckService()->SetServingStatus(false);
@@ -179,15 +179,21 @@ void CoordinatorServer::Shutdown(int grace_ms) {
 }
 
 void CoordinatorServer::SweepLeases() {
-  std::unique_lock<std::mutex> lock(mu_);
-  while (!wake_.wait_for(lock, std::chrono::milliseconds(options_.lease_sweep_ms),
-                         [this] { return stopping_; })) {
-    lock.unlock();
+  MutexLock lock(&mu_);
+  while (!StoppingWithin(std::chrono::milliseconds(options_.lease_sweep_ms))) {
+    mu_.Unlock();
     jobs_->ExpireLeases([](Status status) {
       if (!status.ok()) spdlog::warn("lease sweep: {}", status.ToString());
     });
-    lock.lock();
+    mu_.Lock();
   }
+}
+
+bool CoordinatorServer::StoppingWithin(std::chrono::milliseconds period) {
+  const auto deadline = std::chrono::steady_clock::now() + period;
+  bool timed_out = false;
+  while (!stopping_ && !timed_out) timed_out = wake_.WaitUntil(deadline);
+  return stopping_;
 }
 
 }  // namespace ablate

@@ -14,23 +14,23 @@
 
 #include <grpcpp/grpcpp.h>
 
-#include <condition_variable>
+#include <chrono>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 
+#include "common/mutex.h"
 #include "common/status.h"
 #include "coordinator/checkpoint_manager.h"
 #include "coordinator/clock.h"
 #include "coordinator/grpc_services.h"
 #include "coordinator/job_manager.h"
 #include "coordinator/results_manager.h"
+#include "coordinator/sweep_manager.h"
+#include "coordinator/worker_manager.h"
 #include "store/sqlite.h"
 #include "store/store.h"
-#include "coordinator/sweep_manager.h"
 #include "store/wal_checkpointer.h"
-#include "coordinator/worker_manager.h"
 #include "store/writer.h"
 
 namespace ablate {
@@ -76,11 +76,13 @@ class CoordinatorServer {
   // Graceful: reports NOT_SERVING and refuses new calls (Unavailable), lets
   // the calls in flight finish (cancelling them after `grace_ms`), then
   // commits everything queued. Idempotent.
-  void Shutdown(int grace_ms = 5000);
+  void Shutdown(int grace_ms = 5000) EXCLUDES(mu_);
 
  private:
   explicit CoordinatorServer(const CoordinatorOptions& options) : options_(options) {}
-  void SweepLeases();
+  void SweepLeases() EXCLUDES(mu_);
+  // Waits `period`, less when shutdown begins meanwhile; true when it has.
+  bool StoppingWithin(std::chrono::milliseconds period) REQUIRES(mu_);
 
   const CoordinatorOptions options_;
   std::string address_;
@@ -101,9 +103,9 @@ class CoordinatorServer {
   std::unique_ptr<SweepsService> sweeps_service_;
   std::unique_ptr<grpc::Server> server_;
 
-  std::mutex mu_;
-  std::condition_variable wake_;
-  bool stopping_ = false;  // GUARDED_BY(mu_)
+  Mutex mu_;
+  CondVar wake_{&mu_};
+  bool stopping_ GUARDED_BY(mu_) = false;
   std::thread lease_sweeper_;
 };
 

@@ -3,11 +3,11 @@
 #ifndef ABLATE_COORDINATOR_TASK_RUNNER_H_
 #define ABLATE_COORDINATOR_TASK_RUNNER_H_
 
-#include <condition_variable>
 #include <deque>
 #include <functional>
-#include <mutex>
 #include <thread>
+
+#include "common/mutex.h"
 
 namespace ablate {
 
@@ -20,15 +20,15 @@ class TaskRunner {
   TaskRunner& operator=(const TaskRunner&) = delete;
 
   // Thread-safe; must not be called once destruction began.
-  void Post(std::function<void()> task);
+  void Post(std::function<void()> task) EXCLUDES(mu_);
 
  private:
-  void Loop();
+  void Loop() EXCLUDES(mu_);
 
-  std::mutex mu_;
-  std::condition_variable wake_;
-  std::deque<std::function<void()>> tasks_;  // GUARDED_BY(mu_)
-  bool stopping_ = false;                    // GUARDED_BY(mu_)
+  Mutex mu_;
+  CondVar wake_{&mu_};
+  std::deque<std::function<void()>> tasks_ GUARDED_BY(mu_);
+  bool stopping_ GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
 

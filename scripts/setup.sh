@@ -2,8 +2,8 @@
 # Installs every Debian 12 package ablate needs to build, test and run its demo.
 # Idempotent: packages already present are skipped, so `make demo` and `make test`
 # can call it every time at the cost of one dpkg query.
-# `setup.sh fuzz` also installs what scripts/fuzz-spec.sh needs (clang and its
-# libFuzzer/sanitizer runtimes), which the normal build does not use.
+# `setup.sh fuzz` also installs what scripts/fuzz-spec.sh needs beyond clang:
+# its libFuzzer and sanitizer runtimes.
 # `setup.sh cuda` also installs what building the CUDA worker needs beyond
 # NVIDIA's compiler (nvcc 13, which it expects in /usr/local/cuda or on the
 # PATH): the CUDA LibTorch of the GPU machines, PyTorch 2.11's pip wheel, in
@@ -24,6 +24,8 @@ packages=(
   libcurl4-openssl-dev libzip-dev zip unzip
   dict-gcide python3 python3-torch
   libssl-dev yamllint shellcheck docker-compose
+  # The lint test checks the locks with clang's thread-safety analysis.
+  clang
   openssl
   # report_test renders `ablate report` in headless Chromium and decodes its PNG.
   chromium libpng-dev
@@ -31,7 +33,7 @@ packages=(
   python3-optuna
 )
 if [[ "${1:-}" == fuzz ]]; then
-  packages+=(clang libclang-rt-14-dev)
+  packages+=(libclang-rt-14-dev)
 fi
 if [[ "${1:-}" == cuda ]]; then
   packages+=(python3-venv)

@@ -24,18 +24,18 @@ WalCheckpointer::WalCheckpointer(std::unique_ptr<Database> db, Options options)
 
 WalCheckpointer::~WalCheckpointer() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     stopping_ = true;
   }
-  wake_.notify_one();
+  wake_.Signal();
   thread_.join();
 }
 
 void WalCheckpointer::Loop() {
   std::string last_error;
-  std::unique_lock<std::mutex> lock(mu_);
-  while (!wake_.wait_for(lock, options_.period, [this] { return stopping_; })) {
-    lock.unlock();
+  MutexLock lock(&mu_);
+  while (!StoppedWithin(options_.period)) {
+    mu_.Unlock();
     // PASSIVE copies what no reader still needs and never waits for a lock,
     // so it holds up neither the writer nor a reader.
     StatusOr<int64_t> busy = db_->QueryInt("PRAGMA wal_checkpoint(PASSIVE)");
@@ -43,8 +43,15 @@ void WalCheckpointer::Loop() {
     std::string error = busy.ok() ? "" : busy.status().ToString();
     if (error != last_error && !error.empty()) spdlog::warn("checkpointing the log: {}", error);
     last_error = std::move(error);
-    lock.lock();
+    mu_.Lock();
   }
+}
+
+bool WalCheckpointer::StoppedWithin(std::chrono::milliseconds period) {
+  const auto deadline = std::chrono::steady_clock::now() + period;
+  bool timed_out = false;
+  while (!stopping_ && !timed_out) timed_out = wake_.WaitUntil(deadline);
+  return stopping_;
 }
 
 }  // namespace ablate

@@ -17,12 +17,11 @@
 #define ABLATE_STORE_WAL_CHECKPOINTER_H_
 
 #include <chrono>
-#include <condition_variable>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 
+#include "common/mutex.h"
 #include "common/status.h"
 #include "store/sqlite.h"
 
@@ -51,19 +50,22 @@ class WalCheckpointer {
     return Start(path, writer, Options());
   }
   // Stops the thread (a checkpoint under way finishes first).
-  ~WalCheckpointer();
+  ~WalCheckpointer() EXCLUDES(mu_);
   WalCheckpointer(const WalCheckpointer&) = delete;
   WalCheckpointer& operator=(const WalCheckpointer&) = delete;
 
  private:
   WalCheckpointer(std::unique_ptr<Database> db, Options options);
-  void Loop();
+  void Loop() EXCLUDES(mu_);
+  // Waits `period`, less when the checkpointer is stopped meanwhile; true
+  // when it is.
+  bool StoppedWithin(std::chrono::milliseconds period) REQUIRES(mu_);
 
   const std::unique_ptr<Database> db_;  // used only by the thread
   const Options options_;
-  std::mutex mu_;
-  std::condition_variable wake_;
-  bool stopping_ = false;  // GUARDED_BY(mu_)
+  Mutex mu_;
+  CondVar wake_{&mu_};
+  bool stopping_ GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
 

@@ -22,10 +22,10 @@ Writer::~Writer() { Stop(); }
 
 void Writer::Submit(Op op, Done done) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (!stopping_ && queue_.size() < options_.max_queue) {
       queue_.push_back(Pending{std::move(op), std::move(done), Status()});
-      if (queue_.size() == 1) wake_.notify_one();
+      if (queue_.size() == 1) wake_.Signal();
       return;
     }
   }
@@ -34,15 +34,15 @@ void Writer::Submit(Op op, Done done) {
 
 void Writer::Stop() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     stopping_ = true;
   }
-  wake_.notify_one();
+  wake_.Signal();
   if (thread_.joinable()) thread_.join();
 }
 
 Writer::Stats Writer::stats() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return stats_;
 }
 
@@ -50,8 +50,8 @@ void Writer::Loop() {
   std::deque<Pending> batch;
   while (true) {
     {
-      std::unique_lock<std::mutex> lock(mu_);
-      wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      MutexLock lock(&mu_);
+      while (!stopping_ && queue_.empty()) wake_.Wait();
       if (queue_.empty()) return;  // stopping, and everything is done
       size_t n = std::min(queue_.size(), options_.max_batch);
       for (size_t i = 0; i < n; ++i) {
@@ -89,7 +89,7 @@ void Writer::RunBatch(std::deque<Pending>& batch) {
     }
   }
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     ++stats_.batches;
     stats_.ops += batch.size();
     if (!failure.ok()) ++stats_.failed_batches;

@@ -7,14 +7,13 @@
 #ifndef ABLATE_STORE_WRITER_H_
 #define ABLATE_STORE_WRITER_H_
 
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <functional>
-#include <mutex>
 #include <thread>
 
+#include "common/mutex.h"
 #include "common/status.h"
 #include "store/sqlite.h"
 
@@ -54,12 +53,12 @@ class Writer {
 
   // Queues `op`. Thread-safe. When the queue is full or the writer stopped,
   // `done` is called at once, on the caller's thread, with Unavailable.
-  void Submit(Op op, Done done);
+  void Submit(Op op, Done done) EXCLUDES(mu_);
 
   // Runs what is queued, then stops the thread. Idempotent.
-  void Stop();
+  void Stop() EXCLUDES(mu_);
 
-  Stats stats() const;
+  Stats stats() const EXCLUDES(mu_);
 
  private:
   struct Pending {
@@ -68,17 +67,17 @@ class Writer {
     Status status;
   };
 
-  void Loop();
-  void RunBatch(std::deque<Pending>& batch);
+  void Loop() EXCLUDES(mu_);
+  void RunBatch(std::deque<Pending>& batch) EXCLUDES(mu_);
 
   Database* const db_;
   const Options options_;
 
-  mutable std::mutex mu_;
-  std::condition_variable wake_;
-  std::deque<Pending> queue_;  // GUARDED_BY(mu_)
-  bool stopping_ = false;      // GUARDED_BY(mu_)
-  Stats stats_;                // GUARDED_BY(mu_)
+  mutable Mutex mu_;
+  CondVar wake_{&mu_};
+  std::deque<Pending> queue_ GUARDED_BY(mu_);
+  bool stopping_ GUARDED_BY(mu_) = false;
+  Stats stats_ GUARDED_BY(mu_);
 
   std::thread thread_;
 };
