@@ -1,17 +1,12 @@
 #include "worker/coordinator_client.h"
 
-#include <time.h>
-
 #include <algorithm>
-#include <atomic>
 #include <fstream>
-#include <mutex>
 #include <random>
-#include <set>
 #include <thread>
 
-#include "common/file.h"
 #include "common/config_hash.h"
+#include "common/file.h"
 #include "data/text8.h"
 
 namespace ablate {
@@ -22,36 +17,10 @@ constexpr auto kUnaryDeadline = std::chrono::seconds(10);
 constexpr auto kStreamDeadline = std::chrono::minutes(30);
 constexpr size_t kChunkBytes = 1 << 20;
 
-// CapDeadlines's cap, nanoseconds of CLOCK_REALTIME; 0 for none.
-std::atomic<int64_t> g_deadline_cap_ns{0};
-static_assert(std::atomic<int64_t>::is_always_lock_free, "CapDeadlines runs in signal handlers");
+}  // namespace
 
-int64_t RealtimeNs() {
-  timespec now{};
-  clock_gettime(CLOCK_REALTIME, &now);
-  return int64_t{now.tv_sec} * 1000000000 + now.tv_nsec;
-}
-
-std::chrono::system_clock::time_point Deadline(std::chrono::system_clock::duration timeout) {
-  auto deadline = std::chrono::system_clock::now() + timeout;
-  if (const int64_t cap = g_deadline_cap_ns.load(); cap != 0) {
-    deadline = std::min(deadline, std::chrono::system_clock::time_point(
-                                      std::chrono::duration_cast<std::chrono::system_clock::duration>(
-                                          std::chrono::nanoseconds(cap))));
-  }
-  return deadline;
-}
-
-// Every call in flight, for CancelCallsPastCap: a call started before the
-// cap keeps the deadline it started with.
-std::mutex g_calls_mu;
-std::set<grpc::ClientContext*>& Calls() {
-  static auto* calls = new std::set<grpc::ClientContext*>;
-  return *calls;
-}
-
-// One call's context, with its deadline (capped by CapDeadlines), listed
-// among the calls in flight for as long as the call runs.
+// One call's context, with its deadline (capped at the end of the stop's
+// grace), listed among the client's calls in flight for as long as it runs.
 //
 // Unary calls wait for the coordinator to be reachable, up to their deadline,
 // instead of failing at once: a call in flight is what makes gRPC notice a
@@ -60,19 +29,20 @@ std::set<grpc::ClientContext*>& Calls() {
 // possibly after the leases it renewed at start lapsed again. Streams fail
 // fast and are retried; the heartbeats running beside them keep the channel
 // watched.
-class Call {
+class GrpcCoordinatorClient::Call {
  public:
   enum Kind { kUnary, kStream };
 
-  explicit Call(Kind kind) {
+  Call(GrpcCoordinatorClient* client, Kind kind) EXCLUDES(client->calls_mu_) : client_(client) {
     if (kind == kUnary) context_.set_wait_for_ready(true);
-    context_.set_deadline(Deadline(kind == kUnary ? kUnaryDeadline : kStreamDeadline));
-    std::lock_guard<std::mutex> lock(g_calls_mu);
-    Calls().insert(&context_);
+    context_.set_deadline(client_->stop_->CapDeadline(
+        std::chrono::system_clock::now() + (kind == kUnary ? kUnaryDeadline : kStreamDeadline)));
+    MutexLock lock(&client_->calls_mu_);
+    client_->calls_.insert(&context_);
   }
-  ~Call() {
-    std::lock_guard<std::mutex> lock(g_calls_mu);
-    Calls().erase(&context_);
+  ~Call() EXCLUDES(client_->calls_mu_) {
+    MutexLock lock(&client_->calls_mu_);
+    client_->calls_.erase(&context_);
   }
   Call(const Call&) = delete;
   Call& operator=(const Call&) = delete;
@@ -82,86 +52,79 @@ class Call {
   // The call's status; one CancelCallsPastCap ended reads as the deadline
   // it is (transient: the caller treats it as a coordinator still away).
   Status Finish(const grpc::Status& status) const {
-    if (status.error_code() == grpc::StatusCode::CANCELLED) {
-      const int64_t cap = g_deadline_cap_ns.load();
-      if (cap != 0 && RealtimeNs() >= cap) {
-        return Status::DeadlineExceeded("the worker's stop grace ran out");
-      }
+    if (status.error_code() == grpc::StatusCode::CANCELLED && client_->stop_->PastDeadlineCap()) {
+      return Status::DeadlineExceeded("the worker's stop grace ran out");
     }
     return FromGrpc(status);
   }
 
  private:
+  GrpcCoordinatorClient* const client_;
   grpc::ClientContext context_;
 };
 
-}  // namespace
-
-void CoordinatorClient::CapDeadlines(double seconds_from_now) {
-  g_deadline_cap_ns.store(RealtimeNs() + static_cast<int64_t>(seconds_from_now * 1e9));
-}
-
-int CoordinatorClient::CancelCallsPastCap() {
-  const int64_t cap = g_deadline_cap_ns.load();
-  if (cap == 0 || RealtimeNs() < cap) return 0;
-  std::lock_guard<std::mutex> lock(g_calls_mu);
+int GrpcCoordinatorClient::CancelCallsPastCap() {
+  if (!stop_->PastDeadlineCap()) return 0;
+  MutexLock lock(&calls_mu_);
   // TryCancel on a context whose call has not started yet cancels the call
   // when it starts.
-  for (grpc::ClientContext* context : Calls()) context->TryCancel();
-  return static_cast<int>(Calls().size());
+  for (grpc::ClientContext* context : calls_) context->TryCancel();
+  return static_cast<int>(calls_.size());
 }
 
-CoordinatorClient::CoordinatorClient(std::shared_ptr<grpc::Channel> channel)
-    : stub_(v1::Coordinator::NewStub(std::move(channel))) {}
+GrpcCoordinatorClient::GrpcCoordinatorClient(std::shared_ptr<grpc::Channel> channel,
+                                             const StopState* stop)
+    : stub_(v1::Coordinator::NewStub(std::move(channel))), stop_(stop) {}
 
-Status CoordinatorClient::Register(const v1::RegisterWorkerRequest& request,
-                                   v1::RegisterWorkerResponse* response) {
-  Call call(Call::kUnary);
+Status GrpcCoordinatorClient::Register(const v1::RegisterWorkerRequest& request,
+                                       v1::RegisterWorkerResponse* response) {
+  Call call(this, Call::kUnary);
   return call.Finish(stub_->RegisterWorker(call.context(), request, response));
 }
 
-Status CoordinatorClient::Lease(int64_t worker_id, v1::LeaseJobResponse* response) {
-  Call call(Call::kUnary);
+Status GrpcCoordinatorClient::Lease(int64_t worker_id, v1::LeaseJobResponse* response) {
+  Call call(this, Call::kUnary);
   v1::LeaseJobRequest request;
   request.set_worker_id(worker_id);
   return call.Finish(stub_->LeaseJob(call.context(), request, response));
 }
 
-Status CoordinatorClient::Heartbeat(const v1::HeartbeatRequest& request,
-                                    v1::HeartbeatResponse* response) {
-  Call call(Call::kUnary);
+Status GrpcCoordinatorClient::Heartbeat(const v1::HeartbeatRequest& request,
+                                        v1::HeartbeatResponse* response) {
+  Call call(this, Call::kUnary);
   return call.Finish(stub_->Heartbeat(call.context(), request, response));
 }
 
-Status CoordinatorClient::ReportPoints(const v1::ReportPointsRequest& request) {
-  Call call(Call::kUnary);
+Status GrpcCoordinatorClient::ReportPoints(const v1::ReportPointsRequest& request) {
+  Call call(this, Call::kUnary);
   v1::ReportPointsResponse response;
   return call.Finish(stub_->ReportPoints(call.context(), request, &response));
 }
 
-Status CoordinatorClient::Complete(const v1::CompleteJobRequest& request) {
-  Call call(Call::kUnary);
+Status GrpcCoordinatorClient::Complete(const v1::CompleteJobRequest& request) {
+  Call call(this, Call::kUnary);
   v1::CompleteJobResponse response;
   return call.Finish(stub_->CompleteJob(call.context(), request, &response));
 }
 
-Status CoordinatorClient::Fail(const v1::FailJobRequest& request, v1::FailJobResponse* response) {
-  Call call(Call::kUnary);
+Status GrpcCoordinatorClient::Fail(const v1::FailJobRequest& request,
+                                   v1::FailJobResponse* response) {
+  Call call(this, Call::kUnary);
   return call.Finish(stub_->FailJob(call.context(), request, response));
 }
 
-Status CoordinatorClient::Release(const v1::ReleaseJobRequest& request) {
-  Call call(Call::kUnary);
+Status GrpcCoordinatorClient::Release(const v1::ReleaseJobRequest& request) {
+  Call call(this, Call::kUnary);
   v1::ReleaseJobResponse response;
   return call.Finish(stub_->ReleaseJob(call.context(), request, &response));
 }
 
-Status CoordinatorClient::UploadCheckpoint(int64_t job_id, int64_t lease_token, int64_t step,
-                                           const std::string& path) {
+Status GrpcCoordinatorClient::UploadCheckpoint(int64_t job_id, int64_t lease_token, int64_t step,
+                                               const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return Status::NotFound("checkpoint " + path + " cannot be read");
   const std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  Call call(Call::kStream);
+  Call call(this, Call::kStream);
   v1::UploadCheckpointResponse response;
   auto writer = stub_->UploadCheckpoint(call.context(), &response);
   v1::UploadCheckpointRequest first;
@@ -180,9 +143,9 @@ Status CoordinatorClient::UploadCheckpoint(int64_t job_id, int64_t lease_token, 
   return call.Finish(writer->Finish());
 }
 
-StatusOr<int64_t> CoordinatorClient::DownloadCheckpoint(int64_t job_id, int64_t lease_token,
-                                                        const std::string& path) {
-  Call call(Call::kStream);
+StatusOr<int64_t> GrpcCoordinatorClient::DownloadCheckpoint(int64_t job_id, int64_t lease_token,
+                                                            const std::string& path) {
+  Call call(this, Call::kStream);
   v1::DownloadCheckpointRequest request;
   request.set_job_id(job_id);
   request.set_lease_token(lease_token);

@@ -2,11 +2,12 @@
 
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <chrono>
-#include <cstdio>
+#include <csignal>
 #include <thread>
+
+#include "worker/stop_state.h"
 
 namespace ablate {
 namespace {
@@ -14,11 +15,13 @@ namespace {
 using std::chrono::milliseconds;
 using std::chrono::steady_clock;
 
-// The scenario of a worker told to stop while a heartbeat waits for a
-// coordinator that is gone. Returns 0 when it behaves; otherwise says why.
-int CallInFlightEndsAtTheCap() {
+// A worker told to stop while a heartbeat waits for a coordinator that is
+// gone: the call ends when the stop's grace does, not at its own deadline.
+TEST(CoordinatorClient, CallsStillInFlightWhenTheGraceEndsAreCancelled) {
+  StopState stop(/*grace_seconds=*/0.3);
   // Nothing listens on port 1: a wait-for-ready call waits out its deadline.
-  CoordinatorClient client(grpc::CreateChannel("127.0.0.1:1", grpc::InsecureChannelCredentials()));
+  GrpcCoordinatorClient client(
+      grpc::CreateChannel("127.0.0.1:1", grpc::InsecureChannelCredentials()), &stop);
   Status result;
   const auto start = steady_clock::now();
   std::thread call([&] {
@@ -26,42 +29,50 @@ int CallInFlightEndsAtTheCap() {
     result = client.Heartbeat(v1::HeartbeatRequest(), &response);
   });
   std::this_thread::sleep_for(milliseconds(300));  // in flight, with a 10 s deadline
-  CoordinatorClient::CapDeadlines(0.3);
-  if (int n = CoordinatorClient::CancelCallsPastCap(); n != 0) {
-    std::fprintf(stderr, "cancelled %d call(s) before the cap\n", n);
-    return 1;
-  }
+  EXPECT_EQ(client.CancelCallsPastCap(), 0) << "before the stop";
+  stop.Request();
+  EXPECT_EQ(client.CancelCallsPastCap(), 0) << "within the grace";
   std::this_thread::sleep_for(milliseconds(500));
-  const int cancelled = CoordinatorClient::CancelCallsPastCap();
+  EXPECT_EQ(client.CancelCallsPastCap(), 1);
   call.join();
-  const double seconds = std::chrono::duration<double>(steady_clock::now() - start).count();
-  if (cancelled != 1) {
-    std::fprintf(stderr, "cancelled %d calls past the cap, not 1\n", cancelled);
-    return 1;
-  }
   // Read as the deadline it is, so callers retry or give up as for a
   // coordinator that is away, never take it for a refusal.
-  if (result.code() != Status::kDeadlineExceeded || seconds > 5) {
-    std::fprintf(stderr, "the call ended after %.1f s with %s\n", seconds,
-                 result.ToString().c_str());
-    return 1;
-  }
-  // A call started past the cap fails at once.
+  EXPECT_EQ(result.code(), Status::kDeadlineExceeded) << result.ToString();
+  EXPECT_LT(steady_clock::now() - start, std::chrono::seconds(5));
+
+  // A call started past the end of the grace fails at once.
   v1::HeartbeatResponse response;
   const auto late = steady_clock::now();
   const Status late_result = client.Heartbeat(v1::HeartbeatRequest(), &response);
-  if (late_result.code() != Status::kDeadlineExceeded ||
-      steady_clock::now() - late > milliseconds(2000)) {
-    std::fprintf(stderr, "a call started past the cap: %s\n", late_result.ToString().c_str());
-    return 1;
-  }
-  return 0;
+  EXPECT_EQ(late_result.code(), Status::kDeadlineExceeded) << late_result.ToString();
+  EXPECT_LT(steady_clock::now() - late, milliseconds(2000));
 }
 
-// The cap lasts for the process, so the scenario runs in a child of its own.
-TEST(CoordinatorClientDeathTest, CallsStillInFlightWhenTheCapPassesAreCancelled) {
-  GTEST_FLAG_SET(death_test_style, "threadsafe");
-  EXPECT_EXIT(_exit(CallInFlightEndsAtTheCap()), testing::ExitedWithCode(0), "");
+TEST(StopState, GraceStartsAtTheFirstRequest) {
+  StopState stop(/*grace_seconds=*/0.2);
+  EXPECT_FALSE(stop.requested());
+  EXPECT_TRUE(stop.WithinGrace());
+  EXPECT_FALSE(stop.PastDeadlineCap());
+  const auto far = std::chrono::system_clock::now() + std::chrono::hours(1);
+  EXPECT_EQ(stop.CapDeadline(far), far) << "no cap before the stop";
+
+  stop.Request();
+  EXPECT_TRUE(stop.requested());
+  EXPECT_TRUE(stop.WithinGrace());
+  EXPECT_LT(stop.CapDeadline(far), std::chrono::system_clock::now() + std::chrono::seconds(1));
+  std::this_thread::sleep_for(milliseconds(100));
+  stop.Request();  // a second signal does not restart the grace
+  std::this_thread::sleep_for(milliseconds(150));
+  EXPECT_FALSE(stop.WithinGrace());
+  EXPECT_TRUE(stop.PastDeadlineCap());
+}
+
+TEST(StopState, SigtermRequestsTheStopOfTheInstalledInstance) {
+  StopState stop(/*grace_seconds=*/60);
+  stop.InstallSignalHandlers();
+  ASSERT_EQ(raise(SIGTERM), 0);
+  EXPECT_TRUE(stop.requested());
+  EXPECT_TRUE(stop.WithinGrace());
 }
 
 }  // namespace
