@@ -101,7 +101,9 @@ StatusOr<JobRow> JobManager::ReadJob(Database& db, int64_t job_id) {
   JobRow job;
   job.id = rows.Int(0);
   job.sweep_id = rows.Int(1);
-  job.state = rows.Text(2);
+  const std::optional<JobState> state = ParseJobState(rows.Text(2));
+  if (!state) return Status::DataLoss(fmt::format("job {} has state '{}'", job_id, rows.Text(2)));
+  job.state = *state;
   job.attempts = rows.Int(3);
   job.lease_owner = rows.Int(4);
   job.lease_token = rows.Int(5);
@@ -112,14 +114,18 @@ StatusOr<JobRow> JobManager::ReadJob(Database& db, int64_t job_id) {
   return job;
 }
 
-StatusOr<JobRow> JobManager::CheckLease(Database& db, int64_t job_id, int64_t lease_token) {
+StatusOr<JobRow> JobManager::CheckLease(Database& db, int64_t job_id, int64_t lease_token,
+                                        std::initializer_list<JobState> repeated) {
   ABLATE_ASSIGN_OR_RETURN(JobRow job, ReadJob(db, job_id));
   if (job.lease_token != lease_token) {
     return StalePrecondition(
         job, fmt::format("the current lease token is {}, not {}", job.lease_token, lease_token));
   }
-  if (job.state != "running") return StalePrecondition(job, "the job is " + job.state);
-  return job;
+  if (job.state == JobState::kRunning) return job;
+  for (JobState s : repeated) {
+    if (job.state == s) return job;
+  }
+  return StalePrecondition(job, std::string("the job is ") + JobStateName(job.state));
 }
 
 void JobManager::LeaseJob(const v1::LeaseJobRequest& request, v1::LeaseJobResponse* reply,
@@ -219,7 +225,8 @@ Status JobManager::ExpireOverdue(Database& db, int64_t now) {
         UPDATE jobs SET state = ?1, last_error = ?2, lease_expiry_ms = NULL,
                         finished_ms = CASE ?1 WHEN 'failed' THEN ?3 END
         WHERE id = ?4)sql",
-                                  exhausted ? "failed" : "pending", error, now, job.id));
+                                  JobStateName(exhausted ? JobState::kFailed : JobState::kPending),
+                                  error, now, job.id));
     ABLATE_RETURN_IF_ERROR(RecordEvent(
         db, {now, job.sweep_id, job.id, job.owner, exhausted ? "expire_failed" : "expire", error}));
   }
@@ -234,16 +241,19 @@ void JobManager::Heartbeat(const v1::HeartbeatRequest& request, v1::HeartbeatRes
   }
   Submit(
       [this, &request, reply](Database& db) -> Status {
-        ABLATE_ASSIGN_OR_RETURN(JobRow job, ReadJob(db, request.job_id()));
-        if (job.lease_token != request.lease_token()) {
+        StatusOr<JobRow> held =
+            CheckLease(db, request.job_id(), request.lease_token(), {JobState::kCancelled});
+        // A stale heartbeat is not an error: its answer tells the worker to stop.
+        if (!held.ok()) {
+          if (held.status().code() != Status::kFailedPrecondition) return held.status();
           reply->set_state(v1::LEASE_STATE_LOST);
           return Status::OK();
         }
-        if (job.state != "running") {
-          reply->set_state(job.state == "cancelled" ? v1::LEASE_STATE_CANCELLED
-                                                    : v1::LEASE_STATE_LOST);
+        if (held->state == JobState::kCancelled) {
+          reply->set_state(v1::LEASE_STATE_CANCELLED);
           return Status::OK();
         }
+        const JobRow& job = *held;
         int64_t now = clock_->NowMs();
         const v1::Progress& p = request.progress();
         // The loss may blow up between heartbeats; that is FailJob's news, and
@@ -289,13 +299,9 @@ void JobManager::CompleteJob(const v1::CompleteJobRequest& request, Writer::Done
   if (!invalid.ok()) return done(invalid);
   Submit(
       [this, &request](Database& db) -> Status {
-        ABLATE_ASSIGN_OR_RETURN(JobRow job, ReadJob(db, request.job_id()));
-        if (job.lease_token != request.lease_token()) {
-          return StalePrecondition(job, fmt::format("the current lease token is {}, not {}",
-                                                    job.lease_token, request.lease_token()));
-        }
-        if (job.state == "done") return Status::OK();  // a retried completion
-        if (job.state != "running") return StalePrecondition(job, "the job is " + job.state);
+        ABLATE_ASSIGN_OR_RETURN(
+            JobRow job, CheckLease(db, request.job_id(), request.lease_token(), {JobState::kDone}));
+        if (job.state == JobState::kDone) return Status::OK();  // a retried completion
         int64_t now = clock_->NowMs();
         const v1::FinalMetrics& m = request.metrics();
         auto metric = [](bool has, double value) {
@@ -320,17 +326,13 @@ void JobManager::FailJob(const v1::FailJobRequest& request, v1::FailJobResponse*
                          Writer::Done done) {
   Submit(
       [this, &request, reply](Database& db) -> Status {
-        ABLATE_ASSIGN_OR_RETURN(JobRow job, ReadJob(db, request.job_id()));
-        if (job.lease_token != request.lease_token()) {
-          return StalePrecondition(job, fmt::format("the current lease token is {}, not {}",
-                                                    job.lease_token, request.lease_token()));
-        }
+        ABLATE_ASSIGN_OR_RETURN(JobRow job, CheckLease(db, request.job_id(), request.lease_token(),
+                                                       {JobState::kPending, JobState::kFailed}));
         // Not re-leased since: a retried FailJob, answered as the first was.
-        if (job.state == "pending" || job.state == "failed") {
-          reply->set_will_retry(job.state == "pending");
+        if (job.state != JobState::kRunning) {
+          reply->set_will_retry(job.state == JobState::kPending);
           return Status::OK();
         }
-        if (job.state != "running") return StalePrecondition(job, "the job is " + job.state);
         bool attempts_left = job.attempts < job.max_attempts;
         bool retry =
             attempts_left && (request.non_finite_loss() ? job.retry_on_nan : request.retryable());
@@ -340,7 +342,8 @@ void JobManager::FailJob(const v1::FailJobRequest& request, v1::FailJobResponse*
             UPDATE jobs SET state = ?1, last_error = ?2, lease_expiry_ms = NULL,
                             finished_ms = CASE ?1 WHEN 'failed' THEN ?3 END
             WHERE id = ?4)sql",
-                                      retry ? "pending" : "failed", error, now, job.id));
+                                      JobStateName(retry ? JobState::kPending : JobState::kFailed),
+                                      error, now, job.id));
         reply->set_will_retry(retry);
         return RecordEvent(
             db, {now, job.sweep_id, job.id, job.lease_owner, retry ? "fail_retry" : "fail", error});
@@ -351,13 +354,9 @@ void JobManager::FailJob(const v1::FailJobRequest& request, v1::FailJobResponse*
 void JobManager::ReleaseJob(const v1::ReleaseJobRequest& request, Writer::Done done) {
   Submit(
       [this, &request](Database& db) -> Status {
-        ABLATE_ASSIGN_OR_RETURN(JobRow job, ReadJob(db, request.job_id()));
-        if (job.lease_token != request.lease_token()) {
-          return StalePrecondition(job, fmt::format("the current lease token is {}, not {}",
-                                                    job.lease_token, request.lease_token()));
-        }
-        if (job.state == "pending") return Status::OK();  // a retried release
-        if (job.state != "running") return StalePrecondition(job, "the job is " + job.state);
+        ABLATE_ASSIGN_OR_RETURN(JobRow job, CheckLease(db, request.job_id(), request.lease_token(),
+                                                       {JobState::kPending}));
+        if (job.state == JobState::kPending) return Status::OK();  // a retried release
         int64_t now = clock_->NowMs();
         ABLATE_RETURN_IF_ERROR(db.Run(
             "UPDATE jobs SET state = 'pending', attempts = attempts - 1, lease_expiry_ms = NULL "
@@ -392,14 +391,16 @@ void JobManager::Cancel(const v1::CancelRequest& request, v1::CancelResponse* re
           return Status::InvalidArgument("cancel needs a sweep or a job id");
         }
         ABLATE_ASSIGN_OR_RETURN(JobRow job, ReadJob(db, request.job_id()));
-        if (job.state != "pending" && job.state != "running") return Status::OK();
+        if (job.state != JobState::kPending && job.state != JobState::kRunning) {
+          return Status::OK();
+        }
         ABLATE_RETURN_IF_ERROR(
             db.Run("UPDATE jobs SET state = 'cancelled', finished_ms = ?, lease_expiry_ms = NULL "
                    "WHERE id = ?",
                    now, job.id));
         reply->set_jobs_cancelled(1);
-        return RecordEvent(
-            db, {now, job.sweep_id, job.id, job.lease_owner, "cancel", "was " + job.state});
+        return RecordEvent(db, {now, job.sweep_id, job.id, job.lease_owner, "cancel",
+                                std::string("was ") + JobStateName(job.state)});
       },
       std::move(done));
 }
@@ -424,14 +425,16 @@ void JobManager::Retry(const v1::RetryRequest& request, v1::RetryResponse* reply
           reply->set_jobs_retried(db.Changes());
         } else if (request.target_case() == v1::RetryRequest::kJobId) {
           ABLATE_ASSIGN_OR_RETURN(JobRow job, ReadJob(db, request.job_id()));
-          if (job.state != "failed" && job.state != "cancelled") return Status::OK();
+          if (job.state != JobState::kFailed && job.state != JobState::kCancelled) {
+            return Status::OK();
+          }
           sweep_id = job.sweep_id;
           ABLATE_RETURN_IF_ERROR(db.Run(
               "UPDATE jobs SET state = 'pending', attempts = 0, finished_ms = NULL WHERE id = ?",
               job.id));
           reply->set_jobs_retried(1);
-          ABLATE_RETURN_IF_ERROR(RecordEvent(
-              db, {now, job.sweep_id, job.id, std::nullopt, "retry", "was " + job.state}));
+          ABLATE_RETURN_IF_ERROR(RecordEvent(db, {now, job.sweep_id, job.id, std::nullopt, "retry",
+                                                  std::string("was ") + JobStateName(job.state)}));
         } else {
           return Status::InvalidArgument("retry needs a sweep or a job id");
         }

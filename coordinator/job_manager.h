@@ -30,13 +30,15 @@
 
 #include <atomic>
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 
 #include "common/status.h"
 #include "coordinator/clock.h"
+#include "proto/ablate.pb.h"
+#include "store/job_state.h"
 #include "store/sqlite.h"
 #include "store/writer.h"
-#include "proto/ablate.pb.h"
 
 namespace ablate {
 
@@ -44,7 +46,7 @@ namespace ablate {
 struct JobRow {
   int64_t id = 0;
   int64_t sweep_id = 0;
-  std::string state;
+  JobState state = JobState::kPending;
   int64_t attempts = 0;
   int64_t lease_owner = 0;
   int64_t lease_token = 0;
@@ -87,9 +89,14 @@ class JobManager {
   // heartbeat while it was down, so every running job gets a fresh lease.
   void RenewLeasesAfterRestart(Writer::Done done);
 
-  // On the writer thread: the job, if `lease_token` is its current lease;
-  // NotFound or FailedPrecondition ("stale lease ...") otherwise.
-  static StatusOr<JobRow> CheckLease(Database& db, int64_t job_id, int64_t lease_token);
+  // On the writer thread: the job, if `lease_token` is its current lease
+  // (the job's latest lease, and the job still running); NotFound or
+  // FailedPrecondition ("stale lease ...") otherwise. A job that the same
+  // lease already moved to a state of `repeated` (a request retried after it
+  // took effect) is returned too, with that state, for the caller to answer
+  // as it did the first time.
+  static StatusOr<JobRow> CheckLease(Database& db, int64_t job_id, int64_t lease_token,
+                                     std::initializer_list<JobState> repeated = {});
   // On the writer thread: the job with its sweep's schedule; NotFound if none.
   static StatusOr<JobRow> ReadJob(Database& db, int64_t job_id);
 

@@ -15,6 +15,7 @@
 
 #include "common/run_config.h"
 #include "common/spec.h"
+#include "store/job_state.h"
 #include "store/reader.h"
 #include "store/statistics.h"
 
@@ -52,7 +53,7 @@ std::string Dump(const json& value) {
 
 struct SweepJob {
   int64_t id = 0;
-  std::string state;
+  JobState state = JobState::kPending;
   std::string factors_json;
   json factors;
   std::optional<double> final_bpc;  // the worker's final value of the split, done jobs only
@@ -165,10 +166,14 @@ StatusOr<SweepData> LoadSweep(Database& db, const v1::SweepRef& ref, v1::Split s
     if (!row) break;
     SweepJob& job = sweep.jobs.emplace_back();
     job.id = rows.Int(0);
-    job.state = rows.Text(1);
+    const std::optional<JobState> state = ParseJobState(rows.Text(1));
+    if (!state) {
+      return Status::DataLoss(fmt::format("job {} has state '{}'", job.id, rows.Text(1)));
+    }
+    job.state = *state;
     job.factors_json = rows.Text(2);
     job.last_error = rows.Text(3);
-    if (job.state == "done" && rows.Int(4) == 0) job.final_bpc = rows.Double(5);
+    if (job.state == JobState::kDone && rows.Int(4) == 0) job.final_bpc = rows.Double(5);
     job.factors = json::parse(job.factors_json, nullptr, /*allow_exceptions=*/false);
     if (!job.factors.is_object()) {
       return Status::DataLoss(
@@ -221,11 +226,13 @@ Status CheckSplit(v1::Split split) {
   return Status::InvalidArgument("a split (train, valid or test) is required");
 }
 
-bool Unfinished(const SweepJob& job) { return job.state == "pending" || job.state == "running"; }
+bool Unfinished(const SweepJob& job) {
+  return job.state == JobState::kPending || job.state == JobState::kRunning;
+}
 
 // Counts an unfinished job that has no value in the reply's left-out.
 void LeaveOutUnfinished(const SweepJob& job, v1::LeftOut* left_out) {
-  if (job.state == "pending") {
+  if (job.state == JobState::kPending) {
     left_out->set_pending(left_out->pending() + 1);
   } else {
     left_out->set_running(left_out->running() + 1);
@@ -236,7 +243,7 @@ v1::JobNote* AddNote(const SweepJob& job, std::string detail,
                      google::protobuf::RepeatedPtrField<v1::JobNote>* notes) {
   v1::JobNote* note = notes->Add();
   note->set_job_id(job.id);
-  note->set_state(job.state);
+  note->set_state(JobStateName(job.state));
   note->set_factors_json(job.factors_json);
   note->set_detail(std::move(detail));
   return note;
@@ -257,7 +264,7 @@ std::vector<Counted> SelectJobs(const SweepData& sweep, bool include_unfinished,
                                 v1::LeftOut* left_out) {
   std::vector<Counted> counted;
   for (const SweepJob& job : sweep.jobs) {
-    if (job.state == "done") {
+    if (job.state == JobState::kDone) {
       counted.push_back({&job, false});
     } else if (Unfinished(job)) {
       if (include_unfinished) {
@@ -265,7 +272,7 @@ std::vector<Counted> SelectJobs(const SweepData& sweep, bool include_unfinished,
       } else {
         LeaveOutUnfinished(job, left_out);
       }
-    } else if (job.state == "failed") {
+    } else if (job.state == JobState::kFailed) {
       AddNote(job, job.last_error, left_out->mutable_failed());
     } else {
       left_out->set_cancelled(left_out->cancelled() + 1);
@@ -593,6 +600,82 @@ StatusOr<v1::ResultsResponse> QueryResults(Database& db, const v1::ResultsReques
   return response;
 }
 
+namespace {
+
+// The counted jobs' curves of one split, grouped, with the step schedules
+// they share (jobs mostly share one).
+struct CurveSet {
+  struct Member {
+    JobCurve curve;
+    bool unfinished;
+  };
+  std::vector<std::vector<int64_t>> schedules;
+  std::map<GroupKey, std::vector<Member>> groups;
+};
+
+// Reads every counted curve in one pass; a job without a point of the split
+// goes to the left-out list.
+StatusOr<CurveSet> ReadCurves(Database& db, const SweepData& sweep, const Grouping& grouping,
+                              const v1::CurvesRequest& request, v1::LeftOut* left_out) {
+  CurveSet set;
+  std::map<std::vector<int64_t>, size_t> schedule_index;
+  const char* split = SplitName(request.split());
+  std::vector<int64_t> steps;
+  for (const Counted& job : SelectJobs(sweep, request.include_unfinished(), left_out)) {
+    // The previous job's length is a good guess.
+    const size_t expected = steps.size();
+    steps.clear();
+    JobCurve curve;
+    curve.values.reserve(expected);
+    ABLATE_ASSIGN_OR_RETURN(
+        Rows rows,
+        db.Query("SELECT step, bpc FROM curve_points WHERE job_id = ? AND split = ? ORDER BY step",
+                 job.job->id, split));
+    while (true) {
+      ABLATE_ASSIGN_OR_RETURN(bool row, rows.Next());
+      if (!row) break;
+      steps.push_back(rows.Int(0));
+      curve.values.push_back(rows.Double(1));
+    }
+    if (steps.empty()) {
+      NoValue(job, fmt::format("no {} point", split), left_out);
+      continue;
+    }
+    if (set.schedules.empty() || set.schedules.back() != steps) {
+      auto [it, added] = schedule_index.emplace(steps, set.schedules.size());
+      if (added) set.schedules.push_back(steps);
+      curve.schedule = it->second;
+    } else {
+      curve.schedule = set.schedules.size() - 1;
+    }
+    set.groups[KeyOf(grouping, *job.job)].push_back({std::move(curve), job.unfinished});
+  }
+  return set;
+}
+
+// One group's curves averaged on `grid`, into `group`.
+void Average(const std::vector<CurveSet::Member>& members,
+             const std::vector<std::vector<int64_t>>& schedules, const std::vector<int64_t>& grid,
+             v1::CurveGroup* group) {
+  std::vector<RunningSummary> stats(grid.size());
+  group->set_jobs(static_cast<int64_t>(members.size()));
+  int64_t unfinished = 0;
+  for (const CurveSet::Member& member : members) {
+    Accumulate(schedules[member.curve.schedule], member.curve.values, grid, &stats);
+    unfinished += member.unfinished ? 1 : 0;
+  }
+  group->set_unfinished(unfinished);
+  for (const RunningSummary& cell : stats) {
+    group->add_n(cell.n());
+    group->add_mean(cell.mean());
+    group->add_stddev(cell.stddev());
+    group->add_min(cell.min());
+    group->add_max(cell.max());
+  }
+}
+
+}  // namespace
+
 StatusOr<v1::CurvesResponse> QueryCurves(Database& db, const v1::CurvesRequest& request) {
   ABLATE_RETURN_IF_ERROR(CheckSplit(request.split()));
   if (request.points() < 0) {
@@ -605,79 +688,22 @@ StatusOr<v1::CurvesResponse> QueryCurves(Database& db, const v1::CurvesRequest& 
   v1::CurvesResponse response;
   *response.mutable_sweep() = sweep.summary;
   SetColumns(grouping, response.mutable_columns(), response.mutable_column_keys());
-  v1::LeftOut* left_out = response.mutable_left_out();
+  ABLATE_ASSIGN_OR_RETURN(const CurveSet curves,
+                          ReadCurves(db, sweep, grouping, request, response.mutable_left_out()));
 
-  // Every counted curve, read in one pass; schedules shared between jobs.
-  std::vector<std::vector<int64_t>> schedules;
-  std::map<std::vector<int64_t>, size_t> schedule_index;
-  struct Member {
-    JobCurve curve;
-    bool unfinished;
-  };
-  std::map<GroupKey, std::vector<Member>> groups;
-  const char* split = SplitName(request.split());
-  std::vector<int64_t> steps;
-  for (const Counted& job : SelectJobs(sweep, request.include_unfinished(), left_out)) {
-    // Jobs mostly share one schedule: the previous job's length is a good guess.
-    const size_t expected = steps.size();
-    steps.clear();
-    JobCurve curve;
-    curve.values.reserve(expected);
-    {
-      ABLATE_ASSIGN_OR_RETURN(
-          Rows rows,
-          db.Query(
-              "SELECT step, bpc FROM curve_points WHERE job_id = ? AND split = ? ORDER BY step",
-              job.job->id, split));
-      while (true) {
-        ABLATE_ASSIGN_OR_RETURN(bool row, rows.Next());
-        if (!row) break;
-        steps.push_back(rows.Int(0));
-        curve.values.push_back(rows.Double(1));
-      }
-    }
-    if (steps.empty()) {
-      NoValue(job, fmt::format("no {} point", split), left_out);
-      continue;
-    }
-    if (schedules.empty() || schedules.back() != steps) {
-      auto [it, added] = schedule_index.emplace(steps, schedules.size());
-      if (added) schedules.push_back(steps);
-      curve.schedule = it->second;
-    } else {
-      curve.schedule = schedules.size() - 1;
-    }
-    groups[KeyOf(grouping, *job.job)].push_back({std::move(curve), job.unfinished});
-  }
-
-  const std::vector<int64_t> grid = Grid(schedules, request.points());
-  const auto cells = static_cast<int64_t>(groups.size() * grid.size());
+  const std::vector<int64_t> grid = Grid(curves.schedules, request.points());
+  const auto cells = static_cast<int64_t>(curves.groups.size() * grid.size());
   if (cells > kMaxCurveCells) {
     return Status::InvalidArgument(fmt::format(
         "{} groups x {} steps is {} points, more than {}; ask for fewer steps (points) or "
         "group by fewer factors",
-        groups.size(), grid.size(), cells, kMaxCurveCells));
+        curves.groups.size(), grid.size(), cells, kMaxCurveCells));
   }
   response.mutable_steps()->Add(grid.begin(), grid.end());
-  std::vector<RunningSummary> stats;
-  for (const auto& [key, members] : groups) {
-    stats.assign(grid.size(), RunningSummary());
+  for (const auto& [key, members] : curves.groups) {
     v1::CurveGroup* group = response.add_groups();
     for (const std::string& value : key.values) group->add_values_json(value);
-    group->set_jobs(static_cast<int64_t>(members.size()));
-    int64_t unfinished = 0;
-    for (const Member& member : members) {
-      Accumulate(schedules[member.curve.schedule], member.curve.values, grid, &stats);
-      unfinished += member.unfinished ? 1 : 0;
-    }
-    group->set_unfinished(unfinished);
-    for (const RunningSummary& cell : stats) {
-      group->add_n(cell.n());
-      group->add_mean(cell.mean());
-      group->add_stddev(cell.stddev());
-      group->add_min(cell.min());
-      group->add_max(cell.max());
-    }
+    Average(members, curves.schedules, grid, group);
   }
   return response;
 }

@@ -19,8 +19,8 @@
 #include <cstdint>
 
 #include "common/status.h"
-#include "store/sqlite.h"
 #include "proto/ablate.pb.h"
+#include "store/sqlite.h"
 
 namespace ablate {
 
