@@ -7,17 +7,18 @@
 #include <limits>
 #include <vector>
 
-#include "store/store.h"
-#include "store/reader.h"
 #include "coordinator/sweep_manager.h"
 #include "coordinator/test_util.h"
 #include "coordinator/worker_manager.h"
+#include "store/reader.h"
+#include "store/store.h"
 
 namespace ablate {
 namespace {
 
 using testing::Await;
 using testing::kTestSpecJobs;
+using testing::Managers;
 using testing::TempDir;
 using testing::TestSpec;
 
@@ -40,29 +41,19 @@ class SchedulerTest : public ::testing::TestWithParam<bool> {
   void SetUp() override { Open(); }
 
   void Open() {
-    auto db = OpenStore(GetParam() ? ":memory:" : dir_.File("ablate.db"));
-    ASSERT_TRUE(db.ok()) << db.status().ToString();
-    db_ = std::move(db).value();
-    writer_ = std::make_unique<Writer>(db_.get());
-    workers_ = std::make_unique<WorkerManager>(writer_.get(), &clock_);
-    jobs_ = std::make_unique<JobManager>(writer_.get(), &clock_);
-    sweeps_ = std::make_unique<SweepManager>(writer_.get(), &clock_);
+    if (!m_) m_ = std::make_unique<Managers>(GetParam() ? ":memory:" : dir_.File("ablate.db"));
+    Status opened = m_->Open();
+    ASSERT_TRUE(opened.ok()) << opened.ToString();
   }
 
-  void Close() {
-    sweeps_.reset();
-    jobs_.reset();
-    workers_.reset();
-    writer_.reset();
-    db_.reset();
-  }
+  void Close() { m_->Close(); }
 
   int64_t Launch(const std::string& name, const std::string& extra = kSchedule) {
     v1::LaunchRequest request;
     request.set_spec_text(TestSpec(name, extra));
     request.set_filename(name + ".yaml");
     v1::LaunchResponse reply;
-    Status status = Await([&](auto done) { sweeps_->Launch(request, &reply, done); });
+    Status status = Await([&](auto done) { m_->sweeps->Launch(request, &reply, done); });
     EXPECT_TRUE(status.ok()) << status.ToString();
     return reply.sweep_id();
   }
@@ -73,7 +64,7 @@ class SchedulerTest : public ::testing::TestWithParam<bool> {
     request.set_host("host");
     request.set_device("cpu");
     v1::RegisterWorkerResponse reply;
-    Status status = Await([&](auto done) { workers_->RegisterWorker(request, &reply, done); });
+    Status status = Await([&](auto done) { m_->workers->RegisterWorker(request, &reply, done); });
     EXPECT_TRUE(status.ok()) << status.ToString();
     return reply.worker_id();
   }
@@ -82,7 +73,7 @@ class SchedulerTest : public ::testing::TestWithParam<bool> {
     v1::LeaseJobRequest request;
     request.set_worker_id(worker);
     v1::LeaseJobResponse reply;
-    Status status = Await([&](auto done) { jobs_->LeaseJob(request, &reply, done); });
+    Status status = Await([&](auto done) { m_->jobs->LeaseJob(request, &reply, done); });
     EXPECT_TRUE(status.ok()) << status.ToString();
     return reply;
   }
@@ -94,7 +85,7 @@ class SchedulerTest : public ::testing::TestWithParam<bool> {
     request.mutable_progress()->set_step(step);
     request.mutable_progress()->set_steps_total(100);
     v1::HeartbeatResponse reply;
-    Status status = Await([&](auto done) { jobs_->Heartbeat(request, &reply, done); });
+    Status status = Await([&](auto done) { m_->jobs->Heartbeat(request, &reply, done); });
     EXPECT_TRUE(status.ok()) << status.ToString();
     return reply.state();
   }
@@ -104,7 +95,7 @@ class SchedulerTest : public ::testing::TestWithParam<bool> {
     request.set_job_id(lease.job_id());
     request.set_lease_token(lease.lease_token());
     for (const auto& p : points) *request.add_points() = p;
-    return Await([&](auto done) { jobs_->ReportPoints(request, done); });
+    return Await([&](auto done) { m_->jobs->ReportPoints(request, done); });
   }
 
   Status Complete(const v1::JobLease& lease) {
@@ -113,7 +104,7 @@ class SchedulerTest : public ::testing::TestWithParam<bool> {
     request.set_lease_token(lease.lease_token());
     request.mutable_metrics()->set_valid_bpc(1.5);
     request.mutable_metrics()->set_steps(100);
-    return Await([&](auto done) { jobs_->CompleteJob(request, done); });
+    return Await([&](auto done) { m_->jobs->CompleteJob(request, done); });
   }
 
   StatusOr<bool> Fail(const v1::JobLease& lease, bool retryable, bool non_finite = false) {
@@ -124,7 +115,7 @@ class SchedulerTest : public ::testing::TestWithParam<bool> {
     request.set_retryable(retryable);
     request.set_non_finite_loss(non_finite);
     v1::FailJobResponse reply;
-    Status status = Await([&](auto done) { jobs_->FailJob(request, &reply, done); });
+    Status status = Await([&](auto done) { m_->jobs->FailJob(request, &reply, done); });
     if (!status.ok()) return status;
     return reply.will_retry();
   }
@@ -134,11 +125,11 @@ class SchedulerTest : public ::testing::TestWithParam<bool> {
     request.set_job_id(lease.job_id());
     request.set_lease_token(lease.lease_token());
     request.set_reason("SIGTERM");
-    return Await([&](auto done) { jobs_->ReleaseJob(request, done); });
+    return Await([&](auto done) { m_->jobs->ReleaseJob(request, done); });
   }
 
   void ExpireLeases() {
-    ASSERT_TRUE(Await([&](auto done) { jobs_->ExpireLeases(done); }).ok());
+    ASSERT_TRUE(Await([&](auto done) { m_->jobs->ExpireLeases(done); }).ok());
   }
 
   // Runs `read` on the writer thread.
@@ -146,7 +137,7 @@ class SchedulerTest : public ::testing::TestWithParam<bool> {
   T Read(std::function<StatusOr<T>(Database&)> read) {
     std::optional<T> value;
     Status status = Await([&](auto done) {
-      writer_->Submit(
+      m_->writer->Submit(
           [&](Database& db) -> Status {
             StatusOr<T> result = read(db);
             if (!result.ok()) return result.status();
@@ -189,12 +180,7 @@ class SchedulerTest : public ::testing::TestWithParam<bool> {
   }
 
   TempDir dir_;
-  FakeClock clock_;
-  std::unique_ptr<Database> db_;
-  std::unique_ptr<Writer> writer_;
-  std::unique_ptr<WorkerManager> workers_;
-  std::unique_ptr<JobManager> jobs_;
-  std::unique_ptr<SweepManager> sweeps_;
+  std::unique_ptr<Managers> m_;
 };
 
 INSTANTIATE_TEST_SUITE_P(Backends, SchedulerTest, ::testing::Values(false, true),
@@ -249,7 +235,7 @@ TEST_P(SchedulerTest, UnknownWorkerMustRegisterAgain) {
   v1::LeaseJobRequest request;
   request.set_worker_id(12345);
   v1::LeaseJobResponse reply;
-  EXPECT_EQ(Await([&](auto done) { jobs_->LeaseJob(request, &reply, done); }).code(),
+  EXPECT_EQ(Await([&](auto done) { m_->jobs->LeaseJob(request, &reply, done); }).code(),
             Status::kNotFound);
 }
 
@@ -264,7 +250,7 @@ TEST_P(SchedulerTest, ARestartedWorkersOldLeasesLapseWhenItRegistersAgain) {
   int64_t worker = Register("gpu-box/0");
   v1::JobLease orphan = Lease(worker).job();
   // The process died and came back under its name, well within the lease.
-  clock_.AdvanceMs(1 * kSecond);
+  m_->clock.AdvanceMs(1 * kSecond);
   EXPECT_EQ(Register("gpu-box/0"), worker);
   v1::JobLease again = Lease(worker).job();
   EXPECT_EQ(again.job_id(), orphan.job_id());
@@ -281,7 +267,7 @@ TEST_P(SchedulerTest, HeartbeatExtendsTheLease) {
   Launch("a");
   v1::JobLease lease = Lease(Register("w1")).job();
   for (int i = 0; i < 5; ++i) {
-    clock_.AdvanceMs(8 * kSecond);
+    m_->clock.AdvanceMs(8 * kSecond);
     EXPECT_EQ(Heartbeat(lease, i), v1::LEASE_STATE_ACTIVE);
     ExpireLeases();
   }
@@ -294,7 +280,7 @@ TEST_P(SchedulerTest, ExpiredLeaseIsOfferedAgainWithTheNextAttempt) {
   int64_t w1 = Register("w1");
   int64_t w2 = Register("w2");
   v1::JobLease first = Lease(w1).job();
-  clock_.AdvanceMs(11 * kSecond);
+  m_->clock.AdvanceMs(11 * kSecond);
   ExpireLeases();
   EXPECT_EQ(JobText("state", first.job_id()), "pending");
   EXPECT_NE(JobText("last_error", first.job_id()).find("lease expired on worker w1"),
@@ -309,7 +295,7 @@ TEST_P(SchedulerTest, LeaseReclaimsExpiredLeasesWithoutWaitingForTheSweep) {
   Launch("a");
   int64_t worker = Register("w1");
   v1::JobLease first = Lease(worker).job();
-  clock_.AdvanceMs(11 * kSecond);
+  m_->clock.AdvanceMs(11 * kSecond);
   EXPECT_EQ(Lease(worker).job().job_id(), first.job_id());
 }
 
@@ -320,7 +306,7 @@ TEST_P(SchedulerTest, ExhaustedRetryBudgetFailsTheJobWithItsLastError) {
   for (int attempt = 1; attempt <= 2; ++attempt) {
     lease = Lease(worker).job();
     EXPECT_EQ(lease.attempt(), attempt);
-    clock_.AdvanceMs(11 * kSecond);
+    m_->clock.AdvanceMs(11 * kSecond);
     ExpireLeases();
   }
   EXPECT_EQ(JobText("state", lease.job_id()), "failed");
@@ -332,7 +318,7 @@ TEST_P(SchedulerTest, ExhaustedRetryBudgetFailsTheJobWithItsLastError) {
 TEST_P(SchedulerTest, StaleTokenIsFencedOffAfterReLease) {
   Launch("a");
   v1::JobLease old_lease = Lease(Register("w1")).job();
-  clock_.AdvanceMs(11 * kSecond);
+  m_->clock.AdvanceMs(11 * kSecond);
   v1::JobLease new_lease = Lease(Register("w2")).job();
   ASSERT_EQ(new_lease.job_id(), old_lease.job_id());
 
@@ -407,14 +393,14 @@ TEST_P(SchedulerTest, ReLeaseFromCheckpointDropsThePointsAfterIt) {
                   .ok());
   // As a committed checkpoint upload leaves it (tested with the service).
   ASSERT_TRUE(Await([&](auto done) {
-                writer_->Submit(
+                m_->writer->Submit(
                     [&](Database& db) {
                       return db.Run("UPDATE jobs SET checkpoint_step = 20 WHERE id = ?",
                                     first.job_id());
                     },
                     done);
               }).ok());
-  clock_.AdvanceMs(11 * kSecond);
+  m_->clock.AdvanceMs(11 * kSecond);
   v1::JobLease second = Lease(worker).job();
   ASSERT_EQ(second.job_id(), first.job_id());
   EXPECT_EQ(second.checkpoint_step(), 20);
@@ -454,7 +440,7 @@ TEST_P(SchedulerTest, CancelStopsPendingAndRunningJobs) {
   v1::CancelRequest request;
   request.mutable_sweep()->set_name("a");
   v1::CancelResponse reply;
-  ASSERT_TRUE(Await([&](auto done) { jobs_->Cancel(request, &reply, done); }).ok());
+  ASSERT_TRUE(Await([&](auto done) { m_->jobs->Cancel(request, &reply, done); }).ok());
   EXPECT_EQ(reply.jobs_cancelled(), kTestSpecJobs);
   EXPECT_EQ(Heartbeat(running), v1::LEASE_STATE_CANCELLED);
   EXPECT_EQ(Complete(running).code(), Status::kFailedPrecondition);
@@ -470,7 +456,7 @@ TEST_P(SchedulerTest, CancelOfOneJobLeavesTheOthers) {
   v1::CancelRequest request;
   request.set_job_id(running.job_id());
   v1::CancelResponse reply;
-  ASSERT_TRUE(Await([&](auto done) { jobs_->Cancel(request, &reply, done); }).ok());
+  ASSERT_TRUE(Await([&](auto done) { m_->jobs->Cancel(request, &reply, done); }).ok());
   EXPECT_EQ(reply.jobs_cancelled(), 1);
   EXPECT_EQ(Heartbeat(running), v1::LEASE_STATE_CANCELLED);
   EXPECT_EQ(Counts(sweep).pending(), kTestSpecJobs - 1);
@@ -485,14 +471,14 @@ TEST_P(SchedulerTest, RetryMakesFailedAndCancelledJobsPendingWithNoAttempts) {
   v1::CancelRequest cancel;
   cancel.set_job_id(cancelled.job_id());
   v1::CancelResponse cancel_reply;
-  ASSERT_TRUE(Await([&](auto done) { jobs_->Cancel(cancel, &cancel_reply, done); }).ok());
+  ASSERT_TRUE(Await([&](auto done) { m_->jobs->Cancel(cancel, &cancel_reply, done); }).ok());
   v1::JobLease done_job = Lease(worker).job();
   ASSERT_TRUE(Complete(done_job).ok());
 
   v1::RetryRequest retry;
   retry.mutable_sweep()->set_id(sweep);
   v1::RetryResponse reply;
-  ASSERT_TRUE(Await([&](auto done) { jobs_->Retry(retry, &reply, done); }).ok());
+  ASSERT_TRUE(Await([&](auto done) { m_->jobs->Retry(retry, &reply, done); }).ok());
   EXPECT_EQ(reply.jobs_retried(), 2);
   EXPECT_EQ(JobText("state", failed.job_id()), "pending");
   EXPECT_EQ(QueryInt("SELECT attempts FROM jobs WHERE id = ?", failed.job_id()), 0);
@@ -537,12 +523,12 @@ TEST_P(SchedulerFileTest, RestartRenewsTheLeasesOfRunningJobs) {
   int64_t worker = Register("w1");
   v1::JobLease lease = Lease(worker).job();
   Close();
-  clock_.AdvanceMs(60 * kSecond);  // the coordinator was down for a minute
+  m_->clock.AdvanceMs(60 * kSecond);  // the coordinator was down for a minute
   Open();
-  ASSERT_TRUE(Await([&](auto done) { jobs_->RenewLeasesAfterRestart(done); }).ok());
+  ASSERT_TRUE(Await([&](auto done) { m_->jobs->RenewLeasesAfterRestart(done); }).ok());
   ExpireLeases();
   EXPECT_EQ(Heartbeat(lease), v1::LEASE_STATE_ACTIVE);
-  clock_.AdvanceMs(11 * kSecond);
+  m_->clock.AdvanceMs(11 * kSecond);
   ExpireLeases();
   EXPECT_EQ(Heartbeat(lease), v1::LEASE_STATE_LOST) << "renewed once, not forever";
 }

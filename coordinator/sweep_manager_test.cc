@@ -2,25 +2,24 @@
 
 #include <gtest/gtest.h>
 
-#include "store/store.h"
 #include "coordinator/test_util.h"
+#include "store/store.h"
 
 namespace ablate {
 namespace {
 
 using testing::Await;
 using testing::kTestSpecJobs;
+using testing::Managers;
 using testing::TempDir;
 using testing::TestSpec;
 
 class SweepManagerTest : public ::testing::TestWithParam<bool> {
  protected:
   void SetUp() override {
-    auto db = OpenStore(GetParam() ? ":memory:" : dir_.File("ablate.db"));
-    ASSERT_TRUE(db.ok()) << db.status().ToString();
-    db_ = std::move(db).value();
-    writer_ = std::make_unique<Writer>(db_.get());
-    sweeps_ = std::make_unique<SweepManager>(writer_.get(), &clock_);
+    m_ = std::make_unique<Managers>(GetParam() ? ":memory:" : dir_.File("ablate.db"));
+    Status opened = m_->Open();
+    ASSERT_TRUE(opened.ok()) << opened.ToString();
   }
 
   StatusOr<v1::LaunchResponse> Launch(const std::string& text, bool extend = false) {
@@ -29,22 +28,19 @@ class SweepManagerTest : public ::testing::TestWithParam<bool> {
     request.set_filename("sweep.yaml");
     request.set_extend(extend);
     v1::LaunchResponse reply;
-    Status status = Await([&](auto done) { sweeps_->Launch(request, &reply, done); });
+    Status status = Await([&](auto done) { m_->sweeps->Launch(request, &reply, done); });
     if (!status.ok()) return status;
     return reply;
   }
 
   v1::ListSweepsResponse List() {
     v1::ListSweepsResponse reply;
-    EXPECT_TRUE(Await([&](auto done) { sweeps_->ListSweeps(&reply, done); }).ok());
+    EXPECT_TRUE(Await([&](auto done) { m_->sweeps->ListSweeps(&reply, done); }).ok());
     return reply;
   }
 
   TempDir dir_;
-  FakeClock clock_;
-  std::unique_ptr<Database> db_;
-  std::unique_ptr<Writer> writer_;
-  std::unique_ptr<SweepManager> sweeps_;
+  std::unique_ptr<Managers> m_;
 };
 
 INSTANTIATE_TEST_SUITE_P(Backends, SweepManagerTest, ::testing::Values(false, true),

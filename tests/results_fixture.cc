@@ -7,20 +7,9 @@
 #include <random>
 
 #include "store/store.h"
+#include "store/test_util.h"
 
 namespace ablate::testing {
-
-namespace {
-
-// Calls `call` with a completion and waits for the status it gets.
-template <typename Call>
-Status Await(Call&& call) {
-  auto result = std::make_shared<std::promise<Status>>();
-  call([result](Status status) { result->set_value(std::move(status)); });
-  return result->get_future().get();
-}
-
-}  // namespace
 
 std::string GridSpec(const std::string& name, int seeds) {
   std::string spec = "name: " + name + R"(
@@ -51,35 +40,21 @@ v1::CurvePoint Point(v1::Split split, int64_t step, double bpc) {
   return p;
 }
 
-SweepWriter::SweepWriter(const std::string& path) {
-  auto db = OpenStore(path);
-  if (!db.ok()) {
-    ADD_FAILURE() << db.status().ToString();
-    return;
-  }
-  db_ = std::move(db).value();
-  writer_ = std::make_unique<Writer>(db_.get());
-  workers_ = std::make_unique<WorkerManager>(writer_.get(), &clock_);
-  jobs_ = std::make_unique<JobManager>(writer_.get(), &clock_);
-  sweeps_ = std::make_unique<SweepManager>(writer_.get(), &clock_);
+SweepWriter::SweepWriter(const std::string& path) : m_(path) {
+  Status opened = m_.Open();
+  if (!opened.ok()) ADD_FAILURE() << opened.ToString();
 }
 
 SweepWriter::~SweepWriter() { Close(); }
 
-void SweepWriter::Close() {
-  sweeps_.reset();
-  jobs_.reset();
-  workers_.reset();
-  writer_.reset();
-  db_.reset();
-}
+void SweepWriter::Close() { m_.Close(); }
 
 int64_t SweepWriter::Launch(const std::string& spec_yaml) {
   v1::LaunchRequest request;
   request.set_spec_text(spec_yaml);
   request.set_filename("spec.yaml");
   v1::LaunchResponse reply;
-  Status status = Await([&](auto done) { sweeps_->Launch(request, &reply, done); });
+  Status status = Await([&](auto done) { m_.sweeps->Launch(request, &reply, done); });
   EXPECT_TRUE(status.ok()) << status.ToString();
   return reply.sweep_id();
 }
@@ -94,7 +69,7 @@ LeasedJob SweepWriter::Lease(const std::string& worker, const std::string& devic
     registration.set_threads(1);
     v1::RegisterWorkerResponse registered;
     Status status =
-        Await([&](auto done) { workers_->RegisterWorker(registration, &registered, done); });
+        Await([&](auto done) { m_.workers->RegisterWorker(registration, &registered, done); });
     EXPECT_TRUE(status.ok()) << status.ToString();
     known->second = registered.worker_id();
   }
@@ -102,13 +77,13 @@ LeasedJob SweepWriter::Lease(const std::string& worker, const std::string& devic
   v1::LeaseJobRequest request;
   request.set_worker_id(known->second);
   v1::LeaseJobResponse reply;
-  Status status = Await([&](auto done) { jobs_->LeaseJob(request, &reply, done); });
+  Status status = Await([&](auto done) { m_.jobs->LeaseJob(request, &reply, done); });
   EXPECT_TRUE(status.ok()) << status.ToString();
   EXPECT_TRUE(reply.has_job()) << "no pending job to lease";
   LeasedJob job;
   job.lease = reply.job();
   job.factors = nlohmann::json::parse(job.lease.factors_json(), nullptr, false);
-  clock_.AdvanceMs(1000);
+  m_.clock.AdvanceMs(1000);
   return job;
 }
 
@@ -117,7 +92,7 @@ void SweepWriter::Report(const LeasedJob& job, const std::vector<v1::CurvePoint>
   request.set_job_id(job.id());
   request.set_lease_token(job.lease.lease_token());
   for (const v1::CurvePoint& p : points) *request.add_points() = p;
-  Status status = Await([&](auto done) { jobs_->ReportPoints(request, done); });
+  Status status = Await([&](auto done) { m_.jobs->ReportPoints(request, done); });
   EXPECT_TRUE(status.ok()) << status.ToString();
 }
 
@@ -126,8 +101,8 @@ void SweepWriter::Complete(const LeasedJob& job, const v1::FinalMetrics& metrics
   request.set_job_id(job.id());
   request.set_lease_token(job.lease.lease_token());
   *request.mutable_metrics() = metrics;
-  clock_.AdvanceMs(60'000);
-  Status status = Await([&](auto done) { jobs_->CompleteJob(request, done); });
+  m_.clock.AdvanceMs(60'000);
+  Status status = Await([&](auto done) { m_.jobs->CompleteJob(request, done); });
   EXPECT_TRUE(status.ok()) << status.ToString();
 }
 
@@ -138,7 +113,7 @@ void SweepWriter::Fail(const LeasedJob& job, const std::string& error) {
   request.set_error(error);
   request.set_retryable(false);
   v1::FailJobResponse reply;
-  Status status = Await([&](auto done) { jobs_->FailJob(request, &reply, done); });
+  Status status = Await([&](auto done) { m_.jobs->FailJob(request, &reply, done); });
   EXPECT_TRUE(status.ok()) << status.ToString();
   EXPECT_FALSE(reply.will_retry());
 }
@@ -147,7 +122,7 @@ void SweepWriter::CancelJob(int64_t job_id) {
   v1::CancelRequest request;
   request.set_job_id(job_id);
   v1::CancelResponse reply;
-  Status status = Await([&](auto done) { jobs_->Cancel(request, &reply, done); });
+  Status status = Await([&](auto done) { m_.jobs->Cancel(request, &reply, done); });
   EXPECT_TRUE(status.ok()) << status.ToString();
 }
 

@@ -12,12 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "coordinator/clock.h"
-#include "coordinator/job_manager.h"
-#include "store/sqlite.h"
-#include "coordinator/sweep_manager.h"
-#include "coordinator/worker_manager.h"
-#include "store/writer.h"
+#include "coordinator/test_util.h"
 #include "proto/ablate.pb.h"
 
 namespace ablate::testing {
@@ -55,18 +50,13 @@ class SweepWriter {
   void Fail(const LeasedJob& job, const std::string& error);
   void CancelJob(int64_t job_id);
   // Moves the fake clock.
-  void AdvanceMs(int64_t ms) { clock_.AdvanceMs(ms); }
+  void AdvanceMs(int64_t ms) { m_.clock.AdvanceMs(ms); }
 
   // Closes the database; everything written is committed.
   void Close();
 
  private:
-  FakeClock clock_;
-  std::unique_ptr<Database> db_;
-  std::unique_ptr<Writer> writer_;
-  std::unique_ptr<WorkerManager> workers_;
-  std::unique_ptr<JobManager> jobs_;
-  std::unique_ptr<SweepManager> sweeps_;
+  testing::Managers m_;
   // Worker name -> id. A worker registers once per process: registering a
   // known name again would lapse the leases it holds.
   std::map<std::string, int64_t> worker_ids_;

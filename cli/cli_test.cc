@@ -13,10 +13,10 @@
 #include <thread>
 
 #include "common/model_size.h"
+#include "data/text8.h"
 #include "tests/support/corpus.h"
 #include "tests/support/process.h"
 #include "tests/support/sqlite_query.h"
-#include "data/text8.h"
 
 namespace ablate {
 namespace {

@@ -12,11 +12,11 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 
+#include "data/text8.h"
 #include "proto/ablate.grpc.pb.h"
 #include "tests/results_fixture.h"
 #include "tests/support/process.h"
 #include "tests/support/sqlite_query.h"
-#include "data/text8.h"
 
 namespace ablate {
 namespace {

@@ -16,8 +16,8 @@
 #include <regex>
 #include <set>
 
-#include "store/store.h"
 #include "store/reader.h"
+#include "store/store.h"
 #include "tests/results_fixture.h"
 #include "tests/support/process.h"
 
