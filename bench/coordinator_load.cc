@@ -27,7 +27,6 @@
 #include <grpcpp/grpcpp.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sqlite3.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -38,7 +37,6 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
-#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -48,7 +46,6 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <queue>
 #include <sstream>
@@ -56,11 +53,12 @@
 #include <thread>
 #include <vector>
 
+#include "common/mutex.h"
 #include "common/status.h"
+#include "common/subprocess.h"
+#include "common/temp_dir.h"
 #include "proto/ablate.grpc.pb.h"
 #include "proto/rpc.h"
-
-extern char** environ;
 
 namespace ablate {
 namespace {
@@ -147,23 +145,18 @@ class CoordinatorProcess {
     int out[2];
     if (pipe2(out, O_CLOEXEC) != 0) return Status::Internal("pipe failed");
     p->stdout_fd_ = out[0];
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
-    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, p->log_path_.c_str(),
-                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    std::vector<std::string> args = {binary,        "--db", p->db_path_, "--listen", "127.0.0.1:0",
-                                     "--log-level", "warn", "--sync",    sync};
-    std::vector<char*> argv;
-    for (std::string& arg : args) argv.push_back(arg.data());
-    argv.push_back(nullptr);
-    int rc = posix_spawn(&p->pid_, binary.c_str(), &actions, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
+    const int log = open(p->log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    SpawnOptions options;
+    options.argv = {binary,        "--db", p->db_path_, "--listen", "127.0.0.1:0",
+                    "--log-level", "warn", "--sync",    sync};
+    options.stdout_fd = out[1];
+    options.stderr_fd = log;
+    StatusOr<pid_t> pid =
+        log >= 0 ? Spawn(options) : StatusOr<pid_t>(Status::IOError("cannot open " + p->log_path_));
     close(out[1]);
-    if (rc != 0) {
-      p->pid_ = -1;
-      return Status::NotFound(binary + ": " + std::strerror(rc));
-    }
+    if (log >= 0) close(log);
+    if (!pid.ok()) return pid.status();
+    p->pid_ = *pid;
     ABLATE_RETURN_IF_ERROR(p->ReadAddress());
     return p;
   }
@@ -171,7 +164,7 @@ class CoordinatorProcess {
   ~CoordinatorProcess() {
     if (pid_ > 0) {
       kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
+      (void)WaitForExit(pid_);
     }
     if (stdout_fd_ >= 0) close(stdout_fd_);
   }
@@ -180,10 +173,9 @@ class CoordinatorProcess {
   Status Stop() {
     if (pid_ <= 0) return Status::OK();
     kill(pid_, SIGTERM);
-    int status = 0;
-    waitpid(pid_, &status, 0);
+    StatusOr<int> code = WaitForExit(pid_);
     pid_ = -1;
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return Status::OK();
+    if (code.ok() && *code == 0) return Status::OK();
     return Status::Internal("the coordinator did not exit cleanly; see " + log_path_);
   }
 
@@ -286,28 +278,32 @@ class Latencies {
     double p50 = 0, p95 = 0, p99 = 0, max = 0;  // milliseconds
   };
 
-  void Add(double ms) {
-    std::lock_guard<std::mutex> lock(mu_);
+  void Add(double ms) EXCLUDES(mu_) {
+    MutexLock lock(&mu_);
     values_.push_back(ms);
   }
 
-  Summary Summarize() {
-    std::lock_guard<std::mutex> lock(mu_);
-    Summary s;
-    s.n = values_.size();
-    if (s.n == 0) return s;
+  Summary Summarize() EXCLUDES(mu_) {
+    MutexLock lock(&mu_);
     std::sort(values_.begin(), values_.end());
-    auto at = [&](double q) { return values_[std::min(s.n - 1, static_cast<size_t>(q * s.n))]; };
-    s.p50 = at(0.50);
-    s.p95 = at(0.95);
-    s.p99 = at(0.99);
-    s.max = values_.back();
-    return s;
+    return SummaryOfSorted(values_);
   }
 
  private:
-  std::mutex mu_;
-  std::vector<double> values_;  // GUARDED_BY(mu_)
+  static Summary SummaryOfSorted(const std::vector<double>& sorted) {
+    Summary s;
+    s.n = sorted.size();
+    if (s.n == 0) return s;
+    auto at = [&](double q) { return sorted[std::min(s.n - 1, static_cast<size_t>(q * s.n))]; };
+    s.p50 = at(0.50);
+    s.p95 = at(0.95);
+    s.p99 = at(0.99);
+    s.max = sorted.back();
+    return s;
+  }
+
+  Mutex mu_;
+  std::vector<double> values_ GUARDED_BY(mu_);
 };
 
 json ToJson(const Latencies::Summary& s) {
@@ -317,20 +313,28 @@ json ToJson(const Latencies::Summary& s) {
 enum class Mode { kStopping, kSaturate, kRate, kLeaseCycle };
 
 // What the simulated workers did in one phase, as the client saw it.
-struct PhaseStats {
+class PhaseStats {
+ public:
   std::atomic<int64_t> reports{0}, points{0}, heartbeats{0}, leases{0}, empty_leases{0},
       completes{0}, lost_leases{0}, errors{0};
   Latencies report_ms, lease_ms, complete_ms;
-  std::mutex mu;
-  std::string first_error;  // GUARDED_BY(mu)
 
-  void Error(const grpc::Status& status, const char* call) {
+  void Error(const grpc::Status& status, const char* call) EXCLUDES(mu_) {
     ++errors;
-    std::lock_guard<std::mutex> lock(mu);
-    if (first_error.empty()) {
-      first_error = std::string(call) + ": " + FromGrpc(status).ToString();
+    MutexLock lock(&mu_);
+    if (first_error_.empty()) {
+      first_error_ = std::string(call) + ": " + FromGrpc(status).ToString();
     }
   }
+
+  std::string first_error() EXCLUDES(mu_) {
+    MutexLock lock(&mu_);
+    return first_error_;
+  }
+
+ private:
+  Mutex mu_;
+  std::string first_error_ GUARDED_BY(mu_);
 };
 
 struct LoadOptions {
@@ -363,19 +367,16 @@ class Load {
 
   ~Load() {
     {
-      std::lock_guard<std::mutex> lock(timer_mu_);
+      MutexLock lock(&timer_mu_);
       timer_stop_ = true;
     }
-    timer_wake_.notify_one();
+    timer_wake_.Signal();
     timer_.join();
   }
 
   // Registers every worker, all at once.
   Status Register() {
-    std::mutex mu;
-    std::condition_variable cv;
-    int left = options_.workers;
-    Status failure;
+    Registration registration(options_.workers);
     for (Worker& w : workers_) {
       w.register_request.set_name("load-" + std::to_string(w.index));
       w.register_request.set_host("coordinator_load");
@@ -384,19 +385,12 @@ class Load {
       w.register_request.set_version(ABLATE_VERSION);
       NewContext(w);
       w.stub->async()->RegisterWorker(w.context.get(), &w.register_request, &w.register_reply,
-                                      [&, wp = &w](grpc::Status s) {
-                                        std::lock_guard<std::mutex> lock(mu);
-                                        if (s.ok()) {
-                                          wp->id = wp->register_reply.worker_id();
-                                        } else if (failure.ok()) {
-                                          failure = FromGrpc(s);
-                                        }
-                                        if (--left == 0) cv.notify_one();
+                                      [&registration, wp = &w](grpc::Status s) {
+                                        if (s.ok()) wp->id = wp->register_reply.worker_id();
+                                        registration.Answered(s);
                                       });
     }
-    std::unique_lock<std::mutex> lock(mu);
-    cv.wait(lock, [&] { return left == 0; });
-    return failure;
+    return registration.Wait();
   }
 
   // Runs one phase for `seconds`, then lets every call in flight finish.
@@ -404,7 +398,7 @@ class Load {
   double Run(Mode mode, double seconds, PhaseStats* stats) {
     stats_ = stats;
     {
-      std::lock_guard<std::mutex> lock(idle_mu_);
+      MutexLock lock(&idle_mu_);
       active_ = options_.workers;
     }
     const TimePoint start = SteadyClock::now();
@@ -420,9 +414,9 @@ class Load {
     std::this_thread::sleep_until(start + std::chrono::duration_cast<SteadyClock::duration>(
                                               std::chrono::duration<double>(seconds)));
     mode_ = Mode::kStopping;
-    timer_wake_.notify_one();
-    std::unique_lock<std::mutex> lock(idle_mu_);
-    idle_.wait(lock, [this] { return active_ == 0; });
+    timer_wake_.Signal();
+    MutexLock lock(&idle_mu_);
+    while (active_ != 0) idle_.Wait();
     return Seconds(SteadyClock::now() - start);
   }
 
@@ -472,9 +466,9 @@ class Load {
     Report(w, now);
   }
 
-  void Park() {
-    std::lock_guard<std::mutex> lock(idle_mu_);
-    if (--active_ == 0) idle_.notify_all();
+  void Park() EXCLUDES(idle_mu_) {
+    MutexLock lock(&idle_mu_);
+    if (--active_ == 0) idle_.SignalAll();
   }
 
   void Lease(Worker& w) {
@@ -597,33 +591,58 @@ class Load {
   }
 
   // Runs Act(*w) at `when` on the timer thread.
-  void At(TimePoint when, Worker* w) {
+  void At(TimePoint when, Worker* w) EXCLUDES(timer_mu_) {
     {
-      std::lock_guard<std::mutex> lock(timer_mu_);
+      MutexLock lock(&timer_mu_);
       timers_.push({when, w});
     }
-    timer_wake_.notify_one();
+    timer_wake_.Signal();
   }
 
-  void TimerLoop() {
-    std::unique_lock<std::mutex> lock(timer_mu_);
+  void TimerLoop() EXCLUDES(timer_mu_) {
+    MutexLock lock(&timer_mu_);
     while (!timer_stop_) {
       if (timers_.empty()) {
-        timer_wake_.wait(lock);
+        timer_wake_.Wait();
         continue;
       }
       const Timer next = timers_.top();
       // A stopping phase parks the waiting workers at once.
       if (mode_ != Mode::kStopping && SteadyClock::now() < next.when) {
-        timer_wake_.wait_until(lock, next.when);
+        timer_wake_.WaitUntil(next.when);
         continue;
       }
       timers_.pop();
-      lock.unlock();
+      timer_mu_.Unlock();
       Act(*next.worker);
-      lock.lock();
+      timer_mu_.Lock();
     }
   }
+
+  // The workers' answers to RegisterWorker, counted down.
+  class Registration {
+   public:
+    explicit Registration(int workers) : left_(workers) {}
+
+    void Answered(const grpc::Status& s) EXCLUDES(mu_) {
+      MutexLock lock(&mu_);
+      if (!s.ok() && failure_.ok()) failure_ = FromGrpc(s);
+      if (--left_ == 0) done_.Signal();
+    }
+
+    // Once every worker has its answer: the first failure, or OK.
+    Status Wait() EXCLUDES(mu_) {
+      MutexLock lock(&mu_);
+      while (left_ != 0) done_.Wait();
+      return failure_;
+    }
+
+   private:
+    Mutex mu_;
+    CondVar done_{&mu_};
+    int left_ GUARDED_BY(mu_);
+    Status failure_ GUARDED_BY(mu_);
+  };
 
   struct Timer {
     TimePoint when;
@@ -636,15 +655,14 @@ class Load {
   std::atomic<Mode> mode_{Mode::kStopping};
   PhaseStats* stats_ = nullptr;  // set before a phase's first call
 
-  std::mutex idle_mu_;
-  std::condition_variable idle_;
-  int active_ = 0;  // GUARDED_BY(idle_mu_): workers not parked in this phase
+  Mutex idle_mu_;
+  CondVar idle_{&idle_mu_};
+  int active_ GUARDED_BY(idle_mu_) = 0;  // workers not parked in this phase
 
-  std::mutex timer_mu_;
-  std::condition_variable timer_wake_;
-  std::priority_queue<Timer, std::vector<Timer>, std::greater<Timer>>
-      timers_;               // GUARDED_BY(timer_mu_)
-  bool timer_stop_ = false;  // GUARDED_BY(timer_mu_)
+  Mutex timer_mu_;
+  CondVar timer_wake_{&timer_mu_};
+  std::priority_queue<Timer, std::vector<Timer>, std::greater<Timer>> timers_ GUARDED_BY(timer_mu_);
+  bool timer_stop_ GUARDED_BY(timer_mu_) = false;
   std::thread timer_;
 };
 
@@ -663,41 +681,49 @@ class RssSampler {
   }
   ~RssSampler() { Stop(); }
 
-  void SetPhase(const std::string& phase) {
-    std::lock_guard<std::mutex> lock(mu_);
+  void SetPhase(const std::string& phase) EXCLUDES(mu_) {
+    MutexLock lock(&mu_);
     phase_ = phase;
   }
 
-  void Stop() {
+  void Stop() EXCLUDES(mu_) {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       if (stop_) return;
       stop_ = true;
     }
-    wake_.notify_one();
+    wake_.Signal();
     thread_.join();
   }
 
-  std::vector<Sample> samples() {
-    std::lock_guard<std::mutex> lock(mu_);
+  std::vector<Sample> samples() EXCLUDES(mu_) {
+    MutexLock lock(&mu_);
     return samples_;
   }
 
  private:
-  void Loop() {
-    std::unique_lock<std::mutex> lock(mu_);
+  void Loop() EXCLUDES(mu_) {
+    MutexLock lock(&mu_);
     do {
       samples_.push_back({Seconds(SteadyClock::now() - start_), coordinator_->RssKiB(), phase_});
-    } while (!wake_.wait_for(lock, std::chrono::seconds(1), [this] { return stop_; }));
+    } while (!StoppedWithin(std::chrono::seconds(1)));
+  }
+
+  // Waits `period`, less when Stop is called meanwhile; true when it was.
+  bool StoppedWithin(SteadyClock::duration period) REQUIRES(mu_) {
+    const TimePoint deadline = SteadyClock::now() + period;
+    bool timed_out = false;
+    while (!stop_ && !timed_out) timed_out = wake_.WaitUntil(deadline);
+    return stop_;
   }
 
   const CoordinatorProcess* const coordinator_;
   const TimePoint start_;
-  std::mutex mu_;
-  std::condition_variable wake_;
-  bool stop_ = false;            // GUARDED_BY(mu_)
-  std::string phase_ = "setup";  // GUARDED_BY(mu_)
-  std::vector<Sample> samples_;  // GUARDED_BY(mu_)
+  Mutex mu_;
+  CondVar wake_{&mu_};
+  bool stop_ GUARDED_BY(mu_) = false;
+  std::string phase_ GUARDED_BY(mu_) = "setup";
+  std::vector<Sample> samples_ GUARDED_BY(mu_);
   std::thread thread_;
 };
 
@@ -737,27 +763,19 @@ Status LaunchSweeps(const std::string& address, int sweeps) {
 std::string Capture(const std::vector<std::string>& command, int* exit_code) {
   int out[2];
   if (pipe2(out, O_CLOEXEC) != 0) return "";
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
-  std::vector<std::string> args = command;
-  std::vector<char*> argv;
-  for (std::string& arg : args) argv.push_back(arg.data());
-  argv.push_back(nullptr);
-  pid_t pid = -1;
-  int rc = posix_spawn(&pid, args[0].c_str(), &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
+  SpawnOptions options;
+  options.argv = command;
+  options.stdout_fd = out[1];
+  StatusOr<pid_t> pid = Spawn(options);
   close(out[1]);
   std::string text;
-  if (rc == 0) {
+  *exit_code = 127;
+  if (pid.ok()) {
     char buffer[4096];
     ssize_t n;
     while ((n = read(out[0], buffer, sizeof buffer)) > 0) text.append(buffer, n);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    *exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  } else {
-    *exit_code = 127;
+    StatusOr<int> code = WaitForExit(*pid);
+    if (code.ok()) *exit_code = *code;
   }
   close(out[0]);
   return text;
@@ -868,13 +886,12 @@ int Main(int argc, char** argv) {
   const int sweeps = (args.jobs + kJobsPerSweep - 1) / kJobsPerSweep;
 
   RaiseDescriptorLimit();
-  std::string pattern =
-      (std::filesystem::temp_directory_path() / "coordinator_load-XXXXXX").string();
-  if (mkdtemp(pattern.data()) == nullptr) {
-    std::fprintf(stderr, "cannot create a temp dir\n");
+  StatusOr<std::string> made = MakeTempDirectory("coordinator_load");
+  if (!made.ok()) {
+    std::fprintf(stderr, "%s\n", made.status().message().c_str());
     return 1;
   }
-  const std::string dir = pattern;
+  const std::string dir = *made;
   const std::string load_at_start = LoadAverage();
   const auto wall_start = std::chrono::system_clock::now();
 
@@ -983,7 +1000,7 @@ int Main(int argc, char** argv) {
         {"heartbeats", stats.heartbeats.load()},
         {"lost_leases", stats.lost_leases.load()},
         {"errors", stats.errors.load()},
-        {"first_error", stats.first_error},
+        {"first_error", stats.first_error()},
         {"server_cpu_cores", server_used / seconds},
         {"client_cpu_cores", client_used / seconds},
         {"server_cpu_us_per_unit",
@@ -1012,7 +1029,7 @@ int Main(int argc, char** argv) {
     }
     if (stats.errors > 0) {
       std::printf("  !! %lld failed calls; the first: %s\n",
-                  static_cast<long long>(stats.errors.load()), stats.first_error.c_str());
+                  static_cast<long long>(stats.errors.load()), stats.first_error().c_str());
     }
     if (stats.empty_leases > 0) {
       std::printf("  !! %lld leases found no pending job: raise --jobs\n",

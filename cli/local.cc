@@ -19,9 +19,7 @@
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -34,6 +32,7 @@
 #include <filesystem>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -45,6 +44,7 @@
 #include "cli/table.h"
 #include "cli/worker_process.h"
 #include "common/spec.h"
+#include "common/subprocess.h"
 #include "coordinator/server.h"
 
 namespace ablate {
@@ -88,31 +88,20 @@ StatusOr<WorkerProcess> SpawnWorker(const std::vector<std::string>& args,
                                     const std::string& log_path) {
   const int log = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (log < 0) return Status::IOError("cannot open " + log_path + ": " + std::strerror(errno));
-  std::vector<char*> argv;
-  for (const std::string& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
-  argv.push_back(nullptr);
-  const pid_t parent = getpid();
-  const pid_t pid = fork();
-  if (pid == 0) {
-    // Only async-signal-safe calls until exec: other threads held locks.
-    setpgid(0, 0);
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(1);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
-    const int null = open("/dev/null", O_RDONLY);
-    if (null >= 0) dup2(null, STDIN_FILENO);
-    dup2(log, STDOUT_FILENO);
-    dup2(log, STDERR_FILENO);
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
-  const int fork_errno = errno;
+  SpawnOptions options;
+  options.argv = args;
+  options.stdin_null = true;
+  options.stdout_fd = log;
+  options.stderr_fd = log;
+  options.new_process_group = true;
+  options.death_signal = SIGKILL;
+  options.signal_mask.emplace();
+  sigemptyset(&*options.signal_mask);
+  StatusOr<pid_t> pid = Spawn(options);
   close(log);
-  if (pid < 0) return Status::Internal(std::string("fork: ") + std::strerror(fork_errno));
+  if (!pid.ok()) return pid.status();
   WorkerProcess worker;
-  worker.pid = pid;
+  worker.pid = *pid;
   worker.log_path = log_path;
   return worker;
 }
@@ -122,10 +111,8 @@ bool ReapWorkers(std::vector<WorkerProcess>* workers) {
   bool running = false;
   for (WorkerProcess& w : *workers) {
     if (w.exit_code >= 0) continue;
-    int status = 0;
-    const pid_t done = waitpid(w.pid, &status, WNOHANG);
-    if (done == w.pid) {
-      w.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (std::optional<int> code = PollExit(w.pid)) {
+      w.exit_code = *code;
     } else {
       running = true;
     }

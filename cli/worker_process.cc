@@ -1,8 +1,6 @@
 #include "cli/worker_process.h"
 
-#include <spawn.h>
 #include <sys/mman.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -11,7 +9,7 @@
 #include <filesystem>
 #include <sstream>
 
-extern char** environ;
+#include "common/subprocess.h"
 
 namespace ablate {
 
@@ -90,35 +88,18 @@ StatusOr<CommandOutput> RunWithInput(const std::vector<std::string>& argv,
   if (!in.Write(input)) {
     return Status::Internal(std::string("writing a child's input: ") + std::strerror(errno));
   }
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, in.fd(), STDIN_FILENO);
-  posix_spawn_file_actions_adddup2(&actions, out.fd(), STDOUT_FILENO);
-  posix_spawn_file_actions_adddup2(&actions, err.fd(), STDERR_FILENO);
-  std::vector<char*> args;
-  for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
-  args.push_back(nullptr);
-  // The child's environment: ours, and our pid, so that it can tell when it
-  // has outlived us (see the header).
-  const std::string parent = "ABLATE_PARENT_PID=" + std::to_string(getpid());
-  std::vector<char*> env;
-  for (char** e = environ; *e != nullptr; ++e) {
-    if (std::strncmp(*e, "ABLATE_PARENT_PID=", 18) != 0) env.push_back(*e);
-  }
-  env.push_back(const_cast<char*>(parent.c_str()));
-  env.push_back(nullptr);
-  pid_t pid = -1;
-  const int spawn_error = posix_spawn(&pid, args[0], &actions, nullptr, args.data(), env.data());
-  posix_spawn_file_actions_destroy(&actions);
-  if (spawn_error != 0) {
-    return Status::Internal("cannot start " + argv[0] + ": " + std::strerror(spawn_error));
-  }
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) return Status::Internal(std::string("waitpid: ") + std::strerror(errno));
-  }
+  SpawnOptions options;
+  options.argv = argv;
+  options.stdin_fd = in.fd();
+  options.stdout_fd = out.fd();
+  options.stderr_fd = err.fd();
+  // Our pid, so that the child can tell when it has outlived us (see the
+  // header).
+  options.env["ABLATE_PARENT_PID"] = std::to_string(getpid());
+  ABLATE_ASSIGN_OR_RETURN(pid_t pid, Spawn(options));
+  ABLATE_ASSIGN_OR_RETURN(int exit_code, WaitForExit(pid));
   CommandOutput result;
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  result.exit_code = exit_code;
   result.out = out.ReadAll();
   result.err = err.ReadAll();
   return result;

@@ -29,6 +29,9 @@ TempDir::TempDir(const std::string& prefix) {
 TempDir::~TempDir() {
   if (path_.empty()) return;
   std::error_code ignored;
+  // A test may have taken its own write permission away.
+  std::filesystem::permissions(path_, std::filesystem::perms::owner_all,
+                               std::filesystem::perm_options::add, ignored);
   std::filesystem::remove_all(path_, ignored);
 }
 

@@ -1,10 +1,9 @@
 // The coordinator over real gRPC on loopback, and the real binary.
 #include "coordinator/server.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -13,11 +12,10 @@
 #include <random>
 
 #include "common/config_hash.h"
+#include "common/subprocess.h"
 #include "coordinator/test_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "proto/ablate.grpc.pb.h"
-
-extern char** environ;
 
 namespace ablate {
 namespace {
@@ -369,20 +367,15 @@ TEST(CoordinatorBinary, PrintsItsPortServesAndStopsOnSigterm) {
   std::string db = dir.File("ablate.db");
   // Default logging: the log lines must not get in the way of the port line.
   std::vector<std::string> args = {binary, "--db", db, "--listen", "127.0.0.1:0"};
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-
   int out[2];
-  ASSERT_EQ(pipe(out), 0);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
-  posix_spawn_file_actions_addclose(&actions, out[0]);
-  pid_t pid = 0;
-  ASSERT_EQ(posix_spawn(&pid, binary.c_str(), &actions, nullptr, argv.data(), environ), 0);
-  posix_spawn_file_actions_destroy(&actions);
+  ASSERT_EQ(pipe2(out, O_CLOEXEC), 0);
+  SpawnOptions options;
+  options.argv = args;
+  options.stdout_fd = out[1];
+  StatusOr<pid_t> spawned = Spawn(options);
   close(out[1]);
+  ASSERT_TRUE(spawned.ok()) << spawned.status().ToString();
+  const pid_t pid = *spawned;
 
   FILE* stdout_of_child = fdopen(out[0], "r");
   char line[256] = {};
@@ -402,10 +395,9 @@ TEST(CoordinatorBinary, PrintsItsPortServesAndStopsOnSigterm) {
   // With the client still connected, as workers are.
   auto started = std::chrono::steady_clock::now();
   ASSERT_EQ(kill(pid, SIGTERM), 0);
-  int wait_status = 0;
-  ASSERT_EQ(waitpid(pid, &wait_status, 0), pid);
-  EXPECT_TRUE(WIFEXITED(wait_status));
-  EXPECT_EQ(WEXITSTATUS(wait_status), 0);
+  StatusOr<int> exit_code = WaitForExit(pid);
+  ASSERT_TRUE(exit_code.ok()) << exit_code.status().ToString();
+  EXPECT_EQ(*exit_code, 0);
   EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(2))
       << "an idle connection held up the shutdown";
   fclose(stdout_of_child);

@@ -7,7 +7,6 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -17,12 +16,15 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <utility>
 #include <vector>
 
+#include "common/subprocess.h"
+#include "common/temp_dir.h"
 #include "data/text8.h"
 
 namespace ablate::text8 {
@@ -35,24 +37,6 @@ using ::testing::HasSubstr;
 constexpr uint64_t kTestText8Bytes = 10'000;
 // How long the server may take to start listening.
 constexpr auto kServerStartTimeout = std::chrono::seconds(30);
-
-// A fresh directory, removed with everything in it at scope exit.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "text8_fetch_test.XXXXXX").string();
-    if (mkdtemp(pattern.data()) == nullptr) ADD_FAILURE() << "mkdtemp failed";
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  std::string Path(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
 
 void WriteFile(const std::string& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary);
@@ -148,22 +132,25 @@ class HttpServer {
     // The port is free once this socket closes; the server takes it next.
     port_ = LoopbackSocket(/*listening=*/false).port();
     const std::string port = std::to_string(port_);
-    pid_ = fork();
-    if (pid_ == 0) {
-      prctl(PR_SET_PDEATHSIG, SIGKILL);
-      const int null_fd = open("/dev/null", O_WRONLY);
-      dup2(null_fd, STDOUT_FILENO);
-      dup2(null_fd, STDERR_FILENO);
-      execlp("python3", "python3", "-m", "http.server", "--bind", "127.0.0.1", "--directory",
-             dir.c_str(), port.c_str(), static_cast<char*>(nullptr));
-      _exit(127);
+    const int null_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    SpawnOptions options;
+    options.argv = {"/usr/bin/env", "python3",     "-m", "http.server", "--bind",
+                    "127.0.0.1",    "--directory", dir,  port};
+    options.stdout_fd = null_fd;
+    options.stderr_fd = null_fd;
+    options.death_signal = SIGKILL;
+    StatusOr<pid_t> pid = Spawn(options);
+    close(null_fd);
+    if (!pid.ok()) {
+      ADD_FAILURE() << pid.status().ToString();
+      return;
     }
+    pid_ = *pid;
     const auto deadline = std::chrono::steady_clock::now() + kServerStartTimeout;
     while (!CanConnect(port_)) {
-      int exit_status = 0;
-      if (waitpid(pid_, &exit_status, WNOHANG) == pid_) {
+      if (std::optional<int> code = PollExit(pid_)) {
         pid_ = -1;
-        ADD_FAILURE() << "python3 -m http.server exited at start: status " << exit_status;
+        ADD_FAILURE() << "python3 -m http.server exited at start: status " << *code;
         return;
       }
       if (std::chrono::steady_clock::now() > deadline) {
@@ -180,7 +167,7 @@ class HttpServer {
   void Stop() {
     if (pid_ <= 0) return;
     kill(pid_, SIGTERM);
-    waitpid(pid_, nullptr, 0);
+    (void)WaitForExit(pid_);
     pid_ = -1;
   }
 
@@ -196,7 +183,7 @@ class HttpServer {
 // A served directory, a not-yet-created cache directory and the server.
 class Text8Fetch : public ::testing::Test {
  protected:
-  Text8Fetch() : www_(temp_.Path("www")), cache_(temp_.Path("cache")) {
+  Text8Fetch() : www_(temp_.File("www")), cache_(temp_.File("cache")) {
     fs::create_directory(www_);
     MakeZip(www_ + "/text8.zip", {{"text8", text8_}});
     server_ = std::make_unique<HttpServer>(www_);
@@ -354,7 +341,7 @@ TEST_F(Text8Fetch, StalledServerTimesOut) {
 
 TEST_F(Text8Fetch, DataDirWithoutParentIsNamed) {
   FetchOptions options = Options();
-  options.data_dir = temp_.Path("no/such/cache");
+  options.data_dir = temp_.File("no/such/cache");
   const StatusOr<std::string> path = EnsureText8(options, nullptr);
   EXPECT_EQ(path.status().code(), Status::kNotFound);
   EXPECT_THAT(path.status().message(), HasSubstr(options.data_dir));

@@ -15,31 +15,13 @@
 #include <string>
 #include <vector>
 
+#include "common/temp_dir.h"
+
 namespace ablate::text8 {
 namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
-
-// A fresh directory, removed with everything in it at scope exit.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "text8_test.XXXXXX").string();
-    if (mkdtemp(pattern.data()) == nullptr) ADD_FAILURE() << "mkdtemp failed";
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::permissions(path_, fs::perms::owner_all, fs::perm_options::add, ignored);
-    fs::remove_all(path_, ignored);
-  }
-  std::string Path(const std::string& name) const { return (path_ / name).string(); }
-  std::string path() const { return path_.string(); }
-
- private:
-  fs::path path_;
-};
 
 void WriteFile(const std::string& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary);
@@ -232,79 +214,79 @@ TEST(Text8Clean, RandomBytesCleanToText8Format) {
 TEST(Text8Prepare, WritesTheCleanedTextAndCountsBytes) {
   TempDir dir;
   const std::string input = kEveryRule;
-  WriteFile(dir.Path("in.html"), input);
+  WriteFile(dir.File("in.html"), input);
   PrepareStats stats;
-  ASSERT_TRUE(PrepareFile(dir.Path("in.html"), dir.Path("out.txt"), &stats).ok());
+  ASSERT_TRUE(PrepareFile(dir.File("in.html"), dir.File("out.txt"), &stats).ok());
   const std::string expected = Clean(input);
-  EXPECT_EQ(ReadFile(dir.Path("out.txt")), expected);
+  EXPECT_EQ(ReadFile(dir.File("out.txt")), expected);
   EXPECT_EQ(stats.bytes_in, input.size());
   EXPECT_EQ(stats.bytes_out, expected.size());
   EXPECT_EQ(ListDir(dir.path()), (std::vector<std::string>{"in.html", "out.txt"}));
-  EXPECT_EQ(FormatPrepareSummary(dir.Path("in.html"), dir.Path("out.txt"), stats),
-            "prepared " + dir.Path("out.txt") + ": " + std::to_string(expected.size()) +
+  EXPECT_EQ(FormatPrepareSummary(dir.File("in.html"), dir.File("out.txt"), stats),
+            "prepared " + dir.File("out.txt") + ": " + std::to_string(expected.size()) +
                 " bytes of a-z and space from " + std::to_string(input.size()) + " bytes of " +
-                dir.Path("in.html"));
+                dir.File("in.html"));
 }
 
 TEST(Text8Prepare, InputLargerThanOneReadIsCleanedAsAWhole) {
   TempDir dir;
   std::string input;
   while (input.size() < 3'000'000) input += "<b>Hello</b> 42 &amp;&nbsp;W&ouml;rld&lt;i&gt;x ";
-  WriteFile(dir.Path("in"), input);
+  WriteFile(dir.File("in"), input);
   PrepareStats stats;
-  ASSERT_TRUE(PrepareFile(dir.Path("in"), dir.Path("out"), &stats).ok());
-  EXPECT_EQ(ReadFile(dir.Path("out")), Clean(input));
+  ASSERT_TRUE(PrepareFile(dir.File("in"), dir.File("out"), &stats).ok());
+  EXPECT_EQ(ReadFile(dir.File("out")), Clean(input));
   EXPECT_EQ(stats.bytes_in, input.size());
 }
 
 TEST(Text8Prepare, DashReadsStdin) {
   TempDir dir;
-  WriteFile(dir.Path("in"), "From Standard Input");
+  WriteFile(dir.File("in"), "From Standard Input");
   const int saved_stdin = dup(STDIN_FILENO);
-  const int in_fd = open(dir.Path("in").c_str(), O_RDONLY);
+  const int in_fd = open(dir.File("in").c_str(), O_RDONLY);
   ASSERT_GE(in_fd, 0);
   dup2(in_fd, STDIN_FILENO);
   close(in_fd);
   PrepareStats stats;
-  const Status status = PrepareFile("-", dir.Path("out"), &stats);
+  const Status status = PrepareFile("-", dir.File("out"), &stats);
   dup2(saved_stdin, STDIN_FILENO);
   close(saved_stdin);
   ASSERT_TRUE(status.ok()) << status.ToString();
-  EXPECT_EQ(ReadFile(dir.Path("out")), " from standard input");
-  EXPECT_THAT(FormatPrepareSummary("-", dir.Path("out"), stats), HasSubstr("bytes of stdin"));
+  EXPECT_EQ(ReadFile(dir.File("out")), " from standard input");
+  EXPECT_THAT(FormatPrepareSummary("-", dir.File("out"), stats), HasSubstr("bytes of stdin"));
 }
 
 TEST(Text8Prepare, ExistingOutputIsReplaced) {
   TempDir dir;
-  WriteFile(dir.Path("in"), "new text");
-  WriteFile(dir.Path("out"), "old text that is longer");
-  ASSERT_TRUE(PrepareFile(dir.Path("in"), dir.Path("out"), nullptr).ok());
-  EXPECT_EQ(ReadFile(dir.Path("out")), " new text");
+  WriteFile(dir.File("in"), "new text");
+  WriteFile(dir.File("out"), "old text that is longer");
+  ASSERT_TRUE(PrepareFile(dir.File("in"), dir.File("out"), nullptr).ok());
+  EXPECT_EQ(ReadFile(dir.File("out")), " new text");
 }
 
 TEST(Text8Prepare, MissingInputIsNotFoundNamingThePath) {
   TempDir dir;
-  const Status status = PrepareFile(dir.Path("absent"), dir.Path("out"), nullptr);
+  const Status status = PrepareFile(dir.File("absent"), dir.File("out"), nullptr);
   EXPECT_EQ(status.code(), Status::kNotFound);
-  EXPECT_THAT(status.message(), HasSubstr(dir.Path("absent")));
+  EXPECT_THAT(status.message(), HasSubstr(dir.File("absent")));
   EXPECT_TRUE(ListDir(dir.path()).empty());
 }
 
 TEST(Text8Prepare, MissingOutputDirectoryIsNamed) {
   TempDir dir;
-  WriteFile(dir.Path("in"), "text");
-  const Status status = PrepareFile(dir.Path("in"), dir.Path("no/such/out"), nullptr);
+  WriteFile(dir.File("in"), "text");
+  const Status status = PrepareFile(dir.File("in"), dir.File("no/such/out"), nullptr);
   EXPECT_EQ(status.code(), Status::kNotFound);
-  EXPECT_THAT(status.message(), HasSubstr(dir.Path("no/such")));
+  EXPECT_THAT(status.message(), HasSubstr(dir.File("no/such")));
   EXPECT_EQ(ListDir(dir.path()), std::vector<std::string>{"in"});
 }
 
 TEST(Text8Prepare, OutputUnderARegularFileFails) {
   TempDir dir;
-  WriteFile(dir.Path("in"), "text");
-  const Status status = PrepareFile(dir.Path("in"), dir.Path("in/out"), nullptr);
+  WriteFile(dir.File("in"), "text");
+  const Status status = PrepareFile(dir.File("in"), dir.File("in/out"), nullptr);
   EXPECT_FALSE(status.ok());
-  EXPECT_THAT(status.message(), HasSubstr(dir.Path("in")));
+  EXPECT_THAT(status.message(), HasSubstr(dir.File("in")));
   EXPECT_EQ(ListDir(dir.path()), std::vector<std::string>{"in"});
 }
 
@@ -340,40 +322,40 @@ Status AsNobody(Fn fn) {
 
 TEST(Text8Prepare, UnwritableOutputDirectoryFailsWithoutAPartialFile) {
   TempDir dir;
-  WriteFile(dir.Path("in"), "text");
-  fs::create_directory(dir.Path("locked"));
+  WriteFile(dir.File("in"), "text");
+  fs::create_directory(dir.File("locked"));
   // Readable by everyone (nobody included), writable by no one but root.
   const auto read_exec = fs::perms::owner_read | fs::perms::owner_exec | fs::perms::group_read |
                          fs::perms::group_exec | fs::perms::others_read | fs::perms::others_exec;
   fs::permissions(dir.path(), read_exec | fs::perms::owner_write);
-  fs::permissions(dir.Path("in"), fs::perms::owner_read | fs::perms::owner_write |
+  fs::permissions(dir.File("in"), fs::perms::owner_read | fs::perms::owner_write |
                                       fs::perms::group_read | fs::perms::others_read);
-  fs::permissions(dir.Path("locked"), read_exec);
-  auto prepare = [&] { return PrepareFile(dir.Path("in"), dir.Path("locked/out"), nullptr); };
+  fs::permissions(dir.File("locked"), read_exec);
+  auto prepare = [&] { return PrepareFile(dir.File("in"), dir.File("locked/out"), nullptr); };
   const Status status = geteuid() == 0 ? AsNobody(prepare) : prepare();
   EXPECT_EQ(status.code(), Status::kPermissionDenied);
-  EXPECT_THAT(status.message(), HasSubstr(dir.Path("locked")));
-  EXPECT_TRUE(ListDir(dir.Path("locked")).empty());
+  EXPECT_THAT(status.message(), HasSubstr(dir.File("locked")));
+  EXPECT_TRUE(ListDir(dir.File("locked")).empty());
 }
 
 TEST(Text8Prepare, InputThatCleansToNothingFailsAndKeepsTheOldOutput) {
   TempDir dir;
-  WriteFile(dir.Path("in"), "<p>&nbsp;!?</p>\n");
-  WriteFile(dir.Path("out"), " old");
-  const Status status = PrepareFile(dir.Path("in"), dir.Path("out"), nullptr);
+  WriteFile(dir.File("in"), "<p>&nbsp;!?</p>\n");
+  WriteFile(dir.File("out"), " old");
+  const Status status = PrepareFile(dir.File("in"), dir.File("out"), nullptr);
   EXPECT_EQ(status.code(), Status::kInvalidArgument);
-  EXPECT_THAT(status.message(), HasSubstr(dir.Path("in")));
+  EXPECT_THAT(status.message(), HasSubstr(dir.File("in")));
   EXPECT_THAT(status.message(), HasSubstr("cleans to nothing"));
-  EXPECT_EQ(ReadFile(dir.Path("out")), " old");
+  EXPECT_EQ(ReadFile(dir.File("out")), " old");
   EXPECT_EQ(ListDir(dir.path()), (std::vector<std::string>{"in", "out"}));
 }
 
 TEST(Text8Prepare, UnreadableInputFailsWithoutAPartialFile) {
   TempDir dir;
-  fs::create_directory(dir.Path("a_directory"));
-  const Status status = PrepareFile(dir.Path("a_directory"), dir.Path("out"), nullptr);
+  fs::create_directory(dir.File("a_directory"));
+  const Status status = PrepareFile(dir.File("a_directory"), dir.File("out"), nullptr);
   EXPECT_FALSE(status.ok());
-  EXPECT_THAT(status.message(), HasSubstr(dir.Path("a_directory")));
+  EXPECT_THAT(status.message(), HasSubstr(dir.File("a_directory")));
   EXPECT_EQ(ListDir(dir.path()), std::vector<std::string>{"a_directory"});
 }
 
@@ -390,8 +372,8 @@ TEST(Text8Corpus, SmallFileSplitIsScaled) {
   TempDir dir;
   std::string bytes;
   for (int i = 0; i < 1001; ++i) bytes.push_back(static_cast<char>('a' + i % 26));
-  WriteFile(dir.Path("small"), bytes);
-  const StatusOr<Corpus> corpus = LoadCorpus(dir.Path("small"));
+  WriteFile(dir.File("small"), bytes);
+  const StatusOr<Corpus> corpus = LoadCorpus(dir.File("small"));
   ASSERT_TRUE(corpus.ok()) << corpus.status().ToString();
   EXPECT_EQ(corpus->bytes(), bytes);
   EXPECT_EQ(corpus->train().size(), 900u);      // floor(1001 * 0.90)
@@ -419,10 +401,10 @@ TEST(Text8Corpus, MissingFileIsNotFoundNamingThePath) {
 
 TEST(Text8Corpus, EmptyFileIsAnError) {
   TempDir dir;
-  WriteFile(dir.Path("empty"), "");
-  const StatusOr<Corpus> corpus = LoadCorpus(dir.Path("empty"));
+  WriteFile(dir.File("empty"), "");
+  const StatusOr<Corpus> corpus = LoadCorpus(dir.File("empty"));
   EXPECT_EQ(corpus.status().code(), Status::kInvalidArgument);
-  EXPECT_THAT(corpus.status().message(), HasSubstr(dir.Path("empty") + " is empty"));
+  EXPECT_THAT(corpus.status().message(), HasSubstr(dir.File("empty") + " is empty"));
 }
 
 TEST(Text8Corpus, FileTooSmallToSplitNamesTheEmptySplit) {

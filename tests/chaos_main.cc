@@ -19,6 +19,7 @@
 #include <random>
 #include <thread>
 
+#include "common/temp_dir.h"
 #include "tests/support/sweep_harness.h"
 
 namespace ablate {
@@ -266,12 +267,12 @@ int main(int argc, char** argv) {
   }
   if (!o.bin_dir.empty()) setenv("ABLATE_BIN_DIR", o.bin_dir.c_str(), 1);
 
-  std::string pattern = (std::filesystem::temp_directory_path() / "ablate-chaos-XXXXXX").string();
-  if (mkdtemp(pattern.data()) == nullptr) {
-    std::fprintf(stderr, "ablate-chaos: cannot create a work directory\n");
+  ablate::StatusOr<std::string> dir = ablate::MakeTempDirectory("ablate-chaos");
+  if (!dir.ok()) {
+    std::fprintf(stderr, "ablate-chaos: %s\n", dir.status().message().c_str());
     return 1;
   }
-  int code = ablate::Chaos(o, pattern).Run();
-  if (!o.keep) std::filesystem::remove_all(pattern);
+  int code = ablate::Chaos(o, *dir).Run();
+  if (!o.keep) std::filesystem::remove_all(*dir);
   return code;
 }

@@ -12,10 +12,11 @@
 #include <filesystem>
 #include <fstream>
 
+#include "common/temp_dir.h"
+#include "data/text8.h"
 #include "worker/cell_problem_test_util.h"
 #include "worker/cuda_support.h"
 #include "worker/model.h"
-#include "data/text8.h"
 #include "worker/trainer.h"
 
 namespace ablate {
@@ -89,13 +90,7 @@ INSTANTIATE_TEST_SUITE_P(AllCells, CudaCell, testing::ValuesIn(kAllCells), CaseN
 
 class CudaTrainer : public testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("ablate_cuda_test_" + std::to_string(getpid()) + "_" +
-            testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::create_directories(dir_);
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
+  void SetUp() override { ASSERT_FALSE(dir_.empty()) << "no temporary directory"; }
 
   std::string Corpus(int repeats = 200) {
     const std::string path = (dir_ / "corpus").string();
@@ -132,7 +127,8 @@ class CudaTrainer : public testing::Test {
     return trainer.ok() ? std::move(trainer).value() : nullptr;
   }
 
-  std::filesystem::path dir_;
+  TempDir temp_{"ablate-cuda-test"};
+  std::filesystem::path dir_ = temp_.path();
 };
 
 struct Recorder : TrainerListener {

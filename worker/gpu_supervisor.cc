@@ -6,7 +6,6 @@
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <torch/cuda.h>
@@ -16,6 +15,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+
+#include "common/subprocess.h"
 
 namespace ablate {
 
@@ -163,55 +164,35 @@ class Supervisor {
     std::vector<std::string> argv = {options_.program};
     argv.insert(argv.end(), options_.args.begin(), options_.args.end());
     argv.insert(argv.end(), {"--device", child.slot->device, "--name", ChildName(child)});
-    std::map<std::string, std::string> env_map;
-    for (char** e = environ; *e != nullptr; ++e) {
-      const std::string entry = *e;
-      const size_t eq = entry.find('=');
-      if (eq != std::string::npos) env_map[entry.substr(0, eq)] = entry.substr(eq + 1);
-    }
+    SpawnOptions options;
+    options.argv = std::move(argv);
     std::string pinned;
     for (const auto& [key, value] : child.slot->env) {
-      env_map[key] = value;
+      options.env[key] = value;
       pinned += ", " + key + "=" + value;
     }
-    // Everything the child needs is built before fork: between fork and exec
-    // only async-signal-safe calls are allowed.
-    std::vector<std::string> env_strings;
-    for (const auto& [key, value] : env_map) env_strings.push_back(key + "=" + value);
-    std::vector<char*> args, envp;
-    for (std::string& a : argv) args.push_back(a.data());
-    args.push_back(nullptr);
-    for (std::string& e : env_strings) envp.push_back(e.data());
-    envp.push_back(nullptr);
-
     int pipe_fds[2];
     if (pipe2(pipe_fds, O_CLOEXEC) != 0) {
       Crashed(child, std::string("could not be started: pipe: ") + strerror(errno));
       return;
     }
-    const pid_t parent = getpid();
-    const pid_t pid = fork();
-    if (pid == 0) {
-      // A supervisor killed outright still gets its workers to checkpoint.
-      prctl(PR_SET_PDEATHSIG, SIGTERM);
-      if (getppid() != parent) _exit(0);
-      dup2(pipe_fds[1], STDOUT_FILENO);
-      dup2(pipe_fds[1], STDERR_FILENO);
-      pthread_sigmask(SIG_SETMASK, &child_mask_, nullptr);
-      execve(args[0], args.data(), envp.data());
-      _exit(127);
-    }
+    options.stdout_fd = pipe_fds[1];
+    options.stderr_fd = pipe_fds[1];
+    // A supervisor killed outright still gets its workers to checkpoint.
+    options.death_signal = SIGTERM;
+    options.signal_mask = child_mask_;
+    StatusOr<pid_t> pid = Spawn(options);
     close(pipe_fds[1]);
-    if (pid < 0) {
+    if (!pid.ok()) {
       close(pipe_fds[0]);
-      Crashed(child, std::string("could not be started: fork: ") + strerror(errno));
+      Crashed(child, "could not be started: " + pid.status().message());
       return;
     }
     fcntl(pipe_fds[0], F_SETFL, O_NONBLOCK);
-    child.pid = pid;
+    child.pid = *pid;
     child.output = pipe_fds[0];
     spdlog::info("supervisor: started {} as pid {}: --device {} --name {}{}", child.slot->label,
-                 pid, child.slot->device, ChildName(child), pinned);
+                 *pid, child.slot->device, ChildName(child), pinned);
   }
 
   // Reads what the child wrote and passes on its complete lines; at end of

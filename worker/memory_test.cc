@@ -12,6 +12,7 @@
 
 #include "common/model_size.h"
 #include "common/run_config.h"
+#include "common/temp_dir.h"
 #include "worker/trainer.h"
 
 namespace ablate {
@@ -74,12 +75,8 @@ TEST(Memory, CgroupPathsOfBothHierarchies) {
 class CgroupTree {
  public:
   CgroupTree() {
-    char pattern[] = "/tmp/ablate-cgroup-XXXXXX";
-    const char* made = mkdtemp(pattern);
-    if (made == nullptr) ADD_FAILURE() << "mkdtemp failed";
-    root_ = made != nullptr ? made : "/nonexistent";
+    if (dir_.path().empty()) ADD_FAILURE() << "no temporary directory";
   }
-  ~CgroupTree() { std::filesystem::remove_all(root_); }
   void Write(const std::string& file, const std::string& text) {
     const std::filesystem::path path = root_ + "/" + file;
     std::filesystem::create_directories(path.parent_path());
@@ -88,7 +85,8 @@ class CgroupTree {
   const std::string& root() const { return root_; }
 
  private:
-  std::string root_;
+  TempDir dir_{"ablate-cgroup"};
+  std::string root_ = dir_.path().empty() ? "/nonexistent" : dir_.path();
 };
 
 TEST(Memory, V2HeadroomIsTheLeastOfTheCgroupAndItsAncestors) {

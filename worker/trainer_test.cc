@@ -8,6 +8,7 @@
 #include <fstream>
 #include <map>
 
+#include "common/temp_dir.h"
 #include "data/text8.h"
 
 namespace ablate {
@@ -26,13 +27,7 @@ const char* kParagraph =
 
 class TrainerTest : public testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("ablate_trainer_test_" + std::to_string(getpid()) + "_" +
-            testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
+  void SetUp() override { ASSERT_FALSE(dir_.empty()) << "no temporary directory"; }
 
   std::string WriteCorpus(const std::string& text, const std::string& name = "corpus.txt") {
     const std::string path = (dir_ / name).string();
@@ -76,7 +71,8 @@ class TrainerTest : public testing::Test {
     return trainer.ok() ? std::move(trainer).value() : nullptr;
   }
 
-  fs::path dir_;
+  TempDir temp_{"ablate-trainer-test"};
+  fs::path dir_ = temp_.path();
 };
 
 class RecordingListener : public TrainerListener {

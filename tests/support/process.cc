@@ -4,7 +4,6 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdlib.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -13,8 +12,11 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <thread>
+
+#include "common/subprocess.h"
 
 namespace ablate::testing {
 
@@ -36,53 +38,41 @@ Process::Process(const std::string& name, std::vector<std::string> argv,
     : name_(name),
       stdout_path_(log_dir + "/" + name + ".out"),
       stderr_path_(log_dir + "/" + name + ".err") {
-  // Everything the child needs is built before fork: between fork and exec a
-  // child of a threaded process may only make async-signal-safe calls.
-  std::map<std::string, std::string> merged;
-  for (char** e = environ; *e != nullptr; ++e) {
-    const std::string entry = *e;
-    const size_t eq = entry.find('=');
-    if (eq != std::string::npos) merged[entry.substr(0, eq)] = entry.substr(eq + 1);
-  }
-  for (const auto& [key, value] : env) merged[key] = value;
-  std::vector<std::string> env_strings;
-  for (const auto& [key, value] : merged) env_strings.push_back(key + "=" + value);
-  std::vector<char*> envp, args;
-  for (auto& e : env_strings) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  for (auto& a : argv) args.push_back(a.data());
-  args.push_back(nullptr);
-
-  const pid_t parent = getpid();
-  pid_ = fork();
-  if (pid_ == 0) {
-    // Die with the test, whatever kills it.
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(127);
-    int out = open(stdout_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0644);
-    int err = open(stderr_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0644);
-    if (out < 0 || err < 0) _exit(127);
-    dup2(out, STDOUT_FILENO);
-    dup2(err, STDERR_FILENO);
-    execve(args[0], args.data(), envp.data());
-    _exit(127);
+  const int out =
+      open(stdout_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+  const int err =
+      open(stderr_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+  SpawnOptions options;
+  options.argv = std::move(argv);
+  options.env = std::move(env);
+  options.stdout_fd = out;
+  options.stderr_fd = err;
+  // Die with the test, whatever kills it.
+  options.death_signal = SIGKILL;
+  StatusOr<pid_t> pid =
+      out >= 0 && err >= 0 ? Spawn(options) : StatusOr<pid_t>(Status::IOError("cannot open logs"));
+  if (out >= 0) close(out);
+  if (err >= 0) close(err);
+  if (pid.ok()) {
+    pid_ = *pid;
+  } else {
+    // Reads as a program that exited at once, as a failed exec always did.
+    std::fprintf(stderr, "process %s: %s\n", name_.c_str(), pid.status().ToString().c_str());
+    exit_status_ = 127;
   }
 }
 
 Process::~Process() {
   if (pid_ > 0 && exit_status_ < 0) {
     kill(pid_, SIGKILL);
-    int status;
-    waitpid(pid_, &status, 0);
+    (void)WaitForExit(pid_);
   }
 }
 
 bool Process::running() {
   if (exit_status_ >= 0) return false;
-  int status;
-  pid_t r = waitpid(pid_, &status, WNOHANG);
-  if (r == pid_) {
-    exit_status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  if (std::optional<int> code = PollExit(pid_)) {
+    exit_status_ = *code;
     return false;
   }
   return true;
