@@ -91,26 +91,35 @@ StatusOr<StepTimingReply> TimeSteps(const StepTimingRequest& request) {
   return reply;
 }
 
-}  // namespace
-
-StatusOr<SweepEstimate> EstimateSweep(const std::vector<Job>& jobs,
-                                      const EstimateOptions& options) {
-  SweepEstimate estimate;
+// The step timings one estimate needs: one shape per distinct kind of job,
+// with a sequence short enough to time within the budget.
+struct TimingPlan {
   StepTimingRequest request;
-  request.device = options.device;
-  request.threads = options.threads;
-  request.budget_seconds = options.timing_seconds;
   // Per shape: its index in the request. Each precision is timed unless the
   // device is known to be the CPU beforehand ("auto" may become a GPU); on
   // the CPU the jobs of every precision take the first one's timing, so that
   // they are estimated alike.
-  const bool cpu_requested = options.device == "cpu";
   std::map<Shape, size_t> shape_index;
   std::map<Shape, size_t> cpu_shape_index;
+  bool cpu_requested = false;
+
+  size_t TimedShape(const RunConfig& c, bool on_cpu) const {
+    return on_cpu ? cpu_shape_index.at(ShapeOf(c, /*on_cpu=*/true))
+                  : shape_index.at(ShapeOf(c, cpu_requested));
+  }
+};
+
+TimingPlan PlanTimings(const std::vector<Job>& jobs, const EstimateOptions& options,
+                       SweepEstimate* estimate) {
+  TimingPlan plan;
+  plan.request.device = options.device;
+  plan.request.threads = options.threads;
+  plan.request.budget_seconds = options.timing_seconds;
+  plan.cpu_requested = options.device == "cpu";
   for (const Job& job : jobs) {
-    const Shape shape = ShapeOf(job.config, cpu_requested);
-    if (shape_index.count(shape)) continue;
-    cpu_shape_index.emplace(ShapeOf(job.config, /*on_cpu=*/true), request.shapes.size());
+    const Shape shape = ShapeOf(job.config, plan.cpu_requested);
+    if (plan.shape_index.count(shape)) continue;
+    plan.cpu_shape_index.emplace(ShapeOf(job.config, /*on_cpu=*/true), plan.request.shapes.size());
     const RunConfig& c = job.config;
     const double flops_per_position =
         kTrainFlopsPerMac *
@@ -119,18 +128,63 @@ StatusOr<SweepEstimate> EstimateSweep(const std::vector<Job>& jobs,
     const int64_t seq = std::min(
         c.train.seq,
         std::max<int64_t>(2, static_cast<int64_t>(options.timing_flops / flops_per_position)));
-    shape_index.emplace(shape, request.shapes.size());
-    request.shapes.push_back({c, seq});
-    if (std::find(estimate.seq_measured.begin(), estimate.seq_measured.end(), seq) ==
-        estimate.seq_measured.end()) {
-      estimate.seq_measured.push_back(seq);
+    plan.shape_index.emplace(shape, plan.request.shapes.size());
+    plan.request.shapes.push_back({c, seq});
+    std::vector<int64_t>& measured = estimate->seq_measured;
+    if (std::find(measured.begin(), measured.end(), seq) == measured.end()) {
+      measured.push_back(seq);
     }
   }
-  std::sort(estimate.seq_measured.begin(), estimate.seq_measured.end());
-  estimate.shapes = static_cast<int>(request.shapes.size());
+  std::sort(estimate->seq_measured.begin(), estimate->seq_measured.end());
+  estimate->shapes = static_cast<int>(plan.request.shapes.size());
+  return plan;
+}
+
+// One job's size and time, from the measured seconds per position of its
+// shape; evaluation counted where the corpus's size is known.
+JobEstimate EstimateJob(const RunConfig& c, double seconds_per_position,
+                        std::vector<std::string>* unknown_corpora) {
+  JobEstimate e;
+  e.parameters = CountParameters(c.model.cell, c.model.layer_norm, c.model.hidden, c.model.vocab);
+  e.macs_per_symbol = ForwardMacsPerSymbol(c.model.cell, c.model.hidden, c.model.vocab);
+  e.flops_per_step =
+      kTrainFlopsPerMac * double(e.macs_per_symbol) * double(c.train.batch * c.train.seq);
+  e.flops = e.flops_per_step * double(c.train.steps);
+  e.seconds = seconds_per_position * double(c.train.seq) * double(c.train.steps);
+  std::optional<int64_t> bytes = CorpusBytes(c.data);
+  if (!bytes) {
+    const std::string& path = c.data.path;
+    if (std::find(unknown_corpora->begin(), unknown_corpora->end(), path) ==
+        unknown_corpora->end()) {
+      unknown_corpora->push_back(path);
+    }
+    return e;
+  }
+  const text8::SplitPoints split = text8::SplitText8(static_cast<uint64_t>(*bytes));
+  const EvalSize valid =
+      EvaluationSize(static_cast<int64_t>(split.validation_end - split.train_end), c.train);
+  const EvalSize test =
+      EvaluationSize(*bytes - static_cast<int64_t>(split.validation_end), c.train);
+  const int64_t evaluations = ValidationCount(c.train);
+  e.eval_symbols = evaluations * valid.symbols + test.symbols;
+  e.eval_flops = kForwardFlopsPerMac * double(e.macs_per_symbol) * double(*e.eval_symbols);
+  e.flops += e.eval_flops;
+  // A forward step costs about a third of a training step (2 of 6 FLOPs per
+  // MAC) at the same batch.
+  e.seconds += seconds_per_position * kForwardFlopsPerMac / kTrainFlopsPerMac *
+               double(evaluations * valid.positions + test.positions);
+  return e;
+}
+
+}  // namespace
+
+StatusOr<SweepEstimate> EstimateSweep(const std::vector<Job>& jobs,
+                                      const EstimateOptions& options) {
+  SweepEstimate estimate;
+  const TimingPlan plan = PlanTimings(jobs, options, &estimate);
 
   const auto started = std::chrono::steady_clock::now();
-  ABLATE_ASSIGN_OR_RETURN(StepTimingReply timing, TimeSteps(request));
+  ABLATE_ASSIGN_OR_RETURN(StepTimingReply timing, TimeSteps(plan.request));
   estimate.measuring_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   estimate.device = timing.device;
@@ -139,41 +193,11 @@ StatusOr<SweepEstimate> EstimateSweep(const std::vector<Job>& jobs,
 
   const bool on_cpu = !IsCudaDevice(timing.device);
   for (const Job& job : jobs) {
-    const RunConfig& c = job.config;
-    const size_t timed = on_cpu ? cpu_shape_index.at(ShapeOf(c, /*on_cpu=*/true))
-                                : shape_index.at(ShapeOf(c, cpu_requested));
-    const int64_t timed_seq = request.shapes[timed].seq;
-    const double timed_seconds = timing.seconds[timed];
-    const double seconds_per_position = timed_seconds / double(timed_seq);
-    if (timed_seq < c.train.seq) estimate.scaled = true;
-    JobEstimate& e = estimate.jobs.emplace_back();
-    e.parameters = CountParameters(c.model.cell, c.model.layer_norm, c.model.hidden, c.model.vocab);
-    e.macs_per_symbol = ForwardMacsPerSymbol(c.model.cell, c.model.hidden, c.model.vocab);
-    e.flops_per_step =
-        kTrainFlopsPerMac * double(e.macs_per_symbol) * double(c.train.batch * c.train.seq);
-    e.flops = e.flops_per_step * double(c.train.steps);
-    e.seconds = seconds_per_position * double(c.train.seq) * double(c.train.steps);
-    if (std::optional<int64_t> bytes = CorpusBytes(c.data)) {
-      const text8::SplitPoints split = text8::SplitText8(static_cast<uint64_t>(*bytes));
-      const EvalSize valid =
-          EvaluationSize(static_cast<int64_t>(split.validation_end - split.train_end), c.train);
-      const EvalSize test =
-          EvaluationSize(*bytes - static_cast<int64_t>(split.validation_end), c.train);
-      const int64_t evaluations = ValidationCount(c.train);
-      e.eval_symbols = evaluations * valid.symbols + test.symbols;
-      e.eval_flops = kForwardFlopsPerMac * double(e.macs_per_symbol) * double(*e.eval_symbols);
-      e.flops += e.eval_flops;
-      // A forward step costs about a third of a training step (2 of 6 FLOPs
-      // per MAC) at the same batch.
-      e.seconds += seconds_per_position * kForwardFlopsPerMac / kTrainFlopsPerMac *
-                   double(evaluations * valid.positions + test.positions);
-    } else {
-      const std::string& path = c.data.path;
-      if (std::find(estimate.unknown_corpora.begin(), estimate.unknown_corpora.end(), path) ==
-          estimate.unknown_corpora.end()) {
-        estimate.unknown_corpora.push_back(path);
-      }
-    }
+    const size_t timed = plan.TimedShape(job.config, on_cpu);
+    const int64_t timed_seq = plan.request.shapes[timed].seq;
+    if (timed_seq < job.config.train.seq) estimate.scaled = true;
+    const JobEstimate& e = estimate.jobs.emplace_back(EstimateJob(
+        job.config, timing.seconds[timed] / double(timed_seq), &estimate.unknown_corpora));
     estimate.flops += e.flops;
     estimate.seconds += e.seconds;
   }

@@ -84,46 +84,42 @@ std::string DescribePrecision(const std::vector<Job>& jobs, bool gpu) {
   return text + ".";
 }
 
-int DryRun(const LaunchOptions& options, const SweepSpec& spec, const std::vector<Job>& jobs,
-           Format format) {
-  auto estimate = EstimateSweep(jobs, options.estimate);
-  if (!estimate.ok()) return ReportError("launch", estimate.status());
-  const SweepEstimate& e = *estimate;
-  const bool gpu = IsCudaDevice(e.device);
-  const double hours = e.seconds / 3600;
-
-  if (format == Format::kJson) {
-    nlohmann::ordered_json out;
-    out["sweep"] = spec.name;
-    out["dry_run"] = true;
-    out["jobs"] = nlohmann::ordered_json::array();
-    for (size_t i = 0; i < jobs.size(); ++i) {
-      nlohmann::ordered_json job;
-      job["order"] = jobs[i].order;
-      job["factors"] = jobs[i].factors;
-      const Precision precision = jobs[i].config.train.precision;
-      job["precision"] = PrecisionName(precision);
-      job["effective_precision"] = PrecisionName(EffectivePrecision(precision, e.device));
-      job["parameters"] = e.jobs[i].parameters;
-      job["macs_per_symbol"] = e.jobs[i].macs_per_symbol;
-      job["flops_per_step"] = e.jobs[i].flops_per_step;
-      job["eval_flops"] = e.jobs[i].eval_flops;
-      job["flops"] = e.jobs[i].flops;
-      job["estimated_seconds"] = e.jobs[i].seconds;
-      out["jobs"].push_back(std::move(job));
-    }
-    out["total_flops"] = e.flops;
-    out["estimated_seconds"] = e.seconds;
-    out[gpu ? "estimated_gpu_hours" : "estimated_cpu_hours"] = hours;
-    out["device"] = e.device;
-    out["threads"] = e.threads;
-    out["seq_measured"] = e.seq_measured;
-    out["measuring_seconds"] = e.measuring_seconds;
-    out["evaluation_not_counted_for"] = e.unknown_corpora;
-    std::printf("%s\n", out.dump(2).c_str());
-    return 0;
+nlohmann::ordered_json DryRunJson(const SweepSpec& spec, const std::vector<Job>& jobs,
+                                  const SweepEstimate& e) {
+  nlohmann::ordered_json out;
+  out["sweep"] = spec.name;
+  out["dry_run"] = true;
+  out["jobs"] = nlohmann::ordered_json::array();
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    nlohmann::ordered_json job;
+    job["order"] = jobs[i].order;
+    job["factors"] = jobs[i].factors;
+    const Precision precision = jobs[i].config.train.precision;
+    job["precision"] = PrecisionName(precision);
+    job["effective_precision"] = PrecisionName(EffectivePrecision(precision, e.device));
+    job["parameters"] = e.jobs[i].parameters;
+    job["macs_per_symbol"] = e.jobs[i].macs_per_symbol;
+    job["flops_per_step"] = e.jobs[i].flops_per_step;
+    job["eval_flops"] = e.jobs[i].eval_flops;
+    job["flops"] = e.jobs[i].flops;
+    job["estimated_seconds"] = e.jobs[i].seconds;
+    out["jobs"].push_back(std::move(job));
   }
+  out["total_flops"] = e.flops;
+  out["estimated_seconds"] = e.seconds;
+  out[IsCudaDevice(e.device) ? "estimated_gpu_hours" : "estimated_cpu_hours"] = e.seconds / 3600;
+  out["device"] = e.device;
+  out["threads"] = e.threads;
+  out["seq_measured"] = e.seq_measured;
+  out["measuring_seconds"] = e.measuring_seconds;
+  out["evaluation_not_counted_for"] = e.unknown_corpora;
+  return out;
+}
 
+// One row per job: its factors and estimated size; exact numbers for CSV,
+// rounded ones for reading.
+Table DryRunTable(const SweepSpec& spec, const std::vector<Job>& jobs, const SweepEstimate& e,
+                  Format format) {
   std::vector<std::string> keys;
   for (const GridAxis& axis : spec.axes) keys.push_back(axis.key);
   std::vector<std::string> header = {"order"};
@@ -134,27 +130,42 @@ int DryRun(const LaunchOptions& options, const SweepSpec& spec, const std::vecto
   }
   Table table(header);
   for (size_t i = 0; i < jobs.size(); ++i) {
+    const JobEstimate& job = e.jobs[i];
     std::vector<std::string> row = {std::to_string(jobs[i].order)};
     for (const std::string& key : keys) row.push_back(FactorCell(jobs[i].factors.at(key)));
     if (format == Format::kCsv) {
-      row.push_back(std::to_string(e.jobs[i].parameters));
-      row.push_back(fmt::format("{:.6g}", e.jobs[i].flops_per_step));
-      row.push_back(fmt::format("{:.6g}", e.jobs[i].eval_flops));
-      row.push_back(fmt::format("{:.6g}", e.jobs[i].flops));
-      row.push_back(fmt::format("{:.1f}", e.jobs[i].seconds));
+      row.push_back(std::to_string(job.parameters));
+      row.push_back(fmt::format("{:.6g}", job.flops_per_step));
+      row.push_back(fmt::format("{:.6g}", job.eval_flops));
+      row.push_back(fmt::format("{:.6g}", job.flops));
+      row.push_back(fmt::format("{:.1f}", job.seconds));
     } else {
-      row.push_back(FormatThousands(e.jobs[i].parameters));
-      row.push_back(FormatSi(e.jobs[i].flops_per_step));
-      row.push_back(e.jobs[i].eval_symbols ? FormatSi(e.jobs[i].eval_flops) : "-");
-      row.push_back(FormatSi(e.jobs[i].flops));
-      row.push_back(FormatDuration(e.jobs[i].seconds));
+      row.push_back(FormatThousands(job.parameters));
+      row.push_back(FormatSi(job.flops_per_step));
+      row.push_back(job.eval_symbols ? FormatSi(job.eval_flops) : "-");
+      row.push_back(FormatSi(job.flops));
+      row.push_back(FormatDuration(job.seconds));
     }
     table.AddRow(std::move(row));
   }
+  return table;
+}
+
+int DryRun(const LaunchOptions& options, const SweepSpec& spec, const std::vector<Job>& jobs,
+           Format format) {
+  auto estimate = EstimateSweep(jobs, options.estimate);
+  if (!estimate.ok()) return ReportError("launch", estimate.status());
+  const SweepEstimate& e = *estimate;
+  if (format == Format::kJson) {
+    std::printf("%s\n", DryRunJson(spec, jobs, e).dump(2).c_str());
+    return 0;
+  }
+  const Table table = DryRunTable(spec, jobs, e, format);
   if (format == Format::kCsv) {
     std::printf("%s", table.ToCsv().c_str());
     return 0;
   }
+  const bool gpu = IsCudaDevice(e.device);
   std::printf("Dry run of sweep '%s' (%s): %zu jobs. Nothing was sent or stored.\n\n",
               spec.name.c_str(), spec.filename.c_str(), jobs.size());
   std::printf("%s\n", table.ToText().c_str());

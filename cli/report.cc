@@ -230,67 +230,74 @@ std::string BpcLabel(double value, double step) {
   return fmt::format("{:.{}f}", value, decimals);
 }
 
-std::string Chart(const v1::CurvesResponse& curves, const std::string& key,
-                  const std::string& title, int index) {
-  const auto& steps = curves.steps();
-  constexpr double kInfinity = std::numeric_limits<double>::infinity();
-  double x_low = kInfinity, x_high = -kInfinity;
-  for (const v1::CurveGroup& group : curves.groups()) {
-    for (int i = 0; i < steps.size(); ++i) {
-      if (group.n(i) == 0) continue;
-      x_low = std::min(x_low, static_cast<double>(steps[i]));
-      x_high = std::max(x_high, static_cast<double>(steps[i]));
-    }
-  }
-  // The y axis covers the last two thirds of training: the first third's
-  // steep drop from the untrained model would flatten the differences the
-  // figure is about, so its start runs off the top.
-  const double zoom_from = x_low + (x_high - x_low) / 3;
-  double y_low = kInfinity, y_high = -kInfinity, y_first_third = -kInfinity;
-  for (const v1::CurveGroup& group : curves.groups()) {
-    for (int i = 0; i < steps.size(); ++i) {
-      if (group.n(i) == 0) continue;
-      const double spread = std::isfinite(group.stddev(i)) ? group.stddev(i) : 0;
-      y_low = std::min(y_low, group.mean(i) - spread);
-      double& high = static_cast<double>(steps[i]) >= zoom_from ? y_high : y_first_third;
-      high = std::max(high, group.mean(i) + spread);
-    }
-  }
-  const bool zoomed = y_first_third > y_high;
-  std::string out = fmt::format(
-      "<figure class=\"chart\" data-key=\"{}\">\n<figcaption><h3>{}</h3><p class=\"note\">mean "
-      "(line) &#177; standard deviation (band) over each line&#39;s jobs{}</p></figcaption>\n",
-      HtmlEscape(key), HtmlEscape(title),
-      zoomed ? "; the first third of training runs off the top" : "");
-  if (!std::isfinite(x_low)) {
-    return out + "<p class=\"muted\">No validation points yet.</p>\n</figure>\n";
-  }
+// What a figure covers: the steps with points, and the bpc range of the
+// last two thirds of training. The first third's steep drop from the
+// untrained model would flatten the differences the figure is about, so its
+// start runs off the top (`zoomed`).
+struct ChartExtent {
+  double x_low = std::numeric_limits<double>::infinity();
+  double x_high = -std::numeric_limits<double>::infinity();
+  double y_low = std::numeric_limits<double>::infinity();
+  double y_high = -std::numeric_limits<double>::infinity();
+  bool zoomed = false;
 
-  const Axis x = NiceAxis(x_low, x_high, 5);
-  const Axis y = NiceAxis(y_low, y_high, 5);
-  auto px = [&](double step) {
+  bool empty() const { return !std::isfinite(x_low); }
+};
+
+// The band's half-width at point i: the standard deviation, 0 for one job.
+double Spread(const v1::CurveGroup& group, int i) {
+  return std::isfinite(group.stddev(i)) ? group.stddev(i) : 0;
+}
+
+ChartExtent MeasureChart(const v1::CurvesResponse& curves) {
+  const auto& steps = curves.steps();
+  ChartExtent e;
+  for (const v1::CurveGroup& group : curves.groups()) {
+    for (int i = 0; i < steps.size(); ++i) {
+      if (group.n(i) == 0) continue;
+      e.x_low = std::min(e.x_low, static_cast<double>(steps[i]));
+      e.x_high = std::max(e.x_high, static_cast<double>(steps[i]));
+    }
+  }
+  const double zoom_from = e.x_low + (e.x_high - e.x_low) / 3;
+  double y_first_third = -std::numeric_limits<double>::infinity();
+  for (const v1::CurveGroup& group : curves.groups()) {
+    for (int i = 0; i < steps.size(); ++i) {
+      if (group.n(i) == 0) continue;
+      e.y_low = std::min(e.y_low, group.mean(i) - Spread(group, i));
+      double& high = static_cast<double>(steps[i]) >= zoom_from ? e.y_high : y_first_third;
+      high = std::max(high, group.mean(i) + Spread(group, i));
+    }
+  }
+  e.zoomed = y_first_third > e.y_high;
+  return e;
+}
+
+// Pixel positions of a figure's steps and bpc values.
+struct ChartScale {
+  Axis x, y;
+  double px(double step) const {
     return kPlotLeft + (step - x.low) / (x.high - x.low) * (kPlotRight - kPlotLeft);
-  };
-  auto py = [&](double bpc) {
+  }
+  double py(double bpc) const {
     return kPlotBottom - (bpc - y.low) / (y.high - y.low) * (kPlotBottom - kPlotTop);
-  };
-  out += fmt::format(
-      "<svg viewBox=\"0 0 {} {}\" role=\"img\" aria-label=\"{}\">\n"
-      "<defs><clipPath id=\"plot-{}\"><rect x=\"{}\" y=\"{}\" width=\"{}\" "
-      "height=\"{}\"/></clipPath></defs>\n",
-      kChartWidth, kChartHeight, HtmlEscape(title), index, kPlotLeft, kPlotTop,
-      kPlotRight - kPlotLeft, kPlotBottom - kPlotTop);
-  for (double t : y.ticks) {
+  }
+};
+
+// Gridlines, ticks, both axes and their titles.
+std::string ChartAxes(const ChartScale& s) {
+  std::string out;
+  for (double t : s.y.ticks) {
     out += fmt::format(
         "<line class=\"gridline\" x1=\"{:.1f}\" x2=\"{:.1f}\" y1=\"{:.1f}\" y2=\"{:.1f}\"/>"
         "<text class=\"tick\" x=\"{:.1f}\" y=\"{:.1f}\" text-anchor=\"end\">{}</text>\n",
-        kPlotLeft, kPlotRight, py(t), py(t), kPlotLeft - 6, py(t) + 4, BpcLabel(t, y.step));
+        kPlotLeft, kPlotRight, s.py(t), s.py(t), kPlotLeft - 6, s.py(t) + 4, BpcLabel(t, s.y.step));
   }
-  for (double t : x.ticks) {
+  for (double t : s.x.ticks) {
     out += fmt::format(
         "<line class=\"axis\" x1=\"{0:.1f}\" x2=\"{0:.1f}\" y1=\"{1:.1f}\" y2=\"{2:.1f}\"/>"
         "<text class=\"tick\" x=\"{0:.1f}\" y=\"{3:.1f}\" text-anchor=\"middle\">{4}</text>\n",
-        px(t), kPlotBottom, kPlotBottom + 5, kPlotBottom + 18, StepLabel(t, x.step, x.high));
+        s.px(t), kPlotBottom, kPlotBottom + 5, kPlotBottom + 18, StepLabel(t, s.x.step, s.x.high));
   }
   out += fmt::format(
       "<line class=\"axis\" x1=\"{0}\" x2=\"{1}\" y1=\"{2}\" y2=\"{2}\"/>"
@@ -300,49 +307,74 @@ std::string Chart(const v1::CurvesResponse& curves, const std::string& key,
       "bpc</text>\n",
       kPlotLeft, kPlotRight, kPlotBottom, kPlotTop, (kPlotLeft + kPlotRight) / 2, kChartHeight - 8,
       (kPlotTop + kPlotBottom) / 2);
+  return out;
+}
 
-  std::vector<std::string> labels;
-  out += fmt::format("<g clip-path=\"url(#plot-{})\">\n", index);
-  for (int g = 0; g < curves.groups_size(); ++g) {
-    const v1::CurveGroup& group = curves.groups(g);
-    const std::string series = fmt::format("s{}", g % kColours);
-    std::string line, band;
-    // Each run of steps the group covers is one stretch of line and band.
-    for (int i = 0; i < steps.size();) {
-      if (group.n(i) == 0) {
-        ++i;
-        continue;
-      }
-      int end = i;
-      while (end < steps.size() && group.n(end) > 0) ++end;
-      std::string upper, lower;
-      for (int k = i; k < end; ++k) {
-        const double spread = std::isfinite(group.stddev(k)) ? group.stddev(k) : 0;
-        const double sx = px(static_cast<double>(steps[k]));
-        line += fmt::format("{}{:.1f} {:.1f}", k == i ? "M" : " L", sx, py(group.mean(k)));
-        upper +=
-            fmt::format("{}{:.1f} {:.1f}", k == i ? "M" : " L", sx, py(group.mean(k) + spread));
-        lower = fmt::format(" L{:.1f} {:.1f}", sx, py(group.mean(k) - spread)) + lower;
-      }
-      if (end - i == 1) line += " h0";  // a single point still shows as a dot
-      band += upper + lower + " Z";
-      i = end;
+// One group's mean line and spread band as SVG paths; each run of steps the
+// group covers is one stretch of line and band.
+std::string ChartSeries(const ChartScale& s, const google::protobuf::RepeatedField<int64_t>& steps,
+                        const v1::CurveGroup& group, int g) {
+  std::string line, band;
+  for (int i = 0; i < steps.size();) {
+    if (group.n(i) == 0) {
+      ++i;
+      continue;
     }
-    out += fmt::format(
-        "<g class=\"series {}\"><path class=\"band\" d=\"{}\"/><path class=\"line{}\" "
-        "d=\"{}\"/></g>\n",
-        series, band, g >= kColours ? " dashed" : "", line);
-    labels.push_back(
-        fmt::format("{} (n={})", ValueLabel(key, group.values_json(0), false), group.jobs()));
+    int end = i;
+    while (end < steps.size() && group.n(end) > 0) ++end;
+    std::string upper, lower;
+    for (int k = i; k < end; ++k) {
+      const double sx = s.px(static_cast<double>(steps[k]));
+      const char* move = k == i ? "M" : " L";
+      line += fmt::format("{}{:.1f} {:.1f}", move, sx, s.py(group.mean(k)));
+      upper += fmt::format("{}{:.1f} {:.1f}", move, sx, s.py(group.mean(k) + Spread(group, k)));
+      lower = fmt::format(" L{:.1f} {:.1f}", sx, s.py(group.mean(k) - Spread(group, k))) + lower;
+    }
+    if (end - i == 1) line += " h0";  // a single point still shows as a dot
+    band += upper + lower + " Z";
+    i = end;
+  }
+  return fmt::format(
+      "<g class=\"series s{}\"><path class=\"band\" d=\"{}\"/><path class=\"line{}\" "
+      "d=\"{}\"/></g>\n",
+      g % kColours, band, g >= kColours ? " dashed" : "", line);
+}
+
+std::string Chart(const v1::CurvesResponse& curves, const std::string& key,
+                  const std::string& title, int index) {
+  const ChartExtent extent = MeasureChart(curves);
+  std::string out = fmt::format(
+      "<figure class=\"chart\" data-key=\"{}\">\n<figcaption><h3>{}</h3><p class=\"note\">mean "
+      "(line) &#177; standard deviation (band) over each line&#39;s jobs{}</p></figcaption>\n",
+      HtmlEscape(key), HtmlEscape(title),
+      extent.zoomed ? "; the first third of training runs off the top" : "");
+  if (extent.empty()) {
+    return out + "<p class=\"muted\">No validation points yet.</p>\n</figure>\n";
   }
 
+  const ChartScale scale{NiceAxis(extent.x_low, extent.x_high, 5),
+                         NiceAxis(extent.y_low, extent.y_high, 5)};
+  out += fmt::format(
+      "<svg viewBox=\"0 0 {} {}\" role=\"img\" aria-label=\"{}\">\n"
+      "<defs><clipPath id=\"plot-{}\"><rect x=\"{}\" y=\"{}\" width=\"{}\" "
+      "height=\"{}\"/></clipPath></defs>\n",
+      kChartWidth, kChartHeight, HtmlEscape(title), index, kPlotLeft, kPlotTop,
+      kPlotRight - kPlotLeft, kPlotBottom - kPlotTop);
+  out += ChartAxes(scale);
+  out += fmt::format("<g clip-path=\"url(#plot-{})\">\n", index);
+  for (int g = 0; g < curves.groups_size(); ++g) {
+    out += ChartSeries(scale, curves.steps(), curves.groups(g), g);
+  }
   out += "</g>\n</svg>\n";
   // Below the plot rather than on it: curves that are still falling leave
   // no corner free.
   out += "<ul class=\"legend\">";
-  for (size_t g = 0; g < labels.size(); ++g) {
+  for (int g = 0; g < curves.groups_size(); ++g) {
+    const v1::CurveGroup& group = curves.groups(g);
+    const std::string label =
+        fmt::format("{} (n={})", ValueLabel(key, group.values_json(0), false), group.jobs());
     out += fmt::format("<li><span class=\"swatch s{}{}\"></span>{}</li>", g % kColours,
-                       g >= kColours ? " dashed" : "", HtmlEscape(labels[g]));
+                       g >= kColours ? " dashed" : "", HtmlEscape(label));
   }
   return out + "</ul>\n</figure>\n";
 }

@@ -266,20 +266,85 @@ torch::Tensor Empty(const torch::Tensor& like) { return torch::empty({0}, like.o
 
 // ---------------------------------------------------------------- GRU, MGU --
 
+// What one forward step of the GRU or MGU reads and writes: the input
+// projection, the activations of all steps, and this step's products.
 template <typename T>
-RecurrentOutput GatedForward(const torch::Tensor& xg, const RecurrentState& init,
-                             const RecurrentWeights& w, FusedActivations* acts) {
-  const int64_t steps = xg.size(0), batch = xg.size(1), width = xg.size(2);
-  const int64_t hidden = w.hidden(), gate_width = w.w_h.size(1);
-  const bool ln = w.layer_norm, tied = w.cell == Cell::kMgu;
-  const auto opts = xg.options();
+struct GatedForwardRows {
+  int64_t batch = 0, hidden = 0, gate_width = 0, width = 0;
+  bool ln = false, tied = false;
+  const T* xg = nullptr;                 // [S, B, width]
+  const T *zg = nullptr, *zc = nullptr;  // [B, gate_width], [B, H]
+  T *h = nullptr, *gates = nullptr, *rh = nullptr, *cand = nullptr;
+  T *xhat_h = nullptr, *rstd_h = nullptr, *xhat_2 = nullptr, *rstd_2 = nullptr;
+  const T *gain_h = nullptr, *shift_h = nullptr, *gain_2 = nullptr, *shift_2 = nullptr;
+};
 
+// Row b of step t through the gates, given zg = h W_h: the gates and r * h.
+template <typename T>
+inline void GatedGatesRow(const GatedForwardRows<T>& p, int64_t t, int64_t b) {
+  const int64_t H = p.hidden, G = p.gate_width, row = t * p.batch + b;
+  const T* x = p.xg + row * p.width;
+  const T* zr = p.zg + b * G;
+  const T* h = p.h + row * H;
+  T* gate = p.gates + row * G;
+  if (p.ln) {
+    T* xhat = p.xhat_h + row * G;
+    p.rstd_h[row] = NormalizeRow(zr, G, xhat);
+#pragma omp simd
+    for (int64_t j = 0; j < G; ++j) gate[j] = Sigmoid(x[j] + xhat[j] * p.gain_h[j] + p.shift_h[j]);
+  } else {
+#pragma omp simd
+    for (int64_t j = 0; j < G; ++j) gate[j] = Sigmoid(x[j] + zr[j]);
+  }
+  const T* r = p.tied ? gate : gate + H;
+  T* rh = p.rh + row * H;
+#pragma omp simd
+  for (int64_t j = 0; j < H; ++j) rh[j] = r[j] * h[j];
+}
+
+// Row b of step t through the candidate, given zc = (r * h) W_hc: the
+// candidate and the next h.
+template <typename T>
+inline void GatedCandidateRow(const GatedForwardRows<T>& p, int64_t t, int64_t b) {
+  const int64_t H = p.hidden, row = t * p.batch + b;
+  const T* x = p.xg + row * p.width + p.gate_width;
+  const T* zr = p.zc + b * H;
+  const T* h = p.h + row * H;
+  const T* u = p.gates + row * p.gate_width;
+  T* cand = p.cand + row * H;
+  T* h_next = p.h + (row + p.batch) * H;
+  if (p.ln) {
+    T* xhat = p.xhat_2 + row * H;
+    p.rstd_2[row] = NormalizeRow(zr, H, xhat);
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) cand[j] = Tanh(x[j] + xhat[j] * p.gain_2[j] + p.shift_2[j]);
+  } else {
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) cand[j] = Tanh(x[j] + zr[j]);
+  }
+#pragma omp simd
+  for (int64_t j = 0; j < H; ++j) h_next[j] = h[j] + u[j] * (cand[j] - h[j]);
+}
+
+// The activations a forward pass keeps for the backward, allocated: h (and
+// c) with the initial state in place, the gates, the candidates, and with
+// layer norm the normalised products and their reciprocal deviations.
+// `gate_width` is the width of the product with W_h.
+void AllocateActivations(const torch::Tensor& xg, const RecurrentState& init, int64_t hidden,
+                         int64_t gate_width, bool ln, bool lstm, FusedActivations* acts) {
+  const int64_t steps = xg.size(0), batch = xg.size(1);
+  const auto opts = xg.options();
   std::vector<torch::Tensor>& s = acts->tensors;
   s.assign(kSlotCount, Empty(xg));
   s[kH] = torch::empty({steps + 1, batch, hidden}, opts);
   s[kH][0].copy_(init.h);
+  if (lstm) {
+    s[kC] = torch::empty({steps + 1, batch, hidden}, opts);
+    s[kC][0].copy_(init.c);
+  } else {
+    s[kRh] = torch::empty({steps, batch, hidden}, opts);
+  }
   s[kGates] = torch::empty({steps, batch, gate_width}, opts);
-  s[kRh] = torch::empty({steps, batch, hidden}, opts);
   s[kCand] = torch::empty({steps, batch, hidden}, opts);
   if (ln) {
     s[kXhatH] = torch::empty({steps, batch, gate_width}, opts);
@@ -287,23 +352,46 @@ RecurrentOutput GatedForward(const torch::Tensor& xg, const RecurrentState& init
     s[kXhat2] = torch::empty({steps, batch, hidden}, opts);
     s[kRstd2] = torch::empty({steps, batch}, opts);
   }
-  torch::Tensor zg = torch::empty({batch, gate_width}, opts);
-  torch::Tensor zc = torch::empty({batch, hidden}, opts);
+}
+
+template <typename T>
+RecurrentOutput GatedForward(const torch::Tensor& xg, const RecurrentState& init,
+                             const RecurrentWeights& w, FusedActivations* acts) {
+  const int64_t steps = xg.size(0), batch = xg.size(1);
+  const int64_t hidden = w.hidden(), gate_width = w.w_h.size(1);
+  const bool ln = w.layer_norm;
+  AllocateActivations(xg, init, hidden, gate_width, ln, /*lstm=*/false, acts);
+  const std::vector<torch::Tensor>& s = acts->tensors;
+  torch::Tensor zg = torch::empty({batch, gate_width}, xg.options());
+  torch::Tensor zc = torch::empty({batch, hidden}, xg.options());
   // The weights are the same at every step: pack them once.
   PackedGemm gemm_h(w.w_h, steps), gemm_hc(w.w_hc, steps);
 
-  const T* x_all = xg.data_ptr<T>();
-  T* h_all = s[kH].data_ptr<T>();
-  T* gates_all = s[kGates].data_ptr<T>();
-  T* rh_all = s[kRh].data_ptr<T>();
-  T* cand_all = s[kCand].data_ptr<T>();
-  const T* gain_h = ln ? w.ln_h_gain.data_ptr<T>() : nullptr;
-  const T* shift_h = ln ? w.ln_h_shift.data_ptr<T>() : nullptr;
-  const T* gain_2 = ln ? w.ln_2_gain.data_ptr<T>() : nullptr;
-  const T* shift_2 = ln ? w.ln_2_shift.data_ptr<T>() : nullptr;
+  GatedForwardRows<T> p;
+  p.batch = batch;
+  p.hidden = hidden;
+  p.gate_width = gate_width;
+  p.width = xg.size(2);
+  p.ln = ln;
+  p.tied = w.cell == Cell::kMgu;
+  p.xg = xg.data_ptr<T>();
+  p.zg = zg.data_ptr<T>();
+  p.zc = zc.data_ptr<T>();
+  p.h = s[kH].data_ptr<T>();
+  p.gates = s[kGates].data_ptr<T>();
+  p.rh = s[kRh].data_ptr<T>();
+  p.cand = s[kCand].data_ptr<T>();
+  if (ln) {
+    p.xhat_h = s[kXhatH].data_ptr<T>();
+    p.rstd_h = s[kRstdH].data_ptr<T>();
+    p.xhat_2 = s[kXhat2].data_ptr<T>();
+    p.rstd_2 = s[kRstd2].data_ptr<T>();
+    p.gain_h = w.ln_h_gain.data_ptr<T>();
+    p.shift_h = w.ln_h_shift.data_ptr<T>();
+    p.gain_2 = w.ln_2_gain.data_ptr<T>();
+    p.shift_2 = w.ln_2_shift.data_ptr<T>();
+  }
 
-  const T* z = zg.data_ptr<T>();
-  const T* zcp = zc.data_ptr<T>();
   const bool exact_rows = gemm_h.packed() && gemm_hc.packed();
   const int64_t weight_bytes = (w.w_h.numel() + w.w_hc.numel()) * int64_t{sizeof(T)};
   auto time_loop = [&](int64_t r0, int64_t r1, int64_t i0, int64_t i1, torch::Tensor& scratch) {
@@ -311,53 +399,11 @@ RecurrentOutput GatedForward(const torch::Tensor& xg, const RecurrentState& init
     for (int64_t t = i0; t < i1; ++t) {
       gemm_h.Run(s[kH][t].narrow(0, r0, r1 - r0), 0, &zg_rows, &scratch);
       ParallelRows(r0, r1, RowGrain(gate_width), [&](int64_t begin, int64_t end) {
-        for (int64_t b = begin; b < end; ++b) {
-          const int64_t row = t * batch + b;
-          const T* x = x_all + row * width;
-          const T* zr = z + b * gate_width;
-          const T* h = h_all + row * hidden;
-          T* gate = gates_all + row * gate_width;
-          if (ln) {
-            T* xhat = s[kXhatH].template data_ptr<T>() + row * gate_width;
-            s[kRstdH].template data_ptr<T>()[row] = NormalizeRow(zr, gate_width, xhat);
-#pragma omp simd
-            for (int64_t j = 0; j < gate_width; ++j) {
-              gate[j] = Sigmoid(x[j] + xhat[j] * gain_h[j] + shift_h[j]);
-            }
-          } else {
-#pragma omp simd
-            for (int64_t j = 0; j < gate_width; ++j) gate[j] = Sigmoid(x[j] + zr[j]);
-          }
-          const T* r = tied ? gate : gate + hidden;
-          T* rh = rh_all + row * hidden;
-#pragma omp simd
-          for (int64_t j = 0; j < hidden; ++j) rh[j] = r[j] * h[j];
-        }
+        for (int64_t b = begin; b < end; ++b) GatedGatesRow(p, t, b);
       });
       gemm_hc.Run(s[kRh][t].narrow(0, r0, r1 - r0), 0, &zc_rows, &scratch);
       ParallelRows(r0, r1, RowGrain(hidden), [&](int64_t begin, int64_t end) {
-        for (int64_t b = begin; b < end; ++b) {
-          const int64_t row = t * batch + b;
-          const T* x = x_all + row * width + gate_width;
-          const T* zr = zcp + b * hidden;
-          const T* h = h_all + row * hidden;
-          const T* u = gates_all + row * gate_width;
-          T* cand = cand_all + row * hidden;
-          T* h_next = h_all + (row + batch) * hidden;
-          if (ln) {
-            T* xhat = s[kXhat2].template data_ptr<T>() + row * hidden;
-            s[kRstd2].template data_ptr<T>()[row] = NormalizeRow(zr, hidden, xhat);
-#pragma omp simd
-            for (int64_t j = 0; j < hidden; ++j) {
-              cand[j] = Tanh(x[j] + xhat[j] * gain_2[j] + shift_2[j]);
-            }
-          } else {
-#pragma omp simd
-            for (int64_t j = 0; j < hidden; ++j) cand[j] = Tanh(x[j] + zr[j]);
-          }
-#pragma omp simd
-          for (int64_t j = 0; j < hidden; ++j) h_next[j] = h[j] + u[j] * (cand[j] - h[j]);
-        }
+        for (int64_t b = begin; b < end; ++b) GatedCandidateRow(p, t, b);
       });
     }
   };
@@ -449,6 +495,41 @@ inline void GatedGatesRowBackward(const GatedBackwardRows<T>& p, int64_t t, int6
   }
 }
 
+// The rows of a GRU or MGU backward pass over the forward's activations `s`
+// and the gradient tensors it fills.
+template <typename T>
+GatedBackwardRows<T> MakeGatedBackwardRows(const RecurrentWeights& w,
+                                           const std::vector<torch::Tensor>& s,
+                                           const torch::Tensor& d_hs, const torch::Tensor& d_xg,
+                                           const torch::Tensor& dz_g, const torch::Tensor& dz_c,
+                                           const torch::Tensor& du, const torch::Tensor& d_rh) {
+  GatedBackwardRows<T> p;
+  p.batch = s[kGates].size(1);
+  p.hidden = w.hidden();
+  p.gate_width = w.w_h.size(1);
+  p.width = p.gate_width + p.hidden;
+  p.ln = w.layer_norm;
+  p.tied = w.cell == Cell::kMgu;
+  p.h = s[kH].data_ptr<T>();
+  p.gates = s[kGates].data_ptr<T>();
+  p.cand = s[kCand].data_ptr<T>();
+  p.dhs = d_hs.defined() ? d_hs.data_ptr<T>() : nullptr;
+  if (p.ln) {
+    p.xhat_h = s[kXhatH].data_ptr<T>();
+    p.rstd_h = s[kRstdH].data_ptr<T>();
+    p.xhat_2 = s[kXhat2].data_ptr<T>();
+    p.rstd_2 = s[kRstd2].data_ptr<T>();
+    p.gain_h = w.ln_h_gain.data_ptr<T>();
+    p.gain_2 = w.ln_2_gain.data_ptr<T>();
+  }
+  p.dxg = d_xg.data_ptr<T>();
+  p.dz_g = dz_g.data_ptr<T>();
+  p.dz_c = dz_c.data_ptr<T>();
+  p.du = du.data_ptr<T>();
+  p.d_rh = d_rh.data_ptr<T>();
+  return p;
+}
+
 template <typename T>
 FusedGrads GatedBackward(const torch::Tensor& d_hs, const torch::Tensor& d_h_final,
                          const RecurrentWeights& w, const FusedActivations& acts) {
@@ -468,30 +549,7 @@ FusedGrads GatedBackward(const torch::Tensor& d_hs, const torch::Tensor& d_h_fin
   torch::Tensor d_rh = torch::empty({batch, hidden}, opts);
   torch::Tensor d_hs_c = d_hs.defined() ? d_hs.contiguous() : torch::Tensor();
 
-  GatedBackwardRows<T> p;
-  p.batch = batch;
-  p.hidden = hidden;
-  p.gate_width = gate_width;
-  p.width = width;
-  p.ln = ln;
-  p.tied = w.cell == Cell::kMgu;
-  p.h = s[kH].data_ptr<T>();
-  p.gates = s[kGates].data_ptr<T>();
-  p.cand = s[kCand].data_ptr<T>();
-  p.dhs = d_hs_c.defined() ? d_hs_c.data_ptr<T>() : nullptr;
-  if (ln) {
-    p.xhat_h = s[kXhatH].data_ptr<T>();
-    p.rstd_h = s[kRstdH].data_ptr<T>();
-    p.xhat_2 = s[kXhat2].data_ptr<T>();
-    p.rstd_2 = s[kRstd2].data_ptr<T>();
-    p.gain_h = w.ln_h_gain.data_ptr<T>();
-    p.gain_2 = w.ln_2_gain.data_ptr<T>();
-  }
-  p.dxg = d_xg.data_ptr<T>();
-  p.dz_g = dz_g.data_ptr<T>();
-  p.dz_c = dz_c.data_ptr<T>();
-  p.du = du.data_ptr<T>();
-  p.d_rh = d_rh.data_ptr<T>();
+  const GatedBackwardRows<T> p = MakeGatedBackwardRows<T>(w, s, d_hs_c, d_xg, dz_g, dz_c, du, d_rh);
   // Packed once as transposed views (no transposed copy is made first).
   PackedGemm gemm_h_t(w.w_h.t(), steps), gemm_hc_t(w.w_hc.t(), steps);
 
@@ -538,89 +596,104 @@ FusedGrads GatedBackward(const torch::Tensor& d_hs, const torch::Tensor& d_h_fin
 
 // -------------------------------------------------------------------- LSTM --
 
+// What one forward step of the LSTM reads and writes: the input projection,
+// the activations of all steps, and this step's product.
+template <typename T>
+struct LstmForwardRows {
+  int64_t batch = 0, hidden = 0, width = 0;
+  bool ln = false;
+  const T* xg = nullptr;  // [S, B, width]
+  const T* z = nullptr;   // [B, width]
+  T *h = nullptr, *c = nullptr, *act = nullptr, *tc = nullptr;
+  T *xhat_h = nullptr, *rstd_h = nullptr, *xhat_c = nullptr, *rstd_c = nullptr;
+  const T *gain_h = nullptr, *shift_h = nullptr, *gain_c = nullptr, *shift_c = nullptr;
+};
+
+// Row b of step t, given z = h W_h: the gates (act holds the
+// pre-activations first, then their nonlinearities), the next c, tanh of
+// it (normalised with layer norm) and the next h.
+template <typename T>
+inline void LstmRow(const LstmForwardRows<T>& p, int64_t t, int64_t b) {
+  const int64_t H = p.hidden, W = p.width, row = t * p.batch + b;
+  const T* x = p.xg + row * W;
+  const T* zr = p.z + b * W;
+  T* act = p.act + row * W;
+  if (p.ln) {
+    T* xhat = p.xhat_h + row * W;
+    p.rstd_h[row] = NormalizeRow(zr, W, xhat);
+#pragma omp simd
+    for (int64_t j = 0; j < W; ++j) act[j] = x[j] + xhat[j] * p.gain_h[j] + p.shift_h[j];
+  } else {
+#pragma omp simd
+    for (int64_t j = 0; j < W; ++j) act[j] = x[j] + zr[j];
+  }
+#pragma omp simd
+  for (int64_t j = 0; j < 3 * H; ++j) act[j] = Sigmoid(act[j]);
+#pragma omp simd
+  for (int64_t j = 3 * H; j < W; ++j) act[j] = Tanh(act[j]);
+  const T* sf = act;
+  const T* si = act + H;
+  const T* so = act + 2 * H;
+  const T* tg = act + 3 * H;
+  const T* c = p.c + row * H;
+  T* c_next = p.c + (row + p.batch) * H;
+  T* tc = p.tc + row * H;
+  T* h_next = p.h + (row + p.batch) * H;
+#pragma omp simd
+  for (int64_t j = 0; j < H; ++j) c_next[j] = sf[j] * c[j] + si[j] * tg[j];
+  if (p.ln) {
+    T* xhat = p.xhat_c + row * H;
+    p.rstd_c[row] = NormalizeRow(c_next, H, xhat);
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) tc[j] = Tanh(xhat[j] * p.gain_c[j] + p.shift_c[j]);
+  } else {
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) tc[j] = Tanh(c_next[j]);
+  }
+#pragma omp simd
+  for (int64_t j = 0; j < H; ++j) h_next[j] = so[j] * tc[j];
+}
+
 template <typename T>
 RecurrentOutput LstmForward(const torch::Tensor& xg, const RecurrentState& init,
                             const RecurrentWeights& w, FusedActivations* acts) {
   const int64_t steps = xg.size(0), batch = xg.size(1), width = xg.size(2);
   const int64_t hidden = w.hidden();
   const bool ln = w.layer_norm;
-  const auto opts = xg.options();
-
-  std::vector<torch::Tensor>& s = acts->tensors;
-  s.assign(kSlotCount, Empty(xg));
-  s[kH] = torch::empty({steps + 1, batch, hidden}, opts);
-  s[kH][0].copy_(init.h);
-  s[kC] = torch::empty({steps + 1, batch, hidden}, opts);
-  s[kC][0].copy_(init.c);
-  s[kGates] = torch::empty({steps, batch, width}, opts);
-  s[kCand] = torch::empty({steps, batch, hidden}, opts);
-  if (ln) {
-    s[kXhatH] = torch::empty({steps, batch, width}, opts);
-    s[kRstdH] = torch::empty({steps, batch}, opts);
-    s[kXhat2] = torch::empty({steps, batch, hidden}, opts);
-    s[kRstd2] = torch::empty({steps, batch}, opts);
-  }
-  torch::Tensor z = torch::empty({batch, width}, opts);
+  AllocateActivations(xg, init, hidden, width, ln, /*lstm=*/true, acts);
+  const std::vector<torch::Tensor>& s = acts->tensors;
+  torch::Tensor z = torch::empty({batch, width}, xg.options());
   PackedGemm gemm_h(w.w_h, steps);
 
-  const T* x_all = xg.data_ptr<T>();
-  T* h_all = s[kH].data_ptr<T>();
-  T* c_all = s[kC].data_ptr<T>();
-  T* act_all = s[kGates].data_ptr<T>();
-  T* tc_all = s[kCand].data_ptr<T>();
-  const T* gain_h = ln ? w.ln_h_gain.data_ptr<T>() : nullptr;
-  const T* shift_h = ln ? w.ln_h_shift.data_ptr<T>() : nullptr;
-  const T* gain_c = ln ? w.ln_2_gain.data_ptr<T>() : nullptr;
-  const T* shift_c = ln ? w.ln_2_shift.data_ptr<T>() : nullptr;
+  LstmForwardRows<T> p;
+  p.batch = batch;
+  p.hidden = hidden;
+  p.width = width;
+  p.ln = ln;
+  p.xg = xg.data_ptr<T>();
+  p.z = z.data_ptr<T>();
+  p.h = s[kH].data_ptr<T>();
+  p.c = s[kC].data_ptr<T>();
+  p.act = s[kGates].data_ptr<T>();
+  p.tc = s[kCand].data_ptr<T>();
+  if (ln) {
+    p.xhat_h = s[kXhatH].data_ptr<T>();
+    p.rstd_h = s[kRstdH].data_ptr<T>();
+    p.xhat_c = s[kXhat2].data_ptr<T>();
+    p.rstd_c = s[kRstd2].data_ptr<T>();
+    p.gain_h = w.ln_h_gain.data_ptr<T>();
+    p.shift_h = w.ln_h_shift.data_ptr<T>();
+    p.gain_c = w.ln_2_gain.data_ptr<T>();
+    p.shift_c = w.ln_2_shift.data_ptr<T>();
+  }
 
-  const T* zp = z.data_ptr<T>();
   const int64_t weight_bytes = w.w_h.numel() * int64_t{sizeof(T)};
   auto time_loop = [&](int64_t r0, int64_t r1, int64_t i0, int64_t i1, torch::Tensor& scratch) {
     torch::Tensor z_rows = z.narrow(0, r0, r1 - r0);
     for (int64_t t = i0; t < i1; ++t) {
       gemm_h.Run(s[kH][t].narrow(0, r0, r1 - r0), 0, &z_rows, &scratch);
       ParallelRows(r0, r1, RowGrain(width), [&](int64_t begin, int64_t end) {
-        for (int64_t b = begin; b < end; ++b) {
-          const int64_t row = t * batch + b;
-          const T* x = x_all + row * width;
-          const T* zr = zp + b * width;
-          T* act = act_all + row * width;
-          // act holds the pre-activations first, then their nonlinearities.
-          if (ln) {
-            T* xhat = s[kXhatH].template data_ptr<T>() + row * width;
-            s[kRstdH].template data_ptr<T>()[row] = NormalizeRow(zr, width, xhat);
-#pragma omp simd
-            for (int64_t j = 0; j < width; ++j) act[j] = x[j] + xhat[j] * gain_h[j] + shift_h[j];
-          } else {
-#pragma omp simd
-            for (int64_t j = 0; j < width; ++j) act[j] = x[j] + zr[j];
-          }
-#pragma omp simd
-          for (int64_t j = 0; j < 3 * hidden; ++j) act[j] = Sigmoid(act[j]);
-#pragma omp simd
-          for (int64_t j = 3 * hidden; j < width; ++j) act[j] = Tanh(act[j]);
-          const T* sf = act;
-          const T* si = act + hidden;
-          const T* so = act + 2 * hidden;
-          const T* tg = act + 3 * hidden;
-          const T* c = c_all + row * hidden;
-          T* c_next = c_all + (row + batch) * hidden;
-          T* tc = tc_all + row * hidden;
-          T* h_next = h_all + (row + batch) * hidden;
-#pragma omp simd
-          for (int64_t j = 0; j < hidden; ++j) c_next[j] = sf[j] * c[j] + si[j] * tg[j];
-          if (ln) {
-            T* xhat = s[kXhat2].template data_ptr<T>() + row * hidden;
-            s[kRstd2].template data_ptr<T>()[row] = NormalizeRow(c_next, hidden, xhat);
-#pragma omp simd
-            for (int64_t j = 0; j < hidden; ++j) tc[j] = Tanh(xhat[j] * gain_c[j] + shift_c[j]);
-          } else {
-#pragma omp simd
-            for (int64_t j = 0; j < hidden; ++j) tc[j] = Tanh(c_next[j]);
-          }
-#pragma omp simd
-          for (int64_t j = 0; j < hidden; ++j) h_next[j] = so[j] * tc[j];
-        }
+        for (int64_t b = begin; b < end; ++b) LstmRow(p, t, b);
       });
     }
   };

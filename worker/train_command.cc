@@ -11,10 +11,10 @@
 #include <nlohmann/json.hpp>
 
 #include "common/spec.h"
+#include "data/fetch.h"
 #include "worker/blas.h"
 #include "worker/cuda_support.h"
 #include "worker/startup.h"
-#include "data/fetch.h"
 #include "worker/trainer.h"
 #include "worker/vector_isa.h"
 
@@ -112,6 +112,62 @@ int Fail(const Status& status) {
   return 1;
 }
 
+StatusOr<TrainerOptions::KernelChoice> ParseKernel(const std::string& kernel) {
+  if (kernel == "auto") return TrainerOptions::KernelChoice::kAuto;
+  if (kernel == "fused") return TrainerOptions::KernelChoice::kFused;
+  if (kernel == "reference") return TrainerOptions::KernelChoice::kReference;
+  return Status::InvalidArgument("--kernel: \"" + kernel + "\" is not auto, fused or reference");
+}
+
+// The line on stderr that says what trains: model, size, device, kernel.
+std::string DescribeRun(const RunConfig& config, const Trainer& t, int threads) {
+  const ModelConfig& m = config.model;
+  std::string kernel = KernelName(t.kernel());
+  if (t.kernel() == Kernel::kFused) {
+    kernel = fmt::format("fused ({})", VectorIsaName(VectorIsaInUse()));
+  } else if (t.device().is_cuda()) {
+    kernel += fmt::format(" ({})", PrecisionName(config.train.precision));
+  }
+  const std::string blas = BlasCoreName();
+  return fmt::format("{}{} {} H={} V={}: {} parameters; {}, {} threads, {} kernel{}{}{}",
+                     CellName(m.cell), m.layer_norm ? "+ln" : "", InitName(m.init), m.hidden,
+                     m.vocab, t.model()->parameter_count(), DescribeDevice(t.device()), threads,
+                     kernel, t.step() > 0 ? fmt::format(", resumed at step {}", t.step()) : "",
+                     blas.empty() ? "" : ", OpenBLAS " + blas,
+                     HeapOnHugePages() ? ", heap on huge pages" : "");
+}
+
+// The run's end: one JSON line, or a sentence when it finished. Returns the
+// exit code.
+int PrintSummary(const TrainSummary& summary, const PrintingListener& listener, const Trainer& t,
+                 bool json) {
+  const char* outcome = summary.outcome == TrainSummary::Outcome::kFinished  ? "finished"
+                        : summary.outcome == TrainSummary::Outcome::kStopped ? "stopped"
+                                                                             : "diverged";
+  if (json) {
+    nlohmann::json final = {{"final", true},
+                            {"outcome", outcome},
+                            {"step", summary.step},
+                            {"train_bpc", summary.final_train_bpc},
+                            {"valid_bpc", summary.final_valid_bpc},
+                            {"wall_time", summary.wall_time},
+                            {"bytes_per_s", listener.last().bytes_per_s},
+                            {"parameters", t.model()->parameter_count()}};
+    if (summary.outcome == TrainSummary::Outcome::kFinished) final["test_bpc"] = summary.test_bpc;
+    if (summary.outcome == TrainSummary::Outcome::kDiverged) final["error"] = summary.message;
+    std::printf("%s\n", final.dump().c_str());
+  } else if (summary.outcome == TrainSummary::Outcome::kFinished) {
+    std::printf("finished %lld steps in %s: train %.4f, valid %.4f, test %.4f bpc\n",
+                static_cast<long long>(summary.step), FormatDuration(summary.wall_time).c_str(),
+                summary.final_train_bpc, summary.final_valid_bpc, summary.test_bpc);
+  }
+  if (summary.outcome == TrainSummary::Outcome::kDiverged) {
+    std::fprintf(stderr, "ablate-worker train: %s\n", summary.message.c_str());
+    return 3;
+  }
+  return 0;
+}
+
 }  // namespace
 
 int RunTrainCommand(const TrainCommandOptions& options) {
@@ -121,14 +177,9 @@ int RunTrainCommand(const TrainCommandOptions& options) {
   }
   TrainerOptions trainer_options;
   trainer_options.device = options.device;
-  if (options.kernel == "fused") {
-    trainer_options.kernel = TrainerOptions::KernelChoice::kFused;
-  } else if (options.kernel == "reference") {
-    trainer_options.kernel = TrainerOptions::KernelChoice::kReference;
-  } else if (options.kernel != "auto") {
-    return Fail(Status::InvalidArgument("--kernel: \"" + options.kernel +
-                                        "\" is not auto, fused or reference"));
-  }
+  auto kernel = ParseKernel(options.kernel);
+  if (!kernel.ok()) return Fail(kernel.status());
+  trainer_options.kernel = *kernel;
   trainer_options.checkpoint_path = options.checkpoint_path;
 
   auto config = LoadRunConfigFile(options.config_path);
@@ -145,23 +196,7 @@ int RunTrainCommand(const TrainCommandOptions& options) {
     if (!restored.ok()) return Fail(restored);
   }
 
-  const ModelConfig& m = config->model;
-  const std::string blas = BlasCoreName();
-  std::fprintf(stderr, "%s%s %s H=%lld V=%lld: %lld parameters; %s, %d threads, %s kernel%s%s%s\n",
-               CellName(m.cell), m.layer_norm ? "+ln" : "", InitName(m.init),
-               static_cast<long long>(m.hidden), static_cast<long long>(m.vocab),
-               static_cast<long long>(t.model()->parameter_count()),
-               DescribeDevice(t.device()).c_str(), threads,
-               t.kernel() == Kernel::kFused
-                   ? fmt::format("fused ({})", VectorIsaName(VectorIsaInUse())).c_str()
-               : t.device().is_cuda()
-                   ? fmt::format("{} ({})", KernelName(t.kernel()),
-                                 PrecisionName(config->train.precision))
-                         .c_str()
-                   : KernelName(t.kernel()),
-               t.step() > 0 ? fmt::format(", resumed at step {}", t.step()).c_str() : "",
-               blas.empty() ? "" : (", OpenBLAS " + blas).c_str(),
-               HeapOnHugePages() ? ", heap on huge pages" : "");
+  std::fprintf(stderr, "%s\n", DescribeRun(*config, t, threads).c_str());
   if (t.device().is_cpu()) {
     const std::string warning = SlowBlasWarning(MeasureMatmulGflops(), threads);
     if (!warning.empty()) std::fprintf(stderr, "%s\n", warning.c_str());
@@ -179,31 +214,7 @@ int RunTrainCommand(const TrainCommandOptions& options) {
     std::fprintf(stderr, "stopped at step %lld; checkpoint in %s\n",
                  static_cast<long long>(summary->step), options.checkpoint_path.c_str());
   }
-  const char* outcome = summary->outcome == TrainSummary::Outcome::kFinished  ? "finished"
-                        : summary->outcome == TrainSummary::Outcome::kStopped ? "stopped"
-                                                                              : "diverged";
-  if (options.format == "json") {
-    nlohmann::json final = {{"final", true},
-                            {"outcome", outcome},
-                            {"step", summary->step},
-                            {"train_bpc", summary->final_train_bpc},
-                            {"valid_bpc", summary->final_valid_bpc},
-                            {"wall_time", summary->wall_time},
-                            {"bytes_per_s", listener.last().bytes_per_s},
-                            {"parameters", t.model()->parameter_count()}};
-    if (summary->outcome == TrainSummary::Outcome::kFinished) final["test_bpc"] = summary->test_bpc;
-    if (summary->outcome == TrainSummary::Outcome::kDiverged) final["error"] = summary->message;
-    std::printf("%s\n", final.dump().c_str());
-  } else if (summary->outcome == TrainSummary::Outcome::kFinished) {
-    std::printf("finished %lld steps in %s: train %.4f, valid %.4f, test %.4f bpc\n",
-                static_cast<long long>(summary->step), FormatDuration(summary->wall_time).c_str(),
-                summary->final_train_bpc, summary->final_valid_bpc, summary->test_bpc);
-  }
-  if (summary->outcome == TrainSummary::Outcome::kDiverged) {
-    std::fprintf(stderr, "ablate-worker train: %s\n", summary->message.c_str());
-    return 3;
-  }
-  return 0;
+  return PrintSummary(*summary, listener, t, options.format == "json");
 }
 
 }  // namespace ablate

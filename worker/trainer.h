@@ -43,9 +43,9 @@
 
 #include "common/run_config.h"
 #include "common/status.h"
+#include "data/text8.h"
 #include "worker/cuda_support.h"
 #include "worker/model.h"
-#include "data/text8.h"
 
 namespace ablate {
 
@@ -168,6 +168,7 @@ class Trainer {
   int64_t step() const { return step_; }
   const RunConfig& config() const { return config_; }
   CharRnn& model() { return model_; }
+  const CharRnn& model() const { return model_; }
   torch::Device device() const { return device_; }
   Kernel kernel() const { return kernel_; }
   int64_t bytes_per_step() const { return config_.train.batch * config_.train.seq; }
