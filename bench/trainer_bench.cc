@@ -28,11 +28,11 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "data/text8.h"
 #include "worker/blas.h"
 #include "worker/packed_gemm.h"
 #include "worker/recurrence_fused.h"
 #include "worker/startup.h"
-#include "data/text8.h"
 #include "worker/trainer.h"
 #include "worker/vector_isa.h"
 

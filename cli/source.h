@@ -15,9 +15,9 @@
 
 #include "cli/sweeps_client.h"
 #include "common/status.h"
-#include "store/reader.h"
 #include "proto/ablate.pb.h"
 #include "proto/rpc.h"
+#include "store/reader.h"
 
 namespace CLI {
 class App;

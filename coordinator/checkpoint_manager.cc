@@ -13,8 +13,8 @@
 #include <future>
 #include <set>
 
-#include "store/events.h"
 #include "coordinator/job_manager.h"
+#include "store/events.h"
 
 namespace ablate {
 

@@ -24,8 +24,8 @@
 #include "common/status.h"
 #include "coordinator/clock.h"
 #include "coordinator/task_runner.h"
-#include "store/writer.h"
 #include "proto/ablate.pb.h"
+#include "store/writer.h"
 
 namespace ablate {
 

@@ -15,10 +15,10 @@
 #include <memory>
 #include <string>
 
-#include "store/sqlite.h"
 #include "coordinator/task_runner.h"
-#include "store/writer.h"
 #include "proto/ablate.pb.h"
+#include "store/sqlite.h"
+#include "store/writer.h"
 
 namespace ablate {
 

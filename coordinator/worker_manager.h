@@ -7,8 +7,8 @@
 #define ABLATE_COORDINATOR_WORKER_MANAGER_H_
 
 #include "coordinator/clock.h"
-#include "store/writer.h"
 #include "proto/ablate.pb.h"
+#include "store/writer.h"
 
 namespace ablate {
 

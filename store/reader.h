@@ -11,8 +11,8 @@
 #include <vector>
 
 #include "common/status.h"
-#include "store/sqlite.h"
 #include "proto/ablate.pb.h"
+#include "store/sqlite.h"
 
 namespace ablate {
 

@@ -16,10 +16,10 @@
 #include <regex>
 #include <thread>
 
+#include "data/text8.h"
 #include "proto/ablate.grpc.pb.h"
 #include "tests/support/process.h"
 #include "tests/support/sqlite_query.h"
-#include "data/text8.h"
 
 namespace ablate {
 namespace {

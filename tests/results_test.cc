@@ -12,9 +12,9 @@
 #include <set>
 
 #include "coordinator/server.h"
-#include "store/store.h"
 #include "coordinator/test_util.h"
 #include "proto/ablate.grpc.pb.h"
+#include "store/store.h"
 #include "tests/results_fixture.h"
 
 namespace ablate {

@@ -5,11 +5,11 @@
 
 #include <regex>
 
+#include "data/text8.h"
 #include "proto/ablate.grpc.pb.h"
 #include "tests/support/corpus.h"
 #include "tests/support/process.h"
 #include "tests/support/sqlite_query.h"
-#include "data/text8.h"
 
 namespace ablate {
 namespace {

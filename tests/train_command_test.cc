@@ -4,9 +4,9 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "data/text8.h"
 #include "tests/support/corpus.h"
 #include "tests/support/process.h"
-#include "data/text8.h"
 
 namespace ablate {
 namespace {
