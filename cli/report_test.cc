@@ -25,9 +25,9 @@ namespace ablate {
 namespace {
 
 using testing::FinishRealisticJob;
+using testing::FixturePoint;
 using testing::GridSpec;
 using testing::LeasedJob;
-using testing::Point;
 using testing::RunCommand;
 using testing::SweepWriter;
 using testing::TempDir;
@@ -108,10 +108,10 @@ class ReportTest : public ::testing::Test {
         FinishRealisticJob(writer, job, 2000, 50, 100, static_cast<uint64_t>(i));
       }
       LeasedJob failed = writer.Lease();
-      writer.Report(failed, {Point(v1::SPLIT_VALID, 100, 5.0)});
+      writer.Report(failed, {FixturePoint(v1::SPLIT_VALID, 100, 5.0)});
       writer.Fail(failed, kNastyError);
       LeasedJob running = writer.Lease();
-      writer.Report(running, {Point(v1::SPLIT_VALID, 100, 6.0)});
+      writer.Report(running, {FixturePoint(v1::SPLIT_VALID, 100, 6.0)});
     }
     SourceOptions from_file;
     from_file.db_path = db_path;

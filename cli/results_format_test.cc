@@ -20,10 +20,10 @@ namespace {
 
 using json = nlohmann::ordered_json;
 using testing::FinishStandardJob;
+using testing::FixturePoint;
 using testing::GridSpec;
 using testing::LeasedJob;
 using testing::Lines;
-using testing::Point;
 using testing::SweepWriter;
 using testing::TempDir;
 
@@ -37,7 +37,7 @@ class ResultsFormatTest : public ::testing::Test {
     failed_ = writer.Lease();
     writer.Fail(failed_, "CUDA out of memory\nat step 31");
     LeasedJob running = writer.Lease();
-    writer.Report(running, {Point(v1::SPLIT_VALID, 30, 2.5)});
+    writer.Report(running, {FixturePoint(v1::SPLIT_VALID, 30, 2.5)});
   }
 
   std::string path() const { return dir_.File("sweep.db"); }

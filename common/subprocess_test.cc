@@ -11,16 +11,12 @@
 #include <thread>
 
 #include "common/temp_dir.h"
+#include "common/test_files.h"
 
 namespace ablate {
 namespace {
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
+using testing::ReadFile;
 
 SpawnOptions Shell(const std::string& script) {
   SpawnOptions options;

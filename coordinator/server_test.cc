@@ -70,19 +70,9 @@ class ServerTest : public ::testing::Test {
   }
 
   v1::JobLease RegisterAndLease(const std::string& worker = "worker-1") {
-    v1::RegisterWorkerRequest registration;
-    registration.set_name(worker);
-    registration.set_device("cpu");
-    v1::RegisterWorkerResponse registered;
-    grpc::ClientContext register_context;
-    EXPECT_TRUE(coordinator_->RegisterWorker(&register_context, registration, &registered).ok());
-    v1::LeaseJobRequest request;
-    request.set_worker_id(registered.worker_id());
-    v1::LeaseJobResponse reply;
-    grpc::ClientContext lease_context;
-    EXPECT_TRUE(coordinator_->LeaseJob(&lease_context, request, &reply).ok());
-    EXPECT_TRUE(reply.has_job());
-    return reply.job();
+    v1::JobLease lease = testing::RegisterAndLease(coordinator_.get(), worker);
+    EXPECT_NE(lease.job_id(), 0) << "no job to lease";
+    return lease;
   }
 
   // Streams `bytes` in `chunk`-sized pieces, announcing `info`.

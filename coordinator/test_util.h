@@ -2,6 +2,9 @@
 #ifndef ABLATE_COORDINATOR_TEST_UTIL_H_
 #define ABLATE_COORDINATOR_TEST_UTIL_H_
 
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
 #include <memory>
 #include <string>
 #include <utility>
@@ -10,6 +13,7 @@
 #include "coordinator/job_manager.h"
 #include "coordinator/sweep_manager.h"
 #include "coordinator/worker_manager.h"
+#include "proto/ablate.grpc.pb.h"
 #include "store/store.h"
 #include "store/test_util.h"
 #include "store/writer.h"
@@ -30,6 +34,40 @@ grid:
 }
 
 inline constexpr int kTestSpecJobs = 18;
+
+// A curve point at `step` of a run that reads `bytes_per_step` bytes and
+// takes `seconds_per_step` seconds a step.
+inline v1::CurvePoint TestPoint(v1::Split split, int64_t step, double bpc,
+                                int64_t bytes_per_step = 1000, double seconds_per_step = 0.5) {
+  v1::CurvePoint p;
+  p.set_split(split);
+  p.set_step(step);
+  p.set_bpc(bpc);
+  p.set_bytes_seen(step * bytes_per_step);
+  p.set_wall_time(static_cast<double>(step) * seconds_per_step);
+  return p;
+}
+
+// Registers a worker named `name` with a coordinator over gRPC, then leases
+// it a job: the lease, empty when there was no job. A failed call fails the
+// test.
+inline v1::JobLease RegisterAndLease(v1::Coordinator::StubInterface* coordinator,
+                                     const std::string& name) {
+  v1::RegisterWorkerRequest registration;
+  registration.set_name(name);
+  registration.set_device("cpu");
+  v1::RegisterWorkerResponse registered;
+  grpc::ClientContext register_context;
+  grpc::Status status = coordinator->RegisterWorker(&register_context, registration, &registered);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  v1::LeaseJobRequest request;
+  request.set_worker_id(registered.worker_id());
+  v1::LeaseJobResponse reply;
+  grpc::ClientContext lease_context;
+  status = coordinator->LeaseJob(&lease_context, request, &reply);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  return reply.job();
+}
 
 // The coordinator's managers over one database, assembled as the server
 // assembles them, for the tests that drive them directly: the database

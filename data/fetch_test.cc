@@ -25,6 +25,7 @@
 
 #include "common/subprocess.h"
 #include "common/temp_dir.h"
+#include "common/test_files.h"
 #include "data/text8.h"
 
 namespace ablate::text8 {
@@ -32,32 +33,14 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+using testing::ListDir;
+using testing::ReadFile;
+using testing::WriteFile;
 
 // The size of the test's text8; the splits are 9,000 / 500 / 500 bytes.
 constexpr uint64_t kTestText8Bytes = 10'000;
 // How long the server may take to start listening.
 constexpr auto kServerStartTimeout = std::chrono::seconds(30);
-
-void WriteFile(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary);
-  out << bytes;
-  ASSERT_TRUE(out.good()) << path;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream bytes;
-  bytes << in.rdbuf();
-  return bytes.str();
-}
-
-// Every entry of `dir`, hidden ones included, sorted.
-std::vector<std::string> ListDir(const std::string& dir) {
-  std::vector<std::string> names;
-  for (const auto& entry : fs::directory_iterator(dir)) names.push_back(entry.path().filename());
-  std::sort(names.begin(), names.end());
-  return names;
-}
 
 // kTestText8Bytes of text8-format text, cleaned from English prose.
 std::string MakeText8() {

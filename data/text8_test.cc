@@ -16,32 +16,16 @@
 #include <vector>
 
 #include "common/temp_dir.h"
+#include "common/test_files.h"
 
 namespace ablate::text8 {
 namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
-
-void WriteFile(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary);
-  out << bytes;
-  ASSERT_TRUE(out.good()) << path;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream bytes;
-  bytes << in.rdbuf();
-  return bytes.str();
-}
-
-std::vector<std::string> ListDir(const std::string& dir) {
-  std::vector<std::string> names;
-  for (const auto& entry : fs::directory_iterator(dir)) names.push_back(entry.path().filename());
-  std::sort(names.begin(), names.end());
-  return names;
-}
+using testing::ListDir;
+using testing::ReadFile;
+using testing::WriteFile;
 
 // An input that exercises every rule, for the chunking tests.
 const char kEveryRule[] =

@@ -1,5 +1,8 @@
-// The states of a job, and the one place that spells them as the store
-// keeps them (the jobs table's CHECK constraint lists the same words).
+// The states of a job, and the one place that maps them to and from the
+// words the store keeps. The jobs table's CHECK constraint lists the same
+// words, and SQL text spells them literally (state = 'pending'): SQLite uses
+// a partial index (jobs_pending, jobs_running_by_*) only for a WHERE term
+// that matches the index's own, never for a bound parameter.
 #ifndef ABLATE_STORE_JOB_STATE_H_
 #define ABLATE_STORE_JOB_STATE_H_
 

@@ -35,6 +35,16 @@ class StoreTest : public ::testing::TestWithParam<bool> {
   bool in_memory() const { return GetParam(); }
   std::string path() const { return in_memory() ? ":memory:" : dir_.File("ablate.db"); }
 
+  // Creates the store at path() with one worker, named "w", and closes it.
+  void CreateWithOneWorker() {
+    auto db = OpenStore(path());
+    ASSERT_TRUE(db.ok()) << db.status().ToString();
+    ASSERT_TRUE((*db)
+                    ->Run("INSERT INTO workers (name, host, device, threads, version, "
+                          "registered_ms, last_seen_ms) VALUES ('w', 'h', 'cpu', 2, 'v', 1, 1)")
+                    .ok());
+  }
+
   TempDir dir_;
 };
 
@@ -87,14 +97,7 @@ TEST_P(StoreTest, JobCountsFollowJobStates) {
 }
 
 TEST_P(StoreFileTest, ReopenKeepsData) {
-  {
-    auto db = OpenStore(path());
-    ASSERT_TRUE(db.ok());
-    ASSERT_TRUE((*db)
-                    ->Run("INSERT INTO workers (name, host, device, threads, version, "
-                          "registered_ms, last_seen_ms) VALUES ('w', 'h', 'cpu', 2, 'v', 1, 1)")
-                    .ok());
-  }
+  CreateWithOneWorker();
   auto db = OpenStore(path());
   ASSERT_TRUE(db.ok()) << db.status().ToString();
   EXPECT_EQ(*(*db)->QueryInt("SELECT COUNT(*) FROM workers WHERE name = 'w'"), 1);
@@ -135,14 +138,7 @@ TEST_P(StoreFileTest, NewerSchemaIsRefusedUntouched) {
 }
 
 TEST_P(StoreFileTest, ReadOnlyOpenReadsButCannotWrite) {
-  {
-    auto db = OpenStore(path());
-    ASSERT_TRUE(db.ok());
-    ASSERT_TRUE((*db)
-                    ->Run("INSERT INTO workers (name, host, device, threads, version, "
-                          "registered_ms, last_seen_ms) VALUES ('w', 'h', 'cpu', 2, 'v', 1, 1)")
-                    .ok());
-  }
+  CreateWithOneWorker();
   auto db = OpenStoreReadOnly(path());
   ASSERT_TRUE(db.ok()) << db.status().ToString();
   v1::ListWorkersResponse workers;

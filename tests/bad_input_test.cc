@@ -10,6 +10,7 @@
 
 #include "common/config_hash.h"
 #include "coordinator/server.h"
+#include "coordinator/test_util.h"
 #include "proto/ablate.grpc.pb.h"
 #include "tests/support/process.h"
 #include "tests/support/sweep_harness.h"
@@ -58,17 +59,7 @@ class BadInputTest : public ::testing::Test {
   v1::JobLease LeaseOne() {
     v1::LaunchResponse launched;
     EXPECT_TRUE(Launch(kGoodSpec, &launched).ok());
-    v1::RegisterWorkerRequest registration;
-    registration.set_name("w");
-    v1::RegisterWorkerResponse registered;
-    grpc::ClientContext register_context;
-    EXPECT_TRUE(coordinator_->RegisterWorker(&register_context, registration, &registered).ok());
-    v1::LeaseJobRequest request;
-    request.set_worker_id(registered.worker_id());
-    v1::LeaseJobResponse reply;
-    grpc::ClientContext context;
-    EXPECT_TRUE(coordinator_->LeaseJob(&context, request, &reply).ok());
-    return reply.job();
+    return testing::RegisterAndLease(coordinator_.get(), "w");
   }
 
   grpc::StatusCode Report(const v1::JobLease& lease, const std::vector<v1::CurvePoint>& points) {

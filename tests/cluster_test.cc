@@ -13,6 +13,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <memory>
 #include <regex>
 #include <thread>
 
@@ -576,42 +577,43 @@ bool TaskTrains(const std::string& db) {
   });
 }
 
-TEST(SlurmScript, TheTimeLimitWarningReleasesTheJobAndRequeuesTheTask) {
-  TempDir dir;
-  const std::string db = dir.File("sweep.db");
-  Coordinator coordinator(dir, db);
-  ASSERT_FALSE(coordinator.address.empty()) << coordinator.process.Stderr();
-  ASSERT_EQ(LaunchSweep(dir, coordinator.address, kLongJob), 2);
-  SlurmTask task(dir, coordinator.address);
-  ASSERT_TRUE(TaskTrains(db)) << task.process.Stderr();
+// A coordinator with a sweep of two long jobs, and a Slurm task training one.
+class SlurmScript : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_FALSE(coordinator_.address.empty()) << coordinator_.process.Stderr();
+    ASSERT_EQ(LaunchSweep(dir_, coordinator_.address, kLongJob), 2);
+    task_ = std::make_unique<SlurmTask>(dir_, coordinator_.address);
+    ASSERT_TRUE(TaskTrains(db_)) << task_->process.Stderr();
+  }
 
-  task.process.Signal(SIGUSR1);  // --signal=B:USR1@120
-  EXPECT_EQ(task.process.Wait(std::chrono::seconds(120)), 0) << task.process.Stderr();
-  EXPECT_EQ(testing::ReadFile(dir.File("scontrol.log")), "requeue 4242\n");
-  EXPECT_TRUE(WaitFor([&] {
-    return QueryInt(db,
-                    "SELECT count(*) FROM jobs WHERE state = 'pending' AND "
-                    "checkpoint_step > 0") == 1;
-  }));
+  // Whether the job went back to pending with a checkpoint to resume from.
+  bool JobReleasedWithCheckpoint() {
+    return WaitFor([&] {
+      return QueryInt(db_,
+                      "SELECT count(*) FROM jobs WHERE state = 'pending' AND "
+                      "checkpoint_step > 0") == 1;
+    });
+  }
+
+  TempDir dir_;
+  const std::string db_ = dir_.File("sweep.db");
+  Coordinator coordinator_{dir_, db_};
+  std::unique_ptr<SlurmTask> task_;
+};
+
+TEST_F(SlurmScript, TheTimeLimitWarningReleasesTheJobAndRequeuesTheTask) {
+  task_->process.Signal(SIGUSR1);  // --signal=B:USR1@120
+  EXPECT_EQ(task_->process.Wait(std::chrono::seconds(120)), 0) << task_->process.Stderr();
+  EXPECT_EQ(testing::ReadFile(dir_.File("scontrol.log")), "requeue 4242\n");
+  EXPECT_TRUE(JobReleasedWithCheckpoint());
 }
 
-TEST(SlurmScript, ACancelReleasesTheJobWithoutRequeueing) {
-  TempDir dir;
-  const std::string db = dir.File("sweep.db");
-  Coordinator coordinator(dir, db);
-  ASSERT_FALSE(coordinator.address.empty()) << coordinator.process.Stderr();
-  ASSERT_EQ(LaunchSweep(dir, coordinator.address, kLongJob), 2);
-  SlurmTask task(dir, coordinator.address);
-  ASSERT_TRUE(TaskTrains(db)) << task.process.Stderr();
-
-  task.process.Signal(SIGTERM);  // scancel, or preemption (Slurm requeues those itself)
-  EXPECT_EQ(task.process.Wait(std::chrono::seconds(120)), 0) << task.process.Stderr();
-  EXPECT_FALSE(std::filesystem::exists(dir.File("scontrol.log")));
-  EXPECT_TRUE(WaitFor([&] {
-    return QueryInt(db,
-                    "SELECT count(*) FROM jobs WHERE state = 'pending' AND "
-                    "checkpoint_step > 0") == 1;
-  }));
+TEST_F(SlurmScript, ACancelReleasesTheJobWithoutRequeueing) {
+  task_->process.Signal(SIGTERM);  // scancel, or preemption (Slurm requeues those itself)
+  EXPECT_EQ(task_->process.Wait(std::chrono::seconds(120)), 0) << task_->process.Stderr();
+  EXPECT_FALSE(std::filesystem::exists(dir_.File("scontrol.log")));
+  EXPECT_TRUE(JobReleasedWithCheckpoint());
 }
 
 // --- The deployment lint -----------------------------------------------------

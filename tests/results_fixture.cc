@@ -30,14 +30,8 @@ grid:
   return spec;
 }
 
-v1::CurvePoint Point(v1::Split split, int64_t step, double bpc) {
-  v1::CurvePoint p;
-  p.set_split(split);
-  p.set_step(step);
-  p.set_bpc(bpc);
-  p.set_bytes_seen(step * 128);
-  p.set_wall_time(step * 1.5);
-  return p;
+v1::CurvePoint FixturePoint(v1::Split split, int64_t step, double bpc) {
+  return TestPoint(split, step, bpc, 128, 1.5);
 }
 
 SweepWriter::SweepWriter(const std::string& path) : m_(path) {
@@ -140,10 +134,12 @@ double FixtureValidBpc(const nlohmann::json& factors) {
 
 double FinishStandardJob(SweepWriter& writer, const LeasedJob& job, int64_t wall_seconds) {
   const double valid = FixtureValidBpc(job.factors);
-  writer.Report(job,
-                {Point(v1::SPLIT_TRAIN, 20, valid + 0.3), Point(v1::SPLIT_VALID, 30, valid + 0.5),
-                 Point(v1::SPLIT_TRAIN, 40, valid + 0.2), Point(v1::SPLIT_TRAIN, 60, valid + 0.1),
-                 Point(v1::SPLIT_VALID, 60, valid), Point(v1::SPLIT_TEST, 60, valid + 0.02)});
+  writer.Report(job, {FixturePoint(v1::SPLIT_TRAIN, 20, valid + 0.3),
+                      FixturePoint(v1::SPLIT_VALID, 30, valid + 0.5),
+                      FixturePoint(v1::SPLIT_TRAIN, 40, valid + 0.2),
+                      FixturePoint(v1::SPLIT_TRAIN, 60, valid + 0.1),
+                      FixturePoint(v1::SPLIT_VALID, 60, valid),
+                      FixturePoint(v1::SPLIT_TEST, 60, valid + 0.02)});
   v1::FinalMetrics metrics;
   metrics.set_train_bpc(valid + 0.1);
   metrics.set_valid_bpc(valid);
@@ -168,15 +164,15 @@ double FinishRealisticJob(SweepWriter& writer, const LeasedJob& job, int64_t ste
   double train = 0, valid = 0;
   for (int64_t step = log_every; step <= steps; step += log_every) {
     train = curve(step) - 0.03 + 3 * noise(rng);
-    points.push_back(Point(v1::SPLIT_TRAIN, step, train));
+    points.push_back(FixturePoint(v1::SPLIT_TRAIN, step, train));
   }
   for (int64_t step = eval_every; step <= steps; step += eval_every) {
     valid =
         curve(step) + noise(rng) * static_cast<double>(steps - step) / static_cast<double>(steps);
-    points.push_back(Point(v1::SPLIT_VALID, step, valid));
+    points.push_back(FixturePoint(v1::SPLIT_VALID, step, valid));
   }
   const double test = valid + 0.015;
-  points.push_back(Point(v1::SPLIT_TEST, steps, test));
+  points.push_back(FixturePoint(v1::SPLIT_TEST, steps, test));
   writer.Report(job, points);
   v1::FinalMetrics metrics;
   metrics.set_train_bpc(train);

@@ -23,7 +23,9 @@ namespace ablate::testing {
 // holds HTML's special characters.
 std::string GridSpec(const std::string& name, int seeds = 0);
 
-v1::CurvePoint Point(v1::Split split, int64_t step, double bpc);
+// A point of the fixture's runs, which read 32 streams x 4 bytes and take
+// 1.5 s a step.
+v1::CurvePoint FixturePoint(v1::Split split, int64_t step, double bpc);
 
 // One job as the fixture leased it.
 struct LeasedJob {

@@ -21,9 +21,9 @@ namespace ablate {
 namespace {
 
 using testing::FinishStandardJob;
+using testing::FixturePoint;
 using testing::GridSpec;
 using testing::LeasedJob;
-using testing::Point;
 using testing::SweepWriter;
 using testing::TempDir;
 
@@ -221,9 +221,9 @@ TEST_F(ResultsTest, UnfinishedJobsAreLeftOutAndCountedUnlessIncluded) {
   }
   // Two running: one with a valid point at step 30, one with none yet.
   LeasedJob with_point = writer.Lease();
-  writer.Report(with_point, {Point(v1::SPLIT_VALID, 30, 2.5)});
+  writer.Report(with_point, {FixturePoint(v1::SPLIT_VALID, 30, 2.5)});
   LeasedJob without_point = writer.Lease();
-  writer.Report(without_point, {Point(v1::SPLIT_TRAIN, 20, 3.0)});
+  writer.Report(without_point, {FixturePoint(v1::SPLIT_TRAIN, 20, 3.0)});
   // The 18th stays pending.
   writer.Close();
 
@@ -257,7 +257,7 @@ TEST_F(ResultsTest, FailedAndCancelledJobsAreAccountedForNeverCounted) {
   writer.Launch(GridSpec("grid"));
   for (int i = 0; i < 16; ++i) FinishStandardJob(writer, writer.Lease());
   LeasedJob failed = writer.Lease();
-  writer.Report(failed, {Point(v1::SPLIT_VALID, 30, 1.0)});
+  writer.Report(failed, {FixturePoint(v1::SPLIT_VALID, 30, 1.0)});
   writer.Fail(failed, "loss is nan at step 31");
   LeasedJob cancelled = writer.Lease();
   writer.CancelJob(cancelled.id());
@@ -284,8 +284,9 @@ TEST_F(ResultsTest, BestIsTheLowestPointOfTheCurve) {
     LeasedJob job = writer.Lease();
     // The curve dips at step 40 and ends higher: best != final.
     const double dip = 1.0 + 0.01 * i;
-    writer.Report(job, {Point(v1::SPLIT_VALID, 20, dip + 0.4), Point(v1::SPLIT_VALID, 40, dip),
-                        Point(v1::SPLIT_VALID, 60, dip + 0.1)});
+    writer.Report(
+        job, {FixturePoint(v1::SPLIT_VALID, 20, dip + 0.4), FixturePoint(v1::SPLIT_VALID, 40, dip),
+              FixturePoint(v1::SPLIT_VALID, 60, dip + 0.1)});
     v1::FinalMetrics metrics;
     metrics.set_valid_bpc(dip + 0.1);
     writer.Complete(job, metrics);
@@ -315,17 +316,19 @@ TEST_F(ResultsTest, AtStepInterpolatesAndReportsCurvesThatEndBefore) {
     LeasedJob job = writer.Lease();
     if (i == 0) {
       // Ends at step 30: cannot answer step 45.
-      writer.Report(job, {Point(v1::SPLIT_VALID, 30, 2.0)});
+      writer.Report(job, {FixturePoint(v1::SPLIT_VALID, 30, 2.0)});
       writer.Complete(job, v1::FinalMetrics());
       early_end = job;
       continue;
     }
     // Points at 30 and 60 (or 40 and 50 for odd jobs): step 45 is between.
     if (i % 2) {
-      writer.Report(job, {Point(v1::SPLIT_VALID, 40, 3.0), Point(v1::SPLIT_VALID, 50, 2.0)});
+      writer.Report(
+          job, {FixturePoint(v1::SPLIT_VALID, 40, 3.0), FixturePoint(v1::SPLIT_VALID, 50, 2.0)});
       valid_[job.id()] = 2.5;
     } else {
-      writer.Report(job, {Point(v1::SPLIT_VALID, 30, 3.0), Point(v1::SPLIT_VALID, 60, 1.5)});
+      writer.Report(
+          job, {FixturePoint(v1::SPLIT_VALID, 30, 3.0), FixturePoint(v1::SPLIT_VALID, 60, 1.5)});
       valid_[job.id()] = 3.0 + (45.0 - 30.0) / 30.0 * (1.5 - 3.0);  // 2.25
     }
     factors_[job.id()] = job.factors;
@@ -446,7 +449,7 @@ TEST_F(ResultsTest, RanOnSplitsJobsByDeviceAndTheirEffectivePrecision) {
       const std::pair<std::string, int> key = {device, PrecisionRank(gpu ? configured : "fp32")};
       double seconds = 0;
       if (i == 10) {
-        writer.Report(job, {Point(v1::SPLIT_VALID, 30, 2.5)});  // still running
+        writer.Report(job, {FixturePoint(v1::SPLIT_VALID, 30, 2.5)});  // still running
         seconds = 30 * 1.5;
       } else {
         seconds = 100.0 * (i + 1);
@@ -507,10 +510,12 @@ TEST_F(CurvesTest, CurvesOnDifferentEvalStepsAreInterpolatedNeverExtrapolated) {
   // Two seeds of one configuration: one group.
   writer.Launch("name: grid\ndata: {path: x}\ngrid: {cell: [gru]}\nseeds: [0, 1]\n");
   LeasedJob a = writer.Lease();
-  writer.Report(a, {Point(v1::SPLIT_VALID, 10, 4.0), Point(v1::SPLIT_VALID, 30, 2.0)});
+  writer.Report(a,
+                {FixturePoint(v1::SPLIT_VALID, 10, 4.0), FixturePoint(v1::SPLIT_VALID, 30, 2.0)});
   writer.Complete(a, v1::FinalMetrics());
   LeasedJob b = writer.Lease();
-  writer.Report(b, {Point(v1::SPLIT_VALID, 20, 3.5), Point(v1::SPLIT_VALID, 40, 1.5)});
+  writer.Report(b,
+                {FixturePoint(v1::SPLIT_VALID, 20, 3.5), FixturePoint(v1::SPLIT_VALID, 40, 1.5)});
   writer.Complete(b, v1::FinalMetrics());
   writer.Close();
 
@@ -569,7 +574,7 @@ TEST_F(CurvesTest, UnfinishedCurvesJoinOnlyWhenAskedAndEndWhereTheyEnd) {
   writer.Launch(GridSpec("grid"));
   for (int i = 0; i < 17; ++i) FinishStandardJob(writer, writer.Lease());
   LeasedJob running = writer.Lease();
-  writer.Report(running, {Point(v1::SPLIT_VALID, 30, 9.0)});
+  writer.Report(running, {FixturePoint(v1::SPLIT_VALID, 30, 9.0)});
   writer.Close();
 
   v1::CurvesResponse without = Curves({});
@@ -593,7 +598,8 @@ TEST_F(CurvesTest, TooManyCellsAskForFewerPoints) {
     LeasedJob job = writer.Lease();
     std::vector<v1::CurvePoint> points;
     // 30,000 distinct steps per job, offset so the union doubles: 2 x 60,000 cells.
-    for (int s = 0; s < 30'000; ++s) points.push_back(Point(v1::SPLIT_VALID, 2 * s + i, 2.0));
+    for (int s = 0; s < 30'000; ++s)
+      points.push_back(FixturePoint(v1::SPLIT_VALID, 2 * s + i, 2.0));
     writer.Report(job, points);
     writer.Complete(job, v1::FinalMetrics());
   }
@@ -620,7 +626,7 @@ TEST_F(ResultsTest, CoordinatorRpcsAnswerAsTheDatabaseFile) {
   writer.Launch(GridSpec("grid", 2));
   for (int i = 0; i < 30; ++i) FinishStandardJob(writer, writer.Lease());
   LeasedJob running = writer.Lease();
-  writer.Report(running, {Point(v1::SPLIT_VALID, 30, 2.5)});
+  writer.Report(running, {FixturePoint(v1::SPLIT_VALID, 30, 2.5)});
   writer.Close();
 
   v1::ResultsRequest results;

@@ -8,9 +8,11 @@
 
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "worker/init.h"
 #include "worker/model.h"
+#include "worker/trainer.h"
 
 namespace ablate {
 
@@ -98,6 +100,23 @@ inline void ExpectSameBits(const Outcome& a, const Outcome& b) {
   EXPECT_TRUE(torch::equal(a.logits, b.logits));
   EXPECT_TRUE(torch::equal(a.grads, b.grads));
   EXPECT_TRUE(torch::equal(a.dh0, b.dh0));
+}
+
+// A run stopped and resumed from its checkpoint repeats the uninterrupted
+// run point for point: the points before the stop and after the resume
+// together have the same splits, steps and bpc, bit for bit.
+inline void ExpectResumedRunRepeats(const std::vector<CurvePoint>& before,
+                                    const std::vector<CurvePoint>& after,
+                                    const std::vector<CurvePoint>& uninterrupted,
+                                    const std::string& label) {
+  std::vector<CurvePoint> joined = before;
+  joined.insert(joined.end(), after.begin(), after.end());
+  ASSERT_EQ(joined.size(), uninterrupted.size()) << label;
+  for (size_t i = 0; i < joined.size(); ++i) {
+    EXPECT_EQ(joined[i].split, uninterrupted[i].split) << "point " << i << " of " << label;
+    EXPECT_EQ(joined[i].step, uninterrupted[i].step) << "point " << i << " of " << label;
+    EXPECT_EQ(joined[i].bpc, uninterrupted[i].bpc) << "point " << i << " of " << label;
+  }
 }
 
 }  // namespace ablate

@@ -190,13 +190,7 @@ TEST_F(CudaTrainer, AJobStoppedAndResumedRepeatsBitForBit) {
       Recorder part2;
       ASSERT_TRUE(second->Run(&part2).ok());
 
-      std::vector<CurvePoint> joined = part1.points;
-      joined.insert(joined.end(), part2.points.begin(), part2.points.end());
-      ASSERT_EQ(joined.size(), all.points.size());
-      for (size_t i = 0; i < joined.size(); ++i) {
-        EXPECT_EQ(joined[i].step, all.points[i].step);
-        EXPECT_EQ(joined[i].bpc, all.points[i].bpc) << "point " << i;
-      }
+      ExpectResumedRunRepeats(part1.points, part2.points, all.points, "the CUDA trainer");
     }
   }
 }

@@ -264,6 +264,33 @@ void LayerNormParamGrads(const torch::Tensor& dn, int64_t ld, const torch::Tenso
 
 torch::Tensor Empty(const torch::Tensor& like) { return torch::empty({0}, like.options()); }
 
+// The layer norms' kept activations and parameters, as the rows of a pass
+// read them: the normalised product with W_h (xhat_h) and its reciprocal
+// deviations (rstd_h), the second norm's (of the candidate's product, or of
+// the LSTM's c) likewise, and the gains and shifts. All null without layer
+// norm.
+template <typename T>
+struct LayerNormRows {
+  T *xhat_h = nullptr, *rstd_h = nullptr, *xhat_2 = nullptr, *rstd_2 = nullptr;
+  const T *gain_h = nullptr, *shift_h = nullptr, *gain_2 = nullptr, *shift_2 = nullptr;
+};
+
+// Over a forward pass's activations `s`.
+template <typename T>
+LayerNormRows<T> LayerNormRowsOf(const std::vector<torch::Tensor>& s, const RecurrentWeights& w) {
+  LayerNormRows<T> n;
+  if (!w.layer_norm) return n;
+  n.xhat_h = s[kXhatH].data_ptr<T>();
+  n.rstd_h = s[kRstdH].data_ptr<T>();
+  n.xhat_2 = s[kXhat2].data_ptr<T>();
+  n.rstd_2 = s[kRstd2].data_ptr<T>();
+  n.gain_h = w.ln_h_gain.data_ptr<T>();
+  n.shift_h = w.ln_h_shift.data_ptr<T>();
+  n.gain_2 = w.ln_2_gain.data_ptr<T>();
+  n.shift_2 = w.ln_2_shift.data_ptr<T>();
+  return n;
+}
+
 // ---------------------------------------------------------------- GRU, MGU --
 
 // What one forward step of the GRU or MGU reads and writes: the input
@@ -275,8 +302,7 @@ struct GatedForwardRows {
   const T* xg = nullptr;                 // [S, B, width]
   const T *zg = nullptr, *zc = nullptr;  // [B, gate_width], [B, H]
   T *h = nullptr, *gates = nullptr, *rh = nullptr, *cand = nullptr;
-  T *xhat_h = nullptr, *rstd_h = nullptr, *xhat_2 = nullptr, *rstd_2 = nullptr;
-  const T *gain_h = nullptr, *shift_h = nullptr, *gain_2 = nullptr, *shift_2 = nullptr;
+  LayerNormRows<T> norm;  // null without layer norm
 };
 
 // Row b of step t through the gates, given zg = h W_h: the gates and r * h.
@@ -288,10 +314,11 @@ inline void GatedGatesRow(const GatedForwardRows<T>& p, int64_t t, int64_t b) {
   const T* h = p.h + row * H;
   T* gate = p.gates + row * G;
   if (p.ln) {
-    T* xhat = p.xhat_h + row * G;
-    p.rstd_h[row] = NormalizeRow(zr, G, xhat);
+    T* xhat = p.norm.xhat_h + row * G;
+    p.norm.rstd_h[row] = NormalizeRow(zr, G, xhat);
 #pragma omp simd
-    for (int64_t j = 0; j < G; ++j) gate[j] = Sigmoid(x[j] + xhat[j] * p.gain_h[j] + p.shift_h[j]);
+    for (int64_t j = 0; j < G; ++j)
+      gate[j] = Sigmoid(x[j] + xhat[j] * p.norm.gain_h[j] + p.norm.shift_h[j]);
   } else {
 #pragma omp simd
     for (int64_t j = 0; j < G; ++j) gate[j] = Sigmoid(x[j] + zr[j]);
@@ -314,10 +341,11 @@ inline void GatedCandidateRow(const GatedForwardRows<T>& p, int64_t t, int64_t b
   T* cand = p.cand + row * H;
   T* h_next = p.h + (row + p.batch) * H;
   if (p.ln) {
-    T* xhat = p.xhat_2 + row * H;
-    p.rstd_2[row] = NormalizeRow(zr, H, xhat);
+    T* xhat = p.norm.xhat_2 + row * H;
+    p.norm.rstd_2[row] = NormalizeRow(zr, H, xhat);
 #pragma omp simd
-    for (int64_t j = 0; j < H; ++j) cand[j] = Tanh(x[j] + xhat[j] * p.gain_2[j] + p.shift_2[j]);
+    for (int64_t j = 0; j < H; ++j)
+      cand[j] = Tanh(x[j] + xhat[j] * p.norm.gain_2[j] + p.norm.shift_2[j]);
   } else {
 #pragma omp simd
     for (int64_t j = 0; j < H; ++j) cand[j] = Tanh(x[j] + zr[j]);
@@ -381,16 +409,7 @@ RecurrentOutput GatedForward(const torch::Tensor& xg, const RecurrentState& init
   p.gates = s[kGates].data_ptr<T>();
   p.rh = s[kRh].data_ptr<T>();
   p.cand = s[kCand].data_ptr<T>();
-  if (ln) {
-    p.xhat_h = s[kXhatH].data_ptr<T>();
-    p.rstd_h = s[kRstdH].data_ptr<T>();
-    p.xhat_2 = s[kXhat2].data_ptr<T>();
-    p.rstd_2 = s[kRstd2].data_ptr<T>();
-    p.gain_h = w.ln_h_gain.data_ptr<T>();
-    p.shift_h = w.ln_h_shift.data_ptr<T>();
-    p.gain_2 = w.ln_2_gain.data_ptr<T>();
-    p.shift_2 = w.ln_2_shift.data_ptr<T>();
-  }
+  p.norm = LayerNormRowsOf<T>(s, w);
 
   const bool exact_rows = gemm_h.packed() && gemm_hc.packed();
   const int64_t weight_bytes = (w.w_h.numel() + w.w_hc.numel()) * int64_t{sizeof(T)};
@@ -421,8 +440,7 @@ struct GatedBackwardRows {
   int64_t batch = 0, hidden = 0, gate_width = 0, width = 0;
   bool ln = false, tied = false;
   const T *h = nullptr, *gates = nullptr, *cand = nullptr, *dhs = nullptr;  // dhs may be null
-  const T *xhat_h = nullptr, *rstd_h = nullptr, *xhat_2 = nullptr, *rstd_2 = nullptr;
-  const T *gain_h = nullptr, *gain_2 = nullptr;
+  LayerNormRows<T> norm;  // null without layer norm
   T *dxg = nullptr, *dz_g = nullptr, *dz_c = nullptr;
   T* du = nullptr;            // [B, H]
   const T* d_rh = nullptr;    // [B, H]
@@ -452,7 +470,7 @@ inline void GatedCandidateRowBackward(const GatedBackwardRows<T>& p, int64_t t, 
   }
   T* dzc = p.dz_c + row * H;
   if (p.ln) {
-    LayerNormRowBackward(dxc, p.xhat_2 + row * H, p.rstd_2[row], p.gain_2, H, dzc);
+    LayerNormRowBackward(dxc, p.norm.xhat_2 + row * H, p.norm.rstd_2[row], p.norm.gain_2, H, dzc);
   } else {
     std::copy(dxc, dxc + H, dzc);
   }
@@ -489,7 +507,7 @@ inline void GatedGatesRowBackward(const GatedBackwardRows<T>& p, int64_t t, int6
   }
   T* dzg = p.dz_g + row * G;
   if (p.ln) {
-    LayerNormRowBackward(dxg, p.xhat_h + row * G, p.rstd_h[row], p.gain_h, G, dzg);
+    LayerNormRowBackward(dxg, p.norm.xhat_h + row * G, p.norm.rstd_h[row], p.norm.gain_h, G, dzg);
   } else {
     std::copy(dxg, dxg + G, dzg);
   }
@@ -514,14 +532,7 @@ GatedBackwardRows<T> MakeGatedBackwardRows(const RecurrentWeights& w,
   p.gates = s[kGates].data_ptr<T>();
   p.cand = s[kCand].data_ptr<T>();
   p.dhs = d_hs.defined() ? d_hs.data_ptr<T>() : nullptr;
-  if (p.ln) {
-    p.xhat_h = s[kXhatH].data_ptr<T>();
-    p.rstd_h = s[kRstdH].data_ptr<T>();
-    p.xhat_2 = s[kXhat2].data_ptr<T>();
-    p.rstd_2 = s[kRstd2].data_ptr<T>();
-    p.gain_h = w.ln_h_gain.data_ptr<T>();
-    p.gain_2 = w.ln_2_gain.data_ptr<T>();
-  }
+  p.norm = LayerNormRowsOf<T>(s, w);
   p.dxg = d_xg.data_ptr<T>();
   p.dz_g = dz_g.data_ptr<T>();
   p.dz_c = dz_c.data_ptr<T>();
@@ -605,8 +616,7 @@ struct LstmForwardRows {
   const T* xg = nullptr;  // [S, B, width]
   const T* z = nullptr;   // [B, width]
   T *h = nullptr, *c = nullptr, *act = nullptr, *tc = nullptr;
-  T *xhat_h = nullptr, *rstd_h = nullptr, *xhat_c = nullptr, *rstd_c = nullptr;
-  const T *gain_h = nullptr, *shift_h = nullptr, *gain_c = nullptr, *shift_c = nullptr;
+  LayerNormRows<T> norm;  // null without layer norm
 };
 
 // Row b of step t, given z = h W_h: the gates (act holds the
@@ -619,10 +629,10 @@ inline void LstmRow(const LstmForwardRows<T>& p, int64_t t, int64_t b) {
   const T* zr = p.z + b * W;
   T* act = p.act + row * W;
   if (p.ln) {
-    T* xhat = p.xhat_h + row * W;
-    p.rstd_h[row] = NormalizeRow(zr, W, xhat);
+    T* xhat = p.norm.xhat_h + row * W;
+    p.norm.rstd_h[row] = NormalizeRow(zr, W, xhat);
 #pragma omp simd
-    for (int64_t j = 0; j < W; ++j) act[j] = x[j] + xhat[j] * p.gain_h[j] + p.shift_h[j];
+    for (int64_t j = 0; j < W; ++j) act[j] = x[j] + xhat[j] * p.norm.gain_h[j] + p.norm.shift_h[j];
   } else {
 #pragma omp simd
     for (int64_t j = 0; j < W; ++j) act[j] = x[j] + zr[j];
@@ -642,10 +652,10 @@ inline void LstmRow(const LstmForwardRows<T>& p, int64_t t, int64_t b) {
 #pragma omp simd
   for (int64_t j = 0; j < H; ++j) c_next[j] = sf[j] * c[j] + si[j] * tg[j];
   if (p.ln) {
-    T* xhat = p.xhat_c + row * H;
-    p.rstd_c[row] = NormalizeRow(c_next, H, xhat);
+    T* xhat = p.norm.xhat_2 + row * H;
+    p.norm.rstd_2[row] = NormalizeRow(c_next, H, xhat);
 #pragma omp simd
-    for (int64_t j = 0; j < H; ++j) tc[j] = Tanh(xhat[j] * p.gain_c[j] + p.shift_c[j]);
+    for (int64_t j = 0; j < H; ++j) tc[j] = Tanh(xhat[j] * p.norm.gain_2[j] + p.norm.shift_2[j]);
   } else {
 #pragma omp simd
     for (int64_t j = 0; j < H; ++j) tc[j] = Tanh(c_next[j]);
@@ -676,16 +686,7 @@ RecurrentOutput LstmForward(const torch::Tensor& xg, const RecurrentState& init,
   p.c = s[kC].data_ptr<T>();
   p.act = s[kGates].data_ptr<T>();
   p.tc = s[kCand].data_ptr<T>();
-  if (ln) {
-    p.xhat_h = s[kXhatH].data_ptr<T>();
-    p.rstd_h = s[kRstdH].data_ptr<T>();
-    p.xhat_c = s[kXhat2].data_ptr<T>();
-    p.rstd_c = s[kRstd2].data_ptr<T>();
-    p.gain_h = w.ln_h_gain.data_ptr<T>();
-    p.shift_h = w.ln_h_shift.data_ptr<T>();
-    p.gain_c = w.ln_2_gain.data_ptr<T>();
-    p.shift_c = w.ln_2_shift.data_ptr<T>();
-  }
+  p.norm = LayerNormRowsOf<T>(s, w);
 
   const int64_t weight_bytes = w.w_h.numel() * int64_t{sizeof(T)};
   auto time_loop = [&](int64_t r0, int64_t r1, int64_t i0, int64_t i1, torch::Tensor& scratch) {
@@ -712,8 +713,7 @@ struct LstmBackwardRows {
   int64_t batch = 0, hidden = 0, width = 0;
   bool ln = false;
   const T *c = nullptr, *act = nullptr, *tc = nullptr, *dhs = nullptr;  // dhs may be null
-  const T *xhat_h = nullptr, *rstd_h = nullptr, *xhat_c = nullptr, *rstd_c = nullptr;
-  const T *gain_h = nullptr, *gain_c = nullptr;
+  LayerNormRows<T> norm;                                                // null without layer norm
   T *dxg = nullptr, *dz = nullptr, *dn_c = nullptr;  // dn_c: layer norm only
 };
 
@@ -746,7 +746,7 @@ inline void LstmRowBackward(const LstmBackwardRows<T>& p, int64_t t, int64_t b, 
   if (p.ln) {
     T* dn = p.dn_c + row * H;
     std::copy(dct, dct + H, dn);
-    LayerNormRowBackward(dn, p.xhat_c + row * H, p.rstd_c[row], p.gain_c, H, dct);
+    LayerNormRowBackward(dn, p.norm.xhat_2 + row * H, p.norm.rstd_2[row], p.norm.gain_2, H, dct);
   }
   T* dcp = dc_prev + b * H;
 #pragma omp simd
@@ -759,7 +759,7 @@ inline void LstmRowBackward(const LstmBackwardRows<T>& p, int64_t t, int64_t b, 
   }
   T* dzr = p.dz + row * W;
   if (p.ln) {
-    LayerNormRowBackward(dx, p.xhat_h + row * W, p.rstd_h[row], p.gain_h, W, dzr);
+    LayerNormRowBackward(dx, p.norm.xhat_h + row * W, p.norm.rstd_h[row], p.norm.gain_h, W, dzr);
   } else {
     std::copy(dx, dx + W, dzr);
   }
@@ -795,15 +795,8 @@ FusedGrads LstmBackward(const torch::Tensor& d_hs, const torch::Tensor& d_h_fina
   p.act = s[kGates].data_ptr<T>();
   p.tc = s[kCand].data_ptr<T>();
   p.dhs = d_hs_c.defined() ? d_hs_c.data_ptr<T>() : nullptr;
-  if (ln) {
-    p.xhat_h = s[kXhatH].data_ptr<T>();
-    p.rstd_h = s[kRstdH].data_ptr<T>();
-    p.xhat_c = s[kXhat2].data_ptr<T>();
-    p.rstd_c = s[kRstd2].data_ptr<T>();
-    p.gain_h = w.ln_h_gain.data_ptr<T>();
-    p.gain_c = w.ln_2_gain.data_ptr<T>();
-    p.dn_c = dn_c.data_ptr<T>();
-  }
+  p.norm = LayerNormRowsOf<T>(s, w);
+  if (ln) p.dn_c = dn_c.data_ptr<T>();
   p.dxg = d_xg.data_ptr<T>();
   p.dz = dz.data_ptr<T>();
   PackedGemm gemm_h_t(w.w_h.t(), steps);

@@ -10,6 +10,7 @@
 
 #include "common/temp_dir.h"
 #include "data/text8.h"
+#include "worker/cell_problem_test_util.h"
 
 namespace ablate {
 namespace {
@@ -236,14 +237,7 @@ TEST_F(TrainerTest, ResumingFromACheckpointRepeatsTheRunBitForBit) {
       RecordingListener part2;
       ASSERT_TRUE(second->Run(&part2).ok());
 
-      std::vector<CurvePoint> joined = part1.points;
-      joined.insert(joined.end(), part2.points.begin(), part2.points.end());
-      ASSERT_EQ(joined.size(), all.points.size());
-      for (size_t i = 0; i < joined.size(); ++i) {
-        EXPECT_EQ(joined[i].split, all.points[i].split);
-        EXPECT_EQ(joined[i].step, all.points[i].step);
-        EXPECT_EQ(joined[i].bpc, all.points[i].bpc) << "point " << i << " of " << CellName(cell);
-      }
+      ExpectResumedRunRepeats(part1.points, part2.points, all.points, CellName(cell));
     }
   }
 }

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/temp_dir.h"
+#include "common/test_files.h"  // ReadFile, WriteFile
 
 namespace ablate::testing {
 
@@ -69,8 +70,6 @@ int FreePort();
 
 using ablate::TempDir;
 
-std::string ReadFile(const std::string& path);
-void WriteFile(const std::string& path, const std::string& contents);
 std::vector<std::string> Lines(const std::string& text);
 
 }  // namespace ablate::testing
