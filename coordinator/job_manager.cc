@@ -161,8 +161,9 @@ Status JobManager::Lease(Database& db, int64_t worker_id, v1::LeaseJobResponse* 
     ABLATE_ASSIGN_OR_RETURN(Rows leased, db.Query(R"sql(
         UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = ?,
                         lease_token = lease_token + 1, lease_expiry_ms = ?, started_ms = ?,
-                        step = checkpoint_step, steps_total = 0, bytes_per_s = 0,
-                        train_bpc = NULL
+                        step = checkpoint_step,
+                        steps_total = COALESCE(json_extract(config_json, '$.train.steps'), 0),
+                        bytes_per_s = 0, train_bpc = NULL
         WHERE id = ? RETURNING attempts, lease_token, config_json, factors_json)sql",
                                                   worker_id, now + lease_ms, now, lease->job_id()));
     ABLATE_ASSIGN_OR_RETURN(bool updated, leased.Next());
@@ -257,11 +258,17 @@ void JobManager::Heartbeat(const v1::HeartbeatRequest& request, v1::HeartbeatRes
         int64_t now = clock_->NowMs();
         const v1::Progress& p = request.progress();
         // The loss may blow up between heartbeats; that is FailJob's news, and
-        // must not cost the lease here.
+        // must not cost the lease here. Progress the points already showed
+        // stays: a heartbeat that knows less (the first, sent before a step)
+        // does not take it back.
         ABLATE_RETURN_IF_ERROR(db.Run(R"sql(
-            UPDATE jobs SET lease_expiry_ms = ?, step = ?, steps_total = ?, bytes_per_s = ?,
-                            train_bpc = ?
-            WHERE id = ?)sql",
+            UPDATE jobs SET lease_expiry_ms = ?1,
+                            train_bpc = CASE WHEN ?2 >= step THEN COALESCE(?5, train_bpc)
+                                             ELSE train_bpc END,
+                            bytes_per_s = CASE WHEN ?4 > 0 THEN ?4 ELSE bytes_per_s END,
+                            steps_total = CASE WHEN ?3 > 0 THEN ?3 ELSE steps_total END,
+                            step = MAX(step, ?2)
+            WHERE id = ?6)sql",
                                       now + job.lease_ms, p.step(), p.steps_total(),
                                       Finite(p.bytes_per_s()).value_or(0.0), Finite(p.train_bpc()),
                                       job.id));
@@ -273,6 +280,23 @@ void JobManager::Heartbeat(const v1::HeartbeatRequest& request, v1::HeartbeatRes
       std::move(done));
 }
 
+namespace {
+
+// A training point is progress as fresh as the work: its step, its loss,
+// and the rate of the bytes it has seen, without waiting for a heartbeat
+// (one every third of the lease). Never takes progress back.
+Status RecordPointProgress(Database& db, int64_t job_id, const v1::CurvePoint& p) {
+  const double rate = p.wall_time() > 0 ? static_cast<double>(p.bytes_seen()) / p.wall_time() : 0;
+  return db.Run(R"sql(
+      UPDATE jobs SET train_bpc = CASE WHEN ?1 >= step THEN ?2 ELSE train_bpc END,
+                      bytes_per_s = CASE WHEN ?1 >= step AND ?3 > 0 THEN ?3 ELSE bytes_per_s END,
+                      step = MAX(step, ?1)
+      WHERE id = ?4)sql",
+                p.step(), Finite(p.bpc()), Finite(rate).value_or(0.0), job_id);
+}
+
+}  // namespace
+
 void JobManager::ReportPoints(const v1::ReportPointsRequest& request, Writer::Done done) {
   Status invalid = ValidatePoints(request);
   if (!invalid.ok()) return done(invalid);
@@ -280,6 +304,7 @@ void JobManager::ReportPoints(const v1::ReportPointsRequest& request, Writer::Do
       [&request](Database& db) -> Status {
         ABLATE_ASSIGN_OR_RETURN(JobRow job,
                                 CheckLease(db, request.job_id(), request.lease_token()));
+        const v1::CurvePoint* last_train = nullptr;
         for (const v1::CurvePoint& p : request.points()) {
           // Same key, same values: a retried report rewrites what is there.
           ABLATE_RETURN_IF_ERROR(db.Run(R"sql(
@@ -288,8 +313,9 @@ void JobManager::ReportPoints(const v1::ReportPointsRequest& request, Writer::Do
               VALUES (?, ?, ?, ?, ?, ?, ?))sql",
                                         job.id, SplitName(p.split()), p.step(), p.bpc(),
                                         p.bytes_seen(), p.wall_time(), job.attempts));
+          if (p.split() == v1::SPLIT_TRAIN) last_train = &p;
         }
-        return Status::OK();
+        return last_train ? RecordPointProgress(db, job.id, *last_train) : Status::OK();
       },
       std::move(done));
 }

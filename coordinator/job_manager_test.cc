@@ -20,21 +20,12 @@ using testing::Await;
 using testing::kTestSpecJobs;
 using testing::Managers;
 using testing::TempDir;
+using testing::TestPoint;
 using testing::TestSpec;
 
 constexpr int64_t kSecond = 1000;
 // The schedule most tests use: 10 s leases, 2 attempts.
 const char* kSchedule = "schedule: {max_attempts: 2, lease_seconds: 10}\n";
-
-v1::CurvePoint Point(v1::Split split, int64_t step, double bpc) {
-  v1::CurvePoint p;
-  p.set_split(split);
-  p.set_step(step);
-  p.set_bpc(bpc);
-  p.set_bytes_seen(step * 1000);
-  p.set_wall_time(step * 0.5);
-  return p;
-}
 
 class SchedulerTest : public ::testing::TestWithParam<bool> {
  protected:
@@ -263,6 +254,42 @@ TEST_P(SchedulerTest, ARestartedWorkersOldLeasesLapseWhenItRegistersAgain) {
   EXPECT_EQ(Heartbeat(other), v1::LEASE_STATE_ACTIVE);
 }
 
+// What `ablate status` shows of a running job: step/steps_total, the
+// training bpc and the byte rate.
+TEST_P(SchedulerTest, ProgressIsFreshFromTheLeaseAndEveryTrainingPoint) {
+  Launch("fresh", std::string(kSchedule) + "train: {steps: 250}\n");
+  const v1::JobLease lease = Lease(Register("w")).job();
+  const std::string progress =
+      "step || '/' || steps_total || ' ' || "
+      "CASE WHEN train_bpc IS NULL THEN '-' ELSE printf('%.2f', train_bpc) END || ' ' || "
+      "CAST(bytes_per_s AS INTEGER)";
+  // The step budget is known at the lease, before any heartbeat.
+  EXPECT_EQ(JobText(progress, lease.job_id()), "0/250 - 0");
+
+  // A training point moves the step, the bpc and the rate (1000 bytes in
+  // 0.5 s a step); a validation point is not training progress.
+  ASSERT_TRUE(Report(lease, {TestPoint(v1::SPLIT_TRAIN, 20, 3.25)}).ok());
+  EXPECT_EQ(JobText(progress, lease.job_id()), "20/250 3.25 2000");
+  ASSERT_TRUE(Report(lease, {TestPoint(v1::SPLIT_VALID, 25, 2.5)}).ok());
+  EXPECT_EQ(JobText(progress, lease.job_id()), "20/250 3.25 2000");
+
+  // A heartbeat that knows less (sent before the point) takes nothing back;
+  // one that knows more moves the step on.
+  v1::HeartbeatRequest early;
+  early.set_job_id(lease.job_id());
+  early.set_lease_token(lease.lease_token());
+  early.mutable_progress()->set_step(3);
+  v1::HeartbeatResponse reply;
+  ASSERT_TRUE(Await([&](auto done) { m_->jobs->Heartbeat(early, &reply, done); }).ok());
+  EXPECT_EQ(JobText(progress, lease.job_id()), "20/250 3.25 2000");
+  EXPECT_EQ(Heartbeat(lease, 30), v1::LEASE_STATE_ACTIVE);
+  EXPECT_EQ(JobText("step", lease.job_id()), "30");
+
+  // An older point, retried, does not move the step back.
+  ASSERT_TRUE(Report(lease, {TestPoint(v1::SPLIT_TRAIN, 10, 3.5)}).ok());
+  EXPECT_EQ(JobText("step", lease.job_id()), "30");
+}
+
 TEST_P(SchedulerTest, HeartbeatExtendsTheLease) {
   Launch("a");
   v1::JobLease lease = Lease(Register("w1")).job();
@@ -323,7 +350,7 @@ TEST_P(SchedulerTest, StaleTokenIsFencedOffAfterReLease) {
   ASSERT_EQ(new_lease.job_id(), old_lease.job_id());
 
   EXPECT_EQ(Heartbeat(old_lease), v1::LEASE_STATE_LOST);
-  Status report = Report(old_lease, {Point(v1::SPLIT_TRAIN, 5, 2.0)});
+  Status report = Report(old_lease, {TestPoint(v1::SPLIT_TRAIN, 5, 2.0)});
   EXPECT_EQ(report.code(), Status::kFailedPrecondition);
   EXPECT_NE(report.message().find("stale lease"), std::string::npos);
   EXPECT_EQ(Complete(old_lease).code(), Status::kFailedPrecondition);
@@ -337,9 +364,9 @@ TEST_P(SchedulerTest, StaleTokenIsFencedOffAfterReLease) {
 TEST_P(SchedulerTest, RepeatedReportStoresEachPointOnce) {
   Launch("a");
   v1::JobLease lease = Lease(Register("w1")).job();
-  std::vector<v1::CurvePoint> points = {Point(v1::SPLIT_TRAIN, 10, 3.0),
-                                        Point(v1::SPLIT_VALID, 10, 3.2),
-                                        Point(v1::SPLIT_TRAIN, 20, 2.5)};
+  std::vector<v1::CurvePoint> points = {TestPoint(v1::SPLIT_TRAIN, 10, 3.0),
+                                        TestPoint(v1::SPLIT_VALID, 10, 3.2),
+                                        TestPoint(v1::SPLIT_TRAIN, 20, 2.5)};
   ASSERT_TRUE(Report(lease, points).ok());
   ASSERT_TRUE(Report(lease, points).ok());
   std::vector<v1::CurvePoint> curve = Curve(lease.job_id());
@@ -357,12 +384,12 @@ TEST_P(SchedulerTest, InvalidReportStoresNothing) {
   const double nan = std::numeric_limits<double>::quiet_NaN();
   const double inf = std::numeric_limits<double>::infinity();
   std::vector<std::vector<v1::CurvePoint>> bad = {
-      {Point(v1::SPLIT_TRAIN, 10, 3.0), Point(v1::SPLIT_TRAIN, -1, 3.0)},
-      {Point(v1::SPLIT_TRAIN, 10, 3.0), Point(v1::SPLIT_TRAIN, 20, nan)},
-      {Point(v1::SPLIT_TRAIN, 10, 3.0), Point(v1::SPLIT_VALID, 20, inf)},
-      {Point(v1::SPLIT_TRAIN, 20, 3.0), Point(v1::SPLIT_TRAIN, 10, 3.0)},
-      {Point(v1::SPLIT_TRAIN, 10, 3.0), Point(v1::SPLIT_TRAIN, 10, 3.0)},
-      {Point(v1::SPLIT_UNSPECIFIED, 10, 3.0)},
+      {TestPoint(v1::SPLIT_TRAIN, 10, 3.0), TestPoint(v1::SPLIT_TRAIN, -1, 3.0)},
+      {TestPoint(v1::SPLIT_TRAIN, 10, 3.0), TestPoint(v1::SPLIT_TRAIN, 20, nan)},
+      {TestPoint(v1::SPLIT_TRAIN, 10, 3.0), TestPoint(v1::SPLIT_VALID, 20, inf)},
+      {TestPoint(v1::SPLIT_TRAIN, 20, 3.0), TestPoint(v1::SPLIT_TRAIN, 10, 3.0)},
+      {TestPoint(v1::SPLIT_TRAIN, 10, 3.0), TestPoint(v1::SPLIT_TRAIN, 10, 3.0)},
+      {TestPoint(v1::SPLIT_UNSPECIFIED, 10, 3.0)},
   };
   for (const auto& points : bad) {
     EXPECT_EQ(Report(lease, points).code(), Status::kInvalidArgument);
@@ -379,7 +406,7 @@ TEST_P(SchedulerTest, RepeatedCompletionIsOk) {
   EXPECT_EQ(JobText("final_valid_bpc", lease.job_id()), "1.5");
   EXPECT_EQ(Counts(sweep).done(), 1);
   EXPECT_EQ(Heartbeat(lease), v1::LEASE_STATE_LOST);
-  EXPECT_EQ(Report(lease, {Point(v1::SPLIT_TRAIN, 1, 1)}).code(), Status::kFailedPrecondition);
+  EXPECT_EQ(Report(lease, {TestPoint(v1::SPLIT_TRAIN, 1, 1)}).code(), Status::kFailedPrecondition);
   EXPECT_EQ(Fail(lease, true).status().code(), Status::kFailedPrecondition);
 }
 
@@ -387,10 +414,11 @@ TEST_P(SchedulerTest, ReLeaseFromCheckpointDropsThePointsAfterIt) {
   Launch("a");
   int64_t worker = Register("w1");
   v1::JobLease first = Lease(worker).job();
-  ASSERT_TRUE(Report(first, {Point(v1::SPLIT_TRAIN, 10, 3.0), Point(v1::SPLIT_TRAIN, 20, 2.8),
-                             Point(v1::SPLIT_VALID, 20, 2.9), Point(v1::SPLIT_TRAIN, 30, 2.6),
-                             Point(v1::SPLIT_VALID, 40, 2.5)})
-                  .ok());
+  ASSERT_TRUE(
+      Report(first, {TestPoint(v1::SPLIT_TRAIN, 10, 3.0), TestPoint(v1::SPLIT_TRAIN, 20, 2.8),
+                     TestPoint(v1::SPLIT_VALID, 20, 2.9), TestPoint(v1::SPLIT_TRAIN, 30, 2.6),
+                     TestPoint(v1::SPLIT_VALID, 40, 2.5)})
+          .ok());
   // As a committed checkpoint upload leaves it (tested with the service).
   ASSERT_TRUE(Await([&](auto done) {
                 m_->writer->Submit(
@@ -413,7 +441,7 @@ TEST_P(SchedulerTest, ReLeaseWithoutCheckpointStartsTheCurveOver) {
   Launch("a");
   int64_t worker = Register("w1");
   v1::JobLease first = Lease(worker).job();
-  ASSERT_TRUE(Report(first, {Point(v1::SPLIT_TRAIN, 10, 3.0)}).ok());
+  ASSERT_TRUE(Report(first, {TestPoint(v1::SPLIT_TRAIN, 10, 3.0)}).ok());
   ASSERT_TRUE(Release(first).ok());
   EXPECT_EQ(Lease(worker).job().checkpoint_step(), 0);
   EXPECT_TRUE(Curve(first.job_id()).empty());
