@@ -278,6 +278,7 @@ StatusOr<Anova> FactorialAnova(const FactorialData& data, int order) {
     return Status::FailedPrecondition("no factor has two levels among the " +
                                       std::to_string(data.observations.size()) + " observations");
   }
+  anova.factors = design.factors;
   anova.n = static_cast<int64_t>(design.response.size());
   double sum = 0;
   for (double y : design.response) sum += y;

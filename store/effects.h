@@ -66,6 +66,7 @@ struct AnovaTerm {
 };
 
 struct Anova {
+  std::vector<std::string> factors;  // those analysed, in the data's order
   int64_t n = 0;
   double grand_mean = 0;
   double ss_total = 0;           // about the grand mean; df n - 1
