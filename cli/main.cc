@@ -2,6 +2,7 @@
 #include <CLI/CLI.hpp>
 
 #include "cli/commands.h"
+#include "cli/effects.h"
 #include "cli/results_commands.h"
 
 // No LibTorch here: loading it would cost every command half a second. What
@@ -17,6 +18,7 @@ int main(int argc, char** argv) {
   ablate::AddRetryCommand(&app);
   ablate::AddLocalCommand(&app);
   ablate::AddResultsCommands(&app);
+  ablate::AddEffectsCommand(&app);
   CLI11_PARSE(app, argc, argv);
   return 0;
 }

@@ -285,7 +285,7 @@ struct ChartScale {
 };
 
 // Gridlines, ticks, both axes and their titles.
-std::string ChartAxes(const ChartScale& s) {
+std::string ChartAxes(const ChartScale& s, const std::string& y_title) {
   std::string out;
   for (double t : s.y.ticks) {
     out += fmt::format(
@@ -303,10 +303,9 @@ std::string ChartAxes(const ChartScale& s) {
       "<line class=\"axis\" x1=\"{0}\" x2=\"{1}\" y1=\"{2}\" y2=\"{2}\"/>"
       "<line class=\"axis\" x1=\"{0}\" x2=\"{0}\" y1=\"{3}\" y2=\"{2}\"/>\n"
       "<text x=\"{4}\" y=\"{5}\" text-anchor=\"middle\">training step</text>\n"
-      "<text transform=\"translate(13 {6}) rotate(-90)\" text-anchor=\"middle\">validation "
-      "bpc</text>\n",
+      "<text transform=\"translate(13 {6}) rotate(-90)\" text-anchor=\"middle\">{7}</text>\n",
       kPlotLeft, kPlotRight, kPlotBottom, kPlotTop, (kPlotLeft + kPlotRight) / 2, kChartHeight - 8,
-      (kPlotTop + kPlotBottom) / 2);
+      (kPlotTop + kPlotBottom) / 2, HtmlEscape(y_title));
   return out;
 }
 
@@ -360,7 +359,7 @@ std::string Chart(const v1::CurvesResponse& curves, const std::string& key,
       "height=\"{}\"/></clipPath></defs>\n",
       kChartWidth, kChartHeight, HtmlEscape(title), index, kPlotLeft, kPlotTop,
       kPlotRight - kPlotLeft, kPlotBottom - kPlotTop);
-  out += ChartAxes(scale);
+  out += ChartAxes(scale, "validation bpc");
   out += fmt::format("<g clip-path=\"url(#plot-{})\">\n", index);
   for (int g = 0; g < curves.groups_size(); ++g) {
     out += ChartSeries(scale, curves.steps(), curves.groups(g), g);
@@ -375,6 +374,81 @@ std::string Chart(const v1::CurvesResponse& curves, const std::string& key,
         fmt::format("{} (n={})", ValueLabel(key, group.values_json(0), false), group.jobs());
     out += fmt::format("<li><span class=\"swatch s{}{}\"></span>{}</li>", g % kColours,
                        g >= kColours ? " dashed" : "", HtmlEscape(label));
+  }
+  return out + "</ul>\n</figure>\n";
+}
+
+// A factor's main effects at each analysed step as curves: per level, the
+// effect (mean) and its 95% half-width (as the band's spread); n is 0 at
+// steps where the level was not analysed.
+v1::CurvesResponse EffectCurves(const std::vector<std::pair<int64_t, Anova>>& by_step,
+                                const AnovaTerm& final_term) {
+  v1::CurvesResponse curves;
+  for (const auto& [step, anova] : by_step) curves.add_steps(step);
+  for (const LevelEffect& final_level : final_term.levels) {
+    v1::CurveGroup* group = curves.add_groups();
+    group->add_values_json(final_level.level);
+    group->set_jobs(final_level.n);
+    for (const auto& [step, anova] : by_step) {
+      const LevelEffect* found = nullptr;
+      for (const AnovaTerm& term : anova.terms) {
+        if (term.levels.empty() || term.name != final_term.name) continue;
+        for (const LevelEffect& level : term.levels) {
+          if (level.level == final_level.level) found = &level;
+        }
+      }
+      group->add_n(found ? found->n : 0);
+      group->add_mean(found ? found->effect : NAN);
+      group->add_stddev(found ? found->ci95 : NAN);
+      group->add_min(NAN);
+      group->add_max(NAN);
+    }
+  }
+  return curves;
+}
+
+// Each level's effect on validation bpc against the step, with its 95%
+// interval as a band and a line at zero.
+std::string EffectChart(const v1::CurvesResponse& curves, const std::string& key, int index) {
+  const std::string title = "Effect of " + AxisTitle(key) + " over training";
+  std::string out = fmt::format(
+      "<figure class=\"effect-chart\" data-key=\"{}\">\n<figcaption><h3>{}</h3><p "
+      "class=\"note\">each level&#39;s mean minus the grand mean (line) with its 95% interval "
+      "(band), at {} steps</p></figcaption>\n",
+      HtmlEscape(key), HtmlEscape(title), curves.steps_size());
+  double x_low = INFINITY, x_high = -INFINITY, y_low = 0, y_high = 0;
+  for (const v1::CurveGroup& group : curves.groups()) {
+    for (int i = 0; i < curves.steps_size(); ++i) {
+      if (group.n(i) == 0) continue;
+      x_low = std::min(x_low, static_cast<double>(curves.steps(i)));
+      x_high = std::max(x_high, static_cast<double>(curves.steps(i)));
+      y_low = std::min(y_low, group.mean(i) - Spread(group, i));
+      y_high = std::max(y_high, group.mean(i) + Spread(group, i));
+    }
+  }
+  if (!std::isfinite(x_low)) {
+    return out + "<p class=\"muted\">No step has enough jobs for the analysis.</p>\n</figure>\n";
+  }
+  const ChartScale scale{NiceAxis(x_low, x_high, 5), NiceAxis(y_low, y_high, 5)};
+  out += fmt::format(
+      "<svg viewBox=\"0 0 {} {}\" role=\"img\" aria-label=\"{}\">\n"
+      "<defs><clipPath id=\"effect-plot-{}\"><rect x=\"{}\" y=\"{}\" width=\"{}\" "
+      "height=\"{}\"/></clipPath></defs>\n",
+      kChartWidth, kChartHeight, HtmlEscape(title), index, kPlotLeft, kPlotTop,
+      kPlotRight - kPlotLeft, kPlotBottom - kPlotTop);
+  out += ChartAxes(scale, "effect on validation bpc");
+  out += fmt::format(
+      "<line class=\"axis zero\" x1=\"{0}\" x2=\"{1}\" y1=\"{2:.1f}\" y2=\"{2:.1f}\"/>\n",
+      kPlotLeft, kPlotRight, scale.py(0));
+  out += fmt::format("<g clip-path=\"url(#effect-plot-{})\">\n", index);
+  for (int g = 0; g < curves.groups_size(); ++g) {
+    out += ChartSeries(scale, curves.steps(), curves.groups(g), g);
+  }
+  out += "</g>\n</svg>\n<ul class=\"legend\">";
+  for (int g = 0; g < curves.groups_size(); ++g) {
+    out += fmt::format("<li><span class=\"swatch s{}{}\"></span>{}</li>", g % kColours,
+                       g >= kColours ? " dashed" : "",
+                       HtmlEscape(ValueLabel(key, curves.groups(g).values_json(0), false)));
   }
   return out + "</ul>\n</figure>\n";
 }
@@ -478,6 +552,100 @@ std::string GridSection(const ReportData& data) {
   return out + "</tbody></table></div>\n";
 }
 
+std::string PValueText(double p) {
+  if (!std::isfinite(p)) return "–";
+  return p >= 0.001 ? fmt::format("{:.4f}", p) : fmt::format("{:.1e}", p);
+}
+
+// The factor's canonical key, from the column it is named by.
+std::string KeyOf(const v1::ResultsResponse& jobs, const std::string& column) {
+  for (int c = 0; c < jobs.columns_size() && c < jobs.column_keys_size(); ++c) {
+    if (jobs.columns(c) == column) return jobs.column_keys(c);
+  }
+  return column;
+}
+
+// A term's name as the report's headings read: "cell × layer norm".
+std::string TermTitle(const v1::ResultsResponse& jobs, const AnovaTerm& term,
+                      const std::vector<std::string>& factors) {
+  std::string out;
+  for (int f : term.factors) out += (out.empty() ? "" : " × ") + AxisTitle(KeyOf(jobs, factors[f]));
+  return out;
+}
+
+std::string EffectsTerms(const EffectsAnswer& answer) {
+  const Anova& anova = answer.anova;
+  std::string out =
+      "<div class=\"scroll\"><table id=\"effects\">\n<thead><tr><th>term</th><th "
+      "class=\"num\">df</th><th class=\"num\">share of variance</th><th "
+      "class=\"num\">F</th><th class=\"num\">p</th></tr></thead>\n<tbody>\n";
+  for (const AnovaTerm& term : anova.terms) {
+    out += fmt::format(
+        "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{:.1f}%</td><td "
+        "class=\"num\">{}</td><td class=\"num\">{}</td></tr>\n",
+        HtmlEscape(TermTitle(answer.jobs, term, anova.factors)), term.df, 100 * term.eta_squared,
+        std::isfinite(term.f) ? fmt::format("{:.2f}", term.f) : "–", PValueText(term.p));
+  }
+  out += fmt::format(
+      "<tr><td>error</td><td class=\"num\">{}</td><td "
+      "class=\"num\">{:.1f}%</td><td></td><td></td></tr>\n",
+      anova.df_error, anova.ss_total > 0 ? 100 * anova.ss_error / anova.ss_total : 0.0);
+  return out + "</tbody></table></div>\n";
+}
+
+std::string EffectsLevels(const EffectsAnswer& answer) {
+  std::string out =
+      "<p class=\"note\">Main effects: each level&#39;s mean minus the grand mean, with the "
+      "half-width of its 95% interval, t(0.975, df) &#183; &#8730;(MSE (1/n &#8722; "
+      "1/N)).</p>\n"
+      "<div class=\"scroll\"><table id=\"main-effects\">\n<thead><tr><th>factor</th><th>level</"
+      "th><th class=\"num\">jobs</th><th class=\"num\">mean bpc</th><th class=\"num\">effect "
+      "&#177; 95% interval</th></tr></thead>\n<tbody>\n";
+  for (const AnovaTerm& term : answer.anova.terms) {
+    if (term.factors.size() != 1) continue;
+    const std::string key = KeyOf(answer.jobs, term.name);
+    for (const LevelEffect& level : term.levels) {
+      out += fmt::format(
+          "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td "
+          "class=\"num\">{:+.4f} &#177; {:.4f}</td></tr>\n",
+          HtmlEscape(AxisTitle(key)), HtmlEscape(ValueLabel(key, level.level, true)), level.n,
+          Bpc(level.mean), level.effect, level.ci95);
+    }
+  }
+  return out + "</tbody></table></div>\n";
+}
+
+std::string EffectsSection(const ReportData& data) {
+  std::string out = "<h2>What matters</h2>\n";
+  if (!data.effects) {
+    return out + fmt::format("<p class=\"muted\" id=\"effects\">No analysis of variance: {}.</p>\n",
+                             HtmlEscape(data.effects_refused));
+  }
+  const EffectsAnswer& answer = *data.effects;
+  const Anova& anova = answer.anova;
+  out += fmt::format(
+      "<p class=\"note\" id=\"effects-method\">Final validation bpc of {} done jobs (grand mean "
+      "{}): analysis of variance with {}; {}. Error term: {} ({} df). Share of variance: eta "
+      "squared, the term&#39;s sum of squares over the total; terms ranked by it.</p>\n",
+      anova.n, Bpc(anova.grand_mean),
+      anova.order == 1 ? std::string("main effects only")
+                       : fmt::format("interactions of up to {} factors", anova.order),
+      HtmlEscape(SumsOfSquaresText(anova)), HtmlEscape(ErrorTermText(answer)), anova.df_error);
+  for (const std::string& factor : anova.single_level) {
+    out += fmt::format("<p class=\"note\">{} is left out: one level among the done jobs.</p>\n",
+                       HtmlEscape(AxisTitle(KeyOf(answer.jobs, factor))));
+  }
+  out += EffectsTerms(answer) + EffectsLevels(answer);
+  out += "<div class=\"figures\" id=\"effects-over-training\">\n";
+  int index = 0;
+  for (const AnovaTerm& term : anova.terms) {
+    if (term.factors.size() != 1) continue;
+    out += EffectChart(EffectCurves(data.effects_by_step, term), KeyOf(answer.jobs, term.name),
+                       index++);
+  }
+  return out + "</div>\n";
+}
+
 std::string FactsSection(const ReportData& data) {
   const v1::SweepSummary& sweep = data.jobs.sweep();
   const v1::JobCounts& counts = sweep.counts();
@@ -530,6 +698,47 @@ std::string FactsSection(const ReportData& data) {
                     HtmlEscape(FactorsText(note.factors_json())), HtmlEscape(error));
   }
   return out + "</tbody></table></div>\n";
+}
+
+// Up to kEffectSteps steps of `steps`, evenly spread, the first and the last
+// among them.
+std::vector<int64_t> SampleSteps(const google::protobuf::RepeatedField<int64_t>& steps) {
+  std::vector<int64_t> out;
+  const int count = steps.size();
+  if (count <= kEffectSteps) return {steps.begin(), steps.end()};
+  for (int i = 0; i < kEffectSteps; ++i) {
+    out.push_back(steps[static_cast<int>(
+        std::lround(static_cast<double>(i) * (count - 1) / (kEffectSteps - 1)))]);
+  }
+  return out;
+}
+
+// The analysis of variance of final validation bpc, and at the sampled steps
+// of the figures' grid. A refusal (too few jobs, one level) is shown, not an
+// error.
+Status CollectEffects(Source& source, int64_t sweep_id, ReportData* data) {
+  v1::ResultsRequest request;
+  request.mutable_sweep()->set_id(sweep_id);
+  request.set_split(v1::SPLIT_VALID);
+  request.set_at(v1::VALUE_AT_FINAL);
+  StatusOr<EffectsAnswer> answer = ComputeEffects(source, request, 0);
+  if (answer.status().code() == Status::kFailedPrecondition) {
+    data->effects_refused = answer.status().message();
+    return Status::OK();
+  }
+  ABLATE_RETURN_IF_ERROR(answer.status());
+  const int order = answer->anova.order;
+  data->effects = std::move(*answer);
+  if (data->figures.empty()) return Status::OK();
+  request.set_at(v1::VALUE_AT_STEP);
+  for (int64_t step : SampleSteps(data->figures.front().steps())) {
+    request.set_step(step);
+    StatusOr<EffectsAnswer> at_step = ComputeEffects(source, request, order);
+    if (at_step.status().code() == Status::kFailedPrecondition) continue;
+    ABLATE_RETURN_IF_ERROR(at_step.status());
+    data->effects_by_step.emplace_back(step, std::move(at_step->anova));
+  }
+  return Status::OK();
 }
 
 }  // namespace
@@ -599,6 +808,7 @@ StatusOr<ReportData> CollectReport(Source& source, const v1::SweepRef& sweep) {
     }
     ABLATE_RETURN_IF_ERROR(status);
   }
+  ABLATE_RETURN_IF_ERROR(CollectEffects(source, data.jobs.sweep().id(), &data));
   return data;
 }
 
@@ -624,6 +834,7 @@ std::string RenderReport(const ReportData& data) {
     out += Chart(figure, key, "Validation bpc by " + AxisTitle(key), static_cast<int>(i));
   }
   out += "</div>\n";
+  out += EffectsSection(data);
   out += GridSection(data);
   out += FactsSection(data);
   out += fmt::format("</main>\n<script>{}</script>\n</body>\n</html>\n", kScript);

@@ -5,18 +5,24 @@
 // factor other than the seed (for the seed's grid: by cell, by layer norm, by
 // initializer); the best configuration (lowest final validation bpc averaged
 // over seeds) with its parameter count and test bpc; the whole grid as a
-// sortable table; and the sweep's facts: jobs by state, compute hours, the
-// devices and precisions the jobs ran on, dates, and every failure with its
-// last error. Light and dark colour schemes follow
-// the reader's preference; the layout follows the window's width. Every text
-// that comes from the database is escaped.
+// sortable table; what matters (`ablate effects`: each factor's effects with
+// their intervals, shares of variance and p-values, and each factor's
+// effects against the training step); and the sweep's facts: jobs by state,
+// compute hours, the devices and precisions the jobs ran on, dates, and every
+// failure with its last error. Light and dark colour schemes follow the
+// reader's preference; the layout follows the window's width. Every text that
+// comes from the database is escaped.
 #ifndef ABLATE_CLI_REPORT_H_
 #define ABLATE_CLI_REPORT_H_
 
+#include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "cli/effects.h"
 #include "cli/source.h"
 #include "common/status.h"
 #include "proto/ablate.pb.h"
@@ -32,7 +38,17 @@ struct ReportData {
   v1::ResultsResponse grid_valid, grid_test, grid_train;
   // Validation curves grouped by each factor but the seed, in spec order.
   std::vector<v1::CurvesResponse> figures;
+  // The analysis of variance of final validation bpc (`ablate effects`), or
+  // why the jobs do not allow one.
+  std::optional<EffectsAnswer> effects;
+  std::string effects_refused;
+  // The same analysis at up to kEffectSteps steps of the validation curves,
+  // each where the jobs that reach it allow it.
+  std::vector<std::pair<int64_t, Anova>> effects_by_step;
 };
+
+// Effects over training are drawn from at most this many steps.
+inline constexpr int kEffectSteps = 12;
 
 // Runs the report's queries on `sweep`; their errors pass through.
 StatusOr<ReportData> CollectReport(Source& source, const v1::SweepRef& sweep);

@@ -239,6 +239,96 @@ TEST_F(ReportTest, BrowserShowsTheBestConfigurationFiguresGridAndFacts) {
   EXPECT_EQ(lines_per_chart, (std::vector<size_t>{3, 2, 3}));
 }
 
+TEST_F(ReportTest, BrowserShowsWhatMattersWithEffectsOverTraining) {
+  const std::string dom = Chromium({"--dump-dom"});
+  ASSERT_FALSE(dom.empty());
+  EXPECT_NE(dom.find("<h2>What matters</h2>"), std::string::npos);
+  // 33 done jobs, one configuration with a single seed: unbalanced, so Type
+  // II; two seeds elsewhere are the replicates.
+  const size_t method = dom.find("id=\"effects-method\"");
+  ASSERT_NE(method, std::string::npos);
+  const std::string note = dom.substr(method, dom.find("</p>", method) - method);
+  EXPECT_NE(note.find("Final validation bpc of 33 done jobs"), std::string::npos) << note;
+  EXPECT_NE(note.find("Type II sums of squares"), std::string::npos) << note;
+  EXPECT_NE(note.find("Error term: the replicates (2 seeds) and the interactions of more than 2 "
+                      "factors"),
+            std::string::npos)
+      << note;
+  // The terms ranked by share: the fixture's cells are 0.1 bpc apart, layer
+  // norm 0.1 plus its faster fall (0.2 at the end of these short curves),
+  // initializers at most 0.05.
+  const size_t table = dom.find("<table id=\"effects\">");
+  ASSERT_NE(table, std::string::npos);
+  const std::string terms = dom.substr(table, dom.find("</table>", table) - table);
+  std::vector<std::string> names;
+  const std::regex row("<tr><td>([^<]*)</td><td class=\"num\">(\\d+)</td>");
+  for (std::sregex_iterator it(terms.begin(), terms.end(), row), end; it != end; ++it) {
+    names.push_back((*it)[1]);
+  }
+  ASSERT_EQ(names.size(), 7u) << terms;  // 3 main effects, 3 interactions, error
+  EXPECT_EQ(names[0], "layer norm");
+  EXPECT_EQ(names[1], "cell");
+  EXPECT_EQ(names[2], "initializer");
+  EXPECT_EQ(names[6], "error");
+  // Every main-effect level with its interval, layer norm's negative.
+  EXPECT_TRUE(std::regex_search(
+      dom, std::regex("<tr><td>layer norm</td><td>yes</td><td class=\"num\">17</td><td "
+                      "class=\"num\">\\d\\.\\d{4}</td><td class=\"num\">-0\\.\\d{4} \u00b1 "
+                      "0\\.\\d{4}</td></tr>")))
+      << dom.substr(dom.find("id=\"main-effects\""), 1500);
+  // One figure per factor of its levels' effects against the step: a line
+  // per level through 12 of the 20 validation steps.
+  std::vector<size_t> lines_per_chart;
+  for (size_t at = dom.find("<figure class=\"effect-chart\""); at != std::string::npos;
+       at = dom.find("<figure class=\"effect-chart\"", at + 1)) {
+    const std::string figure = dom.substr(at, dom.find("</figure>", at) - at);
+    EXPECT_NE(figure.find("at 12 steps"), std::string::npos);
+    EXPECT_NE(figure.find("class=\"axis zero\""), std::string::npos);
+    size_t lines = 0;
+    const std::regex line_path("<path class=\"line\" d=\"([^\"]*)\"");
+    for (std::sregex_iterator it(figure.begin(), figure.end(), line_path), end; it != end; ++it) {
+      const std::string d = (*it)[1];
+      EXPECT_EQ(std::count(d.begin(), d.end(), 'L'), 11) << d;
+      ++lines;
+    }
+    lines_per_chart.push_back(lines);
+  }
+  EXPECT_EQ(lines_per_chart, (std::vector<size_t>{2, 3, 3}));  // in the ranking's order
+  EXPECT_NE(dom.find("<h3>Effect of layer norm over training</h3>"), std::string::npos);
+}
+
+TEST_F(ReportTest, LayerNormsEffectFadesOverTrainingInTheFixture) {
+  // The fixture's curves fall faster with layer norm: its advantage is
+  // large early (half of about 0.5 bpc at step 100) and shrinks towards the
+  // final one (half of about 0.2 bpc). The figure's data says so.
+  SourceOptions from_file;
+  from_file.db_path = dir_->File("sweep.db");
+  auto source = Source::Open(from_file);
+  ASSERT_TRUE(source.ok()) << source.status().ToString();
+  v1::SweepRef sweep;
+  sweep.set_name("seed-grid");
+  auto data = CollectReport(**source, sweep);
+  ASSERT_TRUE(data.ok()) << data.status().ToString();
+  ASSERT_EQ(data->effects_by_step.size(), static_cast<size_t>(kEffectSteps));
+  auto layer_norm_gain = [](const Anova& anova) {
+    for (const AnovaTerm& term : anova.terms) {
+      if (term.name != "layer_norm") continue;
+      for (const LevelEffect& level : term.levels) {
+        if (level.level == "true") return -level.effect;
+      }
+    }
+    return std::nan("");
+  };
+  const double early = layer_norm_gain(data->effects_by_step.front().second);
+  const double late = layer_norm_gain(data->effects_by_step.back().second);
+  EXPECT_EQ(data->effects_by_step.front().first, 100);
+  EXPECT_EQ(data->effects_by_step.back().first, 2000);
+  EXPECT_NEAR(early, 0.25, 0.05);
+  EXPECT_NEAR(late, 0.1, 0.03);
+  // The last step is the final one: the same values as the final analysis.
+  EXPECT_NEAR(late, layer_norm_gain(data->effects->anova), 1e-12);
+}
+
 TEST_F(ReportTest, SortingTheGridByValidBpcPutsTheBestFirst) {
   // The page's own script sorts the table; the DOM after a click on the
   // "valid bpc" heading (simulated by a script appended to a copy).
