@@ -33,10 +33,6 @@ struct EffectsOptions {
   SourceOptions source;
 };
 
-std::string Fixed(double value) {
-  return std::isfinite(value) ? fmt::format("{:.4f}", value) : "-";
-}
-
 std::string Signed(double value) {
   return std::isfinite(value) ? fmt::format("{:+.4f}", value) : "-";
 }
@@ -48,21 +44,6 @@ std::string Share(double value) {
 std::string PValue(double p) {
   if (!std::isfinite(p)) return "-";
   return p >= 0.001 ? fmt::format("{:.4f}", p) : fmt::format("{:.1e}", p);
-}
-
-std::string Exact(double value) { return std::isfinite(value) ? fmt::format("{}", value) : ""; }
-
-ordered_json Number(double value) {
-  return std::isfinite(value) ? ordered_json(value) : ordered_json(nullptr);
-}
-
-ordered_json FactorJson(const std::string& value_json) {
-  ordered_json value = ordered_json::parse(value_json, nullptr, /*allow_exceptions=*/false);
-  return value.is_discarded() ? ordered_json(value_json) : value;
-}
-
-std::string Plural(int64_t n, const char* noun) {
-  return fmt::format("{} {}{}", n, noun, n == 1 ? "" : "s");
 }
 
 // The per-job reply as a factorial design: every column but the seed is a
@@ -152,11 +133,8 @@ std::vector<const AnovaTerm*> MainEffects(const Anova& anova) {
 int RunEffects(const EffectsOptions& options) {
   const char* command = "effects";
   v1::ResultsRequest request;
-  StatusOr<v1::Split> split = ParseMetric(options.metric);
-  if (!split.ok()) return ReportError(command, split.status());
-  request.set_split(*split);
-  Status at = ParseAt(options.at, &request);
-  if (!at.ok()) return ReportError(command, at);
+  Status flags = ParseValueFlags(options.metric, options.at, &request);
+  if (!flags.ok()) return ReportError(command, flags);
   if (options.interactions_given && options.interactions < 1) {
     return ReportError(command, Status::InvalidArgument(fmt::format(
                                     "--interactions: {} is not 1 or more (1: main effects only)",

@@ -284,6 +284,17 @@ struct ChartScale {
   }
 };
 
+// An SVG figure's start, titled for screen readers, with the plot area as
+// the clip path `clip_id` that the series use.
+std::string ChartSvgStart(const std::string& title, const std::string& clip_id) {
+  return fmt::format(
+      "<svg viewBox=\"0 0 {} {}\" role=\"img\" aria-label=\"{}\">\n"
+      "<defs><clipPath id=\"{}\"><rect x=\"{}\" y=\"{}\" width=\"{}\" "
+      "height=\"{}\"/></clipPath></defs>\n",
+      kChartWidth, kChartHeight, HtmlEscape(title), clip_id, kPlotLeft, kPlotTop,
+      kPlotRight - kPlotLeft, kPlotBottom - kPlotTop);
+}
+
 // Gridlines, ticks, both axes and their titles.
 std::string ChartAxes(const ChartScale& s, const std::string& y_title) {
   std::string out;
@@ -353,14 +364,10 @@ std::string Chart(const v1::CurvesResponse& curves, const std::string& key,
 
   const ChartScale scale{NiceAxis(extent.x_low, extent.x_high, 5),
                          NiceAxis(extent.y_low, extent.y_high, 5)};
-  out += fmt::format(
-      "<svg viewBox=\"0 0 {} {}\" role=\"img\" aria-label=\"{}\">\n"
-      "<defs><clipPath id=\"plot-{}\"><rect x=\"{}\" y=\"{}\" width=\"{}\" "
-      "height=\"{}\"/></clipPath></defs>\n",
-      kChartWidth, kChartHeight, HtmlEscape(title), index, kPlotLeft, kPlotTop,
-      kPlotRight - kPlotLeft, kPlotBottom - kPlotTop);
+  const std::string clip = fmt::format("plot-{}", index);
+  out += ChartSvgStart(title, clip);
   out += ChartAxes(scale, "validation bpc");
-  out += fmt::format("<g clip-path=\"url(#plot-{})\">\n", index);
+  out += fmt::format("<g clip-path=\"url(#{})\">\n", clip);
   for (int g = 0; g < curves.groups_size(); ++g) {
     out += ChartSeries(scale, curves.steps(), curves.groups(g), g);
   }
@@ -430,17 +437,13 @@ std::string EffectChart(const v1::CurvesResponse& curves, const std::string& key
     return out + "<p class=\"muted\">No step has enough jobs for the analysis.</p>\n</figure>\n";
   }
   const ChartScale scale{NiceAxis(x_low, x_high, 5), NiceAxis(y_low, y_high, 5)};
-  out += fmt::format(
-      "<svg viewBox=\"0 0 {} {}\" role=\"img\" aria-label=\"{}\">\n"
-      "<defs><clipPath id=\"effect-plot-{}\"><rect x=\"{}\" y=\"{}\" width=\"{}\" "
-      "height=\"{}\"/></clipPath></defs>\n",
-      kChartWidth, kChartHeight, HtmlEscape(title), index, kPlotLeft, kPlotTop,
-      kPlotRight - kPlotLeft, kPlotBottom - kPlotTop);
+  const std::string clip = fmt::format("effect-plot-{}", index);
+  out += ChartSvgStart(title, clip);
   out += ChartAxes(scale, "effect on validation bpc");
   out += fmt::format(
       "<line class=\"axis zero\" x1=\"{0}\" x2=\"{1}\" y1=\"{2:.1f}\" y2=\"{2:.1f}\"/>\n",
       kPlotLeft, kPlotRight, scale.py(0));
-  out += fmt::format("<g clip-path=\"url(#effect-plot-{})\">\n", index);
+  out += fmt::format("<g clip-path=\"url(#{})\">\n", clip);
   for (int g = 0; g < curves.groups_size(); ++g) {
     out += ChartSeries(scale, curves.steps(), curves.groups(g), g);
   }

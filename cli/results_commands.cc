@@ -53,11 +53,8 @@ StatusOr<std::unique_ptr<Source>> OpenSweep(const SourceOptions& options, const 
 int RunResults(const ResultsOptions& options) {
   const char* command = "results";
   v1::ResultsRequest request;
-  StatusOr<v1::Split> split = ParseMetric(options.metric);
-  if (!split.ok()) return ReportError(command, split.status());
-  request.set_split(*split);
-  Status at = ParseAt(options.at, &request);
-  if (!at.ok()) return ReportError(command, at);
+  Status flags = ParseValueFlags(options.metric, options.at, &request);
+  if (!flags.ok()) return ReportError(command, flags);
   StatusOr<std::vector<std::string>> group_by = ParseGroupBy(options.group_by);
   if (!group_by.ok()) return ReportError(command, group_by.status());
   for (const std::string& name : *group_by) request.add_group_by(name);

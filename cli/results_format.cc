@@ -18,26 +18,6 @@ constexpr int kListedJobs = 10;
 // A failure's error is cut to its first line and this many characters.
 constexpr size_t kErrorChars = 200;
 
-std::string Fixed(double value) {
-  return std::isfinite(value) ? fmt::format("{:.4f}", value) : "-";
-}
-
-// Shortest text that reads back as the same double; empty for NaN.
-std::string Exact(double value) { return std::isfinite(value) ? fmt::format("{}", value) : ""; }
-
-ordered_json Number(double value) {
-  return std::isfinite(value) ? ordered_json(value) : ordered_json(nullptr);
-}
-
-ordered_json FactorJson(const std::string& value_json) {
-  ordered_json value = ordered_json::parse(value_json, nullptr, /*allow_exceptions=*/false);
-  return value.is_discarded() ? ordered_json(value_json) : value;
-}
-
-std::string Plural(int64_t n, const char* noun) {
-  return fmt::format("{} {}{}", n, noun, n == 1 ? "" : "s");
-}
-
 // "cell=gru, layer_norm=true, init=xavier" from a job's factors_json.
 std::string FactorsText(const std::string& factors_json) {
   ordered_json factors = ordered_json::parse(factors_json, nullptr, /*allow_exceptions=*/false);
@@ -92,6 +72,33 @@ int64_t UnfinishedValues(const v1::ResultsResponse& response) {
 }
 
 }  // namespace
+
+std::string Fixed(double value) {
+  return std::isfinite(value) ? fmt::format("{:.4f}", value) : "-";
+}
+
+std::string Exact(double value) { return std::isfinite(value) ? fmt::format("{}", value) : ""; }
+
+nlohmann::ordered_json Number(double value) {
+  return std::isfinite(value) ? nlohmann::ordered_json(value) : nlohmann::ordered_json(nullptr);
+}
+
+nlohmann::ordered_json FactorJson(const std::string& value_json) {
+  nlohmann::ordered_json value =
+      nlohmann::ordered_json::parse(value_json, nullptr, /*allow_exceptions=*/false);
+  return value.is_discarded() ? nlohmann::ordered_json(value_json) : value;
+}
+
+std::string Plural(int64_t n, const char* noun) {
+  return fmt::format("{} {}{}", n, noun, n == 1 ? "" : "s");
+}
+
+Status ParseValueFlags(const std::string& metric, const std::string& at,
+                       v1::ResultsRequest* request) {
+  ABLATE_ASSIGN_OR_RETURN(v1::Split split, ParseMetric(metric));
+  request->set_split(split);
+  return ParseAt(at, request);
+}
 
 StatusOr<v1::Split> ParseMetric(const std::string& metric) {
   for (v1::Split split : {v1::SPLIT_VALID, v1::SPLIT_TEST, v1::SPLIT_TRAIN}) {

@@ -7,6 +7,8 @@
 #ifndef ABLATE_CLI_RESULTS_FORMAT_H_
 #define ABLATE_CLI_RESULTS_FORMAT_H_
 
+#include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -22,6 +24,10 @@ std::string MetricName(v1::Split split);
 
 // --at: "final", "best" or "step:N" (N >= 0); sets request->at and step.
 Status ParseAt(const std::string& at, v1::ResultsRequest* request);
+
+// --metric and --at into the request.
+Status ParseValueFlags(const std::string& metric, const std::string& at,
+                       v1::ResultsRequest* request);
 
 // --group-by: comma-separated factors, or "none" for one row per job (an
 // empty list). InvalidArgument for an empty name.
@@ -76,6 +82,18 @@ std::string ValueName(const v1::ResultsRequest& request);
 // The display form of a factor value given as JSON text: strings bare,
 // anything else as JSON ("gru", "true", "3").
 std::string FactorText(const std::string& value_json);
+
+// Pieces of every results-like output. A value with 4 decimals, "-" for
+// NaN.
+std::string Fixed(double value);
+// The shortest text that reads back as the same double; empty for NaN.
+std::string Exact(double value);
+// A JSON number, null for NaN or infinity.
+nlohmann::ordered_json Number(double value);
+// A factor's value as JSON (its text when it is not JSON).
+nlohmann::ordered_json FactorJson(const std::string& value_json);
+// "1 job", "3 jobs".
+std::string Plural(int64_t n, const char* noun);
 
 }  // namespace ablate
 
