@@ -92,13 +92,14 @@ struct Coordinator {
   std::string address;
 };
 
+// `ablate status --format json` of one sweep.
 std::string Counts(const std::string& name, int total, int pending, int running, int done,
-                   int failed, int cancelled) {
+                   int failed, int cancelled, int64_t checkpoint_bytes = 0) {
   return "{\"sweep\":\"" + name + "\",\"total\":" + std::to_string(total) +
          ",\"jobs\":{\"pending\":" + std::to_string(pending) +
          ",\"running\":" + std::to_string(running) + ",\"done\":" + std::to_string(done) +
          ",\"failed\":" + std::to_string(failed) + ",\"cancelled\":" + std::to_string(cancelled) +
-         "}}";
+         "},\"checkpoint_bytes\":" + std::to_string(checkpoint_bytes) + "}";
 }
 
 std::string Trim(const std::string& text) {
@@ -567,6 +568,96 @@ TEST(Workers, ListsTheRegisteredWorkers) {
   ASSERT_EQ(coordinator.Stop(), 0);
   RunResult db = ws.Ablate({"workers", "--db", ws.db});
   EXPECT_NE(db.out.find("box-7/0"), std::string::npos) << db.out << db.err;
+}
+
+// Two sweeps of one job each, checkpointing every 10 of 30 steps: one keeps
+// its checkpoints (the default), one keeps none.
+std::string CheckpointSpec(const std::string& corpus, const std::string& name,
+                           const std::string& keep) {
+  return "name: " + name + "\ndata: {path: " + corpus +
+         "}\n"
+         "model: {hidden: 16, vocab: 27, cell: gru}\n"
+         "train: {batch: 2, seq: 16, steps: 30, log_every: 10, eval_every: 15, eval_bytes: 300, "
+         "checkpoint_every: 10}\n"
+         "schedule: {keep_checkpoints: " +
+         keep + "}\n";
+}
+
+TEST(Checkpoint, TrainedModelsComeOutLiveAndFromTheDatabaseAndResumeAtTheEnd) {
+  Workspace ws;
+  WriteFile(ws.dir.File("kept.yaml"), CheckpointSpec(ws.dir.File("corpus.txt"), "kept", "final"));
+  WriteFile(ws.dir.File("dropped.yaml"),
+            CheckpointSpec(ws.dir.File("corpus.txt"), "dropped", "none"));
+  Coordinator coordinator(ws.dir, ws.db);
+  ASSERT_FALSE(coordinator.address.empty()) << coordinator.process.Stderr();
+  const std::vector<std::string> at = {"--coordinator", coordinator.address};
+  for (const char* spec : {"kept.yaml", "dropped.yaml"}) {
+    ASSERT_EQ(ws.Ablate({"launch", ws.dir.File(spec), at[0], at[1]}).exit_code, 0);
+  }
+  RunResult worker = RunCommand({Binary("ablate-worker"), "--coordinator", coordinator.address,
+                                 "--threads", "1", "--exit-when-idle"},
+                                ws.logs, std::chrono::seconds(180));
+  ASSERT_EQ(worker.exit_code, 0) << worker.err;
+  const int64_t kept = QueryInt(ws.db,
+                                "SELECT j.id FROM jobs j JOIN sweeps s ON s.id = "
+                                "j.sweep_id WHERE s.name = 'kept'");
+  const int64_t dropped = QueryInt(ws.db,
+                                   "SELECT j.id FROM jobs j JOIN sweeps s ON s.id = "
+                                   "j.sweep_id WHERE s.name = 'dropped'");
+  // The kept job's checkpoint is its trained model, at the last step.
+  EXPECT_EQ(QueryInt(ws.db, "SELECT checkpoint_step FROM jobs WHERE id = " + std::to_string(kept)),
+            30);
+  const std::string checkpoints = ws.db + ".ckpt";
+  EXPECT_EQ(testing::ListDir(checkpoints).size(), 1u) << "the dropped job's file is gone";
+
+  RunResult live =
+      ws.Ablate({"checkpoint", std::to_string(kept), "-o", ws.dir.File("live.ckpt"), at[0], at[1]});
+  ASSERT_EQ(live.exit_code, 0) << live.err;
+  EXPECT_NE(live.out.find("checkpoint at step 30"), std::string::npos) << live.out;
+  RunResult none = ws.Ablate(
+      {"checkpoint", std::to_string(dropped), "-o", ws.dir.File("none.ckpt"), at[0], at[1]});
+  EXPECT_EQ(none.exit_code, 1);
+  EXPECT_EQ(testing::Lines(none.err).size(), 1u) << none.err;
+  EXPECT_NE(none.err.find("job " + std::to_string(dropped) + " has no checkpoint"),
+            std::string::npos)
+      << none.err;
+  EXPECT_FALSE(std::filesystem::exists(ws.dir.File("none.ckpt")));
+  RunResult unknown =
+      ws.Ablate({"checkpoint", "999", "-o", ws.dir.File("none.ckpt"), at[0], at[1]});
+  EXPECT_EQ(unknown.exit_code, 1);
+  EXPECT_NE(unknown.err.find("no job with id 999"), std::string::npos) << unknown.err;
+  // The coordinator's disk use, in `ablate status`.
+  const auto status =
+      nlohmann::json::parse(ws.Ablate({"status", "kept", "--format", "json", at[0], at[1]}).out);
+  EXPECT_EQ(status["checkpoint_bytes"].get<int64_t>(),
+            static_cast<int64_t>(ReadFile(ws.dir.File("live.ckpt")).size()));
+  ASSERT_EQ(coordinator.Stop(), 0);
+
+  RunResult from_file = ws.Ablate(
+      {"checkpoint", std::to_string(kept), "-o", ws.dir.File("file.ckpt"), "--db", ws.db});
+  ASSERT_EQ(from_file.exit_code, 0) << from_file.err;
+  EXPECT_EQ(ReadFile(ws.dir.File("file.ckpt")), ReadFile(ws.dir.File("live.ckpt")));
+  RunResult elsewhere = ws.Ablate({"checkpoint", std::to_string(kept), "-o", ws.dir.File("x.ckpt"),
+                                   "--db", ws.db, "--checkpoint-dir", ws.dir.File("nowhere")});
+  EXPECT_EQ(elsewhere.exit_code, 1);
+  EXPECT_NE(elsewhere.err.find("--checkpoint-dir"), std::string::npos) << elsewhere.err;
+
+  // The model trained to the end: resumed, it has no step left to take.
+  WriteFile(ws.dir.File("run.yaml"),
+            "data: {path: " + ws.dir.File("corpus.txt") +
+                "}\n"
+                "model: {hidden: 16, vocab: 27, cell: gru}\n"
+                "train: {batch: 2, seq: 16, steps: 30, log_every: 10, eval_every: 15, "
+                "eval_bytes: 300, checkpoint_every: 10}\n");
+  RunResult resumed = RunCommand({Binary("ablate-worker"), "train", ws.dir.File("run.yaml"),
+                                  "--resume", ws.dir.File("file.ckpt"), "--checkpoint",
+                                  ws.dir.File("again.ckpt"), "--threads", "1", "--format", "json"},
+                                 ws.logs, std::chrono::seconds(120));
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
+  EXPECT_NE(resumed.err.find("resumed at step 30"), std::string::npos) << resumed.err;
+  const auto last = nlohmann::json::parse(testing::Lines(resumed.out).back());
+  EXPECT_EQ(last["outcome"], "finished");
+  EXPECT_EQ(last["step"], 30);
 }
 
 TEST(Local, TrainsTheGridWithTwoWorkersAndAgainResumesWithNothingToDo) {

@@ -29,6 +29,8 @@ void AddCancelCommand(CLI::App* app);
 void AddRetryCommand(CLI::App* app);
 // local SPEC.yaml --workers N [--threads N] --db PATH [--data-dir DIR]
 void AddLocalCommand(CLI::App* app);
+// checkpoint JOB -o PATH [--db PATH [--checkpoint-dir DIR] | --coordinator ADDR]
+void AddCheckpointCommand(CLI::App* app);
 
 // Prints "ablate COMMAND: message" on stderr and returns 1.
 int ReportError(const std::string& command, const Status& status);

@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   ablate::AddLocalCommand(&app);
   ablate::AddResultsCommands(&app);
   ablate::AddEffectsCommand(&app);
+  ablate::AddCheckpointCommand(&app);
   CLI11_PARSE(app, argc, argv);
   return 0;
 }

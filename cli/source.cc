@@ -2,7 +2,11 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdlib>
+#include <fstream>
+#include <iterator>
 
+#include "common/config_hash.h"
+#include "common/file.h"
 #include "store/store.h"
 
 namespace ablate {
@@ -11,8 +15,11 @@ namespace {
 
 class DatabaseSource final : public Source {
  public:
-  DatabaseSource(std::string path, std::unique_ptr<Database> db)
-      : path_(std::move(path)), db_(std::move(db)), reader_(db_.get()) {}
+  DatabaseSource(std::string path, std::string checkpoint_dir, std::unique_ptr<Database> db)
+      : path_(std::move(path)),
+        checkpoint_dir_(std::move(checkpoint_dir)),
+        db_(std::move(db)),
+        reader_(db_.get()) {}
 
   std::string Describe() const override { return "database " + path_; }
   Status ListSweeps(v1::ListSweepsResponse* out) override {
@@ -30,9 +37,31 @@ class DatabaseSource final : public Source {
   Status Curves(const v1::CurvesRequest& request, v1::CurvesResponse* out) override {
     return reader_.Curves(request, out);
   }
+  StatusOr<v1::CheckpointInfo> FetchCheckpoint(int64_t job_id, const std::string& path) override {
+    ABLATE_ASSIGN_OR_RETURN(auto checkpoint, reader_.JobCheckpoint(job_id));
+    const auto& [name, info] = checkpoint;
+    const std::string file = checkpoint_dir_ + "/" + name;
+    std::ifstream in(file, std::ios::binary);
+    if (!in) {
+      return Status::DataLoss("checkpoint of job " + std::to_string(job_id) + ": " + file +
+                              " cannot be read (with --db, --checkpoint-dir names the "
+                              "coordinator's checkpoint directory)");
+    }
+    const std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (static_cast<int64_t>(data.size()) != info.total_bytes() ||
+        Sha256Hex(data) != info.sha256_hex()) {
+      return Status::DataLoss("checkpoint of job " + std::to_string(job_id) + ": " + file +
+                              " does not match the size or SHA-256 the database recorded");
+    }
+    ABLATE_ASSIGN_OR_RETURN(AtomicFile out, AtomicFile::Create(path));
+    ABLATE_RETURN_IF_ERROR(out.Append(data));
+    ABLATE_RETURN_IF_ERROR(out.Commit());
+    return info;
+  }
 
  private:
   const std::string path_;
+  const std::string checkpoint_dir_;
   const std::unique_ptr<Database> db_;
   StoreReader reader_;
 };
@@ -52,6 +81,9 @@ class CoordinatorSource final : public Source {
   }
   Status Curves(const v1::CurvesRequest& request, v1::CurvesResponse* out) override {
     return client_->Curves(request, out);
+  }
+  StatusOr<v1::CheckpointInfo> FetchCheckpoint(int64_t job_id, const std::string& path) override {
+    return client_->GetCheckpoint(job_id, path);
   }
 
  private:
@@ -106,7 +138,10 @@ StatusOr<std::unique_ptr<Source>> Source::Open(const SourceOptions& options) {
       return Status(s.code(),
                     options.db_path + " is not a readable ablate database: " + s.message());
     }
-    return std::unique_ptr<Source>(new DatabaseSource(options.db_path, std::move(db).value()));
+    std::string checkpoint_dir =
+        options.checkpoint_dir.empty() ? options.db_path + ".ckpt" : options.checkpoint_dir;
+    return std::unique_ptr<Source>(
+        new DatabaseSource(options.db_path, std::move(checkpoint_dir), std::move(db).value()));
   }
   if (options.client.address.empty()) {
     return Status::InvalidArgument(

@@ -28,6 +28,9 @@ namespace ablate {
 struct SourceOptions {
   std::string db_path;   // --db
   ClientOptions client;  // --coordinator and whatever AddClientFlags adds
+  // With --db, where the coordinator keeps checkpoints (its --checkpoint-dir);
+  // empty: its default, the database path + ".ckpt".
+  std::string checkpoint_dir;
 };
 
 // Registers --db and the client flags on `app`.
@@ -58,6 +61,12 @@ class Source {
   virtual Status ListWorkers(v1::ListWorkersResponse* out) = 0;
   virtual Status Results(const v1::ResultsRequest& request, v1::ResultsResponse* out) = 0;
   virtual Status Curves(const v1::CurvesRequest& request, v1::CurvesResponse* out) = 0;
+  // Job `job_id`'s current checkpoint (a done job's trained model, where its
+  // sweep keeps them) written to `path` whole or not at all, once its size
+  // and SHA-256 match what the database recorded; its info. NotFound for an
+  // unknown job or one without a checkpoint; DataLoss for a file that does
+  // not match.
+  virtual StatusOr<v1::CheckpointInfo> FetchCheckpoint(int64_t job_id, const std::string& path) = 0;
 
   // The id of the sweep a SWEEP argument names. Digits are tried as an id
   // first and then as a name, since names may be all digits. NotFound names

@@ -39,11 +39,14 @@ int64_t NowMs() {
 
 // A named sweep is one JSON object; all sweeps a list of them.
 std::string StatusJson(const v1::GetStatusResponse& status, bool one) {
-  if (one && status.sweeps_size() == 1) return SweepCountsJson(status.sweeps(0).sweep()).dump();
+  auto sweep_json = [](const v1::SweepStatus& sweep) {
+    nlohmann::ordered_json json = SweepCountsJson(sweep.sweep());
+    json["checkpoint_bytes"] = sweep.checkpoint_bytes();
+    return json;
+  };
+  if (one && status.sweeps_size() == 1) return sweep_json(status.sweeps(0)).dump();
   nlohmann::ordered_json list = nlohmann::ordered_json::array();
-  for (const v1::SweepStatus& sweep : status.sweeps()) {
-    list.push_back(SweepCountsJson(sweep.sweep()));
-  }
+  for (const v1::SweepStatus& sweep : status.sweeps()) list.push_back(sweep_json(sweep));
   return list.dump();
 }
 

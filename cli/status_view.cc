@@ -122,6 +122,9 @@ std::string StatusView::SweepLine(const v1::SweepStatus& sweep) const {
                   c.done(), c.total(), c.running(), c.pending(), c.failed());
   if (c.cancelled() > 0) line += fmt::format("  {} cancelled", c.cancelled());
   if (c.pending() + c.running() > 0) line += "  ETA " + FormatDuration(SweepEta(sweep));
+  if (sweep.checkpoint_bytes() > 0) {
+    line += "  checkpoints " + FormatSi(static_cast<double>(sweep.checkpoint_bytes())) + "B";
+  }
   return line + "\n";
 }
 

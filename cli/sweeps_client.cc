@@ -11,6 +11,8 @@ namespace {
 constexpr auto kCallDeadline = std::chrono::seconds(30);
 // Results and curves over millions of points, on a busy coordinator.
 constexpr auto kQueryDeadline = std::chrono::seconds(120);
+// A checkpoint of the seed's model (hundreds of MB) over a slow link.
+constexpr auto kCheckpointDeadline = std::chrono::minutes(30);
 
 }  // namespace
 
@@ -79,6 +81,18 @@ Status SweepsClient::Results(const v1::ResultsRequest& request, v1::ResultsRespo
 Status SweepsClient::Curves(const v1::CurvesRequest& request, v1::CurvesResponse* response) {
   return Invoke([&](grpc::ClientContext* c) { return stub_->Curves(c, request, response); },
                 kQueryDeadline);
+}
+
+StatusOr<v1::CheckpointInfo> SweepsClient::GetCheckpoint(int64_t job_id, const std::string& path) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + kCheckpointDeadline);
+  v1::GetCheckpointRequest request;
+  request.set_job_id(job_id);
+  auto reader = stub_->GetCheckpoint(&context, request);
+  return ReceiveCheckpoint(
+      reader.get(),
+      [this](const grpc::Status& status) { return CallOutcome(status, *channel_, address_); },
+      "checkpoint of job " + std::to_string(job_id), path);
 }
 
 }  // namespace ablate

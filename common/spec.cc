@@ -668,10 +668,16 @@ class SpecReader {
                        label + ": expected true or false, got " + Describe(field.value));
         }
         spec_.schedule.retry_on_nan = v.get<bool>();
+      } else if (field.name == "keep_checkpoints") {
+        if (!v.is_string() || (v.get<std::string>() != "final" && v.get<std::string>() != "none")) {
+          return Error(field.value,
+                       label + ": expected final or none, got " + Describe(field.value));
+        }
+        spec_.schedule.keep_final_checkpoint = v.get<std::string>() == "final";
       } else {
         return Error(field.key, label +
                                     ": unknown setting (known: max_attempts, lease_seconds, "
-                                    "retry_on_nan)");
+                                    "retry_on_nan, keep_checkpoints)");
       }
     }
     return Status::OK();

@@ -67,6 +67,10 @@ struct ScheduleOptions {
   double lease_seconds = 60;  // a job whose worker is silent this long is offered again;
                               // 0.001 to one week
   bool retry_on_nan = false;  // whether a job whose loss went NaN/inf counts as retryable
+  // keep_checkpoints: final (true): a finished job uploads its trained
+  // model as its last checkpoint, which the coordinator keeps for
+  // `ablate checkpoint`; none (false): a job's checkpoint goes when it is done.
+  bool keep_final_checkpoint = true;
 };
 
 struct SweepSpec {

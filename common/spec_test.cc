@@ -264,11 +264,19 @@ TEST(Spec, ScheduleHasDefaultsAndOverrides) {
   EXPECT_EQ(defaults.schedule.max_attempts, 3);
   EXPECT_EQ(defaults.schedule.lease_seconds, 60);
   EXPECT_FALSE(defaults.schedule.retry_on_nan);
+  EXPECT_TRUE(defaults.schedule.keep_final_checkpoint);
   SweepSpec custom =
-      MustParse(GridSpec("schedule: {max_attempts: 5, lease_seconds: 2.5, retry_on_nan: true}\n"));
+      MustParse(GridSpec("schedule: {max_attempts: 5, lease_seconds: 2.5, retry_on_nan: true, "
+                         "keep_checkpoints: none}\n"));
   EXPECT_EQ(custom.schedule.max_attempts, 5);
   EXPECT_EQ(custom.schedule.lease_seconds, 2.5);
   EXPECT_TRUE(custom.schedule.retry_on_nan);
+  EXPECT_FALSE(custom.schedule.keep_final_checkpoint);
+  EXPECT_TRUE(
+      MustParse(GridSpec("schedule: {keep_checkpoints: final}\n")).schedule.keep_final_checkpoint);
+  const std::string bad_keep = ParseError(GridSpec("schedule:\n  keep_checkpoints: all\n"));
+  EXPECT_EQ(LineOf(bad_keep), 10);
+  EXPECT_THAT(bad_keep, HasSubstr("schedule.keep_checkpoints: expected final or none"));
 
   EXPECT_EQ(LineOf(ParseError(GridSpec("schedule:\n  max_attempts: 0\n"))), 10);
   EXPECT_EQ(LineOf(ParseError(GridSpec("schedule:\n  lease_seconds: -1\n"))), 10);

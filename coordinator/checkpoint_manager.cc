@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <future>
+#include <optional>
 #include <set>
 
 #include "coordinator/job_manager.h"
@@ -283,16 +284,28 @@ void CheckpointManager::Commit(std::shared_ptr<CheckpointUpload> upload, std::st
 
 void CheckpointManager::BeginDownload(const v1::DownloadCheckpointRequest& request,
                                       Callback<std::unique_ptr<CheckpointDownload>> done) {
-  int64_t job_id = request.job_id();
-  int64_t token = request.lease_token();
+  Open(request.job_id(), request.lease_token(), std::move(done));
+}
+
+void CheckpointManager::BeginJobDownload(int64_t job_id,
+                                         Callback<std::unique_ptr<CheckpointDownload>> done) {
+  Open(job_id, std::nullopt, std::move(done));
+}
+
+void CheckpointManager::Open(int64_t job_id, std::optional<int64_t> lease_token,
+                             Callback<std::unique_ptr<CheckpointDownload>> done) {
   auto found = std::make_shared<std::pair<std::string, v1::CheckpointInfo>>();
   writer_->Submit(
-      [job_id, token, found](Database& db) -> Status {
-        ABLATE_ASSIGN_OR_RETURN(JobRow job, JobManager::CheckLease(db, job_id, token));
+      [job_id, lease_token, found](Database& db) -> Status {
+        if (lease_token) {
+          ABLATE_RETURN_IF_ERROR(JobManager::CheckLease(db, job_id, *lease_token).status());
+        } else {
+          ABLATE_RETURN_IF_ERROR(JobManager::ReadJob(db, job_id).status());
+        }
         ABLATE_ASSIGN_OR_RETURN(Rows rows, db.Query(R"sql(
             SELECT checkpoint_file, checkpoint_step, checkpoint_bytes, checkpoint_sha256
             FROM jobs WHERE id = ? AND checkpoint_file IS NOT NULL)sql",
-                                                    job.id));
+                                                    job_id));
         ABLATE_ASSIGN_OR_RETURN(bool has, rows.Next());
         if (!has) return Status::NotFound(fmt::format("job {} has no checkpoint", job_id));
         found->first = rows.Text(0);
@@ -318,6 +331,10 @@ void CheckpointManager::BeginDownload(const v1::DownloadCheckpointRequest& reque
           done(std::unique_ptr<CheckpointDownload>(new CheckpointDownload(found->second, fd)));
         });
       });
+}
+
+void CheckpointManager::Remove(const std::string& name) {
+  io_->Post([this, name] { RemoveQuietly(dir_ + "/" + name); });
 }
 
 }  // namespace ablate

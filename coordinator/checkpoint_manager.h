@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -111,12 +112,22 @@ class CheckpointManager {
   // the job has none.
   void BeginDownload(const v1::DownloadCheckpointRequest& request,
                      Callback<std::unique_ptr<CheckpointDownload>> done);
+  // Opens job `job_id`'s current checkpoint whatever its state, for a user
+  // (`ablate checkpoint`); NotFound for an unknown job or one without one.
+  void BeginJobDownload(int64_t job_id, Callback<std::unique_ptr<CheckpointDownload>> done);
+
+  // Removes checkpoint file `name` from the directory, on the I/O thread:
+  // one the database no longer refers to.
+  void Remove(const std::string& name);
 
   const std::string& dir() const { return dir_; }
 
  private:
   void Commit(std::shared_ptr<CheckpointUpload> upload, std::string final_path,
               v1::UploadCheckpointResponse* reply, Writer::Done done);
+  // Opens the job's checkpoint, checking the lease when a token is given.
+  void Open(int64_t job_id, std::optional<int64_t> lease_token,
+            Callback<std::unique_ptr<CheckpointDownload>> done);
 
   const std::string dir_;
   Writer* const writer_;

@@ -160,21 +160,23 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadCheckpointRequest
 // chunk read once the previous one is on its way.
 class DownloadReactor : public grpc::ServerWriteReactor<v1::DownloadCheckpointResponse> {
  public:
-  DownloadReactor(CheckpointManager* checkpoints, CallGate* gate,
-                  const grpc::CallbackServerContext& context,
-                  const v1::DownloadCheckpointRequest& request)
+  using Opened = CheckpointManager::Callback<std::unique_ptr<CheckpointDownload>>;
+
+  // `begin` asks the checkpoint manager for the file, once the call is
+  // admitted; its callback starts the stream.
+  DownloadReactor(CallGate* gate, const grpc::CallbackServerContext& context,
+                  const std::function<void(Opened)>& begin)
       : gate_(gate), admitted_(gate->Enter(context)) {
     if (!admitted_.ok()) {
       Finish(admitted_);
       return;
     }
-    checkpoints->BeginDownload(request,
-                               [this](StatusOr<std::unique_ptr<CheckpointDownload>> download) {
-                                 if (!download.ok()) return Finish(ToGrpc(download.status()));
-                                 download_ = std::move(download).value();
-                                 *response_.mutable_info() = download_->info();
-                                 WriteNext();
-                               });
+    begin([this](StatusOr<std::unique_ptr<CheckpointDownload>> download) {
+      if (!download.ok()) return Finish(ToGrpc(download.status()));
+      download_ = std::move(download).value();
+      *response_.mutable_info() = download_->info();
+      WriteNext();
+    });
   }
 
   void OnWriteDone(bool ok) override {
@@ -241,14 +243,23 @@ grpc::ServerReadReactor<v1::UploadCheckpointRequest>* CoordinatorService::Upload
 
 grpc::ServerWriteReactor<v1::DownloadCheckpointResponse>* CoordinatorService::DownloadCheckpoint(
     grpc::CallbackServerContext* context, const v1::DownloadCheckpointRequest* request) {
-  return new DownloadReactor(checkpoints_, gate_, *context, *request);
+  return new DownloadReactor(gate_, *context, [this, request](DownloadReactor::Opened opened) {
+    checkpoints_->BeginDownload(*request, std::move(opened));
+  });
 }
 
 grpc::ServerUnaryReactor* CoordinatorService::CompleteJob(grpc::CallbackServerContext* context,
                                                           const v1::CompleteJobRequest* request,
                                                           v1::CompleteJobResponse*) {
-  return Unary(context, gate_,
-               [&](Writer::Done done) { jobs_->CompleteJob(*request, std::move(done)); });
+  // The checkpoint of a sweep that keeps none goes once the completion commits.
+  auto dropped = std::make_shared<std::string>();
+  return Unary(context, gate_, [&, dropped](Writer::Done done) {
+    jobs_->CompleteJob(*request, dropped.get(),
+                       [this, dropped, done = std::move(done)](Status status) {
+                         if (status.ok() && !dropped->empty()) checkpoints_->Remove(*dropped);
+                         done(std::move(status));
+                       });
+  });
 }
 
 grpc::ServerUnaryReactor* CoordinatorService::FailJob(grpc::CallbackServerContext* context,
@@ -319,6 +330,14 @@ grpc::ServerUnaryReactor* SweepsService::Curves(grpc::CallbackServerContext* con
                                                 v1::CurvesResponse* reply) {
   return Unary(context, gate_,
                [&](Writer::Done done) { results_->Curves(*request, reply, std::move(done)); });
+}
+
+grpc::ServerWriteReactor<v1::DownloadCheckpointResponse>* SweepsService::GetCheckpoint(
+    grpc::CallbackServerContext* context, const v1::GetCheckpointRequest* request) {
+  const int64_t job_id = request->job_id();
+  return new DownloadReactor(gate_, *context, [this, job_id](DownloadReactor::Opened opened) {
+    checkpoints_->BeginJobDownload(job_id, std::move(opened));
+  });
 }
 
 }  // namespace ablate

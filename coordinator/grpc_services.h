@@ -102,8 +102,13 @@ class SweepsService final : public v1::Sweeps::CallbackService {
  public:
   // The managers and the gate must outlive the service.
   SweepsService(SweepManager* sweeps, JobManager* jobs, WorkerManager* workers,
-                ResultsManager* results, CallGate* gate)
-      : sweeps_(sweeps), jobs_(jobs), workers_(workers), results_(results), gate_(gate) {}
+                ResultsManager* results, CheckpointManager* checkpoints, CallGate* gate)
+      : sweeps_(sweeps),
+        jobs_(jobs),
+        workers_(workers),
+        results_(results),
+        checkpoints_(checkpoints),
+        gate_(gate) {}
 
   grpc::ServerUnaryReactor* Launch(grpc::CallbackServerContext* context,
                                    const v1::LaunchRequest* request,
@@ -129,12 +134,15 @@ class SweepsService final : public v1::Sweeps::CallbackService {
   grpc::ServerUnaryReactor* Curves(grpc::CallbackServerContext* context,
                                    const v1::CurvesRequest* request,
                                    v1::CurvesResponse* reply) override;
+  grpc::ServerWriteReactor<v1::DownloadCheckpointResponse>* GetCheckpoint(
+      grpc::CallbackServerContext* context, const v1::GetCheckpointRequest* request) override;
 
  private:
   SweepManager* const sweeps_;
   JobManager* const jobs_;
   WorkerManager* const workers_;
   ResultsManager* const results_;
+  CheckpointManager* const checkpoints_;
   CallGate* const gate_;
 };
 

@@ -144,7 +144,7 @@ Status JobManager::Lease(Database& db, int64_t worker_id, v1::LeaseJobResponse* 
   ABLATE_RETURN_IF_ERROR(ExpireOverdue(db, now));
 
   ABLATE_ASSIGN_OR_RETURN(Rows next, db.Query(R"sql(
-      SELECT j.id, j.checkpoint_step, s.id, s.name, s.lease_ms
+      SELECT j.id, j.checkpoint_step, s.id, s.name, s.lease_ms, s.keep_checkpoints = 'final'
       FROM jobs j JOIN sweeps s ON s.id = j.sweep_id
       WHERE j.state = 'pending' ORDER BY j.ord, j.sweep_id LIMIT 1)sql"));
   ABLATE_ASSIGN_OR_RETURN(bool found, next.Next());
@@ -157,6 +157,7 @@ Status JobManager::Lease(Database& db, int64_t worker_id, v1::LeaseJobResponse* 
     int64_t lease_ms = next.Int(4);
     lease->set_lease_seconds(lease_ms / 1000.0);
     lease->set_heartbeat_seconds(lease_ms / 1000.0 / kHeartbeatsPerLease);
+    lease->set_upload_final_checkpoint(next.Int(5) != 0);
 
     ABLATE_ASSIGN_OR_RETURN(Rows leased, db.Query(R"sql(
         UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = ?,
@@ -320,11 +321,12 @@ void JobManager::ReportPoints(const v1::ReportPointsRequest& request, Writer::Do
       std::move(done));
 }
 
-void JobManager::CompleteJob(const v1::CompleteJobRequest& request, Writer::Done done) {
+void JobManager::CompleteJob(const v1::CompleteJobRequest& request, std::string* dropped_checkpoint,
+                             Writer::Done done) {
   Status invalid = ValidateMetrics(request.metrics());
   if (!invalid.ok()) return done(invalid);
   Submit(
-      [this, &request](Database& db) -> Status {
+      [this, &request, dropped_checkpoint](Database& db) -> Status {
         ABLATE_ASSIGN_OR_RETURN(
             JobRow job, CheckLease(db, request.job_id(), request.lease_token(), {JobState::kDone}));
         if (job.state == JobState::kDone) return Status::OK();  // a retried completion
@@ -343,9 +345,25 @@ void JobManager::CompleteJob(const v1::CompleteJobRequest& request, Writer::Done
             metric(m.has_test_bpc(), m.test_bpc()),
             request.has_metrics() ? std::optional<int64_t>(m.steps()) : std::nullopt,
             request.has_metrics() ? std::optional<double>(m.wall_time()) : std::nullopt, job.id));
+        ABLATE_RETURN_IF_ERROR(DropCheckpointUnlessKept(db, job.id, dropped_checkpoint));
         return RecordEvent(db, {now, job.sweep_id, job.id, job.lease_owner, "complete", ""});
       },
       std::move(done));
+}
+
+Status JobManager::DropCheckpointUnlessKept(Database& db, int64_t job_id, std::string* dropped) {
+  ABLATE_ASSIGN_OR_RETURN(Rows rows, db.Query(R"sql(
+      SELECT j.checkpoint_file FROM jobs j JOIN sweeps s ON s.id = j.sweep_id
+      WHERE j.id = ? AND s.keep_checkpoints = 'none' AND j.checkpoint_file IS NOT NULL)sql",
+                                              job_id));
+  ABLATE_ASSIGN_OR_RETURN(bool found, rows.Next());
+  if (!found) return Status::OK();
+  if (dropped != nullptr) *dropped = rows.Text(0);
+  return db.Run(R"sql(
+      UPDATE jobs SET checkpoint_step = 0, checkpoint_file = NULL, checkpoint_bytes = NULL,
+                      checkpoint_sha256 = NULL
+      WHERE id = ?)sql",
+                job_id);
 }
 
 void JobManager::FailJob(const v1::FailJobRequest& request, v1::FailJobResponse* reply,

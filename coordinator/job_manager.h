@@ -68,8 +68,12 @@ class JobManager {
   // InvalidArgument (nothing stored) for a negative step, a non-finite value,
   // an unknown split or steps that do not increase within a split.
   void ReportPoints(const v1::ReportPointsRequest& request, Writer::Done done);
-  // Completing a done job again with its token is OK.
-  void CompleteJob(const v1::CompleteJobRequest& request, Writer::Done done);
+  // Completing a done job again with its token is OK. When the sweep keeps
+  // no checkpoints (schedule.keep_checkpoints: none), the job's checkpoint
+  // is forgotten in the same transaction and its file name, for the caller
+  // to remove once this commits, goes to `*dropped_checkpoint` (may be null).
+  void CompleteJob(const v1::CompleteJobRequest& request, std::string* dropped_checkpoint,
+                   Writer::Done done);
   // The job goes back to pending while attempts remain and the failure is
   // retryable (for a non-finite loss: while the sweep's retry_on_nan is set);
   // otherwise it fails, keeping `error`.
@@ -106,6 +110,9 @@ class JobManager {
   Status Lease(Database& db, int64_t worker_id, v1::LeaseJobResponse* reply);
   // Renews first when writes were refused since the last check.
   Status ExpireOverdue(Database& db, int64_t now);
+  // A done job of a sweep that keeps no checkpoints forgets its own; the
+  // file's name goes to `*dropped` (when not null).
+  static Status DropCheckpointUnlessKept(Database& db, int64_t job_id, std::string* dropped);
 
   Writer* const writer_;
   Clock* const clock_;

@@ -95,7 +95,7 @@ class SchedulerTest : public ::testing::TestWithParam<bool> {
     request.set_lease_token(lease.lease_token());
     request.mutable_metrics()->set_valid_bpc(1.5);
     request.mutable_metrics()->set_steps(100);
-    return Await([&](auto done) { m_->jobs->CompleteJob(request, done); });
+    return Await([&](auto done) { m_->jobs->CompleteJob(request, nullptr, done); });
   }
 
   StatusOr<bool> Fail(const v1::JobLease& lease, bool retryable, bool non_finite = false) {
@@ -288,6 +288,48 @@ TEST_P(SchedulerTest, ProgressIsFreshFromTheLeaseAndEveryTrainingPoint) {
   // An older point, retried, does not move the step back.
   ASSERT_TRUE(Report(lease, {TestPoint(v1::SPLIT_TRAIN, 10, 3.5)}).ok());
   EXPECT_EQ(JobText("step", lease.job_id()), "30");
+}
+
+// schedule.keep_checkpoints: final keeps a done job's checkpoint (its
+// trained model) and tells the worker to upload it; none forgets it when the
+// job is done and names the file for the caller to remove.
+TEST_P(SchedulerTest, ADoneJobKeepsItsCheckpointUnlessTheSweepKeepsNone) {
+  Launch("kept");
+  const v1::JobLease kept = Lease(Register("w")).job();
+  EXPECT_TRUE(kept.upload_final_checkpoint());
+  auto with_checkpoint = [&](const v1::JobLease& lease, const std::string& file) {
+    ASSERT_TRUE(Await([&](auto done) {
+                  m_->writer->Submit(
+                      [&](Database& db) {
+                        return db.Run(
+                            "UPDATE jobs SET checkpoint_step = 30, checkpoint_file = ?, "
+                            "checkpoint_bytes = 100, checkpoint_sha256 = 'ab' WHERE id = ?",
+                            file, lease.job_id());
+                      },
+                      done);
+                }).ok());
+  };
+  auto complete = [&](const v1::JobLease& lease, std::string* dropped) {
+    v1::CompleteJobRequest request;
+    request.set_job_id(lease.job_id());
+    request.set_lease_token(lease.lease_token());
+    return Await([&](auto done) { m_->jobs->CompleteJob(request, dropped, done); });
+  };
+  with_checkpoint(kept, "kept.ckpt");
+  std::string dropped;
+  ASSERT_TRUE(complete(kept, &dropped).ok());
+  EXPECT_EQ(dropped, "");
+  EXPECT_EQ(JobText("checkpoint_file || ' ' || checkpoint_step", kept.job_id()), "kept.ckpt 30");
+
+  // Its first job comes before the first sweep's second.
+  Launch("dropped", "schedule: {max_attempts: 2, lease_seconds: 10, keep_checkpoints: none}\n");
+  const v1::JobLease gone = Lease(Register("w2")).job();
+  EXPECT_FALSE(gone.upload_final_checkpoint());
+  with_checkpoint(gone, "gone.ckpt");
+  ASSERT_TRUE(complete(gone, &dropped).ok());
+  EXPECT_EQ(dropped, "gone.ckpt");
+  EXPECT_EQ(JobText("IFNULL(checkpoint_file, '-') || ' ' || checkpoint_step", gone.job_id()),
+            "- 0");
 }
 
 TEST_P(SchedulerTest, HeartbeatExtendsTheLease) {

@@ -131,8 +131,9 @@ StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
 
   s->coordinator_service_ = std::make_unique<CoordinatorService>(s->workers_.get(), s->jobs_.get(),
                                                                  s->checkpoints_.get(), &s->gate_);
-  s->sweeps_service_ = std::make_unique<SweepsService>(
-      s->sweeps_.get(), s->jobs_.get(), s->workers_.get(), s->results_.get(), &s->gate_);
+  s->sweeps_service_ =
+      std::make_unique<SweepsService>(s->sweeps_.get(), s->jobs_.get(), s->workers_.get(),
+                                      s->results_.get(), s->checkpoints_.get(), &s->gate_);
   s->gate_.RequireToken(options.token);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;

@@ -50,23 +50,24 @@ Status WriteLaunch(Database& db, const ExpandedSweep& sweep, int64_t now,
 
   int64_t sweep_id = 0;
   bool extending = newest && sweep.extend;
+  const char* keep = spec.schedule.keep_final_checkpoint ? "final" : "none";
   if (extending) {
     sweep_id = *newest;
     ABLATE_RETURN_IF_ERROR(db.Run(R"sql(
         UPDATE sweeps SET description = ?, spec_text = ?, spec_hash = ?, max_attempts = ?,
-                          lease_ms = ?, retry_on_nan = ?, state = 'active'
+                          lease_ms = ?, retry_on_nan = ?, keep_checkpoints = ?, state = 'active'
         WHERE id = ?)sql",
                                   spec.description, spec.source_text, sweep.spec_hash,
                                   spec.schedule.max_attempts, lease_ms, spec.schedule.retry_on_nan,
-                                  sweep_id));
+                                  keep, sweep_id));
   } else {
     ABLATE_RETURN_IF_ERROR(db.Run(R"sql(
         INSERT INTO sweeps (name, description, spec_text, spec_hash, max_attempts, lease_ms,
-                            retry_on_nan, created_ms, state)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'active'))sql",
+                            retry_on_nan, keep_checkpoints, created_ms, state)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'active'))sql",
                                   spec.name, spec.description, spec.source_text, sweep.spec_hash,
                                   spec.schedule.max_attempts, lease_ms, spec.schedule.retry_on_nan,
-                                  now));
+                                  keep, now));
     sweep_id = db.LastInsertRowId();
   }
 

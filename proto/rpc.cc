@@ -9,6 +9,9 @@
 #include <utility>
 #include <vector>
 
+#include "common/config_hash.h"
+#include "common/file.h"
+
 namespace ablate {
 
 namespace {
@@ -177,6 +180,31 @@ void AddClientFlags(CLI::App* app, ClientOptions* options) {
   key->needs(cert);
   app->add_option("--tls-server-name", options->tls_server_name,
                   "Name to expect in the coordinator's certificate (default: the address's host)");
+}
+
+StatusOr<v1::CheckpointInfo> ReceiveCheckpoint(
+    grpc::ClientReaderInterface<v1::DownloadCheckpointResponse>* reader,
+    const std::function<Status(const grpc::Status&)>& finish, const std::string& what,
+    const std::string& path) {
+  v1::DownloadCheckpointResponse message;
+  v1::CheckpointInfo info;
+  std::string data;
+  bool first = true;
+  while (reader->Read(&message)) {
+    if (first) info = message.info();
+    first = false;
+    data += message.chunk();
+  }
+  ABLATE_RETURN_IF_ERROR(finish(reader->Finish()));
+  if (first) return Status::DataLoss(what + " download ended before its first message");
+  if (static_cast<int64_t>(data.size()) != info.total_bytes() ||
+      Sha256Hex(data) != info.sha256_hex()) {
+    return Status::DataLoss(what + " download does not match its size or SHA-256");
+  }
+  ABLATE_ASSIGN_OR_RETURN(AtomicFile file, AtomicFile::Create(path));
+  ABLATE_RETURN_IF_ERROR(file.Append(data));
+  ABLATE_RETURN_IF_ERROR(file.Commit());
+  return info;
 }
 
 }  // namespace ablate

@@ -6,10 +6,12 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 
 #include "common/status.h"
+#include "proto/ablate.grpc.pb.h"
 
 namespace CLI {
 class App;
@@ -78,6 +80,17 @@ std::shared_ptr<grpc::Channel> MakeChannel(const ClientOptions& options);
 // Files are read during parsing; an unreadable or malformed one fails the
 // parse with a message naming the flag. `options` must outlive the parse.
 void AddClientFlags(CLI::App* app, ClientOptions* options);
+
+// A checkpoint download (DownloadCheckpoint, GetCheckpoint): reads the
+// stream, whose first message carries the file's info, to its end and
+// finishes the call; checks the bytes against the announced size and
+// SHA-256; writes them to `path` whole or not at all. `finish` turns the
+// call's final status into ours. DataLoss, naming `what`, for a stream with
+// no first message or bytes that do not match.
+StatusOr<v1::CheckpointInfo> ReceiveCheckpoint(
+    grpc::ClientReaderInterface<v1::DownloadCheckpointResponse>* reader,
+    const std::function<Status(const grpc::Status&)>& finish, const std::string& what,
+    const std::string& path);
 
 }  // namespace ablate
 

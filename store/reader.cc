@@ -95,6 +95,12 @@ Status StoreReader::AppendSweeps(int64_t only_id, bool with_running, v1::GetStat
   }
   if (!with_running) return Status::OK();
   for (v1::SweepStatus& status : *out->mutable_sweeps()) {
+    ABLATE_ASSIGN_OR_RETURN(
+        int64_t checkpoint_bytes,
+        db_->QueryInt(
+            "SELECT CAST(TOTAL(checkpoint_bytes) AS INTEGER) FROM jobs WHERE sweep_id = ?",
+            status.sweep().id()));
+    status.set_checkpoint_bytes(checkpoint_bytes);
     ABLATE_ASSIGN_OR_RETURN(Rows jobs, db_->Query(R"sql(
         SELECT j.id, j.ord, j.factors_json, j.attempts, j.lease_owner, w.name, j.step,
                j.steps_total, j.bytes_per_s, j.train_bpc, j.started_ms,
@@ -154,6 +160,25 @@ Status StoreReader::ListWorkers(v1::ListWorkersResponse* out) {
     }
   }
   return Status::OK();
+}
+
+StatusOr<std::pair<std::string, v1::CheckpointInfo>> StoreReader::JobCheckpoint(int64_t job_id) {
+  ABLATE_ASSIGN_OR_RETURN(Rows rows, db_->Query(R"sql(
+      SELECT COALESCE(checkpoint_file, ''), checkpoint_step, COALESCE(checkpoint_bytes, 0),
+             COALESCE(checkpoint_sha256, '')
+      FROM jobs WHERE id = ?)sql",
+                                                job_id));
+  ABLATE_ASSIGN_OR_RETURN(bool found, rows.Next());
+  if (!found) return Status::NotFound("no job with id " + std::to_string(job_id));
+  if (rows.Text(0).empty()) {
+    return Status::NotFound("job " + std::to_string(job_id) + " has no checkpoint");
+  }
+  std::pair<std::string, v1::CheckpointInfo> checkpoint;
+  checkpoint.first = rows.Text(0);
+  checkpoint.second.set_step(rows.Int(1));
+  checkpoint.second.set_total_bytes(rows.Int(2));
+  checkpoint.second.set_sha256_hex(rows.Text(3));
+  return checkpoint;
 }
 
 StatusOr<std::vector<v1::CurvePoint>> StoreReader::JobCurve(int64_t job_id) {

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/status.h"
@@ -43,6 +44,11 @@ class StoreReader {
   // A job's stored learning curve, by split and then step. NotFound for an
   // unknown job.
   StatusOr<std::vector<v1::CurvePoint>> JobCurve(int64_t job_id);
+
+  // A job's current checkpoint: its file's name in the coordinator's
+  // checkpoint directory, and its step, size and SHA-256. NotFound for an
+  // unknown job or one without a checkpoint.
+  StatusOr<std::pair<std::string, v1::CheckpointInfo>> JobCheckpoint(int64_t job_id);
 
   // A sweep's results and averaged curves, as store/results.h's
   // QueryResults and QueryCurves.

@@ -150,6 +150,13 @@ FROM curve_points p
 JOIN jobs j ON j.id = p.job_id
 JOIN sweeps s ON s.id = j.sweep_id;
 )sql",
+    // 3: schedule.keep_checkpoints: whether a done job's last checkpoint (its
+    // trained model, uploaded at the end) stays for `ablate checkpoint`.
+    // Sweeps from before kept theirs.
+    R"sql(
+ALTER TABLE sweeps ADD COLUMN keep_checkpoints TEXT NOT NULL DEFAULT 'final'
+  CHECK (keep_checkpoints IN ('final', 'none'));
+)sql",
 };
 
 // How much of a file a read-only connection maps into memory.

@@ -137,6 +137,40 @@ TEST_P(StoreFileTest, NewerSchemaIsRefusedUntouched) {
   EXPECT_EQ(OpenStoreReadOnly(path()).status().code(), Status::kFailedPrecondition);
 }
 
+// store/testdata/schema-v2: a sweep of 4 jobs run to the end by ablate
+// 0.1.0 (schema version 2), each with a checkpoint at step 10 in v2.db.ckpt.
+TEST(Migration, AVersionTwoFileFromThePreviousReleaseIsUpgradedInPlaceLosingNothing) {
+  TempDir dir;
+  const std::string path = dir.File("v2.db");
+  std::filesystem::copy_file(std::string(ABLATE_STORE_TESTDATA) + "/schema-v2/v2.db", path);
+  // Read-only opens never upgrade: the coordinator does, on its next start.
+  EXPECT_EQ(OpenStoreReadOnly(path).status().code(), Status::kFailedPrecondition);
+  {
+    auto db = OpenStore(path);
+    ASSERT_TRUE(db.ok()) << db.status().ToString();
+    EXPECT_EQ(*(*db)->QueryInt("PRAGMA user_version"), kStoreSchemaVersion);
+  }
+  auto db = OpenStoreReadOnly(path);
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  // Sweeps from before keep_checkpoints kept their checkpoints: 'final'.
+  EXPECT_EQ(*(*db)->QueryInt("SELECT count(*) FROM sweeps WHERE keep_checkpoints = 'final'"), 1);
+  EXPECT_EQ(*(*db)->QueryInt("SELECT count(*) FROM jobs WHERE state = 'done'"), 4);
+  EXPECT_EQ(*(*db)->QueryInt("SELECT count(*) FROM curve_points"), 28);
+  EXPECT_EQ(*(*db)->QueryInt("SELECT count(*) FROM job_results WHERE final_valid_bpc > 0"), 4);
+  StoreReader reader(db->get());
+  auto checkpoint = reader.JobCheckpoint(1);
+  ASSERT_TRUE(checkpoint.ok()) << checkpoint.status().ToString();
+  EXPECT_EQ(checkpoint->second.step(), 10);
+  const std::string file =
+      std::string(ABLATE_STORE_TESTDATA) + "/schema-v2/v2.db.ckpt/" + checkpoint->first;
+  EXPECT_EQ(static_cast<int64_t>(ReadBytes(file).size()), checkpoint->second.total_bytes());
+  v1::GetStatusResponse status;
+  ASSERT_TRUE(reader.GetStatus(v1::GetStatusRequest(), &status).ok());
+  ASSERT_EQ(status.sweeps_size(), 1);
+  EXPECT_EQ(status.sweeps(0).checkpoint_bytes(), 41670 + 48134 + 39366 + 51526);
+  EXPECT_EQ(reader.JobCheckpoint(99).status().code(), Status::kNotFound);
+}
+
 TEST_P(StoreFileTest, ReadOnlyOpenReadsButCannotWrite) {
   CreateWithOneWorker();
   auto db = OpenStoreReadOnly(path());

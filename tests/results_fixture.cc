@@ -96,7 +96,7 @@ void SweepWriter::Complete(const LeasedJob& job, const v1::FinalMetrics& metrics
   request.set_lease_token(job.lease.lease_token());
   *request.mutable_metrics() = metrics;
   m_.clock.AdvanceMs(60'000);
-  Status status = Await([&](auto done) { m_.jobs->CompleteJob(request, done); });
+  Status status = Await([&](auto done) { m_.jobs->CompleteJob(request, nullptr, done); });
   EXPECT_TRUE(status.ok()) << status.ToString();
 }
 

@@ -770,11 +770,15 @@ TEST(Schema, VersionOneDatabaseGainsTheViewsWhenOpened) {
   TempDir dir;
   const std::string path = dir.File("old.db");
   {
-    // The version 1 schema is this one without its views.
+    // The version 1 schema is this one without its views and without
+    // version 3's keep_checkpoints.
     auto db = OpenStore(path);
     ASSERT_TRUE(db.ok());
-    ASSERT_TRUE(
-        (*db)->Exec("DROP VIEW job_results; DROP VIEW curve; PRAGMA user_version = 1").ok());
+    ASSERT_TRUE((*db)
+                    ->Exec("DROP VIEW job_results; DROP VIEW curve; "
+                           "ALTER TABLE sweeps DROP COLUMN keep_checkpoints; "
+                           "PRAGMA user_version = 1")
+                    .ok());
   }
   EXPECT_EQ(OpenStoreReadOnly(path).status().code(), Status::kFailedPrecondition);
   {

@@ -6,7 +6,6 @@
 #include <thread>
 
 #include "common/config_hash.h"
-#include "common/file.h"
 #include "data/text8.h"
 
 namespace ablate {
@@ -150,26 +149,11 @@ StatusOr<int64_t> GrpcCoordinatorClient::DownloadCheckpoint(int64_t job_id, int6
   request.set_job_id(job_id);
   request.set_lease_token(lease_token);
   auto reader = stub_->DownloadCheckpoint(call.context(), request);
-  v1::DownloadCheckpointResponse message;
-  v1::CheckpointInfo info;
-  std::string data;
-  bool first = true;
-  while (reader->Read(&message)) {
-    if (first) info = message.info();
-    first = false;
-    data += message.chunk();
-  }
-  ABLATE_RETURN_IF_ERROR(call.Finish(reader->Finish()));
-  if (first) return Status::DataLoss("checkpoint download of job " + std::to_string(job_id) +
-                                     " ended before its first message");
-  if (static_cast<int64_t>(data.size()) != info.total_bytes() ||
-      Sha256Hex(data) != info.sha256_hex()) {
-    return Status::DataLoss("checkpoint download of job " + std::to_string(job_id) +
-                            " does not match its size or SHA-256");
-  }
-  ABLATE_ASSIGN_OR_RETURN(AtomicFile file, AtomicFile::Create(path));
-  ABLATE_RETURN_IF_ERROR(file.Append(data));
-  ABLATE_RETURN_IF_ERROR(file.Commit());
+  ABLATE_ASSIGN_OR_RETURN(
+      v1::CheckpointInfo info,
+      ReceiveCheckpoint(
+          reader.get(), [&call](const grpc::Status& status) { return call.Finish(status); },
+          "checkpoint of job " + std::to_string(job_id), path));
   return info.step();
 }
 

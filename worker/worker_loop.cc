@@ -181,6 +181,9 @@ class Worker {
       case TrainSummary::Outcome::kStopped:
         return HandBack(lease, trainer.get(), &uplink, checkpoint);
       case TrainSummary::Outcome::kFinished:
+        if (lease.upload_final_checkpoint()) {
+          UploadTrainedModel(lease, trainer.get(), &uplink, checkpoint);
+        }
         return Complete(lease, *summary, &uplink, checkpoint);
     }
   }
@@ -295,6 +298,18 @@ class Worker {
           lease.job_id(), released.ToString());
     }
     std::filesystem::remove(checkpoint);
+  }
+
+  // The trained model as the job's last checkpoint, which the coordinator
+  // keeps for `ablate checkpoint` (schedule.keep_checkpoints: final). A
+  // failed upload is a warning only: the job's results are whole without it.
+  void UploadTrainedModel(const v1::JobLease& lease, Trainer* trainer, JobUplink* uplink,
+                          const std::string& checkpoint) {
+    Status s = trainer->SaveCheckpoint(checkpoint);
+    if (s.ok()) s = uplink->UploadCheckpoint(checkpoint, trainer->step());
+    if (!s.ok()) {
+      spdlog::warn("job {}: the trained model was not uploaded: {}", lease.job_id(), s.ToString());
+    }
   }
 
   void Complete(const v1::JobLease& lease, const TrainSummary& summary, JobUplink* uplink,
