@@ -30,6 +30,9 @@ class DatabaseSource final : public Source {
   Status Curves(const v1::CurvesRequest& request, v1::CurvesResponse* out) override {
     return reader_.Curves(request, out);
   }
+  Status GetJob(const v1::GetJobRequest& request, v1::GetJobResponse* out) override {
+    return reader_.GetJob(request, out);
+  }
 
  private:
   const std::string path_;
@@ -52,6 +55,9 @@ class CoordinatorSource final : public Source {
   }
   Status Curves(const v1::CurvesRequest& request, v1::CurvesResponse* out) override {
     return client_->Curves(request, out);
+  }
+  Status GetJob(const v1::GetJobRequest& request, v1::GetJobResponse* out) override {
+    return client_->GetJob(request, out);
   }
 
  private:

@@ -58,6 +58,7 @@ class Source {
   virtual Status ListWorkers(v1::ListWorkersResponse* out) = 0;
   virtual Status Results(const v1::ResultsRequest& request, v1::ResultsResponse* out) = 0;
   virtual Status Curves(const v1::CurvesRequest& request, v1::CurvesResponse* out) = 0;
+  virtual Status GetJob(const v1::GetJobRequest& request, v1::GetJobResponse* out) = 0;
 
   // The id of the sweep a SWEEP argument names. Digits are tried as an id
   // first and then as a name, since names may be all digits. NotFound names

@@ -81,4 +81,9 @@ Status SweepsClient::Curves(const v1::CurvesRequest& request, v1::CurvesResponse
                 kQueryDeadline);
 }
 
+Status SweepsClient::GetJob(const v1::GetJobRequest& request, v1::GetJobResponse* response) {
+  return Invoke([&](grpc::ClientContext* c) { return stub_->GetJob(c, request, response); },
+                kQueryDeadline);
+}
+
 }  // namespace ablate

@@ -33,6 +33,7 @@ class SweepsClient {
   // read millions of points.
   Status Results(const v1::ResultsRequest& request, v1::ResultsResponse* response);
   Status Curves(const v1::CurvesRequest& request, v1::CurvesResponse* response);
+  Status GetJob(const v1::GetJobRequest& request, v1::GetJobResponse* response);
 
   const std::string& address() const { return address_; }
 

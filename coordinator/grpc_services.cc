@@ -321,4 +321,11 @@ grpc::ServerUnaryReactor* SweepsService::Curves(grpc::CallbackServerContext* con
                [&](Writer::Done done) { results_->Curves(*request, reply, std::move(done)); });
 }
 
+grpc::ServerUnaryReactor* SweepsService::GetJob(grpc::CallbackServerContext* context,
+                                                const v1::GetJobRequest* request,
+                                                v1::GetJobResponse* reply) {
+  return Unary(context, gate_,
+               [&](Writer::Done done) { results_->GetJob(*request, reply, std::move(done)); });
+}
+
 }  // namespace ablate

@@ -129,6 +129,9 @@ class SweepsService final : public v1::Sweeps::CallbackService {
   grpc::ServerUnaryReactor* Curves(grpc::CallbackServerContext* context,
                                    const v1::CurvesRequest* request,
                                    v1::CurvesResponse* reply) override;
+  grpc::ServerUnaryReactor* GetJob(grpc::CallbackServerContext* context,
+                                   const v1::GetJobRequest* request,
+                                   v1::GetJobResponse* reply) override;
 
  private:
   SweepManager* const sweeps_;

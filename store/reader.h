@@ -44,6 +44,10 @@ class StoreReader {
   // unknown job.
   StatusOr<std::vector<v1::CurvePoint>> JobCurve(int64_t job_id);
 
+  // One job with its sweep, every curve point and its events (the Sweeps
+  // service's GetJob). NotFound for an unknown job.
+  Status GetJob(const v1::GetJobRequest& request, v1::GetJobResponse* out);
+
   // A sweep's results and averaged curves, as store/results.h's
   // QueryResults and QueryCurves.
   Status Results(const v1::ResultsRequest& request, v1::ResultsResponse* out);
