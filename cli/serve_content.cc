@@ -6,6 +6,7 @@
 #include <cmath>
 #include <ctime>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <set>
 
@@ -31,6 +32,7 @@ nav .state { margin-left: auto; color: var(--muted); font-size: .85em; }
 .bar .done { background: var(--c2); } .bar .failed { background: var(--bad); }
 .bar .cancelled { background: var(--muted); } .bar .running { background: var(--c0); }
 .progress { display: grid; grid-template-columns: minmax(140px, 420px) 1fr; gap: 12px; align-items: center; }
+.figures.single { max-width: 720px; }
 pre.config { background: var(--card); border: 1px solid var(--rule); border-radius: 8px;
   padding: 10px; overflow-x: auto; font-size: .85em; }
 form.login { display: flex; gap: 8px; margin-top: 12px; }
@@ -299,8 +301,9 @@ std::vector<ReportSection> JobSections(const v1::GetJobResponse& job) {
   }
   sections.push_back({"section-job", facts + "</dl>\n"});
 
-  // Both splits on the one grid of their steps; a split's line has n 1 where
-  // it has a point.
+  // Both splits on the one grid of their steps. Between two of its points a
+  // split's line is drawn straight through the other split's steps (n 1
+  // there too), so that sparse validation points still make a line.
   std::map<v1::Split, std::map<int64_t, double>> by_split;
   std::set<int64_t> steps;
   for (const v1::CurvePoint& p : job.points()) {
@@ -315,17 +318,25 @@ std::vector<ReportSection> JobSections(const v1::GetJobResponse& job) {
     v1::CurveGroup* group = curves.add_groups();
     group->add_values_json(nlohmann::json(SplitName(split)).dump());
     group->set_jobs(1);
+    const std::map<int64_t, double>& points = by_split[split];
     for (int64_t step : steps) {
-      auto point = by_split[split].find(step);
-      const bool has = point != by_split[split].end();
-      group->add_n(has ? 1 : 0);
-      group->add_mean(has ? point->second : NAN);
+      auto after = points.lower_bound(step);
+      double bpc = NAN;
+      if (after != points.end() && after->first == step) {
+        bpc = after->second;
+      } else if (after != points.end() && after != points.begin()) {
+        auto before = std::prev(after);
+        const double t = double(step - before->first) / double(after->first - before->first);
+        bpc = before->second + t * (after->second - before->second);
+      }
+      group->add_n(std::isfinite(bpc) ? 1 : 0);
+      group->add_mean(bpc);
       group->add_stddev(NAN);
       group->add_min(NAN);
       group->add_max(NAN);
     }
   }
-  std::string figure = "<h2>Learning curves</h2>\n<div class=\"figures\">\n";
+  std::string figure = "<h2>Learning curves</h2>\n<div class=\"figures single\">\n";
   figure += CurvesFigure(curves, "", fmt::format("Job {}: bpc by step", job.job_id()), "bpc", 0);
   figure += "</div>\n";
   for (const v1::CurvePoint& p : job.points()) {

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Drives `ablate serve`'s pages in headless Chromium (Debian's chromium and
 chromium-driver, through python3-selenium) for cli/serve_test and
 bench/serve_bench.sh. Each mode prints one JSON line per observation.
