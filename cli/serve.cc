@@ -132,58 +132,59 @@ class SweepServer {
     });
     server.Get("/", [this, sweep](const httplib::Request&, httplib::Response& response) {
       if (!sweep.empty()) return response.set_redirect("/sweeps/" + sweep);
-      Page(response, [&]() -> StatusOr<std::string> {
+      Page(response, [&]() REQUIRES(mu_) -> StatusOr<std::string> {
         ABLATE_ASSIGN_OR_RETURN(std::vector<ReportSection> sections, SweepsSections());
         return LivePage("Sweeps", "reading " + source_->Describe(), sections, "/live", poll_ms_);
       });
     });
     server.Get("/live", [this](const httplib::Request& request, httplib::Response& response) {
-      Live(request, response, [&] { return SweepsSections(); });
+      Live(request, response, [&]() REQUIRES(mu_) { return SweepsSections(); });
     });
     server.Get(R"(/sweeps/([^/]+))",
                [this](const httplib::Request& request, httplib::Response& response) {
-                 Page(response, [&]() -> StatusOr<std::string> {
+                 Page(response, [&]() REQUIRES(mu_) -> StatusOr<std::string> {
                    ABLATE_ASSIGN_OR_RETURN(int64_t id, source_->ResolveSweep(request.matches[1]));
                    ABLATE_ASSIGN_OR_RETURN(std::vector<ReportSection> sections, SweepSections(id));
                    return LivePage("Sweep " + names_[id], descriptions_[id], sections,
                                    fmt::format("/sweeps/{}/live", id), PollMs(id));
                  });
                });
-    server.Get(R"(/sweeps/(\d+)/live)", [this](const httplib::Request& request,
-                                               httplib::Response& response) {
-      const int64_t id = std::stoll(request.matches[1]);
-      Live(
-          request, response, [&] { return SweepSections(id); }, [&] { return PollMs(id); });
-    });
+    server.Get(R"(/sweeps/(\d+)/live)",
+               [this](const httplib::Request& request, httplib::Response& response) {
+                 const int64_t id = std::stoll(request.matches[1]);
+                 Live(
+                     request, response, [&]() REQUIRES(mu_) { return SweepSections(id); },
+                     [&]() REQUIRES(mu_) { return PollMs(id); });
+               });
     server.Get(
         R"(/jobs/(\d+))", [this](const httplib::Request& request, httplib::Response& response) {
-          Page(response, [&]() -> StatusOr<std::string> {
+          Page(response, [&]() REQUIRES(mu_) -> StatusOr<std::string> {
             ABLATE_ASSIGN_OR_RETURN(v1::GetJobResponse job, Job(request.matches[1]));
             return LivePage(fmt::format("Job {}", job.job_id()), FactorsText(job.factors_json()),
                             JobSections(job), fmt::format("/jobs/{}/live", job.job_id()), poll_ms_);
           });
         });
-    server.Get(R"(/jobs/(\d+)/live)",
-               [this](const httplib::Request& request, httplib::Response& response) {
-                 Live(request, response, [&]() -> StatusOr<std::vector<ReportSection>> {
-                   ABLATE_ASSIGN_OR_RETURN(v1::GetJobResponse job, Job(request.matches[1]));
-                   return JobSections(job);
-                 });
-               });
+    server.Get(R"(/jobs/(\d+)/live)", [this](const httplib::Request& request,
+                                             httplib::Response& response) {
+      Live(request, response, [&]() REQUIRES(mu_) -> StatusOr<std::vector<ReportSection>> {
+        ABLATE_ASSIGN_OR_RETURN(v1::GetJobResponse job, Job(request.matches[1]));
+        return JobSections(job);
+      });
+    });
     RegisterApi(server);
   }
 
  private:
   void RegisterApi(httplib::Server& server) {
     server.Get("/api/sweeps", [this](const httplib::Request&, httplib::Response& response) {
-      Json(response, [&]() -> StatusOr<std::string> {
+      Json(response, [&]() REQUIRES(mu_) -> StatusOr<std::string> {
         v1::ListSweepsResponse sweeps;
         ABLATE_RETURN_IF_ERROR(source_->ListSweeps(&sweeps));
         return SweepListJson(sweeps).dump() + "\n";
       });
     });
     server.Get("/api/workers", [this](const httplib::Request&, httplib::Response& response) {
-      Json(response, [&]() -> StatusOr<std::string> {
+      Json(response, [&]() REQUIRES(mu_) -> StatusOr<std::string> {
         v1::ListWorkersResponse workers;
         ABLATE_RETURN_IF_ERROR(source_->ListWorkers(&workers));
         return WorkersJson(workers).dump() + "\n";
@@ -191,7 +192,7 @@ class SweepServer {
     });
     server.Get(R"(/api/sweeps/([^/]+))",
                [this](const httplib::Request& request, httplib::Response& response) {
-                 Json(response, [&]() -> StatusOr<std::string> {
+                 Json(response, [&]() REQUIRES(mu_) -> StatusOr<std::string> {
                    ABLATE_ASSIGN_OR_RETURN(int64_t id, source_->ResolveSweep(request.matches[1]));
                    ABLATE_ASSIGN_OR_RETURN(v1::SweepStatus sweep, StatusOf(id));
                    return SweepStatusJson(sweep, view_).dump() + "\n";
@@ -199,7 +200,7 @@ class SweepServer {
                });
     server.Get(R"(/api/sweeps/([^/]+)/results)",
                [this](const httplib::Request& request, httplib::Response& response) {
-                 Json(response, [&]() -> StatusOr<std::string> {
+                 Json(response, [&]() REQUIRES(mu_) -> StatusOr<std::string> {
                    v1::ResultsRequest query;
                    ABLATE_RETURN_IF_ERROR(ParseValueFlags(Param(request, "metric", "valid_bpc"),
                                                           Param(request, "at", "final"), &query));
@@ -216,7 +217,7 @@ class SweepServer {
                });
     server.Get(R"(/api/sweeps/([^/]+)/curves)",
                [this](const httplib::Request& request, httplib::Response& response) {
-                 Json(response, [&]() -> StatusOr<std::string> {
+                 Json(response, [&]() REQUIRES(mu_) -> StatusOr<std::string> {
                    v1::CurvesRequest query;
                    ABLATE_ASSIGN_OR_RETURN(v1::Split split,
                                            ParseMetric(Param(request, "metric", "valid_bpc")));
@@ -236,7 +237,7 @@ class SweepServer {
                });
     server.Get(R"(/api/sweeps/([^/]+)/effects)",
                [this](const httplib::Request& request, httplib::Response& response) {
-                 Json(response, [&]() -> StatusOr<std::string> {
+                 Json(response, [&]() REQUIRES(mu_) -> StatusOr<std::string> {
                    v1::ResultsRequest query;
                    ABLATE_RETURN_IF_ERROR(ParseValueFlags(Param(request, "metric", "valid_bpc"),
                                                           Param(request, "at", "final"), &query));
@@ -250,7 +251,7 @@ class SweepServer {
                });
     server.Get(R"(/api/jobs/(\d+))",
                [this](const httplib::Request& request, httplib::Response& response) {
-                 Json(response, [&]() -> StatusOr<std::string> {
+                 Json(response, [&]() REQUIRES(mu_) -> StatusOr<std::string> {
                    ABLATE_ASSIGN_OR_RETURN(v1::GetJobResponse job, Job(request.matches[1]));
                    return JobJson(job).dump() + "\n";
                  });
