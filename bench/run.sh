@@ -25,3 +25,6 @@ bench/trainer_vs_pytorch.sh "$build" "$out"
 # --- Results: `ablate results` / `ablate curves` on a 10-million-point sweep --
 # (beside the naive SQL; the database is built once and cached)
 "$build/bench/results_bench" --runs 5 | tee "$out/results_bench.txt"
+
+# --- Serve: the page of that 10,008-job sweep in headless Chromium ----------
+bench/serve_bench.sh "$build" | tee "$out/serve_bench.txt"

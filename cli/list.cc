@@ -38,21 +38,7 @@ int RunList(const ListOptions& options) {
   if (!listed.ok()) return ReportError("list", listed);
 
   if (*format == Format::kJson) {
-    nlohmann::ordered_json out = nlohmann::ordered_json::array();
-    for (const v1::SweepSummary& s : sweeps.sweeps()) {
-      nlohmann::ordered_json sweep;
-      sweep["id"] = s.id();
-      sweep["name"] = s.name();
-      sweep["description"] = s.description();
-      sweep["state"] = s.state();
-      sweep["created_ms"] = s.created_ms();
-      sweep["spec_hash"] = s.spec_hash();
-      const nlohmann::ordered_json counts = SweepCountsJson(s);
-      sweep["total"] = counts["total"];
-      sweep["jobs"] = counts["jobs"];
-      out.push_back(std::move(sweep));
-    }
-    std::printf("%s\n", out.dump().c_str());
+    std::printf("%s\n", SweepListJson(sweeps).dump().c_str());
     return 0;
   }
   Table table({"id", "name", "state", "created", "total", "done", "running", "pending", "failed",

@@ -4,6 +4,7 @@
 #include "cli/commands.h"
 #include "cli/effects.h"
 #include "cli/results_commands.h"
+#include "cli/serve.h"
 
 // No LibTorch here: loading it would cost every command half a second. What
 // needs it (`launch --dry-run`'s step timing) runs in ablate-worker.
@@ -19,6 +20,7 @@ int main(int argc, char** argv) {
   ablate::AddLocalCommand(&app);
   ablate::AddResultsCommands(&app);
   ablate::AddEffectsCommand(&app);
+  ablate::AddServeCommand(&app);
   ablate::AddCheckpointCommand(&app);
   CLI11_PARSE(app, argc, argv);
   return 0;

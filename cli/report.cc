@@ -94,28 +94,32 @@ dd { margin: 0; }
 )css";
 
 // Sorts a table by the clicked column: numerically by each cell's
-// data-sort when both read as numbers, else by text.
+// data-sort when both read as numbers, else by text. One listener on the
+// document, so a table replaced later (`ablate serve`'s live updates) sorts
+// too; sortTable lets such a page sort a new table as the old one was.
 const char* kScript = R"js(
-document.querySelectorAll("table.sortable").forEach(function (table) {
+function sortTable(table, column, direction) {
   var heads = table.tHead.rows[0].cells;
-  Array.prototype.forEach.call(heads, function (th, column) {
-    th.querySelector("button").addEventListener("click", function () {
-      var direction = th.getAttribute("aria-sort") === "ascending" ? -1 : 1;
-      Array.prototype.forEach.call(heads, function (h) { h.removeAttribute("aria-sort"); });
-      th.setAttribute("aria-sort", direction > 0 ? "ascending" : "descending");
-      var body = table.tBodies[0];
-      var rows = Array.prototype.slice.call(body.rows);
-      rows.sort(function (a, b) {
-        var x = a.cells[column].getAttribute("data-sort");
-        var y = b.cells[column].getAttribute("data-sort");
-        var nx = parseFloat(x), ny = parseFloat(y);
-        if (!isNaN(nx) && !isNaN(ny)) return direction * (nx - ny);
-        if (isNaN(nx) !== isNaN(ny)) return isNaN(nx) ? 1 : -1;
-        return direction * x.localeCompare(y);
-      });
-      rows.forEach(function (row) { body.appendChild(row); });
-    });
+  Array.prototype.forEach.call(heads, function (h) { h.removeAttribute("aria-sort"); });
+  heads[column].setAttribute("aria-sort", direction > 0 ? "ascending" : "descending");
+  var body = table.tBodies[0];
+  var rows = Array.prototype.slice.call(body.rows);
+  rows.sort(function (a, b) {
+    var x = a.cells[column].getAttribute("data-sort");
+    var y = b.cells[column].getAttribute("data-sort");
+    var nx = parseFloat(x), ny = parseFloat(y);
+    if (!isNaN(nx) && !isNaN(ny)) return direction * (nx - ny);
+    if (isNaN(nx) !== isNaN(ny)) return isNaN(nx) ? 1 : -1;
+    return direction * x.localeCompare(y);
   });
+  rows.forEach(function (row) { body.appendChild(row); });
+}
+document.addEventListener("click", function (event) {
+  var button = event.target.closest("table.sortable th button");
+  if (!button) return;
+  var th = button.closest("th");
+  sortTable(th.closest("table"), th.cellIndex,
+            th.getAttribute("aria-sort") === "ascending" ? -1 : 1);
 });
 )js";
 
@@ -138,6 +142,7 @@ std::string AxisTitle(const std::string& key) {
 // ("GRU", "layer norm", "variance scaling"), or in a table column headed by
 // the factor (`in_column`: "yes" rather than "layer norm").
 std::string ValueLabel(const std::string& key, const std::string& value_json, bool in_column) {
+  if (key.empty()) return FactorText(value_json);
   const json value = json::parse(value_json, nullptr, /*allow_exceptions=*/false);
   if (key == "model.cell" && value.is_string()) {
     std::string cell = value.get<std::string>();
@@ -158,7 +163,9 @@ std::string Bpc(double value) { return std::isfinite(value) ? fmt::format("{:.4f
 
 std::string DataSort(double value) { return std::isfinite(value) ? fmt::format("{}", value) : ""; }
 
-std::string Date(int64_t ms) {
+}  // namespace
+
+std::string FormatDate(int64_t ms) {
   if (ms <= 0) return "–";
   const std::time_t seconds = static_cast<std::time_t>(ms / 1000);
   std::tm utc{};
@@ -167,6 +174,8 @@ std::string Date(int64_t ms) {
   std::strftime(text, sizeof text, "%Y-%m-%d %H:%M UTC", &utc);
   return text;
 }
+
+namespace {
 
 // The parameter count of a job's config, or -1 when it does not parse.
 int64_t Parameters(const std::string& config_json) {
@@ -178,6 +187,8 @@ int64_t Parameters(const std::string& config_json) {
   return CountParameters(m.cell, m.layer_norm, m.hidden, m.vocab);
 }
 
+}  // namespace
+
 std::string FactorsText(const std::string& factors_json) {
   const json factors = json::parse(factors_json, nullptr, /*allow_exceptions=*/false);
   if (!factors.is_object()) return factors_json;
@@ -188,6 +199,8 @@ std::string FactorsText(const std::string& factors_json) {
   }
   return out;
 }
+
+namespace {
 
 // --- Charts -------------------------------------------------------------------
 
@@ -350,8 +363,10 @@ std::string ChartSeries(const ChartScale& s, const google::protobuf::RepeatedFie
       g % kColours, band, g >= kColours ? " dashed" : "", line);
 }
 
-std::string Chart(const v1::CurvesResponse& curves, const std::string& key,
-                  const std::string& title, int index) {
+}  // namespace
+
+std::string CurvesFigure(const v1::CurvesResponse& curves, const std::string& key,
+                         const std::string& title, const std::string& y_title, int index) {
   const ChartExtent extent = MeasureChart(curves);
   std::string out = fmt::format(
       "<figure class=\"chart\" data-key=\"{}\">\n<figcaption><h3>{}</h3><p class=\"note\">mean "
@@ -359,14 +374,14 @@ std::string Chart(const v1::CurvesResponse& curves, const std::string& key,
       HtmlEscape(key), HtmlEscape(title),
       extent.zoomed ? "; the first third of training runs off the top" : "");
   if (extent.empty()) {
-    return out + "<p class=\"muted\">No validation points yet.</p>\n</figure>\n";
+    return out + "<p class=\"muted\">No points yet.</p>\n</figure>\n";
   }
 
   const ChartScale scale{NiceAxis(extent.x_low, extent.x_high, 5),
                          NiceAxis(extent.y_low, extent.y_high, 5)};
   const std::string clip = fmt::format("plot-{}", index);
   out += ChartSvgStart(title, clip);
-  out += ChartAxes(scale, "validation bpc");
+  out += ChartAxes(scale, y_title);
   out += fmt::format("<g clip-path=\"url(#{})\">\n", clip);
   for (int g = 0; g < curves.groups_size(); ++g) {
     out += ChartSeries(scale, curves.steps(), curves.groups(g), g);
@@ -384,6 +399,8 @@ std::string Chart(const v1::CurvesResponse& curves, const std::string& key,
   }
   return out + "</ul>\n</figure>\n";
 }
+
+namespace {
 
 // A factor's main effects at each analysed step as curves: per level, the
 // effect (mean) and its 95% half-width (as the band's spread); n is 0 at
@@ -671,9 +688,9 @@ std::string FactsSection(const ReportData& data) {
     for (const v1::DeviceUse& use : facts.ran_on()) uses.push_back(HtmlEscape(DeviceUseText(use)));
     out += fmt::format("<dt>ran on</dt><dd>{}</dd>\n", fmt::join(uses, "<br>"));
   }
-  out += fmt::format("<dt>launched</dt><dd>{}</dd>\n", Date(sweep.created_ms()));
-  out += fmt::format("<dt>ran</dt><dd>{} to {}</dd>\n", Date(facts.first_started_ms()),
-                     Date(facts.last_finished_ms()));
+  out += fmt::format("<dt>launched</dt><dd>{}</dd>\n", FormatDate(sweep.created_ms()));
+  out += fmt::format("<dt>ran</dt><dd>{} to {}</dd>\n", FormatDate(facts.first_started_ms()),
+                     FormatDate(facts.last_finished_ms()));
   const int64_t unfinished = counts.running() + counts.pending();
   if (unfinished > 0) {
     out += fmt::format(
@@ -815,33 +832,51 @@ StatusOr<ReportData> CollectReport(Source& source, const v1::SweepRef& sweep) {
   return data;
 }
 
-std::string RenderReport(const ReportData& data) {
-  const v1::SweepSummary& sweep = data.jobs.sweep();
-  std::string out = fmt::format(
+std::string HtmlPage(const std::string& title, const std::string& extra_style,
+                     const std::string& body, const std::string& script) {
+  return fmt::format(
       "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
       "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
       "<meta name=\"color-scheme\" content=\"light dark\">\n"
-      "<title>ablate report: {}</title>\n<style>{}</style>\n</head>\n<body>\n<main>\n",
-      HtmlEscape(sweep.name()), kStyle);
-  out += fmt::format("<header>\n<h1>Sweep {}</h1>\n", HtmlEscape(sweep.name()));
-  if (!sweep.description().empty()) {
-    out += fmt::format("<p class=\"muted\" id=\"description\">{}</p>\n",
-                       HtmlEscape(sweep.description()));
-  }
-  out += "</header>\n";
-  out += BestSection(data);
-  out += "<h2>Learning curves</h2>\n<div class=\"figures\">\n";
+      "<title>{}</title>\n<style>{}{}</style>\n</head>\n<body>\n<main>\n{}</main>\n"
+      "<script>{}{}</script>\n</body>\n</html>\n",
+      HtmlEscape(title), kStyle, extra_style, body, kScript, script);
+}
+
+std::vector<ReportSection> RenderReportSections(const ReportData& data) {
+  std::vector<ReportSection> sections;
+  sections.push_back({"section-best", BestSection(data)});
+  std::string curves = "<h2>Learning curves</h2>\n<div class=\"figures\">\n";
   for (size_t i = 0; i < data.figures.size(); ++i) {
     const v1::CurvesResponse& figure = data.figures[i];
     const std::string key = figure.column_keys_size() > 0 ? figure.column_keys(0) : "";
-    out += Chart(figure, key, "Validation bpc by " + AxisTitle(key), static_cast<int>(i));
+    curves += CurvesFigure(figure, key, "Validation bpc by " + AxisTitle(key), "validation bpc",
+                           static_cast<int>(i));
   }
-  out += "</div>\n";
-  out += EffectsSection(data);
-  out += GridSection(data);
-  out += FactsSection(data);
-  out += fmt::format("</main>\n<script>{}</script>\n</body>\n</html>\n", kScript);
+  sections.push_back({"section-curves", curves + "</div>\n"});
+  sections.push_back({"section-effects", EffectsSection(data)});
+  sections.push_back({"section-grid", GridSection(data)});
+  sections.push_back({"section-facts", FactsSection(data)});
+  return sections;
+}
+
+std::string SectionsHtml(const std::vector<ReportSection>& sections) {
+  std::string out;
+  for (const ReportSection& section : sections) {
+    out += fmt::format("<section id=\"{}\">\n{}</section>\n", section.id, section.html);
+  }
   return out;
+}
+
+std::string RenderReport(const ReportData& data) {
+  const v1::SweepSummary& sweep = data.jobs.sweep();
+  std::string body = fmt::format("<header>\n<h1>Sweep {}</h1>\n", HtmlEscape(sweep.name()));
+  if (!sweep.description().empty()) {
+    body += fmt::format("<p class=\"muted\" id=\"description\">{}</p>\n",
+                        HtmlEscape(sweep.description()));
+  }
+  body += "</header>\n" + SectionsHtml(RenderReportSections(data));
+  return HtmlPage("ablate report: " + sweep.name(), "", body, "");
 }
 
 }  // namespace ablate

@@ -57,6 +57,37 @@ StatusOr<ReportData> CollectReport(Source& source, const v1::SweepRef& sweep);
 // (no time of generation is written).
 std::string RenderReport(const ReportData& data);
 
+// One part of the report's body: the id of the <section> that holds it, and
+// its HTML.
+struct ReportSection {
+  std::string id;
+  std::string html;
+};
+// The report's body in page order: the best configuration, the learning
+// curves, what matters, the grid, the sweep's facts with its failures. The
+// report and `ablate serve`'s sweep page both show these.
+std::vector<ReportSection> RenderReportSections(const ReportData& data);
+// Each section as <section id="ID">HTML</section>, in order.
+std::string SectionsHtml(const std::vector<ReportSection>& sections);
+
+// A whole document in the report's look: `title`, the report's CSS then
+// `extra_style`, `body` inside <main>, the report's script (sortable tables,
+// sortTable(table, column, direction)) then `script`.
+std::string HtmlPage(const std::string& title, const std::string& extra_style,
+                     const std::string& body, const std::string& script);
+
+// A figure of `curves` as the report draws its learning curves: per group a
+// mean line with a ± std band, a legend of the groups' values of factor `key`
+// (bare values when `key` is empty), `y_title` on the y axis. `index` makes
+// its clip path's id unique in the page.
+std::string CurvesFigure(const v1::CurvesResponse& curves, const std::string& key,
+                         const std::string& title, const std::string& y_title, int index);
+
+// "cell GRU, layer norm yes, initializer xavier" for a job's factors JSON.
+std::string FactorsText(const std::string& factors_json);
+// "2026-12-07 14:03 UTC"; "–" for 0.
+std::string FormatDate(int64_t ms);
+
 // Text made safe for HTML element content and attribute values.
 std::string HtmlEscape(const std::string& text);
 

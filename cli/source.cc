@@ -37,6 +37,10 @@ class DatabaseSource final : public Source {
   Status Curves(const v1::CurvesRequest& request, v1::CurvesResponse* out) override {
     return reader_.Curves(request, out);
   }
+  Status GetJob(const v1::GetJobRequest& request, v1::GetJobResponse* out) override {
+    return reader_.GetJob(request, out);
+  }
+
   StatusOr<v1::CheckpointInfo> FetchCheckpoint(int64_t job_id, const std::string& path) override {
     ABLATE_ASSIGN_OR_RETURN(auto checkpoint, reader_.JobCheckpoint(job_id));
     const auto& [name, info] = checkpoint;
@@ -82,6 +86,10 @@ class CoordinatorSource final : public Source {
   Status Curves(const v1::CurvesRequest& request, v1::CurvesResponse* out) override {
     return client_->Curves(request, out);
   }
+  Status GetJob(const v1::GetJobRequest& request, v1::GetJobResponse* out) override {
+    return client_->GetJob(request, out);
+  }
+
   StatusOr<v1::CheckpointInfo> FetchCheckpoint(int64_t job_id, const std::string& path) override {
     return client_->GetCheckpoint(job_id, path);
   }

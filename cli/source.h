@@ -61,6 +61,7 @@ class Source {
   virtual Status ListWorkers(v1::ListWorkersResponse* out) = 0;
   virtual Status Results(const v1::ResultsRequest& request, v1::ResultsResponse* out) = 0;
   virtual Status Curves(const v1::CurvesRequest& request, v1::CurvesResponse* out) = 0;
+  virtual Status GetJob(const v1::GetJobRequest& request, v1::GetJobResponse* out) = 0;
   // Job `job_id`'s current checkpoint (a done job's trained model, where its
   // sweep keeps them) written to `path` whole or not at all, once its size
   // and SHA-256 match what the database recorded; its info. NotFound for an

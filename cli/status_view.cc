@@ -201,6 +201,43 @@ nlohmann::ordered_json SweepCountsJson(const v1::SweepSummary& sweep) {
   return out;
 }
 
+nlohmann::ordered_json SweepListJson(const v1::ListSweepsResponse& sweeps) {
+  nlohmann::ordered_json out = nlohmann::ordered_json::array();
+  for (const v1::SweepSummary& s : sweeps.sweeps()) {
+    nlohmann::ordered_json sweep;
+    sweep["id"] = s.id();
+    sweep["name"] = s.name();
+    sweep["description"] = s.description();
+    sweep["state"] = s.state();
+    sweep["created_ms"] = s.created_ms();
+    sweep["spec_hash"] = s.spec_hash();
+    const nlohmann::ordered_json counts = SweepCountsJson(s);
+    sweep["total"] = counts["total"];
+    sweep["jobs"] = counts["jobs"];
+    out.push_back(std::move(sweep));
+  }
+  return out;
+}
+
+nlohmann::ordered_json WorkersJson(const v1::ListWorkersResponse& workers) {
+  nlohmann::ordered_json out = nlohmann::ordered_json::array();
+  for (const v1::WorkerInfo& w : workers.workers()) {
+    nlohmann::ordered_json worker;
+    worker["id"] = w.id();
+    worker["name"] = w.name();
+    worker["host"] = w.host();
+    worker["device"] = w.device();
+    worker["threads"] = w.threads();
+    worker["version"] = w.version();
+    worker["registered_ms"] = w.registered_ms();
+    worker["last_seen_ms"] = w.last_seen_ms();
+    worker["running_job_ids"] =
+        std::vector<int64_t>(w.running_job_ids().begin(), w.running_job_ids().end());
+    out.push_back(std::move(worker));
+  }
+  return out;
+}
+
 std::string ProgressBar(const v1::JobCounts& counts, int width) {
   const int64_t total = std::max<int64_t>(1, counts.total());
   const std::pair<int64_t, char> parts[] = {{counts.done(), '#'},

@@ -71,6 +71,12 @@ class StatusView {
 // "failed": d, "cancelled": e}}, keys in that order.
 nlohmann::ordered_json SweepCountsJson(const v1::SweepSummary& sweep);
 
+// `ablate list --format json`: one object per sweep, oldest first, with its
+// id, name, description, state, created_ms, spec_hash, total and jobs.
+nlohmann::ordered_json SweepListJson(const v1::ListSweepsResponse& sweeps);
+// `ablate workers --format json`: one object per worker.
+nlohmann::ordered_json WorkersJson(const v1::ListWorkersResponse& workers);
+
 // A text progress bar `width` characters wide: '#' done, 'x' failed,
 // '-' cancelled, '>' running, '.' pending.
 std::string ProgressBar(const v1::JobCounts& counts, int width);

@@ -83,6 +83,11 @@ Status SweepsClient::Curves(const v1::CurvesRequest& request, v1::CurvesResponse
                 kQueryDeadline);
 }
 
+Status SweepsClient::GetJob(const v1::GetJobRequest& request, v1::GetJobResponse* response) {
+  return Invoke([&](grpc::ClientContext* c) { return stub_->GetJob(c, request, response); },
+                kQueryDeadline);
+}
+
 StatusOr<v1::CheckpointInfo> SweepsClient::GetCheckpoint(int64_t job_id, const std::string& path) {
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + kCheckpointDeadline);

@@ -33,6 +33,7 @@ class SweepsClient {
   // read millions of points.
   Status Results(const v1::ResultsRequest& request, v1::ResultsResponse* response);
   Status Curves(const v1::CurvesRequest& request, v1::CurvesResponse* response);
+  Status GetJob(const v1::GetJobRequest& request, v1::GetJobResponse* response);
   // Job `job_id`'s checkpoint, written to `path` once its size and SHA-256
   // check out (ReceiveCheckpoint); its info.
   StatusOr<v1::CheckpointInfo> GetCheckpoint(int64_t job_id, const std::string& path);

@@ -8,6 +8,7 @@
 
 #include "cli/commands.h"
 #include "cli/source.h"
+#include "cli/status_view.h"
 #include "cli/table.h"
 
 namespace ablate {
@@ -29,22 +30,7 @@ int RunWorkers(const WorkersOptions& options) {
   if (!listed.ok()) return ReportError("workers", listed);
 
   if (*format == Format::kJson) {
-    nlohmann::ordered_json out = nlohmann::ordered_json::array();
-    for (const v1::WorkerInfo& w : workers.workers()) {
-      nlohmann::ordered_json worker;
-      worker["id"] = w.id();
-      worker["name"] = w.name();
-      worker["host"] = w.host();
-      worker["device"] = w.device();
-      worker["threads"] = w.threads();
-      worker["version"] = w.version();
-      worker["registered_ms"] = w.registered_ms();
-      worker["last_seen_ms"] = w.last_seen_ms();
-      worker["running_job_ids"] =
-          std::vector<int64_t>(w.running_job_ids().begin(), w.running_job_ids().end());
-      out.push_back(std::move(worker));
-    }
-    std::printf("%s\n", out.dump().c_str());
+    std::printf("%s\n", WorkersJson(workers).dump().c_str());
     return 0;
   }
   const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(

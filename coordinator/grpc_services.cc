@@ -332,6 +332,13 @@ grpc::ServerUnaryReactor* SweepsService::Curves(grpc::CallbackServerContext* con
                [&](Writer::Done done) { results_->Curves(*request, reply, std::move(done)); });
 }
 
+grpc::ServerUnaryReactor* SweepsService::GetJob(grpc::CallbackServerContext* context,
+                                                const v1::GetJobRequest* request,
+                                                v1::GetJobResponse* reply) {
+  return Unary(context, gate_,
+               [&](Writer::Done done) { results_->GetJob(*request, reply, std::move(done)); });
+}
+
 grpc::ServerWriteReactor<v1::DownloadCheckpointResponse>* SweepsService::GetCheckpoint(
     grpc::CallbackServerContext* context, const v1::GetCheckpointRequest* request) {
   const int64_t job_id = request->job_id();

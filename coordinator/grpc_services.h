@@ -134,6 +134,9 @@ class SweepsService final : public v1::Sweeps::CallbackService {
   grpc::ServerUnaryReactor* Curves(grpc::CallbackServerContext* context,
                                    const v1::CurvesRequest* request,
                                    v1::CurvesResponse* reply) override;
+  grpc::ServerUnaryReactor* GetJob(grpc::CallbackServerContext* context,
+                                   const v1::GetJobRequest* request,
+                                   v1::GetJobResponse* reply) override;
   grpc::ServerWriteReactor<v1::DownloadCheckpointResponse>* GetCheckpoint(
       grpc::CallbackServerContext* context, const v1::GetCheckpointRequest* request) override;
 

@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "store/reader.h"
 #include "store/results.h"
 #include "store/store.h"
 
@@ -24,6 +25,12 @@ void ResultsManager::Curves(const v1::CurvesRequest& request, v1::CurvesResponse
         ABLATE_ASSIGN_OR_RETURN(*reply, QueryCurves(db, request));
         return Status::OK();
       },
+      std::move(done));
+}
+
+void ResultsManager::GetJob(const v1::GetJobRequest& request, v1::GetJobResponse* reply,
+                            Writer::Done done) {
+  Run([&request, reply](Database& db) { return StoreReader(&db).GetJob(request, reply); },
       std::move(done));
 }
 

@@ -1,5 +1,5 @@
-// ResultsManager: answers the Sweeps service's read-only Results and Curves
-// calls (store/results.h) without holding up the writer. On a database
+// ResultsManager: answers the Sweeps service's read-only Results, Curves and
+// GetJob calls (store/results.h) without holding up the writer. On a database
 // file it reads through its own read-only connection on its own thread: in
 // WAL mode that connection reads a consistent snapshot while the writer
 // commits, so averaging a large sweep (seconds) delays no lease, heartbeat or
@@ -32,6 +32,7 @@ class ResultsManager {
 
   void Results(const v1::ResultsRequest& request, v1::ResultsResponse* reply, Writer::Done done);
   void Curves(const v1::CurvesRequest& request, v1::CurvesResponse* reply, Writer::Done done);
+  void GetJob(const v1::GetJobRequest& request, v1::GetJobResponse* reply, Writer::Done done);
 
  private:
   void Run(Writer::Op query, Writer::Done done);

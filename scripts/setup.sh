@@ -29,6 +29,9 @@ packages=(
   openssl
   # report_test renders `ablate report` in headless Chromium and decodes its PNG.
   chromium libpng-dev
+  # `ablate serve` speaks HTTP with cpp-httplib; serve_test drives its pages in
+  # Chromium through Selenium and chromedriver.
+  libcpp-httplib-dev chromium-driver python3-selenium
   # bench/coordinator_load compares against Optuna's SQLite storage.
   python3-optuna
 )

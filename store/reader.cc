@@ -205,6 +205,66 @@ StatusOr<std::vector<v1::CurvePoint>> StoreReader::JobCurve(int64_t job_id) {
   return points;
 }
 
+Status StoreReader::GetJob(const v1::GetJobRequest& request, v1::GetJobResponse* out) {
+  const int64_t job_id = request.job_id();
+  ABLATE_ASSIGN_OR_RETURN(Rows job, db_->Query(R"sql(
+      SELECT j.sweep_id, j.ord, j.state, j.factors_json, j.config_json, j.attempts, w.name,
+             w.device, j.last_error, j.created_ms, j.started_ms, j.finished_ms,
+             COALESCE(j.final_steps, j.step), j.final_wall_time,
+             j.final_train_bpc IS NOT NULL, j.final_train_bpc,
+             j.final_valid_bpc IS NOT NULL, j.final_valid_bpc,
+             j.final_test_bpc IS NOT NULL, j.final_test_bpc
+      FROM jobs j LEFT JOIN workers w ON w.id = j.lease_owner
+      WHERE j.id = ?)sql",
+                                               job_id));
+  ABLATE_ASSIGN_OR_RETURN(bool found, job.Next());
+  if (!found) return Status::NotFound("no job with id " + std::to_string(job_id));
+  const int64_t sweep_id = job.Int(0);
+  out->set_job_id(job_id);
+  out->set_order(job.Int(1));
+  out->set_state(job.Text(2));
+  out->set_factors_json(job.Text(3));
+  out->set_config_json(job.Text(4));
+  out->set_attempts(static_cast<int32_t>(job.Int(5)));
+  out->set_worker_name(job.Text(6));
+  out->set_device(job.Text(7));
+  out->set_last_error(job.Text(8));
+  out->set_created_ms(job.Int(9));
+  out->set_started_ms(job.Int(10));
+  out->set_finished_ms(job.Int(11));
+  out->set_step(job.Int(12));
+  if (out->state() == "done") {
+    v1::FinalMetrics* final = out->mutable_final();
+    final->set_steps(job.Int(12));
+    final->set_wall_time(job.Double(13));
+    if (job.Int(14)) final->set_train_bpc(job.Double(15));
+    if (job.Int(16)) final->set_valid_bpc(job.Double(17));
+    if (job.Int(18)) final->set_test_bpc(job.Double(19));
+  }
+
+  v1::GetStatusResponse sweep;
+  ABLATE_RETURN_IF_ERROR(AppendSweeps(sweep_id, false, &sweep));
+  if (sweep.sweeps_size() == 1)
+    out->mutable_sweep()->Swap(sweep.mutable_sweeps(0)->mutable_sweep());
+
+  ABLATE_ASSIGN_OR_RETURN(std::vector<v1::CurvePoint> points, JobCurve(job_id));
+  for (v1::CurvePoint& point : points) out->add_points()->Swap(&point);
+
+  ABLATE_ASSIGN_OR_RETURN(Rows events, db_->Query(R"sql(
+      SELECT time_ms, kind, detail, worker_id FROM events WHERE job_id = ? ORDER BY id)sql",
+                                                  job_id));
+  while (true) {
+    ABLATE_ASSIGN_OR_RETURN(bool row, events.Next());
+    if (!row) break;
+    v1::JobEvent* event = out->add_events();
+    event->set_time_ms(events.Int(0));
+    event->set_kind(events.Text(1));
+    event->set_detail(events.Text(2));
+    event->set_worker_id(events.Int(3));
+  }
+  return Status::OK();
+}
+
 Status StoreReader::Results(const v1::ResultsRequest& request, v1::ResultsResponse* out) {
   ABLATE_ASSIGN_OR_RETURN(*out, QueryResults(*db_, request));
   return Status::OK();

@@ -45,6 +45,9 @@ class StoreReader {
   // unknown job.
   StatusOr<std::vector<v1::CurvePoint>> JobCurve(int64_t job_id);
 
+  // One job with its sweep, every curve point and its events (the Sweeps
+  // service's GetJob). NotFound for an unknown job.
+  Status GetJob(const v1::GetJobRequest& request, v1::GetJobResponse* out);
   // A job's current checkpoint: its file's name in the coordinator's
   // checkpoint directory, and its step, size and SHA-256. NotFound for an
   // unknown job or one without a checkpoint.
