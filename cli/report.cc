@@ -368,10 +368,15 @@ std::string ChartSeries(const ChartScale& s, const google::protobuf::RepeatedFie
 std::string CurvesFigure(const v1::CurvesResponse& curves, const std::string& key,
                          const std::string& title, const std::string& y_title, int index) {
   const ChartExtent extent = MeasureChart(curves);
+  const bool one_job_each =
+      std::all_of(curves.groups().begin(), curves.groups().end(),
+                  [](const v1::CurveGroup& group) { return group.jobs() <= 1; });
   std::string out = fmt::format(
-      "<figure class=\"chart\" data-key=\"{}\">\n<figcaption><h3>{}</h3><p class=\"note\">mean "
-      "(line) &#177; standard deviation (band) over each line&#39;s jobs{}</p></figcaption>\n",
+      "<figure class=\"chart\" data-key=\"{}\">\n<figcaption><h3>{}</h3><p class=\"note\">{}{}"
+      "</p></figcaption>\n",
       HtmlEscape(key), HtmlEscape(title),
+      one_job_each ? "each line one job&#39;s points"
+                   : "mean (line) &#177; standard deviation (band) over each line&#39;s jobs",
       extent.zoomed ? "; the first third of training runs off the top" : "");
   if (extent.empty()) {
     return out + "<p class=\"muted\">No points yet.</p>\n</figure>\n";
@@ -843,9 +848,13 @@ std::string HtmlPage(const std::string& title, const std::string& extra_style,
       HtmlEscape(title), kStyle, extra_style, body, kScript, script);
 }
 
+// The report's sections, in page order.
+constexpr const char* kSectionIds[] = {"section-best", "section-curves", "section-effects",
+                                       "section-grid", "section-facts"};
+
 std::vector<ReportSection> RenderReportSections(const ReportData& data) {
   std::vector<ReportSection> sections;
-  sections.push_back({"section-best", BestSection(data)});
+  sections.push_back({kSectionIds[0], BestSection(data)});
   std::string curves = "<h2>Learning curves</h2>\n<div class=\"figures\">\n";
   for (size_t i = 0; i < data.figures.size(); ++i) {
     const v1::CurvesResponse& figure = data.figures[i];
@@ -853,10 +862,17 @@ std::vector<ReportSection> RenderReportSections(const ReportData& data) {
     curves += CurvesFigure(figure, key, "Validation bpc by " + AxisTitle(key), "validation bpc",
                            static_cast<int>(i));
   }
-  sections.push_back({"section-curves", curves + "</div>\n"});
-  sections.push_back({"section-effects", EffectsSection(data)});
-  sections.push_back({"section-grid", GridSection(data)});
-  sections.push_back({"section-facts", FactsSection(data)});
+  sections.push_back({kSectionIds[1], curves + "</div>\n"});
+  sections.push_back({kSectionIds[2], EffectsSection(data)});
+  sections.push_back({kSectionIds[3], GridSection(data)});
+  sections.push_back({kSectionIds[4], FactsSection(data)});
+  return sections;
+}
+
+std::vector<ReportSection> PendingReportSections(const std::string& note) {
+  std::vector<ReportSection> sections;
+  for (const char* id : kSectionIds) sections.push_back({id, ""});
+  sections[0].html = "<p class=\"muted\" id=\"report-pending\">" + HtmlEscape(note) + "</p>\n";
   return sections;
 }
 

@@ -67,6 +67,9 @@ struct ReportSection {
 // curves, what matters, the grid, the sweep's facts with its failures. The
 // report and `ablate serve`'s sweep page both show these.
 std::vector<ReportSection> RenderReportSections(const ReportData& data);
+// The same sections, empty but the first, which holds `note`: what a live
+// page shows until the report is collected.
+std::vector<ReportSection> PendingReportSections(const std::string& note);
 // Each section as <section id="ID">HTML</section>, in order.
 std::string SectionsHtml(const std::vector<ReportSection>& sections);
 

@@ -9,6 +9,7 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
+#include <deque>
 #include <map>
 #include <memory>
 #include <thread>
@@ -32,6 +33,9 @@ using Clock = std::chrono::steady_clock;
 // A sweep's report is collected again when its job counts change, and at
 // least this often (a retried job can leave the counts as they were).
 constexpr auto kReportMaxAge = std::chrono::seconds(30);
+// How long a page waits for its sweep's first report before it shows the
+// progress alone and lets the live updates bring the report.
+constexpr auto kFirstReportWait = std::chrono::milliseconds(800);
 // The cookie the sign-in form sets.
 constexpr char kSessionCookie[] = "ablate_session";
 
@@ -98,15 +102,34 @@ bool FlagSet(const httplib::Request& request, const char* name) {
 
 class SweepServer {
  public:
-  SweepServer(std::unique_ptr<Source> source, std::string token, bool https, int poll_ms)
-      : source_(std::move(source)), token_(std::move(token)), https_(https), poll_ms_(poll_ms) {
+  // `source_options` opens the collector's own source; `source` serves the
+  // requests.
+  SweepServer(std::unique_ptr<Source> source, SourceOptions source_options, std::string token,
+              bool https, int poll_ms)
+      : source_(std::move(source)),
+        source_options_(std::move(source_options)),
+        token_(std::move(token)),
+        https_(https),
+        poll_ms_(poll_ms) {
     unsigned char bytes[32];
     if (RAND_bytes(bytes, sizeof bytes) != 1) {
       std::fprintf(stderr, "ablate serve: no random bytes for the session cookie\n");
       std::abort();
     }
     for (unsigned char b : bytes) session_ += fmt::format("{:02x}", b);
+    collector_ = std::thread([this] { CollectReports(); });
   }
+
+  ~SweepServer() EXCLUDES(mu_) {
+    {
+      MutexLock lock(&mu_);
+      stopping_ = true;
+    }
+    wake_.SignalAll();
+    collector_.join();
+  }
+  SweepServer(const SweepServer&) = delete;
+  SweepServer& operator=(const SweepServer&) = delete;
 
   void Register(httplib::Server& server, const std::string& sweep) {
     server.set_default_headers({
@@ -392,8 +415,10 @@ class SweepServer {
     return Status::NotFound(fmt::format("no sweep with id {}", id));
   }
 
-  // The progress, fresh, then the report's sections, collected again only
-  // when the sweep's job counts changed or the last collection aged.
+  // The progress, fresh, then the report's sections. The report is
+  // collected on the collector's thread, again when the sweep's job counts
+  // changed or the last collection aged; meanwhile the page shows the last
+  // one, or, for kFirstReportWait at most, waits for the first.
   StatusOr<std::vector<ReportSection>> SweepSections(int64_t id) REQUIRES(mu_) {
     ABLATE_ASSIGN_OR_RETURN(v1::SweepStatus sweep, StatusOf(id));
     v1::ListWorkersResponse workers;
@@ -403,20 +428,68 @@ class SweepServer {
 
     CachedReport& cached = reports_[id];
     const std::string counts = sweep.sweep().counts().SerializeAsString();
-    const Clock::time_point now = Clock::now();
-    if (cached.sections.empty() || cached.counts != counts || now - cached.at > kReportMaxAge) {
-      v1::SweepRef ref;
-      ref.set_id(id);
-      ABLATE_ASSIGN_OR_RETURN(ReportData data, CollectReport(*source_, ref));
-      cached.sections = RenderReportSections(data);
-      cached.counts = counts;
-      cached.at = now;
-      cached.collect_ms =
-          std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - now).count();
+    const bool stale = cached.sections.empty() || cached.counts != counts ||
+                       Clock::now() - cached.at > kReportMaxAge;
+    if (stale && !cached.queued) {
+      cached.queued = true;
+      queue_.push_back({id, counts});
+      wake_.SignalAll();
+    }
+    const Clock::time_point until = Clock::now() + kFirstReportWait;
+    while (cached.sections.empty() && cached.error.empty() && Clock::now() < until) {
+      wake_.WaitUntil(until);
     }
     std::vector<ReportSection> sections = {ProgressSection(sweep, view_, workers)};
-    sections.insert(sections.end(), cached.sections.begin(), cached.sections.end());
+    if (!cached.sections.empty()) {
+      sections.insert(sections.end(), cached.sections.begin(), cached.sections.end());
+    } else {
+      const std::vector<ReportSection> pending = PendingReportSections(
+          cached.error.empty() ? "Collecting the report; it appears here when it is ready."
+                               : "The report could not be collected: " + cached.error);
+      sections.insert(sections.end(), pending.begin(), pending.end());
+    }
     return sections;
+  }
+
+  // The collector's thread: collects each queued sweep's report through its
+  // own source (a source answers one query at a time), outside the lock.
+  void CollectReports() EXCLUDES(mu_) {
+    std::unique_ptr<Source> source;
+    MutexLock lock(&mu_);
+    while (true) {
+      while (queue_.empty() && !stopping_) wake_.Wait();
+      if (stopping_) return;
+      const auto [id, counts] = queue_.front();
+      queue_.pop_front();
+      mu_.Unlock();
+      const Clock::time_point started = Clock::now();
+      StatusOr<std::vector<ReportSection>> sections = Collect(&source, id);
+      const Clock::time_point done = Clock::now();
+      mu_.Lock();
+      CachedReport& cached = reports_[id];
+      cached.queued = false;
+      cached.at = done;
+      cached.collect_ms =
+          std::chrono::duration_cast<std::chrono::milliseconds>(done - started).count();
+      if (sections.ok()) {
+        cached.sections = std::move(sections).value();
+        cached.counts = counts;
+        cached.error.clear();
+      } else {
+        cached.error = sections.status().message();
+      }
+      wake_.SignalAll();
+    }
+  }
+
+  StatusOr<std::vector<ReportSection>> Collect(std::unique_ptr<Source>* source, int64_t id) {
+    if (!*source) {
+      ABLATE_ASSIGN_OR_RETURN(*source, Source::Open(source_options_));
+    }
+    v1::SweepRef ref;
+    ref.set_id(id);
+    ABLATE_ASSIGN_OR_RETURN(ReportData data, CollectReport(**source, ref));
+    return RenderReportSections(data);
   }
 
   // Polls no faster than the report takes to collect, so that a large
@@ -439,20 +512,28 @@ class SweepServer {
     Clock::time_point at;
     int64_t collect_ms = 0;
     std::vector<ReportSection> sections;
+    bool queued = false;  // waiting for, or in, the collector
+    std::string error;    // why the last collection failed; empty when it did not
   };
 
   Mutex mu_;
+  CondVar wake_{&mu_};  // a report queued or collected, or the server stopping
   // One connection (or channel), one query at a time.
   const std::unique_ptr<Source> source_ GUARDED_BY(mu_);
   StatusView view_ GUARDED_BY(mu_);
   std::map<int64_t, CachedReport> reports_ GUARDED_BY(mu_);
   std::map<int64_t, std::string> names_ GUARDED_BY(mu_);
   std::map<int64_t, std::string> descriptions_ GUARDED_BY(mu_);
+  // Sweeps whose reports wait for the collector, with the counts they are for.
+  std::deque<std::pair<int64_t, std::string>> queue_ GUARDED_BY(mu_);
+  bool stopping_ GUARDED_BY(mu_) = false;
+  const SourceOptions source_options_;
   const std::string token_;
   const bool https_;
   const int poll_ms_;
   // What the sign-in cookie holds: random per process, never the token.
   std::string session_;
+  std::thread collector_;  // last: starts after everything above is built
 };
 
 // HOST and PORT of --listen; "[::1]:8080" gives "::1".
@@ -530,7 +611,7 @@ int RunServe(const ServeOptions& options) {
   } else {
     server = std::make_unique<httplib::Server>();
   }
-  SweepServer handlers(std::move(source).value(), token, https,
+  SweepServer handlers(std::move(source).value(), options.source, token, https,
                        static_cast<int>(options.poll_seconds * 1000));
   handlers.Register(*server, options.sweep);
 
