@@ -24,13 +24,10 @@
 namespace ablate {
 namespace {
 
-using testing::FinishRealisticJob;
-using testing::FixturePoint;
-using testing::GridSpec;
-using testing::LeasedJob;
 using testing::RunCommand;
 using testing::SweepWriter;
 using testing::TempDir;
+using testing::WriteReportSweep;
 
 // An error with every character HTML treats specially.
 const char* kNastyError = "CUDA error: <script>alert('boom')</script> & \"out of memory\"";
@@ -100,18 +97,7 @@ class ReportTest : public ::testing::Test {
     const std::string db_path = dir_->File("sweep.db");
     {
       SweepWriter writer(db_path);
-      writer.Launch(GridSpec("seed-grid", /*seeds=*/2));
-      // 33 done (one configuration keeps a single seed), one failed, one
-      // running, one pending.
-      for (int i = 0; i < 33; ++i) {
-        LeasedJob job = writer.Lease(i % 3 ? "cpu-box" : "gpu-box", i % 3 ? "cpu" : "cuda:0");
-        FinishRealisticJob(writer, job, 2000, 50, 100, static_cast<uint64_t>(i));
-      }
-      LeasedJob failed = writer.Lease();
-      writer.Report(failed, {FixturePoint(v1::SPLIT_VALID, 100, 5.0)});
-      writer.Fail(failed, kNastyError);
-      LeasedJob running = writer.Lease();
-      writer.Report(running, {FixturePoint(v1::SPLIT_VALID, 100, 6.0)});
+      WriteReportSweep(writer, kNastyError);
     }
     SourceOptions from_file;
     from_file.db_path = db_path;

@@ -30,6 +30,7 @@ using testing::RunCommand;
 using testing::RunResult;
 using testing::SweepWriter;
 using testing::TempDir;
+using testing::WriteReportSweep;
 
 const char* kToken = "serve-test-token-0123456789";
 
@@ -140,17 +141,7 @@ class ServeTest : public ::testing::Test {
     dir_ = new TempDir();
     db_ = new std::string(dir_->File("sweep.db"));
     SweepWriter writer(*db_);
-    writer.Launch(GridSpec("seed-grid", /*seeds=*/2));
-    for (int i = 0; i < 33; ++i) {
-      LeasedJob job = writer.Lease(i % 3 ? "cpu-box" : "gpu-box", i % 3 ? "cpu" : "cuda:0");
-      FinishRealisticJob(writer, job, 2000, 50, 100, static_cast<uint64_t>(i));
-    }
-    LeasedJob failed = writer.Lease();
-    writer.Report(failed, {FixturePoint(v1::SPLIT_VALID, 100, 5.0)});
-    writer.Fail(failed, "CUDA error: <script>alert('boom')</script>");
-    LeasedJob running = writer.Lease();
-    writer.Report(running, {FixturePoint(v1::SPLIT_TRAIN, 100, 6.0)});
-    running_job_ = running.id();
+    running_job_ = WriteReportSweep(writer, "CUDA error: <script>alert('boom')</script>");
   }
   static void TearDownTestSuite() {
     delete db_;

@@ -184,4 +184,19 @@ double FinishRealisticJob(SweepWriter& writer, const LeasedJob& job, int64_t ste
   return valid;
 }
 
+int64_t WriteReportSweep(SweepWriter& writer, const std::string& error) {
+  writer.Launch(GridSpec("seed-grid", /*seeds=*/2));
+  for (int i = 0; i < 33; ++i) {
+    LeasedJob job = writer.Lease(i % 3 ? "cpu-box" : "gpu-box", i % 3 ? "cpu" : "cuda:0");
+    FinishRealisticJob(writer, job, 2000, 50, 100, static_cast<uint64_t>(i));
+  }
+  LeasedJob failed = writer.Lease();
+  writer.Report(failed, {FixturePoint(v1::SPLIT_VALID, 100, 5.0)});
+  writer.Fail(failed, error);
+  LeasedJob running = writer.Lease();
+  writer.Report(running,
+                {FixturePoint(v1::SPLIT_TRAIN, 100, 6.0), FixturePoint(v1::SPLIT_VALID, 100, 6.0)});
+  return running.id();
+}
+
 }  // namespace ablate::testing

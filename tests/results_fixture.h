@@ -75,6 +75,12 @@ double FixtureValidBpc(const nlohmann::json& factors);
 // that match the curve. Returns the final valid bpc.
 double FinishStandardJob(SweepWriter& writer, const LeasedJob& job, int64_t wall_seconds = 90);
 
+// The report's sweep: GridSpec("seed-grid", 2) with 33 jobs done (one
+// configuration keeps a single seed), one failed with `error`, one running
+// (a training and a validation point at step 100) and one pending. Returns
+// the running job's id.
+int64_t WriteReportSweep(SweepWriter& writer, const std::string& error);
+
 // A done job with learning curves shaped like real ones: from 8 bits down
 // to FixtureValidBpc (faster with layer norm), train every `log_every`
 // steps, valid every `eval_every` steps, test at `steps`, with a little
