@@ -130,6 +130,45 @@ std::vector<const AnovaTerm*> MainEffects(const Anova& anova) {
   return terms;
 }
 
+std::vector<const AnovaTerm*> TwoFactorInteractions(const Anova& anova) {
+  std::vector<const AnovaTerm*> terms;
+  for (const AnovaTerm& term : anova.terms) {
+    if (term.factors.size() == 2) terms.push_back(&term);
+  }
+  return terms;
+}
+
+// "gru × true".
+std::string CellText(const CellEffect& cell) {
+  return FactorText(cell.levels[0]) + " × " + FactorText(cell.levels[1]);
+}
+
+// The two-factor interactions' cell effects, or "" for a model without them.
+std::string InteractionsText(const Anova& anova) {
+  const std::vector<const AnovaTerm*> interactions = TwoFactorInteractions(anova);
+  if (interactions.empty()) return "";
+  std::string out =
+      "\ninteractions: each cell's mean minus its two level means plus the grand mean";
+  if (!anova.balanced) out += " (level and grand means from the unweighted cell means)";
+  out += ", with its 95% interval\n";
+  Table cells({"term", "cell", "n", "mean", "effect", "ci95"});
+  std::string without;
+  for (const AnovaTerm* term : interactions) {
+    if (term->empty_cells > 0) {
+      without += fmt::format("{}: no cell effects, {} without jobs\n", term->name,
+                             Plural(term->empty_cells, "cell"));
+    }
+    bool first = true;
+    for (const CellEffect& cell : term->cells) {
+      cells.AddRow({first ? term->name : "", CellText(cell), std::to_string(cell.n),
+                    Fixed(cell.mean), Signed(cell.effect), Fixed(cell.ci95)});
+      first = false;
+    }
+  }
+  if (!cells.empty()) out += cells.ToText();
+  return out + without;
+}
+
 int RunEffects(const EffectsOptions& options) {
   const char* command = "effects";
   v1::ResultsRequest request;
@@ -248,6 +287,7 @@ std::string EffectsTable(const v1::ResultsRequest& request, const EffectsAnswer&
     }
   }
   out += levels.ToText();
+  out += InteractionsText(anova);
   const std::string footer =
       LeftOutFooter(answer.jobs.left_out(), false, ValueName(request)) + SingleLevelFooter(anova);
   if (!footer.empty()) out += "\n" + footer;
@@ -294,6 +334,18 @@ std::string EffectsJson(const v1::ResultsRequest& request, const EffectsAnswer& 
       }
       row["levels"] = levels;
     }
+    if (term.factors.size() == 2) {
+      ordered_json cells = ordered_json::array();
+      for (const CellEffect& cell : term.cells) {
+        cells.push_back({{"levels", {FactorJson(cell.levels[0]), FactorJson(cell.levels[1])}},
+                         {"n", cell.n},
+                         {"mean", Number(cell.mean)},
+                         {"effect", Number(cell.effect)},
+                         {"ci95", Number(cell.ci95)}});
+      }
+      row["empty_cells"] = term.empty_cells;
+      row["cells"] = cells;
+    }
     terms.push_back(row);
   }
   out["terms"] = terms;
@@ -305,7 +357,7 @@ std::string EffectsCsv(const EffectsAnswer& answer) {
   for (const AnovaTerm& term : answer.anova.terms) {
     const std::vector<std::string> test = {std::to_string(term.df), Exact(term.sum_sq),
                                            Exact(term.eta_squared), Exact(term.f), Exact(term.p)};
-    if (term.levels.empty()) {
+    if (term.levels.empty() && term.cells.empty()) {
       std::vector<std::string> cells = {term.name, "", "", "", "", ""};
       cells.insert(cells.end(), test.begin(), test.end());
       table.AddRow(std::move(cells));
@@ -314,6 +366,13 @@ std::string EffectsCsv(const EffectsAnswer& answer) {
       std::vector<std::string> cells = {
           term.name,         FactorText(level.level), std::to_string(level.n),
           Exact(level.mean), Exact(level.effect),     Exact(level.ci95)};
+      cells.insert(cells.end(), test.begin(), test.end());
+      table.AddRow(std::move(cells));
+    }
+    for (const CellEffect& cell : term.cells) {
+      std::vector<std::string> cells = {
+          term.name,        CellText(cell),     std::to_string(cell.n),
+          Exact(cell.mean), Exact(cell.effect), Exact(cell.ci95)};
       cells.insert(cells.end(), test.begin(), test.end());
       table.AddRow(std::move(cells));
     }

@@ -2,7 +2,8 @@
 // gRPC or from the database file, through Source) and an analysis of
 // variance of the factorial design (store/effects.h): each factor's main
 // effects with 95% intervals, its share of the variance and an F-test
-// p-value, interactions likewise, ranked by share.
+// p-value, interactions likewise (two-factor ones with each cell's
+// interaction effect and its 95% interval), ranked by share.
 //
 //   effects SWEEP [--metric valid_bpc|test_bpc|train_bpc] [--at final|best|step:N]
 //           [--interactions N] [--format table|json|csv]
@@ -49,13 +50,15 @@ std::string SumsOfSquaresText(const Anova& anova);
 std::string ErrorTermText(const EffectsAnswer& answer);
 
 // A title line, how the analysis was done, the ranked terms (df, share,
-// F, p), the main effects per level, then the footer of left-out jobs and
-// factors.
+// F, p), the main effects per level, the two-factor interactions' effects
+// per cell ("gru × true"), then the footer of left-out jobs and factors.
 std::string EffectsTable(const v1::ResultsRequest& request, const EffectsAnswer& answer);
 // One object: the sweep, the value, the error term and the ranked terms with
-// their levels. NaN is null.
+// their levels (main effects) or cells and count of empty cells (two-factor
+// interactions). NaN is null.
 std::string EffectsJson(const v1::ResultsRequest& request, const EffectsAnswer& answer);
-// One line per main-effect level and per interaction:
+// One line per main-effect level, per two-factor interaction cell (level
+// "gru × true") and per interaction without cell effects (level empty):
 // term,level,n,mean,effect,ci95,df,sum_sq,share,f,p.
 std::string EffectsCsv(const EffectsAnswer& answer);
 

@@ -55,6 +55,27 @@ std::map<std::string, double> EffectsFromTable(const std::string& db, const std:
   return effects;
 }
 
+// Mean of the done jobs of `sweep` in each cell of the `first` × `second`
+// table, keyed by the two levels as JSON, straight from the jobs table.
+std::map<std::pair<std::string, std::string>, double> CellMeansFromTable(
+    const std::string& db, const std::string& sweep, const std::string& first,
+    const std::string& second) {
+  std::map<std::pair<std::string, std::string>, std::pair<double, int>> sums;
+  for (const auto& row :
+       testing::Query(db,
+                      "SELECT j.factors_json, j.final_valid_bpc FROM jobs j JOIN sweeps s ON "
+                      "s.id = j.sweep_id WHERE j.state = 'done' AND s.name = '" +
+                          sweep + "'")) {
+    const json factors = json::parse(row[0]);
+    auto& sum = sums[{factors[first].dump(), factors[second].dump()}];
+    sum.first += std::stod(row[1]);
+    sum.second += 1;
+  }
+  std::map<std::pair<std::string, std::string>, double> means;
+  for (const auto& [cell, sum] : sums) means[cell] = sum.first / sum.second;
+  return means;
+}
+
 const json* FindTerm(const json& answer, const std::string& name) {
   for (const json& term : answer["terms"]) {
     if (term["term"] == name) return &term;
@@ -177,6 +198,30 @@ TEST_F(EffectsCliTest, SeedsAreReplicatesAndEffectsMatchTheJobsTable) {
   ASSERT_NE(interaction, nullptr);
   EXPECT_EQ((*interaction)["df"], 2);
   EXPECT_FALSE(interaction->contains("levels"));
+
+  // Its cells: each one's mean less its row and column means plus the grand
+  // mean, over the jobs table's cell means, all with the balanced interval.
+  const auto means = CellMeansFromTable(*db_, "seeded", "model.cell", "model.layer_norm");
+  std::map<std::string, double> rows, columns;
+  double grand = 0;
+  for (const auto& [cell, mean] : means) {
+    rows[cell.first] += mean / 2;
+    columns[cell.second] += mean / 3;
+    grand += mean / 6;
+  }
+  EXPECT_EQ((*interaction)["empty_cells"], 0);
+  ASSERT_EQ((*interaction)["cells"].size(), 6u);
+  const double ci95 = (*interaction)["cells"][0]["ci95"].get<double>();
+  EXPECT_GT(ci95, 0);
+  for (const json& cell : (*interaction)["cells"]) {
+    const std::string row = cell["levels"][0].dump(), column = cell["levels"][1].dump();
+    EXPECT_EQ(cell["n"], 6) << row << " " << column;
+    EXPECT_NEAR(cell["mean"].get<double>(), means.at({row, column}), kTolerance);
+    EXPECT_NEAR(cell["effect"].get<double>(),
+                means.at({row, column}) - rows.at(row) - columns.at(column) + grand, kTolerance)
+        << row << " " << column;
+    EXPECT_NEAR(cell["ci95"].get<double>(), ci95, kTolerance);
+  }
 }
 
 TEST_F(EffectsCliTest, OneSeedUsesTheHighestInteractionAndAFailedJobMeansTypeTwo) {
@@ -229,10 +274,46 @@ TEST_F(EffectsCliTest, CsvHasOneLinePerLevelAndPerInteraction) {
   const RunResult run = FromFile({"effects", "seeded", "--format", "csv"});
   ASSERT_EQ(run.exit_code, 0) << run.err;
   const std::vector<std::string> lines = testing::Lines(run.out);
-  // A header, 3 + 2 + 3 levels and 3 interactions.
-  ASSERT_EQ(lines.size(), 12u) << run.out;
+  // A header, 3 + 2 + 3 levels and the 3 interactions' 6 + 9 + 6 cells.
+  ASSERT_EQ(lines.size(), 30u) << run.out;
   EXPECT_EQ(lines[0], "term,level,n,mean,effect,ci95,df,sum_sq,share,f,p");
   EXPECT_EQ(lines[1].rfind("cell,lstm,12,", 0), 0u) << lines[1];
+  EXPECT_NE(run.out.find("\ncell:layer_norm,lstm × true,6,"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("\ncell:init,mgu × orthogonal,4,"), std::string::npos) << run.out;
+
+  // Main effects only: one line per level.
+  const RunResult main_only =
+      FromFile({"effects", "seeded", "--format", "csv", "--interactions", "1"});
+  ASSERT_EQ(main_only.exit_code, 0) << main_only.err;
+  EXPECT_EQ(testing::Lines(main_only.out).size(), 9u) << main_only.out;
+}
+
+TEST_F(EffectsCliTest, TheTableShowsEachTwoFactorCellsEffect) {
+  const RunResult seeded = FromFile({"effects", "seeded"});
+  ASSERT_EQ(seeded.exit_code, 0) << seeded.err;
+  EXPECT_NE(seeded.out.find("\ninteractions: each cell's mean minus its two level means plus the "
+                            "grand mean, with its 95% interval\nterm "),
+            std::string::npos)
+      << seeded.out;
+  EXPECT_TRUE(std::regex_search(seeded.out, std::regex("\ncell:layer_norm +lstm × true +6 ")))
+      << seeded.out;
+  EXPECT_TRUE(std::regex_search(seeded.out, std::regex("\n +gru × false +6 "))) << seeded.out;
+
+  // One failed job: every two-factor table still has every cell, and its
+  // row, column and grand means are unweighted means of the cell means.
+  const RunResult single = FromFile({"effects", "single"});
+  ASSERT_EQ(single.exit_code, 0) << single.err;
+  EXPECT_NE(single.out.find("interactions: each cell's mean minus its two level means plus the "
+                            "grand mean (level and grand means from the unweighted cell means), "
+                            "with its 95% interval\n"),
+            std::string::npos)
+      << single.out;
+  EXPECT_TRUE(std::regex_search(single.out, std::regex("\ncell:layer_norm +lstm × true +2 ")))
+      << single.out;
+
+  const RunResult main_only = FromFile({"effects", "seeded", "--interactions", "1"});
+  ASSERT_EQ(main_only.exit_code, 0) << main_only.err;
+  EXPECT_EQ(main_only.out.find("interactions:"), std::string::npos) << main_only.out;
 }
 
 TEST_F(EffectsCliTest, BadRequestsAreOneLineErrors) {

@@ -247,6 +247,49 @@ void MainEffects(const Design& design, int factor, double t975, Anova* anova, An
   }
 }
 
+// The cell effects of the two-factor term {first, second}: each cell mean
+// as a combination of all the table's cell means (store/effects.h).
+void CellEffects(const Design& design, int first, int second, double t975, double ms_error,
+                 AnovaTerm* row) {
+  const int a = static_cast<int>(design.levels[first].size());
+  const int b = static_cast<int>(design.levels[second].size());
+  std::vector<int64_t> count(a * b, 0);
+  std::vector<double> mean(a * b, 0.0);
+  for (size_t i = 0; i < design.response.size(); ++i) {
+    const int cell = design.level[i][first] * b + design.level[i][second];
+    ++count[cell];
+    mean[cell] += design.response[i];
+  }
+  row->empty_cells = std::count(count.begin(), count.end(), 0);
+  if (row->empty_cells > 0) return;
+  std::vector<double> row_mean(a, 0.0), column_mean(b, 0.0);
+  double grand = 0;
+  for (int cell = 0; cell < a * b; ++cell) {
+    mean[cell] /= static_cast<double>(count[cell]);
+    row_mean[cell / b] += mean[cell] / b;
+    column_mean[cell % b] += mean[cell] / a;
+    grand += mean[cell] / (a * b);
+  }
+  for (int i = 0; i < a; ++i) {
+    for (int j = 0; j < b; ++j) {
+      CellEffect effect;
+      effect.levels = {design.levels[first][i], design.levels[second][j]};
+      effect.n = count[i * b + j];
+      effect.mean = mean[i * b + j];
+      effect.effect = effect.mean - row_mean[i] - column_mean[j] + grand;
+      double variance = 0;  // in units of MSE
+      for (int k = 0; k < a; ++k) {
+        for (int l = 0; l < b; ++l) {
+          const double c = ((k == i ? 1.0 : 0.0) - 1.0 / a) * ((l == j ? 1.0 : 0.0) - 1.0 / b);
+          variance += c * c / static_cast<double>(count[k * b + l]);
+        }
+      }
+      effect.ci95 = t975 * std::sqrt(ms_error * variance);
+      row->cells.push_back(std::move(effect));
+    }
+  }
+}
+
 void FTest(const Anova& anova, AnovaTerm* row) {
   row->mean_sq = row->df > 0 ? row->sum_sq / static_cast<double>(row->df) : kNaN;
   row->eta_squared = anova.ss_total > 0 ? row->sum_sq / anova.ss_total : kNaN;
@@ -311,6 +354,7 @@ StatusOr<Anova> FactorialAnova(const FactorialData& data, int order) {
     AnovaTerm row = TypeTwoRow(design, terms, term);
     FTest(anova, &row);
     if (term.size() == 1) MainEffects(design, term[0], t975, &anova, &row);
+    if (term.size() == 2) CellEffects(design, term[0], term[1], t975, anova.ms_error, &row);
     anova.terms.push_back(std::move(row));
   }
   std::stable_sort(

@@ -18,6 +18,23 @@
 // interaction of more than `order` factors. With one observation per cell
 // (one seed) it is the interactions above `order` alone, e.g. the three-way
 // interaction of a three-factor grid at order 2.
+//
+// Each two-factor interaction A:B also has per-cell effects. With ȳ_ij the
+// mean of the observations in cell (i, j) of the A×B table (pooled over every
+// other factor), and the row, column and grand means taken over those cell
+// means unweighted (ȳ_i the mean of row i's b cell means, ȳ_j of column j's
+// a, ȳ of all a·b), the interaction effect of the cell is
+//   (ab)_ij = ȳ_ij - ȳ_i - ȳ_j + ȳ = Σ_kl c_kl ȳ_kl,
+//   c_kl = (δ_ik - 1/a)(δ_jl - 1/b),
+// what the cell's mean holds beyond its two main effects. The cell means are
+// independent, so the half-width of its 95% interval is
+//   t(0.975, df_error) * sqrt(MSE * Σ_kl c_kl² / n_kl),
+// which on a balanced grid (n observations in every A×B cell) is
+//   t(0.975, df_error) * sqrt(MSE * (a-1)(b-1) / (a·b·n)).
+// On a balanced grid ȳ_i, ȳ_j and ȳ are the plain level and grand means; on
+// an unbalanced one they are unweighted means of cell means, so a cell's
+// effect need not equal its mean minus the main effects above. A table with
+// an empty cell has no unweighted means: such a term gets no cell effects.
 #ifndef ABLATE_STORE_EFFECTS_H_
 #define ABLATE_STORE_EFFECTS_H_
 
@@ -52,6 +69,14 @@ struct LevelEffect {
   double mean = 0, effect = 0, ci95 = 0;
 };
 
+// One cell of a two-factor interaction: its levels, count and mean, and its
+// interaction effect with the half-width of its 95% interval (see above).
+struct CellEffect {
+  std::vector<std::string> levels;  // one per factor of the term, in the term's order
+  int64_t n = 0;
+  double mean = 0, effect = 0, ci95 = 0;
+};
+
 // A row of the analysis of variance: a main effect or an interaction.
 struct AnovaTerm {
   std::vector<int> factors;  // indices into FactorialData::factors, ascending
@@ -63,6 +88,10 @@ struct AnovaTerm {
   // Type II on an unbalanced grid the shares need not add up to 1.
   double eta_squared = 0;
   std::vector<LevelEffect> levels;  // main effects only: every observed level
+  // Two-factor interactions only: every cell of the two factors' table, the
+  // first factor's levels outermost; none when some cell has no observation.
+  std::vector<CellEffect> cells;
+  int64_t empty_cells = 0;  // two-factor interactions: cells without observations
 };
 
 struct Anova {

@@ -1,7 +1,8 @@
 // FactorialAnova against reference values computed independently by
 // statsmodels (store/testdata/make_effects_fixtures.py, run by hand): Type II
-// sums of squares, F, p and each level's effect with its 95% interval, on
-// balanced and unbalanced grids with and without replicates.
+// sums of squares, F, p, each level's effect and each two-factor cell's
+// interaction effect with their 95% intervals, on balanced and unbalanced
+// grids with and without replicates.
 #include "store/effects.h"
 
 #include <gtest/gtest.h>
@@ -10,6 +11,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+
+#include "store/statistics.h"
 
 namespace ablate {
 namespace {
@@ -59,6 +62,27 @@ const AnovaTerm* FindTerm(const Anova& anova, const std::string& name) {
   return nullptr;
 }
 
+// A two-factor term's cell effects against the fixture's, cell by cell.
+void CheckCells(const AnovaTerm& term, const json& cells, const std::string& what) {
+  EXPECT_EQ(term.empty_cells, 0) << what;
+  EXPECT_EQ(term.cells.size(), cells.size()) << what;
+  for (const CellEffect& cell : term.cells) {
+    const std::string which = what + " cell " + cell.levels[0] + " x " + cell.levels[1];
+    const json* want = nullptr;
+    for (const json& c : cells) {
+      if (c["levels"] == json(cell.levels)) want = &c;
+    }
+    if (want == nullptr) {
+      ADD_FAILURE() << which << ": unexpected";
+      continue;
+    }
+    EXPECT_EQ(cell.n, (*want)["n"].get<int64_t>()) << which;
+    ExpectClose(cell.mean, (*want)["mean"], which + " mean");
+    ExpectClose(cell.effect, (*want)["effect"], which + " effect");
+    ExpectClose(cell.ci95, (*want)["ci95"], which + " ci95");
+  }
+}
+
 Anova CheckAgainstFixture(const std::string& name) {
   const json fixture = ReadFixture(name);
   const json& expected = fixture["expected"];
@@ -84,8 +108,10 @@ Anova CheckAgainstFixture(const std::string& name) {
     const bool main_effect = term_name.find(':') == std::string::npos;
     if (!main_effect) {
       EXPECT_TRUE(term->levels.empty()) << what;
+      CheckCells(*term, expected["interactions"][term_name], what);
       continue;
     }
+    EXPECT_TRUE(term->cells.empty()) << what;
     const json& levels = expected["effects"][term_name];
     EXPECT_EQ(term->levels.size(), levels.size()) << what;
     for (const LevelEffect& level : term->levels) {
@@ -160,6 +186,66 @@ TEST(FactorialAnova, MatchesMontgomerysBatteryLifeExample) {
   EXPECT_NEAR(anova->terms[2].sum_sq, 9613.78, 0.01);
   EXPECT_EQ(anova->df_error, 27);
   EXPECT_NEAR(anova->ss_error, 18230.75, 0.01);
+
+  // On a balanced grid the interaction's sum of squares is n times the sum
+  // of its squared cell effects, and every cell has the balanced half-width
+  // t * sqrt(MSE (a-1)(b-1) / (a b n)).
+  const AnovaTerm& interaction = anova->terms[2];
+  ASSERT_EQ(interaction.cells.size(), 9u);
+  double sum_sq = 0;
+  for (const CellEffect& cell : interaction.cells) {
+    EXPECT_EQ(cell.n, 4);
+    sum_sq += 4 * cell.effect * cell.effect;
+    EXPECT_NEAR(cell.ci95,
+                StudentT975(27) * std::sqrt(anova->ms_error * (3 - 1) * (3 - 1) / (3 * 3 * 4)),
+                1e-9);
+  }
+  EXPECT_NEAR(sum_sq, 9613.78, 0.01);
+  // Material 1 at 15 degrees: cell mean 134.75, row mean 83.1667, column
+  // mean 144.8333, grand mean 105.5278.
+  EXPECT_EQ(interaction.cells[0].levels, (std::vector<std::string>{"1", "15"}));
+  EXPECT_NEAR(interaction.cells[0].mean, 134.75, 1e-9);
+  EXPECT_NEAR(interaction.cells[0].effect, 134.75 - 249.5 / 3 - 434.5 / 3 + 949.75 / 9, 1e-9);
+}
+
+TEST(FactorialAnova, AnInteractionWithAnEmptyCellHasNoCellEffects) {
+  // Two seeds of a 2x2x2 grid without the jobs at a = y and c = t: the a:c
+  // table has an empty cell, the a:b and b:c tables have none.
+  FactorialData data;
+  data.factors = {"a", "b", "c"};
+  data.levels = {{"x", "y"}, {"u", "v"}, {"s", "t"}};
+  double y = 1;
+  for (int a = 0; a < 2; ++a) {
+    for (int b = 0; b < 2; ++b) {
+      for (int c = 0; c < 2; ++c) {
+        if (a == 1 && c == 1) continue;
+        for (int seed = 0; seed < 2; ++seed) {
+          data.observations.push_back({{a, b, c}, y += 0.1 * a + 0.3 * b * c + 0.01 * seed});
+        }
+      }
+    }
+  }
+  StatusOr<Anova> anova = FactorialAnova(data, 2);
+  ASSERT_TRUE(anova.ok()) << anova.status().ToString();
+  const AnovaTerm* ac = FindTerm(*anova, "a:c");
+  ASSERT_NE(ac, nullptr);
+  EXPECT_EQ(ac->empty_cells, 1);
+  EXPECT_TRUE(ac->cells.empty());
+  for (const char* name : {"a:b", "b:c"}) {
+    const AnovaTerm* term = FindTerm(*anova, name);
+    ASSERT_NE(term, nullptr) << name;
+    EXPECT_EQ(term->empty_cells, 0) << name;
+    ASSERT_EQ(term->cells.size(), 4u) << name;
+    for (const CellEffect& cell : term->cells) {
+      EXPECT_TRUE(std::isfinite(cell.effect)) << name;
+      EXPECT_GT(cell.ci95, 0) << name;
+    }
+  }
+  // Unbalanced a:b cells (4 observations in row x's, 2 in row y's): as in
+  // any 2x2 table, the four cell effects are one value with alternating signs.
+  const AnovaTerm* ab = FindTerm(*anova, "a:b");
+  EXPECT_NEAR(std::abs(ab->cells[0].effect), std::abs(ab->cells[3].effect), 1e-12);
+  EXPECT_NEAR(ab->cells[0].effect, -ab->cells[1].effect, 1e-12);
 }
 
 TEST(FactorialAnova, DefaultOrderDropsInteractionsWhenTheyLeaveNoError) {

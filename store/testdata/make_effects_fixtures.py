@@ -10,6 +10,12 @@ The sums of squares, F and p come from statsmodels' anova_lm (Type II) of an
 ordinary least-squares fit with every factor categorical; each level's effect
 is its mean minus the grand mean, with the 95% half-width
 t(0.975, df_error) * sqrt(MSE * (1/n_level - 1/N)) from scipy's t quantile.
+Each two-factor interaction's cell effects start from pandas' groupby cell
+means of the two factors' table: the effect of cell (i, j) is the sum of
+C * M over the table M of cell means with weights
+C = outer(e_i - 1/a, e_j - 1/b), and its 95% half-width is
+t(0.975, df_error) * sqrt(MSE * sum(C**2 / counts)), MSE being statsmodels'
+residual mean square.
 """
 import itertools
 import json
@@ -38,6 +44,32 @@ def grid(levels, replicates, effects, noise, seed):
             y += rng.normal(0.0, noise)
             rows.append(dict(zip(levels, combo), y=float(y)))
     return rows
+
+
+def cell_effects(df, f, g, levels, mse, t):
+    """Every cell's interaction effect of factors f and g, from the cell means."""
+    cells = df.groupby([f, g]).y.agg(["mean", "count"])
+    rows = [level for level in levels[f] if level in set(df[f])]
+    columns = [level for level in levels[g] if level in set(df[g])]
+    means = np.array([[cells.loc[(i, j), "mean"] for j in columns] for i in rows])
+    counts = np.array([[cells.loc[(i, j), "count"] for j in columns] for i in rows], dtype=float)
+    a, b = means.shape
+    out = []
+    for i in range(a):
+        for j in range(b):
+            weights = np.outer(np.eye(a)[i] - 1.0 / a, np.eye(b)[j] - 1.0 / b)
+            ci95 = t * float(np.sqrt(mse * (weights ** 2 / counts).sum()))
+            if (counts == counts[0, 0]).all():  # the balanced formula agrees
+                balanced = t * np.sqrt(mse * (a - 1) * (b - 1) / (a * b * counts[0, 0]))
+                assert np.isclose(ci95, balanced, rtol=1e-12), (ci95, balanced)
+            out.append({
+                "levels": [rows[i], columns[j]],
+                "n": int(counts[i, j]),
+                "mean": float(means[i, j]),
+                "effect": float((weights * means).sum()),
+                "ci95": ci95,
+            })
+    return out
 
 
 def reference(name, levels, rows, order, note):
@@ -80,6 +112,10 @@ def reference(name, levels, rows, order, note):
                 "effect": float(ys.mean()) - grand,
                 "ci95": t * float(np.sqrt(mse * (1.0 / len(ys) - 1.0 / n_total))),
             }
+    interactions = {}
+    if order >= 2:
+        for f, g in itertools.combinations(factors, 2):
+            interactions[f"{f}:{g}"] = cell_effects(df, f, g, levels, mse, t)
     fixture = {
         "note": note,
         "factors": factors,
@@ -93,6 +129,7 @@ def reference(name, levels, rows, order, note):
             "ss_error": float(table.loc["Residual", "sum_sq"]),
             "terms": expected_terms,
             "effects": effects,
+            "interactions": interactions,
         },
     }
     with open(os.path.join(HERE, f"effects_{name}.json"), "w") as out:
