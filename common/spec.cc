@@ -683,7 +683,9 @@ class SpecReader {
     return Status::OK();
   }
 
-  // W&B's metric names what its tuner optimizes; kept only as far as checking it.
+  // W&B's metric names what its tuner optimizes: here what results, best
+  // values and the report are judged by. W&B's target (stop once reached)
+  // is checked and ignored.
   Status ReadMetric(const Entry& metric) {
     ABLATE_ASSIGN_OR_RETURN(std::vector<Entry> fields,
                             Entries(metric.value, "metric", &PlaceOf(metric)));
@@ -693,10 +695,17 @@ class SpecReader {
                      "metric." + field.name + ": unknown key (known: name, goal, target)");
       }
       ABLATE_RETURN_IF_ERROR(RequireScalar(field, "metric." + field.name));
-      if (field.name == "goal" && field.value.Scalar() != "minimize" &&
-          field.value.Scalar() != "maximize") {
-        return Error(field.value,
-                     "metric.goal: expected minimize or maximize, got " + Describe(field.value));
+      if (field.name == "goal") {
+        if (field.value.Scalar() == "maximize") {
+          spec_.metric.goal = MetricGoal::kMaximize;
+        } else if (field.value.Scalar() != "minimize") {
+          return Error(field.value,
+                       "metric.goal: expected minimize or maximize, got " + Describe(field.value));
+        }
+      } else if (field.name == "name") {
+        Status valid = CheckMetricName(field.value.Scalar());
+        if (!valid.ok()) return Error(field.value, "metric.name: " + valid.message());
+        spec_.metric.name = field.value.Scalar();
       }
     }
     return Status::OK();

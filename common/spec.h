@@ -8,8 +8,9 @@
 //    `exclude`, `schedule`;
 //  - Weights & Biases: a spec with `method` (only `grid`) or `parameters`,
 //    where each parameter is `{values: [...]}` (an axis) or `{value: x}` (a
-//    fixed setting), also nested as `model: {parameters: {...}}`. `metric`
-//    is checked and ignored, as are `program`, `project` and `entity`; the
+//    fixed setting), also nested as `model: {parameters: {...}}`. `metric:
+//    {name, goal}` names the metric results are judged by; `program`,
+//    `project` and `entity` are checked and ignored; the
 //    sections, `seeds`, `exclude` and `schedule` work as in the native form.
 // Every RunConfig setting can be fixed or be an axis. Settings are named by
 // canonical dotted keys ("model.cell"); a bare name ("cell") stands for the
@@ -33,6 +34,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/metric.h"
 #include "common/run_config.h"
 #include "common/status.h"
 
@@ -73,6 +75,12 @@ struct ScheduleOptions {
   bool keep_final_checkpoint = true;
 };
 
+// The metric a sweep is judged by.
+struct SweepMetric {
+  std::string name;  // empty, or a name CheckMetricName accepts
+  MetricGoal goal = MetricGoal::kMinimize;
+};
+
 struct SweepSpec {
   std::string filename;     // as given to ParseSpec; prefixes error messages
   std::string name;         // [a-z0-9_.-]+
@@ -89,6 +97,9 @@ struct SweepSpec {
   // drops nothing because others already dropped its jobs is fine.
   std::vector<nlohmann::json> excludes;
   ScheduleOptions schedule;
+  // W&B's `metric: {name, goal}`: what results, best values and the report
+  // default to. An empty name: the built-in valid_bpc, minimized.
+  SweepMetric metric;
   std::string source_text;  // the YAML exactly as given, for the coordinator to keep
 };
 

@@ -366,6 +366,31 @@ TEST(Spec, WandbTakesSeedsExcludeAndSchedule) {
   EXPECT_EQ(jobs.size(), 2u * 2 * 3 * 2);
 }
 
+TEST(Spec, WandbMetricNamesTheSweepsMetricAndGoal) {
+  EXPECT_EQ(MustParse(GridSpec()).metric.name, "");
+  EXPECT_EQ(MustParse(GridSpec()).metric.goal, MetricGoal::kMinimize);
+  const SweepSpec flat = MustParse(kWandbFlat);
+  EXPECT_EQ(flat.metric.name, "valid_bpc");
+  EXPECT_EQ(flat.metric.goal, MetricGoal::kMinimize);
+  std::string text = kWandbFlat;
+  text.replace(text.find("name: valid_bpc, goal: minimize"), 31, "name: eval/acc, goal: maximize");
+  const SweepSpec accuracy = MustParse(text);
+  EXPECT_EQ(accuracy.metric.name, "eval/acc");
+  EXPECT_EQ(accuracy.metric.goal, MetricGoal::kMaximize);
+}
+
+TEST(Spec, WandbMetricWithABadNameIsRefusedAtItsPlace) {
+  std::string text = kWandbFlat;
+  text.replace(text.find("name: valid_bpc"), 15, "name: \"valid loss\"");
+  const std::string message = ParseError(text);
+  EXPECT_EQ(LineOf(message), 3) << message;
+  EXPECT_THAT(message, HasSubstr("metric.name"));
+  EXPECT_THAT(message, HasSubstr("\"valid loss\""));
+  text = kWandbFlat;
+  text.replace(text.find("goal: minimize"), 14, "goal: lowest");
+  EXPECT_THAT(ParseError(text), HasSubstr("minimize or maximize"));
+}
+
 TEST(Spec, WandbRejectsSearchesOtherThanGrid) {
   std::string text = kWandbFlat;
   text.replace(text.find("method: grid"), 12, "method: bayes");

@@ -4,8 +4,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
+#include <string>
 #include <vector>
 
+#include "common/metric.h"
 #include "store/events.h"
 #include "store/reader.h"
 
@@ -24,29 +27,42 @@ Status StalePrecondition(const JobRow& job, const std::string& why) {
   return Status::FailedPrecondition(fmt::format("stale lease on job {}: {}", job.id, why));
 }
 
+// Checks every point before any is stored: a built-in point names a split
+// and a finite bpc, a program's point a valid metric name and a finite value.
 Status ValidatePoints(const v1::ReportPointsRequest& request) {
   if (request.points_size() > kMaxPointsPerReport) {
     return Status::InvalidArgument(fmt::format("{} points in one report; at most {}",
                                                request.points_size(), kMaxPointsPerReport));
   }
-  int64_t last_step[v1::Split_ARRAYSIZE];
-  std::fill(std::begin(last_step), std::end(last_step), -1);
+  std::map<std::string, int64_t> last_step;
   for (int i = 0; i < request.points_size(); ++i) {
     const v1::CurvePoint& p = request.points(i);
+    const bool named = !p.metric().empty();
     auto invalid = [&](const std::string& why) {
-      return Status::InvalidArgument(
-          fmt::format("point {} ({} step {}): {}", i, SplitName(p.split()), p.step(), why));
+      return Status::InvalidArgument(fmt::format("point {} ({} step {}): {}", i,
+                                                 named ? "a named metric" : SplitName(p.split()),
+                                                 p.step(), why));
     };
-    if (p.split() != v1::SPLIT_TRAIN && p.split() != v1::SPLIT_VALID &&
-        p.split() != v1::SPLIT_TEST) {
-      return invalid("unknown split");
+    if (named) {
+      Status name = CheckMetricName(p.metric());
+      if (!name.ok()) return invalid(name.message());
+      if (p.split() != v1::SPLIT_UNSPECIFIED) return invalid("sets both a split and a metric");
+      if (!std::isfinite(p.value())) return invalid(p.metric() + " is not finite");
+    } else {
+      if (p.split() != v1::SPLIT_TRAIN && p.split() != v1::SPLIT_VALID &&
+          p.split() != v1::SPLIT_TEST) {
+        return invalid("unknown split");
+      }
+      if (!std::isfinite(p.bpc())) return invalid("bpc is not finite");
     }
     if (p.step() < 0) return invalid("negative step");
-    if (!std::isfinite(p.bpc())) return invalid("bpc is not finite");
     if (p.bytes_seen() < 0) return invalid("negative bytes_seen");
     if (!std::isfinite(p.wall_time()) || p.wall_time() < 0) return invalid("bad wall_time");
-    if (p.step() <= last_step[p.split()]) return invalid("steps do not increase within the split");
-    last_step[p.split()] = p.step();
+    auto [last, fresh] = last_step.emplace(MetricOf(p), p.step());
+    if (!fresh) {
+      if (p.step() <= last->second) return invalid("steps do not increase within the metric");
+      last->second = p.step();
+    }
   }
   return Status::OK();
 }
@@ -283,6 +299,11 @@ void JobManager::Heartbeat(const v1::HeartbeatRequest& request, v1::HeartbeatRes
 
 namespace {
 
+// A program's point is progress as fresh as the work: its step.
+Status RecordNamedPointProgress(Database& db, int64_t job_id, const v1::CurvePoint& p) {
+  return db.Run("UPDATE jobs SET step = MAX(step, ?) WHERE id = ?", p.step(), job_id);
+}
+
 // A training point is progress as fresh as the work: its step, its loss,
 // and the rate of the bytes it has seen, without waiting for a heartbeat
 // (one every third of the lease). Never takes progress back.
@@ -306,16 +327,20 @@ void JobManager::ReportPoints(const v1::ReportPointsRequest& request, Writer::Do
         ABLATE_ASSIGN_OR_RETURN(JobRow job,
                                 CheckLease(db, request.job_id(), request.lease_token()));
         const v1::CurvePoint* last_train = nullptr;
+        const v1::CurvePoint* last_named = nullptr;
         for (const v1::CurvePoint& p : request.points()) {
+          const bool named = !p.metric().empty();
           // Same key, same values: a retried report rewrites what is there.
           ABLATE_RETURN_IF_ERROR(db.Run(R"sql(
               INSERT OR REPLACE INTO curve_points
-                (job_id, split, step, bpc, bytes_seen, wall_time, attempt)
+                (job_id, metric, step, value, bytes_seen, wall_time, attempt)
               VALUES (?, ?, ?, ?, ?, ?, ?))sql",
-                                        job.id, SplitName(p.split()), p.step(), p.bpc(),
+                                        job.id, MetricOf(p), p.step(), named ? p.value() : p.bpc(),
                                         p.bytes_seen(), p.wall_time(), job.attempts));
+          if (named) last_named = &p;
           if (p.split() == v1::SPLIT_TRAIN) last_train = &p;
         }
+        if (last_named) ABLATE_RETURN_IF_ERROR(RecordNamedPointProgress(db, job.id, *last_named));
         return last_train ? RecordPointProgress(db, job.id, *last_train) : Status::OK();
       },
       std::move(done));

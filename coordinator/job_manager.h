@@ -65,8 +65,11 @@ class JobManager {
   void LeaseJob(const v1::LeaseJobRequest& request, v1::LeaseJobResponse* reply, Writer::Done done);
   void Heartbeat(const v1::HeartbeatRequest& request, v1::HeartbeatResponse* reply,
                  Writer::Done done);
-  // InvalidArgument (nothing stored) for a negative step, a non-finite value,
-  // an unknown split or steps that do not increase within a split.
+  // Stores built-in points (split, bpc) as the metric "<split>_bpc" and a
+  // program's points (metric, value) under their name. InvalidArgument
+  // naming the first bad point, and nothing stored, for a negative step, a
+  // non-finite value, an unknown split, a bad metric name, a point with both
+  // a split and a metric, or steps that do not increase within a metric.
   void ReportPoints(const v1::ReportPointsRequest& request, Writer::Done done);
   // Completing a done job again with its token is OK. When the sweep keeps
   // no checkpoints (schedule.keep_checkpoints: none), the job's checkpoint

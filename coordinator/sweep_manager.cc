@@ -70,6 +70,9 @@ Status WriteLaunch(Database& db, const ExpandedSweep& sweep, int64_t now,
                                   keep, now));
     sweep_id = db.LastInsertRowId();
   }
+  // The metric results and the report judge the sweep by, new or extended.
+  ABLATE_RETURN_IF_ERROR(db.Run("UPDATE sweeps SET metric_name = ?, metric_goal = ? WHERE id = ?",
+                                spec.metric.name, MetricGoalName(spec.metric.goal), sweep_id));
 
   int64_t created = 0;
   for (const Job& job : sweep.jobs) {

@@ -1,5 +1,6 @@
 #include "store/reader.h"
 
+#include "common/metric.h"
 #include "store/results.h"
 
 namespace ablate {
@@ -22,6 +23,15 @@ v1::Split SplitFromName(const std::string& name) {
   if (name == "valid") return v1::SPLIT_VALID;
   if (name == "test") return v1::SPLIT_TEST;
   return v1::SPLIT_UNSPECIFIED;
+}
+
+std::string SplitMetric(v1::Split split) {
+  if (split == v1::SPLIT_UNSPECIFIED) return "";
+  return std::string(SplitName(split)) + "_bpc";
+}
+
+std::string MetricOf(const v1::CurvePoint& point) {
+  return point.metric().empty() ? SplitMetric(point.split()) : point.metric();
 }
 
 StatusOr<int64_t> StoreReader::ResolveSweep(const v1::SweepRef& ref) {
@@ -188,17 +198,23 @@ StatusOr<std::vector<v1::CurvePoint>> StoreReader::JobCurve(int64_t job_id) {
     if (!found) return Status::NotFound("no job with id " + std::to_string(job_id));
   }
   ABLATE_ASSIGN_OR_RETURN(Rows rows, db_->Query(R"sql(
-      SELECT split, step, bpc, bytes_seen, wall_time FROM curve_points
-      WHERE job_id = ? ORDER BY split, step)sql",
+      SELECT metric, step, value, bytes_seen, wall_time FROM curve_points
+      WHERE job_id = ? ORDER BY metric, step)sql",
                                                 job_id));
   std::vector<v1::CurvePoint> points;
   while (true) {
     ABLATE_ASSIGN_OR_RETURN(bool row, rows.Next());
     if (!row) break;
     v1::CurvePoint& p = points.emplace_back();
-    p.set_split(SplitFromName(rows.Text(0)));
+    const std::string metric = rows.Text(0);
+    if (IsBuiltinMetric(metric)) {
+      p.set_split(SplitFromName(metric.substr(0, metric.size() - 4)));
+      p.set_bpc(rows.Double(2));
+    } else {
+      p.set_metric(metric);
+      p.set_value(rows.Double(2));
+    }
     p.set_step(rows.Int(1));
-    p.set_bpc(rows.Double(2));
     p.set_bytes_seen(rows.Int(3));
     p.set_wall_time(rows.Double(4));
   }

@@ -21,6 +21,11 @@ namespace ablate {
 const char* SplitName(v1::Split split);
 // SPLIT_UNSPECIFIED for an unknown name.
 v1::Split SplitFromName(const std::string& name);
+// The metric a curve point is stored under: its name, or for the built-in
+// trainer's points "<split>_bpc" ("valid_bpc").
+std::string MetricOf(const v1::CurvePoint& point);
+// The built-in metric of a split ("valid_bpc"); "" for SPLIT_UNSPECIFIED.
+std::string SplitMetric(v1::Split split);
 
 class StoreReader {
  public:
@@ -41,7 +46,8 @@ class StoreReader {
   // Every registered worker with the jobs it runs.
   Status ListWorkers(v1::ListWorkersResponse* out);
 
-  // A job's stored learning curve, by split and then step. NotFound for an
+  // A job's stored learning curves, by metric and then step: the built-in
+  // metrics as split and bpc, others as metric and value. NotFound for an
   // unknown job.
   StatusOr<std::vector<v1::CurvePoint>> JobCurve(int64_t job_id);
 

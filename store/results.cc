@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/metric.h"
 #include "common/run_config.h"
 #include "common/spec.h"
 #include "store/job_state.h"
@@ -56,7 +57,7 @@ struct SweepJob {
   JobState state = JobState::kPending;
   std::string factors_json;
   json factors;
-  std::optional<double> final_bpc;  // the worker's final value of the split, done jobs only
+  std::optional<double> final_bpc;  // the worker's final value of a built-in metric, done jobs only
   std::string last_error;
 };
 
@@ -69,6 +70,8 @@ struct Axis {
 // A sweep's jobs and axes as the queries need them.
 struct SweepData {
   v1::SweepSummary summary;
+  std::string metric;     // the metric the request is about, resolved
+  bool maximize = false;  // whether its best value is the highest
   std::vector<Axis> axes;
   std::vector<SweepJob> jobs;  // in hand-out order
 };
@@ -134,7 +137,64 @@ std::vector<Axis> AxesOf(const std::string& spec_text, const std::string& name,
   return axes;
 }
 
-StatusOr<SweepData> LoadSweep(Database& db, const v1::SweepRef& ref, v1::Split split) {
+// Every metric the sweep's jobs have points of, sorted.
+StatusOr<std::vector<std::string>> SweepMetrics(Database& db, int64_t sweep_id) {
+  ABLATE_ASSIGN_OR_RETURN(Rows rows, db.Query(R"sql(
+      SELECT DISTINCT p.metric FROM jobs j JOIN curve_points p ON p.job_id = j.id
+      WHERE j.sweep_id = ? ORDER BY p.metric)sql",
+                                              sweep_id));
+  std::vector<std::string> metrics;
+  while (true) {
+    ABLATE_ASSIGN_OR_RETURN(bool row, rows.Next());
+    if (!row) break;
+    metrics.push_back(rows.Text(0));
+  }
+  return metrics;
+}
+
+// Which metric a request is about: its metric, else its split's built-in
+// metric, else the sweep's own (spec metric.name), else valid_bpc. A name
+// must be one the sweep can have: a built-in metric, the sweep's own, or
+// one some job has points of; InvalidArgument lists the sweep's metrics.
+Status ResolveMetric(Database& db, int64_t sweep_id, const std::string& requested, v1::Split split,
+                     SweepData* sweep) {
+  std::string own_name, own_goal;
+  {
+    ABLATE_ASSIGN_OR_RETURN(
+        Rows rows, db.Query("SELECT metric_name, metric_goal FROM sweeps WHERE id = ?", sweep_id));
+    ABLATE_ASSIGN_OR_RETURN(bool found, rows.Next());
+    if (found) {
+      own_name = rows.Text(0);
+      own_goal = rows.Text(1);
+    }
+  }
+  if (!requested.empty()) {
+    ABLATE_RETURN_IF_ERROR(CheckMetricName(requested));
+    sweep->metric = requested;
+  } else if (split != v1::SPLIT_UNSPECIFIED) {
+    if (split != v1::SPLIT_TRAIN && split != v1::SPLIT_VALID && split != v1::SPLIT_TEST) {
+      return Status::InvalidArgument(fmt::format("unknown split {}", static_cast<int>(split)));
+    }
+    sweep->metric = SplitMetric(split);
+  } else {
+    sweep->metric = own_name.empty() ? std::string(kDefaultMetric) : own_name;
+  }
+  sweep->maximize = sweep->metric == own_name && own_goal == MetricGoalName(MetricGoal::kMaximize);
+  if (IsBuiltinMetric(sweep->metric) || sweep->metric == own_name) return Status::OK();
+  ABLATE_ASSIGN_OR_RETURN(Rows rows, db.Query(R"sql(
+      SELECT 1 FROM jobs j JOIN curve_points p ON p.job_id = j.id AND p.metric = ?2
+      WHERE j.sweep_id = ?1 LIMIT 1)sql",
+                                              sweep_id, sweep->metric));
+  ABLATE_ASSIGN_OR_RETURN(bool found, rows.Next());
+  if (found) return Status::OK();
+  ABLATE_ASSIGN_OR_RETURN(std::vector<std::string> known, SweepMetrics(db, sweep_id));
+  return Status::InvalidArgument(fmt::format(
+      "sweep '{}' has no metric '{}'; its metrics are: {}", sweep->summary.name(), sweep->metric,
+      known.empty() ? std::string("none yet") : fmt::format("{}", fmt::join(known, ", "))));
+}
+
+StatusOr<SweepData> LoadSweep(Database& db, const v1::SweepRef& ref, const std::string& metric,
+                              v1::Split split) {
   StoreReader reader(&db);
   ABLATE_ASSIGN_OR_RETURN(int64_t sweep_id, reader.ResolveSweep(ref));
   SweepData sweep;
@@ -146,6 +206,7 @@ StatusOr<SweepData> LoadSweep(Database& db, const v1::SweepRef& ref, v1::Split s
     if (status.sweeps_size() != 1) return Status::NotFound(fmt::format("no sweep {}", sweep_id));
     sweep.summary = status.sweeps(0).sweep();
   }
+  ABLATE_RETURN_IF_ERROR(ResolveMetric(db, sweep_id, metric, split, &sweep));
   std::string spec_text;
   {
     ABLATE_ASSIGN_OR_RETURN(Rows rows,
@@ -155,12 +216,12 @@ StatusOr<SweepData> LoadSweep(Database& db, const v1::SweepRef& ref, v1::Split s
   }
   ABLATE_ASSIGN_OR_RETURN(Rows rows, db.Query(R"sql(
       SELECT id, state, factors_json, last_error, final_bpc IS NULL, final_bpc
-      FROM (SELECT *, CASE ?2 WHEN 'train' THEN final_train_bpc
-                              WHEN 'valid' THEN final_valid_bpc
-                              ELSE final_test_bpc END AS final_bpc
+      FROM (SELECT *, CASE ?2 WHEN 'train_bpc' THEN final_train_bpc
+                              WHEN 'valid_bpc' THEN final_valid_bpc
+                              WHEN 'test_bpc' THEN final_test_bpc END AS final_bpc
             FROM jobs WHERE sweep_id = ?1)
       ORDER BY ord)sql",
-                                              sweep_id, SplitName(split)));
+                                              sweep_id, sweep.metric));
   while (true) {
     ABLATE_ASSIGN_OR_RETURN(bool row, rows.Next());
     if (!row) break;
@@ -217,13 +278,6 @@ StatusOr<Grouping> ResolveGrouping(const SweepData& sweep,
     }
   }
   return grouping;
-}
-
-Status CheckSplit(v1::Split split) {
-  if (split == v1::SPLIT_TRAIN || split == v1::SPLIT_VALID || split == v1::SPLIT_TEST) {
-    return Status::OK();
-  }
-  return Status::InvalidArgument("a split (train, valid or test) is required");
 }
 
 bool Unfinished(const SweepJob& job) {
@@ -319,19 +373,23 @@ void SetColumns(const Grouping& grouping, google::protobuf::RepeatedPtrField<std
 
 // --- Results ------------------------------------------------------------------
 
-// The job's value of request.split at request.at, or nullopt with `why` set.
-StatusOr<std::optional<double>> ValueOf(Database& db, const v1::ResultsRequest& request,
-                                        const SweepJob& job, std::string* why) {
-  const char* split = SplitName(request.split());
+// The job's value of the sweep's resolved metric at request.at, or nullopt
+// with `why` set. A named metric's final value is its last point.
+StatusOr<std::optional<double>> ValueOf(Database& db, const SweepData& sweep,
+                                        const v1::ResultsRequest& request, const SweepJob& job,
+                                        std::string* why) {
+  const std::string& metric = sweep.metric;
   switch (request.at()) {
     case v1::VALUE_AT_BEST: {
       ABLATE_ASSIGN_OR_RETURN(
-          Rows rows,
-          db.Query("SELECT count(*), min(bpc) FROM curve_points WHERE job_id = ? AND split = ?",
-                   job.id, split));
+          Rows rows, db.Query(sweep.maximize ? "SELECT count(*), max(value) FROM curve_points "
+                                               "WHERE job_id = ? AND metric = ?"
+                                             : "SELECT count(*), min(value) FROM curve_points "
+                                               "WHERE job_id = ? AND metric = ?",
+                              job.id, metric));
       ABLATE_ASSIGN_OR_RETURN(bool row, rows.Next());
       if (row && rows.Int(0) > 0) return std::optional<double>(rows.Double(1));
-      *why = fmt::format("no {} point", split);
+      *why = fmt::format("no {} point", metric);
       return std::optional<double>();
     }
     case v1::VALUE_AT_STEP: {
@@ -339,18 +397,18 @@ StatusOr<std::optional<double>> ValueOf(Database& db, const v1::ResultsRequest& 
       std::optional<std::pair<int64_t, double>> below, above;
       {
         ABLATE_ASSIGN_OR_RETURN(Rows rows, db.Query(R"sql(
-            SELECT step, bpc FROM curve_points WHERE job_id = ? AND split = ? AND step <= ?
+            SELECT step, value FROM curve_points WHERE job_id = ? AND metric = ? AND step <= ?
             ORDER BY step DESC LIMIT 1)sql",
-                                                    job.id, split, step));
+                                                    job.id, metric, step));
         ABLATE_ASSIGN_OR_RETURN(bool row, rows.Next());
         if (row) below.emplace(rows.Int(0), rows.Double(1));
       }
       if (below && below->first == step) return std::optional<double>(below->second);
       {
         ABLATE_ASSIGN_OR_RETURN(Rows rows, db.Query(R"sql(
-            SELECT step, bpc FROM curve_points WHERE job_id = ? AND split = ? AND step >= ?
+            SELECT step, value FROM curve_points WHERE job_id = ? AND metric = ? AND step >= ?
             ORDER BY step LIMIT 1)sql",
-                                                    job.id, split, step));
+                                                    job.id, metric, step));
         ABLATE_ASSIGN_OR_RETURN(bool row, rows.Next());
         if (row) above.emplace(rows.Int(0), rows.Double(1));
       }
@@ -361,24 +419,24 @@ StatusOr<std::optional<double>> ValueOf(Database& db, const v1::ResultsRequest& 
       }
       if (below) {
         *why =
-            fmt::format("the {} curve ends at step {}, before step {}", split, below->first, step);
+            fmt::format("the {} curve ends at step {}, before step {}", metric, below->first, step);
       } else if (above) {
-        *why =
-            fmt::format("the {} curve starts at step {}, after step {}", split, above->first, step);
+        *why = fmt::format("the {} curve starts at step {}, after step {}", metric, above->first,
+                           step);
       } else {
-        *why = fmt::format("no {} point", split);
+        *why = fmt::format("no {} point", metric);
       }
       return std::optional<double>();
     }
     default: {
       if (job.final_bpc) return job.final_bpc;
       ABLATE_ASSIGN_OR_RETURN(Rows rows, db.Query(R"sql(
-          SELECT bpc FROM curve_points WHERE job_id = ? AND split = ?
+          SELECT value FROM curve_points WHERE job_id = ? AND metric = ?
           ORDER BY step DESC LIMIT 1)sql",
-                                                  job.id, split));
+                                                  job.id, metric));
       ABLATE_ASSIGN_OR_RETURN(bool row, rows.Next());
       if (row) return std::optional<double>(rows.Double(0));
-      *why = fmt::format("no {} point", split);
+      *why = fmt::format("no {} point", metric);
       return std::optional<double>();
     }
   }
@@ -552,23 +610,26 @@ std::vector<int64_t> Grid(const std::vector<std::vector<int64_t>>& schedules, in
 }  // namespace
 
 StatusOr<v1::ResultsResponse> QueryResults(Database& db, const v1::ResultsRequest& request) {
-  ABLATE_RETURN_IF_ERROR(CheckSplit(request.split()));
   if (request.at() == v1::VALUE_AT_STEP && request.step() < 0) {
     return Status::InvalidArgument(fmt::format("step {} is negative", request.step()));
   }
   ReadSnapshot snapshot(db);
   ABLATE_RETURN_IF_ERROR(snapshot.Begin());
-  ABLATE_ASSIGN_OR_RETURN(SweepData sweep, LoadSweep(db, request.sweep(), request.split()));
+  ABLATE_ASSIGN_OR_RETURN(SweepData sweep,
+                          LoadSweep(db, request.sweep(), request.metric(), request.split()));
   ABLATE_ASSIGN_OR_RETURN(Grouping grouping, ResolveGrouping(sweep, request.group_by()));
   v1::ResultsResponse response;
   *response.mutable_sweep() = sweep.summary;
+  response.set_metric(sweep.metric);
+  response.set_maximize(sweep.maximize);
   SetColumns(grouping, response.mutable_columns(), response.mutable_column_keys());
   v1::LeftOut* left_out = response.mutable_left_out();
 
   std::map<GroupKey, GroupValues> groups;
   for (const Counted& job : SelectJobs(sweep, request.include_unfinished(), left_out)) {
     std::string why;
-    ABLATE_ASSIGN_OR_RETURN(std::optional<double> value, ValueOf(db, request, *job.job, &why));
+    ABLATE_ASSIGN_OR_RETURN(std::optional<double> value,
+                            ValueOf(db, sweep, request, *job.job, &why));
     if (!value) {
       NoValue(job, std::move(why), left_out);
       continue;
@@ -602,7 +663,7 @@ StatusOr<v1::ResultsResponse> QueryResults(Database& db, const v1::ResultsReques
 
 namespace {
 
-// The counted jobs' curves of one split, grouped, with the step schedules
+// The counted jobs' curves of one metric, grouped, with the step schedules
 // they share (jobs mostly share one).
 struct CurveSet {
   struct Member {
@@ -613,13 +674,13 @@ struct CurveSet {
   std::map<GroupKey, std::vector<Member>> groups;
 };
 
-// Reads every counted curve in one pass; a job without a point of the split
+// Reads every counted curve in one pass; a job without a point of the metric
 // goes to the left-out list.
 StatusOr<CurveSet> ReadCurves(Database& db, const SweepData& sweep, const Grouping& grouping,
                               const v1::CurvesRequest& request, v1::LeftOut* left_out) {
   CurveSet set;
   std::map<std::vector<int64_t>, size_t> schedule_index;
-  const char* split = SplitName(request.split());
+  const std::string& metric = sweep.metric;
   std::vector<int64_t> steps;
   for (const Counted& job : SelectJobs(sweep, request.include_unfinished(), left_out)) {
     // The previous job's length is a good guess.
@@ -629,8 +690,9 @@ StatusOr<CurveSet> ReadCurves(Database& db, const SweepData& sweep, const Groupi
     curve.values.reserve(expected);
     ABLATE_ASSIGN_OR_RETURN(
         Rows rows,
-        db.Query("SELECT step, bpc FROM curve_points WHERE job_id = ? AND split = ? ORDER BY step",
-                 job.job->id, split));
+        db.Query(
+            "SELECT step, value FROM curve_points WHERE job_id = ? AND metric = ? ORDER BY step",
+            job.job->id, metric));
     while (true) {
       ABLATE_ASSIGN_OR_RETURN(bool row, rows.Next());
       if (!row) break;
@@ -638,7 +700,7 @@ StatusOr<CurveSet> ReadCurves(Database& db, const SweepData& sweep, const Groupi
       curve.values.push_back(rows.Double(1));
     }
     if (steps.empty()) {
-      NoValue(job, fmt::format("no {} point", split), left_out);
+      NoValue(job, fmt::format("no {} point", metric), left_out);
       continue;
     }
     if (set.schedules.empty() || set.schedules.back() != steps) {
@@ -677,16 +739,17 @@ void Average(const std::vector<CurveSet::Member>& members,
 }  // namespace
 
 StatusOr<v1::CurvesResponse> QueryCurves(Database& db, const v1::CurvesRequest& request) {
-  ABLATE_RETURN_IF_ERROR(CheckSplit(request.split()));
   if (request.points() < 0) {
     return Status::InvalidArgument(fmt::format("{} points is negative", request.points()));
   }
   ReadSnapshot snapshot(db);
   ABLATE_RETURN_IF_ERROR(snapshot.Begin());
-  ABLATE_ASSIGN_OR_RETURN(SweepData sweep, LoadSweep(db, request.sweep(), request.split()));
+  ABLATE_ASSIGN_OR_RETURN(SweepData sweep,
+                          LoadSweep(db, request.sweep(), request.metric(), request.split()));
   ABLATE_ASSIGN_OR_RETURN(Grouping grouping, ResolveGrouping(sweep, request.group_by()));
   v1::CurvesResponse response;
   *response.mutable_sweep() = sweep.summary;
+  response.set_metric(sweep.metric);
   SetColumns(grouping, response.mutable_columns(), response.mutable_column_keys());
   ABLATE_ASSIGN_OR_RETURN(const CurveSet curves,
                           ReadCurves(db, sweep, grouping, request, response.mutable_left_out()));

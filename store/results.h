@@ -33,13 +33,21 @@ inline constexpr int64_t kMaxCurveCells = 100'000;
 // group's values (n, mean, sample std, min, max, 95% interval), with the
 // devices and precisions its jobs ran on; the facts give the same for every
 // job of the sweep that has run, and its CPU and GPU hours. Errors:
-// NotFound for an unknown sweep; InvalidArgument for a missing split, a
+// NotFound for an unknown sweep; InvalidArgument for a bad metric name, a
+// metric the sweep does not have (the message lists those it has), a
 // negative step, or a factor that is not an axis of the sweep (the message
 // lists the axes by their short names); DataLoss for a job row whose JSON
 // does not parse; database errors as Database reports them.
+//
+// The metric is request.metric, else request.split's built-in metric
+// ("valid_bpc"), else the sweep's own (its spec's metric.name), else
+// valid_bpc; the reply names it. Best is the lowest value, or the highest
+// for the sweep's own metric when its goal is maximize: a metric other than
+// the sweep's own carries no goal, and most (losses, bpc) are best low.
 StatusOr<v1::ResultsResponse> QueryResults(Database& db, const v1::ResultsRequest& request);
 
-// Averages the counted jobs' curves of request.split by group on one step
+// Averages the counted jobs' curves of the metric (chosen as for
+// QueryResults) by group on one step
 // grid: the union of their steps, or request.points steps evenly spaced over
 // them. Each curve is interpolated linearly between its own points and never
 // extrapolated, so a group's n drops where its curves end. Errors as for

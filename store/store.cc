@@ -157,6 +157,48 @@ JOIN sweeps s ON s.id = j.sweep_id;
 ALTER TABLE sweeps ADD COLUMN keep_checkpoints TEXT NOT NULL DEFAULT 'final'
   CHECK (keep_checkpoints IN ('final', 'none'));
 )sql",
+    // 4: named metrics. Curve points are keyed by metric name, so that a
+    // program's "valid/loss" is stored as the built-in trainer's bpc is; the
+    // built-in points move to train_bpc, valid_bpc and test_bpc. The curve
+    // view keeps split and bpc for the built-in metrics (NULL for others)
+    // and gains metric and value. A sweep's metric (spec metric: {name,
+    // goal}) decides its default metric and which way is best.
+    R"sql(
+DROP VIEW curve;
+CREATE TABLE curve_points_by_metric (
+  job_id INTEGER NOT NULL REFERENCES jobs (id),
+  metric TEXT NOT NULL,
+  step INTEGER NOT NULL,
+  value REAL NOT NULL,
+  bytes_seen INTEGER NOT NULL,
+  wall_time REAL NOT NULL,
+  attempt INTEGER NOT NULL,
+  PRIMARY KEY (job_id, metric, step)
+) STRICT, WITHOUT ROWID;
+INSERT INTO curve_points_by_metric (job_id, metric, step, value, bytes_seen, wall_time, attempt)
+  SELECT job_id, split || '_bpc', step, bpc, bytes_seen, wall_time, attempt FROM curve_points;
+DROP TABLE curve_points;
+ALTER TABLE curve_points_by_metric RENAME TO curve_points;
+
+CREATE VIEW curve AS
+SELECT s.name AS sweep, j.sweep_id, p.job_id, j.state,
+       json_extract(j.config_json, '$.model.cell') AS cell,
+       json_extract(j.config_json, '$.model.layer_norm') AS layer_norm,
+       json_extract(j.config_json, '$.model.init') AS init,
+       json_extract(j.config_json, '$.train.seed') AS seed,
+       CASE p.metric WHEN 'train_bpc' THEN 'train' WHEN 'valid_bpc' THEN 'valid'
+                     WHEN 'test_bpc' THEN 'test' END AS split,
+       p.step,
+       CASE WHEN p.metric IN ('train_bpc', 'valid_bpc', 'test_bpc') THEN p.value END AS bpc,
+       p.bytes_seen, p.wall_time, p.attempt, p.metric, p.value
+FROM curve_points p
+JOIN jobs j ON j.id = p.job_id
+JOIN sweeps s ON s.id = j.sweep_id;
+
+ALTER TABLE sweeps ADD COLUMN metric_name TEXT NOT NULL DEFAULT '';
+ALTER TABLE sweeps ADD COLUMN metric_goal TEXT NOT NULL DEFAULT 'minimize'
+  CHECK (metric_goal IN ('minimize', 'maximize'));
+)sql",
 };
 
 // How much of a file a read-only connection maps into memory.

@@ -6,9 +6,13 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include "store/reader.h"
+#include "store/results.h"
 #include "store/test_util.h"
 
 namespace ablate {
@@ -169,6 +173,127 @@ TEST(Migration, AVersionTwoFileFromThePreviousReleaseIsUpgradedInPlaceLosingNoth
   ASSERT_EQ(status.sweeps_size(), 1);
   EXPECT_EQ(status.sweeps(0).checkpoint_bytes(), 41670 + 48134 + 39366 + 51526);
   EXPECT_EQ(reader.JobCheckpoint(99).status().code(), Status::kNotFound);
+}
+
+// Rows of `sql` as text, through the raw C API: readable at any schema version.
+std::vector<std::vector<std::string>> RawRows(const std::string& path, const std::string& sql) {
+  std::vector<std::vector<std::string>> rows;
+  sqlite3* db = nullptr;
+  EXPECT_EQ(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  EXPECT_EQ(sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr), SQLITE_OK)
+      << sqlite3_errmsg(db);
+  while (stmt && sqlite3_step(stmt) == SQLITE_ROW) {
+    auto& row = rows.emplace_back();
+    for (int i = 0; i < sqlite3_column_count(stmt); ++i) {
+      const unsigned char* text = sqlite3_column_text(stmt, i);
+      row.push_back(text ? reinterpret_cast<const char*>(text) : "NULL");
+    }
+  }
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  return rows;
+}
+
+// One value per job, by job id, of a results query on a schema version 4 file.
+std::map<int64_t, double> ResultsByJob(Database& db, const std::string& metric, v1::ValueAt at) {
+  v1::ResultsRequest request;
+  request.mutable_sweep()->set_name("v3-fixture");
+  request.set_metric(metric);
+  request.set_at(at);
+  auto response = QueryResults(db, request);
+  EXPECT_TRUE(response.ok()) << response.status().ToString();
+  std::map<int64_t, double> values;
+  if (!response.ok()) return values;
+  EXPECT_EQ(response->metric(), metric);
+  for (const v1::ResultRow& row : response->rows()) values[row.job_ids(0)] = row.mean();
+  return values;
+}
+
+void ExpectSameValues(const std::map<int64_t, double>& got,
+                      const std::map<int64_t, double>& expected) {
+  ASSERT_EQ(got.size(), expected.size());
+  for (const auto& [job, value] : expected) {
+    ASSERT_EQ(got.count(job), 1u) << "job " << job;
+    // The expected values went through SQLite's text form.
+    EXPECT_NEAR(got.at(job), value, 1e-12) << "job " << job;
+  }
+}
+
+std::map<int64_t, double> ValuesByJob(const std::vector<std::vector<std::string>>& rows) {
+  std::map<int64_t, double> values;
+  for (const auto& row : rows) values[std::stoll(row[0])] = std::stod(row[1]);
+  return values;
+}
+
+// store/testdata/schema-v3: a sweep of 4 jobs run to the end by the release
+// before named metrics (schema version 3; its fixture.yaml says how).
+TEST(Migration, AVersionThreeFileIsUpgradedInPlaceWithEveryPointUnderItsMetricName) {
+  TempDir dir;
+  const std::string path = dir.File("v3.db");
+  std::filesystem::copy_file(std::string(ABLATE_STORE_TESTDATA) + "/schema-v3/v3.db", path);
+  ASSERT_EQ(RawRows(path, "PRAGMA user_version")[0][0], "3");
+  // Before: every point by split, and what results are made of.
+  const auto points_before =
+      RawRows(path,
+              "SELECT job_id, split || '_bpc', step, bpc, bytes_seen, wall_time, attempt "
+              "FROM curve_points ORDER BY 1, 2, 3");
+  const auto jobs_before = RawRows(
+      path,
+      "SELECT id, state, config_json, factors_json, final_train_bpc, final_valid_bpc, "
+      "final_test_bpc, final_steps, checkpoint_file, checkpoint_sha256 FROM jobs ORDER BY id");
+  const auto final_valid = ValuesByJob(RawRows(path, "SELECT id, final_valid_bpc FROM jobs"));
+  const auto best_train = ValuesByJob(RawRows(
+      path, "SELECT job_id, min(bpc) FROM curve_points WHERE split = 'train' GROUP BY job_id"));
+  const auto last_valid =
+      ValuesByJob(RawRows(path,
+                          "SELECT job_id, bpc FROM curve_points p WHERE split = 'valid' AND step = "
+                          "(SELECT max(step) FROM curve_points q WHERE q.job_id = p.job_id AND "
+                          "q.split = 'valid')"));
+  const auto curve_view_before =
+      RawRows(path, "SELECT sweep, job_id, cell, split, step, bpc FROM curve ORDER BY 2, 4, 5");
+  ASSERT_EQ(points_before.size(), 28u);
+  ASSERT_EQ(final_valid.size(), 4u);
+
+  EXPECT_EQ(OpenStoreReadOnly(path).status().code(), Status::kFailedPrecondition);
+  {
+    auto db = OpenStore(path);
+    ASSERT_TRUE(db.ok()) << db.status().ToString();
+  }
+  EXPECT_EQ(RawRows(path, "PRAGMA user_version")[0][0], std::to_string(kStoreSchemaVersion));
+  EXPECT_EQ(RawRows(path,
+                    "SELECT job_id, metric, step, value, bytes_seen, wall_time, attempt "
+                    "FROM curve_points ORDER BY 1, 2, 3"),
+            points_before);
+  EXPECT_EQ(
+      RawRows(path, "SELECT metric, count(*) FROM curve_points GROUP BY metric ORDER BY metric"),
+      (std::vector<std::vector<std::string>>{
+          {"test_bpc", "4"}, {"train_bpc", "16"}, {"valid_bpc", "8"}}));
+  EXPECT_EQ(RawRows(path,
+                    "SELECT id, state, config_json, factors_json, final_train_bpc, "
+                    "final_valid_bpc, final_test_bpc, final_steps, checkpoint_file, "
+                    "checkpoint_sha256 FROM jobs ORDER BY id"),
+            jobs_before);
+  // The README's view queries read as before, and the view gains metric and value.
+  EXPECT_EQ(
+      RawRows(path, "SELECT sweep, job_id, cell, split, step, bpc FROM curve ORDER BY 2, 4, 5"),
+      curve_view_before);
+  EXPECT_EQ(RawRows(path, "SELECT count(*) FROM curve WHERE metric = 'valid_bpc' AND value = bpc"),
+            (std::vector<std::vector<std::string>>{{"8"}}));
+  EXPECT_EQ(RawRows(path, "SELECT metric_name, metric_goal FROM sweeps"),
+            (std::vector<std::vector<std::string>>{{"", "minimize"}}));
+
+  auto db = OpenStoreReadOnly(path);
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  ExpectSameValues(ResultsByJob(**db, "valid_bpc", v1::VALUE_AT_FINAL), final_valid);
+  ExpectSameValues(ResultsByJob(**db, "train_bpc", v1::VALUE_AT_BEST), best_train);
+  // Without the worker's final values, final is the curve's last point.
+  {
+    auto writable = OpenStore(path);
+    ASSERT_TRUE(writable.ok());
+    ASSERT_TRUE((*writable)->Exec("UPDATE jobs SET final_valid_bpc = NULL").ok());
+  }
+  ExpectSameValues(ResultsByJob(**db, "valid_bpc", v1::VALUE_AT_FINAL), last_valid);
 }
 
 TEST_P(StoreFileTest, ReadOnlyOpenReadsButCannotWrite) {

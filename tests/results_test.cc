@@ -343,7 +343,8 @@ TEST_F(ResultsTest, AtStepInterpolatesAndReportsCurvesThatEndBefore) {
   }
   ASSERT_EQ(r.left_out().missing_size(), 1);
   EXPECT_EQ(r.left_out().missing(0).job_id(), early_end.id());
-  EXPECT_EQ(r.left_out().missing(0).detail(), "the valid curve ends at step 30, before step 45");
+  EXPECT_EQ(r.left_out().missing(0).detail(),
+            "the valid_bpc curve ends at step 30, before step 45");
 
   // A step that is a point is that point's value exactly.
   v1::ResultsResponse at_30 = Results({}, v1::SPLIT_VALID, v1::VALUE_AT_STEP, 30);
@@ -354,7 +355,7 @@ TEST_F(ResultsTest, AtStepInterpolatesAndReportsCurvesThatEndBefore) {
   }
 }
 
-TEST_F(ResultsTest, UnknownFactorSweepAndMissingSplitAreErrors) {
+TEST_F(ResultsTest, UnknownFactorSweepAndMetricAreErrors) {
   FinishAll(GridSpec("grid"), 18);
   auto db = Open();
   v1::ResultsRequest request;
@@ -372,9 +373,22 @@ TEST_F(ResultsTest, UnknownFactorSweepAndMissingSplitAreErrors) {
   request.add_group_by("model.cell");
   EXPECT_EQ(QueryResults(*db, request).status().code(), Status::kInvalidArgument);
 
+  // No split and no metric: the sweep's metric, here the default valid_bpc.
   request.clear_group_by();
   request.set_split(v1::SPLIT_UNSPECIFIED);
+  auto by_default = QueryResults(*db, request);
+  ASSERT_TRUE(by_default.ok()) << by_default.status().ToString();
+  EXPECT_EQ(by_default->metric(), "valid_bpc");
+
+  request.set_metric("valid loss");
   EXPECT_EQ(QueryResults(*db, request).status().code(), Status::kInvalidArgument);
+  request.set_metric("valid/loss");
+  auto no_such = QueryResults(*db, request);
+  EXPECT_EQ(no_such.status().code(), Status::kInvalidArgument);
+  EXPECT_EQ(no_such.status().message(),
+            "sweep 'grid' has no metric 'valid/loss'; its metrics are: test_bpc, train_bpc, "
+            "valid_bpc");
+  request.clear_metric();
 
   request.set_split(v1::SPLIT_VALID);
   request.mutable_sweep()->set_name("nope");
@@ -774,11 +788,22 @@ TEST(Schema, VersionOneDatabaseGainsTheViewsWhenOpened) {
     // version 3's keep_checkpoints.
     auto db = OpenStore(path);
     ASSERT_TRUE(db.ok());
-    ASSERT_TRUE((*db)
-                    ->Exec("DROP VIEW job_results; DROP VIEW curve; "
-                           "ALTER TABLE sweeps DROP COLUMN keep_checkpoints; "
-                           "PRAGMA user_version = 1")
-                    .ok());
+    // The version 1 schema is this one without its views, without version
+    // 3's keep_checkpoints and with version 4's curve points by split.
+    ASSERT_TRUE(
+        (*db)
+            ->Exec("DROP VIEW job_results; DROP VIEW curve; "
+                   "ALTER TABLE sweeps DROP COLUMN keep_checkpoints; "
+                   "ALTER TABLE sweeps DROP COLUMN metric_name; "
+                   "ALTER TABLE sweeps DROP COLUMN metric_goal; "
+                   "DROP TABLE curve_points; "
+                   "CREATE TABLE curve_points (job_id INTEGER NOT NULL REFERENCES jobs (id), "
+                   "split TEXT NOT NULL, step INTEGER NOT NULL, bpc REAL NOT NULL, "
+                   "bytes_seen INTEGER NOT NULL, wall_time REAL NOT NULL, "
+                   "attempt INTEGER NOT NULL, PRIMARY KEY (job_id, split, step)) "
+                   "STRICT, WITHOUT ROWID; "
+                   "PRAGMA user_version = 1")
+            .ok());
   }
   EXPECT_EQ(OpenStoreReadOnly(path).status().code(), Status::kFailedPrecondition);
   {
@@ -788,6 +813,216 @@ TEST(Schema, VersionOneDatabaseGainsTheViewsWhenOpened) {
   }
   EXPECT_EQ(Sql(path, "SELECT count(*) FROM job_results")[0][0], "0");
   EXPECT_EQ(Sql(path, "SELECT count(*) FROM curve")[0][0], "0");
+}
+
+// --- Named metrics over the wire -------------------------------------------------
+
+// A program's sweep judged by an accuracy: best is the highest point.
+constexpr char kNamedSpec[] = R"(method: grid
+name: named
+metric: {name: eval/acc, goal: maximize}
+data: {path: corpus.txt}
+model: {hidden: 16, vocab: 27}
+train: {steps: 30, log_every: 10, eval_every: 10}
+parameters:
+  cell: {values: [lstm, gru]}
+)";
+
+v1::CurvePoint NamedPoint(const std::string& metric, int64_t step, double value) {
+  v1::CurvePoint point;
+  point.set_metric(metric);
+  point.set_step(step);
+  point.set_value(value);
+  point.set_wall_time(static_cast<double>(step));
+  return point;
+}
+
+// A real coordinator on a database file, a sweep launched on it, and a
+// worker registered over gRPC.
+class NamedMetricsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    CoordinatorOptions options;
+    options.db_path = dir_.File("named.db");
+    options.listen = "127.0.0.1:0";
+    options.checkpoint_dir = dir_.File("ckpt");
+    auto server = CoordinatorServer::Start(options);
+    ASSERT_TRUE(server.ok()) << server.status().ToString();
+    server_ = std::move(server).value();
+    auto channel = grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials());
+    sweeps_ = v1::Sweeps::NewStub(channel);
+    coordinator_ = v1::Coordinator::NewStub(channel);
+    v1::LaunchRequest launch;
+    launch.set_spec_text(kNamedSpec);
+    launch.set_filename("named.yaml");
+    v1::LaunchResponse launched;
+    grpc::ClientContext launch_context;
+    ASSERT_TRUE(sweeps_->Launch(&launch_context, launch, &launched).ok());
+    v1::RegisterWorkerRequest registration;
+    registration.set_name("w0");
+    registration.set_host("host");
+    registration.set_device("cpu");
+    registration.set_threads(1);
+    v1::RegisterWorkerResponse registered;
+    grpc::ClientContext register_context;
+    ASSERT_TRUE(coordinator_->RegisterWorker(&register_context, registration, &registered).ok());
+    worker_id_ = registered.worker_id();
+  }
+
+  v1::JobLease Lease() {
+    v1::LeaseJobRequest request;
+    request.set_worker_id(worker_id_);
+    v1::LeaseJobResponse reply;
+    grpc::ClientContext context;
+    EXPECT_TRUE(coordinator_->LeaseJob(&context, request, &reply).ok());
+    EXPECT_TRUE(reply.has_job());
+    return reply.job();
+  }
+
+  grpc::Status Report(const v1::JobLease& lease, const std::vector<v1::CurvePoint>& points) {
+    v1::ReportPointsRequest request;
+    request.set_job_id(lease.job_id());
+    request.set_lease_token(lease.lease_token());
+    for (const v1::CurvePoint& point : points) *request.add_points() = point;
+    v1::ReportPointsResponse reply;
+    grpc::ClientContext context;
+    return coordinator_->ReportPoints(&context, request, &reply);
+  }
+
+  void Complete(const v1::JobLease& lease) {
+    v1::CompleteJobRequest request;
+    request.set_job_id(lease.job_id());
+    request.set_lease_token(lease.lease_token());
+    v1::CompleteJobResponse reply;
+    grpc::ClientContext context;
+    const grpc::Status status = coordinator_->CompleteJob(&context, request, &reply);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+  }
+
+  grpc::Status Results(const std::string& metric, v1::ValueAt at, v1::ResultsResponse* reply) {
+    v1::ResultsRequest request;
+    request.mutable_sweep()->set_name("named");
+    request.set_metric(metric);
+    request.set_at(at);
+    grpc::ClientContext context;
+    return sweeps_->Results(&context, request, reply);
+  }
+
+  std::string db_path() const { return dir_.File("named.db"); }
+
+  TempDir dir_;
+  std::unique_ptr<CoordinatorServer> server_;
+  std::unique_ptr<v1::Sweeps::Stub> sweeps_;
+  std::unique_ptr<v1::Coordinator::Stub> coordinator_;
+  int64_t worker_id_ = 0;
+};
+
+TEST_F(NamedMetricsTest, PointsReportedOverGrpcComeBackByNameThroughResultsAndCurves) {
+  // Each job's accuracy peaks at step 20 and ends lower; a built-in train
+  // point rides along in the same report.
+  std::map<int64_t, std::vector<double>> curves;
+  for (int i = 0; i < 2; ++i) {
+    const v1::JobLease lease = Lease();
+    const double base = 0.5 + 0.1 * i;
+    curves[lease.job_id()] = {base, base + 0.3, base + 0.2};
+    const grpc::Status reported = Report(
+        lease, {NamedPoint("eval/acc", 10, base), NamedPoint("eval/acc", 20, base + 0.3),
+                NamedPoint("eval/acc", 30, base + 0.2), FixturePoint(v1::SPLIT_TRAIN, 30, 2.0)});
+    ASSERT_TRUE(reported.ok()) << reported.error_message();
+    Complete(lease);
+  }
+
+  // No metric asked: the sweep's own, final is each job's last point.
+  v1::ResultsResponse final;
+  ASSERT_TRUE(Results("", v1::VALUE_AT_FINAL, &final).ok());
+  EXPECT_EQ(final.metric(), "eval/acc");
+  ASSERT_EQ(final.rows_size(), 2);
+  EXPECT_DOUBLE_EQ(final.rows(0).mean(), curves[final.rows(0).job_ids(0)][2]);
+  EXPECT_DOUBLE_EQ(final.rows(1).mean(), curves[final.rows(1).job_ids(0)][2]);
+  EXPECT_EQ(final.left_out().missing_size(), 0);
+
+  // Its goal is maximize: best is the highest point.
+  v1::ResultsResponse best;
+  ASSERT_TRUE(Results("eval/acc", v1::VALUE_AT_BEST, &best).ok());
+  ASSERT_EQ(best.rows_size(), 2);
+  for (const v1::ResultRow& row : best.rows()) {
+    EXPECT_DOUBLE_EQ(row.mean(), curves[row.job_ids(0)][1]);
+  }
+
+  // Another metric of the same sweep keeps its name and the lowest best.
+  v1::ResultsResponse train;
+  ASSERT_TRUE(Results("train_bpc", v1::VALUE_AT_BEST, &train).ok());
+  EXPECT_EQ(train.metric(), "train_bpc");
+  ASSERT_EQ(train.rows_size(), 2);
+  EXPECT_DOUBLE_EQ(train.rows(0).mean(), 2.0);
+
+  v1::CurvesRequest request;
+  request.mutable_sweep()->set_name("named");
+  request.set_metric("eval/acc");
+  v1::CurvesResponse reply;
+  {
+    grpc::ClientContext context;
+    ASSERT_TRUE(sweeps_->Curves(&context, request, &reply).ok());
+  }
+  EXPECT_EQ(reply.metric(), "eval/acc");
+  ASSERT_EQ(reply.steps_size(), 3);
+  EXPECT_EQ(reply.steps(0), 10);
+  EXPECT_EQ(reply.steps(2), 30);
+  ASSERT_EQ(reply.groups_size(), 2);
+  for (const v1::CurveGroup& group : reply.groups()) {
+    ASSERT_EQ(group.mean_size(), 3);
+    EXPECT_EQ(group.n(1), 1);
+  }
+  EXPECT_NEAR(reply.groups(0).mean(1) + reply.groups(1).mean(1), 0.8 + 0.9, 1e-12);
+
+  // GetJob gives the named points back by name.
+  v1::GetJobRequest get;
+  get.set_job_id(final.rows(0).job_ids(0));
+  v1::GetJobResponse job;
+  {
+    grpc::ClientContext context;
+    ASSERT_TRUE(sweeps_->GetJob(&context, get, &job).ok());
+  }
+  int named = 0;
+  for (const v1::CurvePoint& point : job.points()) {
+    if (point.metric() == "eval/acc") {
+      ++named;
+      EXPECT_EQ(point.split(), v1::SPLIT_UNSPECIFIED);
+    }
+  }
+  EXPECT_EQ(named, 3);
+
+  // A name the sweep does not have is refused with the names it has.
+  v1::ResultsResponse unknown;
+  const grpc::Status refused = Results("valid/loss", v1::VALUE_AT_FINAL, &unknown);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(refused.error_message(),
+            "sweep 'named' has no metric 'valid/loss'; its metrics are: eval/acc, train_bpc");
+}
+
+TEST_F(NamedMetricsTest, AMalformedPointIsRefusedAndNothingOfItsReportStored) {
+  const v1::JobLease lease = Lease();
+  v1::CurvePoint both = NamedPoint("eval/acc", 20, 0.5);
+  both.set_split(v1::SPLIT_VALID);
+  const std::vector<std::pair<v1::CurvePoint, std::string>> bad = {
+      {NamedPoint("eval acc", 20, 0.5), "point 1 (a named metric step 20): metric name"},
+      {NamedPoint("eval/acc", 20, NAN), "point 1 (a named metric step 20): eval/acc is not finite"},
+      {NamedPoint("eval/acc", 20, INFINITY), "is not finite"},
+      {NamedPoint(std::string(200, 'a'), 20, 0.5), "more than 128"},
+      {both, "sets both a split and a metric"},
+      {NamedPoint("eval/acc", 10, 0.5), "steps do not increase within the metric"},
+      {NamedPoint("eval/acc", -1, 0.5), "negative step"},
+  };
+  for (const auto& [point, why] : bad) {
+    const grpc::Status refused = Report(lease, {NamedPoint("eval/acc", 10, 0.4), point});
+    EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << why;
+    EXPECT_NE(refused.error_message().find(why), std::string::npos) << refused.error_message();
+  }
+  EXPECT_EQ(Sql(db_path(), "SELECT count(*) FROM curve_points")[0][0], "0");
+  // The same report without the bad point is stored.
+  ASSERT_TRUE(Report(lease, {NamedPoint("eval/acc", 10, 0.4)}).ok());
+  EXPECT_EQ(Sql(db_path(), "SELECT metric, step, value FROM curve_points"),
+            (std::vector<std::vector<std::string>>{{"eval/acc", "10", "0.4"}}));
 }
 
 }  // namespace
