@@ -119,7 +119,7 @@ Status Build(const std::string& path, int64_t wanted_jobs) {
                         created_ms, started_ms, finished_ms)
       VALUES (?1, 1, ?1, ?2, ?3, ?4, 'done', 1, 1, 1, ?5, ?5, ?6, ?7, ?8, ?5, ?9, ?10, ?10, ?11))sql");
   Insert point(db, R"sql(
-      INSERT INTO curve_points (job_id, split, step, bpc, bytes_seen, wall_time, attempt)
+      INSERT INTO curve_points (job_id, metric, step, value, bytes_seen, wall_time, attempt)
       VALUES (?, ?, ?, ?, ?, ?, 1))sql");
   std::mt19937_64 rng(20170101);
   std::normal_distribution<double> train_noise(0.0, 0.03), valid_noise(0.0, 0.004);
@@ -148,28 +148,28 @@ Status Build(const std::string& path, int64_t wanted_jobs) {
             return final_bpc + (start_bpc - final_bpc) * std::exp(-static_cast<double>(step) / tau);
           };
           const double seconds_per_step = cell == Cell::kLstm ? 0.09 : 0.07;
-          auto add = [&](const char* split, int64_t step, double bpc) {
+          auto add = [&](const char* metric, int64_t step, double bpc) {
             sqlite3_stmt* s = point.get();
             sqlite3_bind_int64(s, 1, id);
-            sqlite3_bind_text(s, 2, split, -1, SQLITE_STATIC);
+            sqlite3_bind_text(s, 2, metric, -1, SQLITE_STATIC);
             sqlite3_bind_int64(s, 3, step);
             sqlite3_bind_double(s, 4, bpc);
             sqlite3_bind_int64(s, 5, step * 100 * 200);
             sqlite3_bind_double(s, 6, static_cast<double>(step) * seconds_per_step);
             return point.Run();
           };
-          // Inserted in primary-key order (job, split, step): appends to the b-tree.
+          // Inserted in primary-key order (job, metric, step): appends to the b-tree.
           const double test_bpc = final_bpc + 0.01 + valid_noise(rng);
-          ABLATE_RETURN_IF_ERROR(add("test", kSteps, test_bpc));
+          ABLATE_RETURN_IF_ERROR(add("test_bpc", kSteps, test_bpc));
           double train_bpc = 0;
           for (int64_t step = kTrainEvery; step < kSteps; step += kTrainEvery) {
             train_bpc = curve(step) - 0.02 + train_noise(rng);
-            ABLATE_RETURN_IF_ERROR(add("train", step, train_bpc));
+            ABLATE_RETURN_IF_ERROR(add("train_bpc", step, train_bpc));
           }
           double valid_bpc = 0;
           for (int64_t step = kValidEvery; step <= kSteps; step += kValidEvery) {
             valid_bpc = curve(step) + valid_noise(rng);
-            ABLATE_RETURN_IF_ERROR(add("valid", step, valid_bpc));
+            ABLATE_RETURN_IF_ERROR(add("valid_bpc", step, valid_bpc));
           }
           const std::string config_json = config.ToJson().dump();
           const std::string factors_json = factors.dump();
@@ -330,22 +330,22 @@ int Main(int argc, char** argv) {
   // The obvious SQL: each job's final value is its last valid point, found by
   // a correlated subquery; statistics by GROUP BY.
   const std::string naive_results = R"sql(
-      SELECT json_extract(j.factors_json, '$."model.layer_norm"') AS g, count(*), avg(p.bpc),
-             sqrt((sum(p.bpc * p.bpc) - sum(p.bpc) * sum(p.bpc) / count(*)) / (count(*) - 1)),
-             min(p.bpc), max(p.bpc)
+      SELECT json_extract(j.factors_json, '$."model.layer_norm"') AS g, count(*), avg(p.value),
+             sqrt((sum(p.value * p.value) - sum(p.value) * sum(p.value) / count(*)) / (count(*) - 1)),
+             min(p.value), max(p.value)
       FROM curve_points p JOIN jobs j ON j.id = p.job_id
-      WHERE j.sweep_id = 1 AND p.split = ?
+      WHERE j.sweep_id = 1 AND p.metric = ?
         AND p.step = (SELECT max(q.step) FROM curve_points q
-                      WHERE q.job_id = p.job_id AND q.split = p.split)
+                      WHERE q.job_id = p.job_id AND q.metric = p.metric)
       GROUP BY g)sql";
   // The obvious SQL for curves: GROUP BY factor and step (which is right
   // only when every job evaluates at the same steps: no interpolation).
   const std::string naive_curves = R"sql(
-      SELECT json_extract(j.factors_json, '$."model.cell"') AS g, p.step, avg(p.bpc), count(*),
-             sqrt((sum(p.bpc * p.bpc) - sum(p.bpc) * sum(p.bpc) / count(*)) / (count(*) - 1)),
-             min(p.bpc), max(p.bpc)
+      SELECT json_extract(j.factors_json, '$."model.cell"') AS g, p.step, avg(p.value), count(*),
+             sqrt((sum(p.value * p.value) - sum(p.value) * sum(p.value) / count(*)) / (count(*) - 1)),
+             min(p.value), max(p.value)
       FROM curve_points p JOIN jobs j ON j.id = p.job_id
-      WHERE j.sweep_id = 1 AND p.split = ?
+      WHERE j.sweep_id = 1 AND p.metric = ?
       GROUP BY g, p.step ORDER BY g, p.step)sql";
   const std::string view_results = R"sql(
       SELECT layer_norm, count(*), avg(final_valid_bpc) FROM job_results
@@ -366,16 +366,16 @@ int Main(int argc, char** argv) {
       {"results --group-by cell --at step:4020",
        [&] { return results({"cell"}, v1::SPLIT_VALID, v1::VALUE_AT_STEP, 4020); }},
       {"  naive SQL: last valid point per job, GROUP BY",
-       [&] { return RunSql(db, naive_results, "valid"); }},
+       [&] { return RunSql(db, naive_results, "valid_bpc"); }},
       {"  SQL over the job_results view", [&] { return RunSql(db, view_results, kSweepName); }},
       {"curves --group-by cell (valid, 2M points)",
        [&] { return curves({"cell"}, v1::SPLIT_VALID); }},
       {"curves --group-by layer_norm --metric train_bpc (8M points)",
        [&] { return curves({"layer_norm"}, v1::SPLIT_TRAIN); }},
       {"  naive SQL: GROUP BY cell, step (valid)",
-       [&] { return RunSql(db, naive_curves, "valid"); }},
+       [&] { return RunSql(db, naive_curves, "valid_bpc"); }},
       {"  naive SQL: GROUP BY cell, step (train)",
-       [&] { return RunSql(db, naive_curves, "train"); }},
+       [&] { return RunSql(db, naive_curves, "train_bpc"); }},
   };
   std::vector<Timing> timings;
   for (const auto& [name, query] : queries) {

@@ -25,7 +25,7 @@ constexpr const char* kSeedKey = "train.seed";
 
 struct EffectsOptions {
   std::string sweep;
-  std::string metric = "valid_bpc";
+  std::string metric;  // empty: the sweep's own
   std::string at = "final";
   int interactions = 0;  // 0: chosen by the grid
   bool interactions_given = false;
@@ -190,6 +190,7 @@ int RunEffects(const EffectsOptions& options) {
   request.mutable_sweep()->set_id(*id);
   StatusOr<EffectsAnswer> answer = ComputeEffects(**source, request, options.interactions);
   if (!answer.ok()) return ReportError(command, answer.status());
+  request.set_metric(answer->jobs.metric());
   if (*format == Format::kTable) {
     std::fputs(EffectsTable(request, *answer).c_str(), stdout);
     return 0;
@@ -212,6 +213,7 @@ StatusOr<EffectsAnswer> ComputeEffects(Source& source, v1::ResultsRequest reques
   request.set_with_config(false);
   EffectsAnswer answer;
   ABLATE_RETURN_IF_ERROR(source.Results(request, &answer.jobs));
+  request.set_metric(answer.jobs.metric());
   const std::string what =
       fmt::format("{} of sweep '{}'", ValueName(request), answer.jobs.sweep().name());
   if (answer.jobs.rows_size() == 0) {
@@ -387,9 +389,10 @@ void AddEffectsCommand(CLI::App* app) {
       "What matters: each factor's effect with its 95% interval, share of variance and p-value");
   cmd->add_option("sweep", options->sweep, "Sweep name (the newest of that name) or id")
       ->required();
-  cmd->add_option("--metric", options->metric, "valid_bpc, test_bpc or train_bpc")
-      ->capture_default_str();
-  cmd->add_option("--at", options->at, "final, best (the curve's minimum) or step:N")
+  cmd->add_option("--metric", options->metric, kMetricHelp);
+  cmd->add_option("--at", options->at,
+                  "final, best (the curve's minimum; its maximum for a sweep metric whose goal is "
+                  "maximize) or step:N")
       ->capture_default_str();
   CLI::Option* interactions =
       cmd->add_option("--interactions", options->interactions,

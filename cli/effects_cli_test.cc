@@ -319,7 +319,8 @@ TEST_F(EffectsCliTest, TheTableShowsEachTwoFactorCellsEffect) {
 TEST_F(EffectsCliTest, BadRequestsAreOneLineErrors) {
   const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
       {{"effects", "seeded", "--metric", "bpc"},
-       "ablate effects: --metric: \"bpc\" is not one of valid_bpc, test_bpc, train_bpc\n"},
+       "ablate effects: sweep 'seeded' has no metric 'bpc'; its metrics are: test_bpc, "
+       "train_bpc, valid_bpc\n"},
       {{"effects", "seeded", "--at", "last"},
        "ablate effects: --at: \"last\" is not final, best or step:N\n"},
       {{"effects", "seeded", "--interactions", "0"},

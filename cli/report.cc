@@ -12,6 +12,7 @@
 
 #include "cli/results_format.h"
 #include "cli/table.h"
+#include "common/metric.h"
 #include "common/model_size.h"
 #include "common/run_config.h"
 
@@ -498,25 +499,35 @@ std::string Configuration(const v1::ResultsResponse& grid, const v1::ResultRow& 
   return out;
 }
 
+// How the report names the sweep's metric: the built-in validation bpc in
+// words, any other by its name.
+std::string MetricLabel(const std::string& metric) {
+  return metric.empty() || metric == kDefaultMetric ? "validation bpc" : metric;
+}
+
 std::string BestSection(const ReportData& data) {
+  const bool maximize = data.grid_valid.maximize();
   const v1::ResultRow* best = nullptr;
   for (const v1::ResultRow& row : data.grid_valid.rows()) {
-    if (best == nullptr || row.mean() < best->mean()) best = &row;
+    if (best == nullptr || (maximize ? row.mean() > best->mean() : row.mean() < best->mean())) {
+      best = &row;
+    }
   }
+  const std::string metric = MetricLabel(data.grid_valid.metric());
   std::string out = "<h2>Best configuration</h2>\n";
   if (best == nullptr) return out + "<p class=\"muted\">No job has finished yet.</p>\n";
   const v1::ResultRow* test = FindRow(data.grid_test, *best);
   const int64_t parameters = Parameters(best->config_json());
   out += "<div class=\"cards\" id=\"best\">\n";
   out += fmt::format(
-      "<div class=\"card\"><p class=\"muted\">lowest final validation bpc, mean over {} "
+      "<div class=\"card\"><p class=\"muted\">{} final {}, mean over {} "
       "{}</p><p class=\"big\" id=\"best-config\">{}</p></div>\n",
-      best->n(), best->n() == 1 ? "job" : "jobs",
-      HtmlEscape(Configuration(data.grid_valid, *best)));
+      maximize ? "highest" : "lowest", HtmlEscape(metric), best->n(),
+      best->n() == 1 ? "job" : "jobs", HtmlEscape(Configuration(data.grid_valid, *best)));
   out += fmt::format(
-      "<div class=\"card\"><p class=\"muted\">validation bpc</p><p class=\"big\">{}</p><p "
+      "<div class=\"card\"><p class=\"muted\">{}</p><p class=\"big\">{}</p><p "
       "class=\"spread\">{}</p></div>\n",
-      Bpc(best->mean()),
+      HtmlEscape(metric), Bpc(best->mean()),
       best->n() > 1 ? fmt::format("&#177; {} std, {} &#8211; {}", Bpc(best->stddev()),
                                   Bpc(best->min()), Bpc(best->max()))
                     : std::string("a single job: no spread yet"));
@@ -738,13 +749,14 @@ std::vector<int64_t> SampleSteps(const google::protobuf::RepeatedField<int64_t>&
   return out;
 }
 
-// The analysis of variance of final validation bpc, and at the sampled steps
+// The analysis of variance of the sweep's final metric, and at the sampled steps
 // of the figures' grid. A refusal (too few jobs, one level) is shown, not an
 // error.
-Status CollectEffects(Source& source, int64_t sweep_id, ReportData* data) {
+Status CollectEffects(Source& source, int64_t sweep_id, const std::string& metric,
+                      ReportData* data) {
   v1::ResultsRequest request;
   request.mutable_sweep()->set_id(sweep_id);
-  request.set_split(v1::SPLIT_VALID);
+  request.set_metric(metric);
   request.set_at(v1::VALUE_AT_FINAL);
   StatusOr<EffectsAnswer> answer = ComputeEffects(source, request, 0);
   if (answer.status().code() == Status::kFailedPrecondition) {
@@ -799,12 +811,13 @@ StatusOr<ReportData> CollectReport(Source& source, const v1::SweepRef& sweep) {
   ReportData data;
   v1::ResultsRequest request;
   *request.mutable_sweep() = sweep;
-  request.set_split(v1::SPLIT_VALID);
   request.set_at(v1::VALUE_AT_FINAL);
   ABLATE_RETURN_IF_ERROR(source.Results(request, &data.jobs));
   // The sweep by id from here on, so a newer sweep of the same name cannot
-  // slip in between the queries.
+  // slip in between the queries; its metric (spec metric.name, else
+  // valid_bpc) as the first reply resolved it.
   request.mutable_sweep()->set_id(data.jobs.sweep().id());
+  request.set_metric(data.jobs.metric());
 
   std::vector<std::string> configuration;  // every factor but the seed
   for (const std::string& key : data.jobs.column_keys()) {
@@ -814,16 +827,16 @@ StatusOr<ReportData> CollectReport(Source& source, const v1::SweepRef& sweep) {
   request.set_with_config(true);
   ABLATE_RETURN_IF_ERROR(source.Results(request, &data.grid_valid));
   request.set_with_config(false);
-  request.set_split(v1::SPLIT_TEST);
+  request.set_metric("test_bpc");
   ABLATE_RETURN_IF_ERROR(source.Results(request, &data.grid_test));
-  request.set_split(v1::SPLIT_TRAIN);
+  request.set_metric("train_bpc");
   ABLATE_RETURN_IF_ERROR(source.Results(request, &data.grid_train));
 
   for (const std::string& key : configuration) {
     v1::CurvesRequest curves;
     curves.mutable_sweep()->set_id(data.jobs.sweep().id());
     curves.add_group_by(key);
-    curves.set_split(v1::SPLIT_VALID);
+    curves.set_metric(data.jobs.metric());
     v1::CurvesResponse& figure = data.figures.emplace_back();
     Status status = source.Curves(curves, &figure);
     if (status.code() == Status::kInvalidArgument) {
@@ -833,7 +846,7 @@ StatusOr<ReportData> CollectReport(Source& source, const v1::SweepRef& sweep) {
     }
     ABLATE_RETURN_IF_ERROR(status);
   }
-  ABLATE_RETURN_IF_ERROR(CollectEffects(source, data.jobs.sweep().id(), &data));
+  ABLATE_RETURN_IF_ERROR(CollectEffects(source, data.jobs.sweep().id(), data.jobs.metric(), &data));
   return data;
 }
 
@@ -859,8 +872,10 @@ std::vector<ReportSection> RenderReportSections(const ReportData& data) {
   for (size_t i = 0; i < data.figures.size(); ++i) {
     const v1::CurvesResponse& figure = data.figures[i];
     const std::string key = figure.column_keys_size() > 0 ? figure.column_keys(0) : "";
-    curves += CurvesFigure(figure, key, "Validation bpc by " + AxisTitle(key), "validation bpc",
-                           static_cast<int>(i));
+    const std::string metric = MetricLabel(figure.metric());
+    std::string title = metric + " by " + AxisTitle(key);
+    title[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(title[0])));
+    curves += CurvesFigure(figure, key, title, metric, static_cast<int>(i));
   }
   sections.push_back({kSectionIds[1], curves + "</div>\n"});
   sections.push_back({kSectionIds[2], EffectsSection(data)});

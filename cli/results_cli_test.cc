@@ -248,7 +248,10 @@ TEST(ResultsCliErrors, ErrorsAreOneLineAndExitNonZero) {
        "ablate results: 'seed' is not a factor of sweep 'tiny'; its factors are: cell, "
        "layer_norm, init\n"},
       {{"results", "tiny", "--group-by", "cell", "--metric", "bpc"},
-       "ablate results: --metric: \"bpc\" is not one of valid_bpc, test_bpc, train_bpc\n"},
+       "ablate results: sweep 'tiny' has no metric 'bpc'; its metrics are: none yet\n"},
+      {{"curves", "tiny", "--group-by", "cell", "--metric", "valid\"loss"},
+       "ablate curves: --metric: metric name \"valid\"loss\" has '\"'; names are letters, "
+       "digits and _ - . / :\n"},
       {{"results", "nope", "--group-by", "cell"}, "ablate results: no sweep named 'nope'\n"},
       {{"curves", "tiny", "--group-by", "hidden"},
        "ablate curves: 'hidden' is not a factor of sweep 'tiny'; its factors are: cell, "

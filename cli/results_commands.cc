@@ -18,7 +18,7 @@ namespace {
 struct ResultsOptions {
   std::string sweep;
   std::string group_by;
-  std::string metric = "valid_bpc";
+  std::string metric;  // empty: the sweep's own
   std::string at = "final";
   std::string format = "table";
   bool include_unfinished = false;
@@ -28,7 +28,7 @@ struct ResultsOptions {
 struct CurvesOptions {
   std::string sweep;
   std::string group_by;
-  std::string metric = "valid_bpc";
+  std::string metric;  // empty: the sweep's own
   int points = 0;
   std::string format = "csv";
   bool include_unfinished = false;
@@ -68,6 +68,7 @@ int RunResults(const ResultsOptions& options) {
   v1::ResultsResponse response;
   Status status = (*source)->Results(request, &response);
   if (!status.ok()) return ReportError(command, status);
+  request.set_metric(response.metric());
   if (*format == Format::kTable) {
     std::fputs(ResultsTable(request, response).c_str(), stdout);
     return 0;
@@ -85,9 +86,8 @@ int RunResults(const ResultsOptions& options) {
 int RunCurves(const CurvesOptions& options) {
   const char* command = "curves";
   v1::CurvesRequest request;
-  StatusOr<v1::Split> split = ParseMetric(options.metric);
-  if (!split.ok()) return ReportError(command, split.status());
-  request.set_split(*split);
+  Status metric = ParseMetric(options.metric, request.mutable_metric());
+  if (!metric.ok()) return ReportError(command, metric);
   StatusOr<std::vector<std::string>> group_by = ParseGroupBy(options.group_by);
   if (!group_by.ok()) return ReportError(command, group_by.status());
   for (const std::string& name : *group_by) request.add_group_by(name);
@@ -108,10 +108,10 @@ int RunCurves(const CurvesOptions& options) {
   if (!status.ok()) return ReportError(command, status);
   std::fputs((*format == Format::kCsv ? CurvesCsv(response) : CurvesJson(response)).c_str(),
              stdout);
-  std::fputs(LeftOutFooter(response.left_out(), request.include_unfinished(),
-                           MetricName(request.split()) + " point")
-                 .c_str(),
-             stderr);
+  std::fputs(
+      LeftOutFooter(response.left_out(), request.include_unfinished(), response.metric() + " point")
+          .c_str(),
+      stderr);
   return 0;
 }
 
@@ -145,9 +145,10 @@ void AddResultsCommands(CLI::App* app) {
                   "Factors to group by, comma-separated (cell, layer_norm, init, seed or dotted "
                   "keys), or none for one row per job")
       ->required();
-  cmd->add_option("--metric", results->metric, "valid_bpc, test_bpc or train_bpc")
-      ->capture_default_str();
-  cmd->add_option("--at", results->at, "final, best (the curve's minimum) or step:N")
+  cmd->add_option("--metric", results->metric, kMetricHelp);
+  cmd->add_option("--at", results->at,
+                  "final, best (the curve's minimum; its maximum for a sweep metric whose goal is "
+                  "maximize) or step:N")
       ->capture_default_str();
   cmd->add_option("--format", results->format, "table, csv or json")->capture_default_str();
   cmd->add_flag("--include-unfinished", results->include_unfinished,
@@ -161,8 +162,7 @@ void AddResultsCommands(CLI::App* app) {
   cmd->add_option("--group-by", curves->group_by,
                   "Factors to group by, comma-separated, or none for one curve per job")
       ->required();
-  cmd->add_option("--metric", curves->metric, "valid_bpc, test_bpc or train_bpc")
-      ->capture_default_str();
+  cmd->add_option("--metric", curves->metric, kMetricHelp);
   cmd->add_option("--points", curves->points,
                   "K evenly spaced steps; 0: every step some job evaluated at")
       ->capture_default_str();
@@ -185,10 +185,10 @@ Status PrintResultsTable(Source& source, const std::string& sweep,
   v1::ResultsRequest request;
   *request.mutable_sweep() = ParseSweepRef(sweep);
   for (const std::string& name : group_by) request.add_group_by(name);
-  request.set_split(v1::SPLIT_VALID);
   request.set_at(v1::VALUE_AT_FINAL);
   v1::ResultsResponse response;
   ABLATE_RETURN_IF_ERROR(source.Results(request, &response));
+  request.set_metric(response.metric());
   out << ResultsTable(request, response);
   return Status::OK();
 }

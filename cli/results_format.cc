@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/table.h"
+#include "common/metric.h"
 
 namespace ablate {
 
@@ -95,29 +96,28 @@ std::string Plural(int64_t n, const char* noun) {
 
 Status ParseValueFlags(const std::string& metric, const std::string& at,
                        v1::ResultsRequest* request) {
-  ABLATE_ASSIGN_OR_RETURN(v1::Split split, ParseMetric(metric));
-  request->set_split(split);
+  ABLATE_RETURN_IF_ERROR(ParseMetric(metric, request->mutable_metric()));
   return ParseAt(at, request);
 }
 
-StatusOr<v1::Split> ParseMetric(const std::string& metric) {
-  for (v1::Split split : {v1::SPLIT_VALID, v1::SPLIT_TEST, v1::SPLIT_TRAIN}) {
-    if (metric == MetricName(split)) return split;
+Status ParseMetric(const std::string& metric, std::string* name) {
+  if (!metric.empty()) {
+    Status valid = CheckMetricName(metric);
+    if (!valid.ok()) return Status::InvalidArgument("--metric: " + valid.message());
   }
-  return Status::InvalidArgument("--metric: \"" + metric +
-                                 "\" is not one of valid_bpc, test_bpc, train_bpc");
+  *name = metric;
+  return Status::OK();
 }
 
-std::string MetricName(v1::Split split) {
-  switch (split) {
+std::string MetricName(const v1::ResultsRequest& request) {
+  if (!request.metric().empty()) return request.metric();
+  switch (request.split()) {
     case v1::SPLIT_TRAIN:
       return "train_bpc";
-    case v1::SPLIT_VALID:
-      return "valid_bpc";
     case v1::SPLIT_TEST:
       return "test_bpc";
     default:
-      return "bpc";
+      return kDefaultMetric;
   }
 }
 
@@ -160,7 +160,7 @@ StatusOr<std::vector<std::string>> ParseGroupBy(const std::string& group_by) {
 }
 
 std::string ValueName(const v1::ResultsRequest& request) {
-  const std::string metric = MetricName(request.split());
+  const std::string metric = MetricName(request);
   switch (request.at()) {
     case v1::VALUE_AT_BEST:
       return metric + " (best)";
@@ -185,7 +185,7 @@ std::string ResultsTable(const v1::ResultsRequest& request, const v1::ResultsRes
         fmt::format("sweep {} (id {}): {} per job\n", sweep.name(), sweep.id(), ValueName(request));
     header.push_back("job");
     header.insert(header.end(), response.columns().begin(), response.columns().end());
-    header.push_back(MetricName(request.split()));
+    header.push_back(MetricName(request));
   } else {
     out = fmt::format("sweep {} (id {}): {}, averaged over every other factor and seed\n",
                       sweep.name(), sweep.id(), ValueName(request));
@@ -227,7 +227,7 @@ std::string ResultsCsv(const v1::ResultsRequest& request, const v1::ResultsRespo
   if (PerJob(request)) header.push_back("job_id");
   header.insert(header.end(), response.columns().begin(), response.columns().end());
   if (PerJob(request)) {
-    header.push_back(MetricName(request.split()));
+    header.push_back(MetricName(request));
   } else {
     for (const char* column : {"n", "mean", "std", "min", "max", "ci95"}) header.push_back(column);
   }

@@ -17,15 +17,23 @@
 
 namespace ablate {
 
-// --metric: "valid_bpc", "test_bpc" or "train_bpc".
-StatusOr<v1::Split> ParseMetric(const std::string& metric);
-// The --metric spelling of a split: "valid_bpc".
-std::string MetricName(v1::Split split);
+// --metric's help text.
+inline constexpr const char* kMetricHelp =
+    "Any metric the sweep has (train_bpc, valid_bpc, test_bpc, a program's valid/loss); "
+    "default: the sweep's metric (spec metric.name), else valid_bpc";
+
+// --metric: any metric name ("valid_bpc", "valid/loss"), or empty for the
+// sweep's own metric (spec metric.name, else valid_bpc), which the reply
+// names. InvalidArgument for a name CheckMetricName refuses.
+Status ParseMetric(const std::string& metric, std::string* name);
+// The metric a request names: its metric, else its split's ("valid_bpc").
+std::string MetricName(const v1::ResultsRequest& request);
 
 // --at: "final", "best" or "step:N" (N >= 0); sets request->at and step.
 Status ParseAt(const std::string& at, v1::ResultsRequest* request);
 
-// --metric and --at into the request.
+// --metric and --at into the request. Once a reply names its metric,
+// callers set it in the request (request->set_metric) for the printers.
 Status ParseValueFlags(const std::string& metric, const std::string& at,
                        v1::ResultsRequest* request);
 

@@ -217,11 +217,67 @@ TEST_F(ResultsFormatTest, PrintResultsTableIsTheResultsCommandsTable) {
   EXPECT_EQ(PrintResultsTable(**source, "grid", {"nope"}, out).code(), Status::kInvalidArgument);
 }
 
+// A program's sweep judged by its own metric, an accuracy: best is high.
+TEST(ResultsFormat, ASweepsOwnMetricIsTheDefaultAndNamesTheTable) {
+  TempDir dir;
+  const std::string path = dir.File("named.db");
+  {
+    SweepWriter writer(path);
+    writer.Launch(R"(method: grid
+name: named
+metric: {name: eval/acc, goal: maximize}
+data: {path: corpus.txt}
+parameters:
+  cell: {values: [lstm, gru]}
+)");
+    for (int i = 0; i < 2; ++i) {
+      LeasedJob job = writer.Lease();
+      std::vector<v1::CurvePoint> points;
+      for (const auto& [step, value] : {std::pair{10, 0.5}, {20, 0.9}, {30, 0.8}}) {
+        v1::CurvePoint& point = points.emplace_back();
+        point.set_metric("eval/acc");
+        point.set_step(step);
+        point.set_value(value + 0.01 * i);
+      }
+      writer.Report(job, points);
+      writer.Complete(job, v1::FinalMetrics());
+    }
+  }
+  SourceOptions from_file;
+  from_file.db_path = path;
+  auto source = Source::Open(from_file);
+  ASSERT_TRUE(source.ok());
+  std::ostringstream out;
+  ASSERT_TRUE(PrintResultsTable(**source, "named", {"cell"}, out).ok());
+  EXPECT_EQ(Lines(out.str())[0],
+            "sweep named (id 1): eval/acc (final), averaged over every other factor and seed");
+  EXPECT_NE(out.str().find("lstm  1  0.8000"), std::string::npos) << out.str();
+
+  v1::ResultsRequest best;
+  best.mutable_sweep()->set_name("named");
+  best.set_at(v1::VALUE_AT_BEST);
+  v1::ResultsResponse reply;
+  ASSERT_TRUE((*source)->Results(best, &reply).ok());
+  EXPECT_TRUE(reply.maximize());
+  best.set_metric(reply.metric());
+  const std::string table = ResultsTable(best, reply);
+  EXPECT_EQ(Lines(table)[0], "sweep named (id 1): eval/acc (best) per job");
+  EXPECT_EQ(Lines(table)[3], "  2  gru     0.9100") << table;
+}
+
 TEST(ResultsFlags, MetricAtAndGroupByAreParsedOrRefused) {
-  EXPECT_EQ(*ParseMetric("test_bpc"), v1::SPLIT_TEST);
-  EXPECT_EQ(ParseMetric("valid").status().message(),
-            "--metric: \"valid\" is not one of valid_bpc, test_bpc, train_bpc");
   v1::ResultsRequest request;
+  ASSERT_TRUE(ParseMetric("valid/loss", request.mutable_metric()).ok());
+  EXPECT_EQ(request.metric(), "valid/loss");
+  EXPECT_EQ(MetricName(request), "valid/loss");
+  // Empty: the sweep's own metric, which the reply names.
+  ASSERT_TRUE(ParseMetric("", request.mutable_metric()).ok());
+  EXPECT_EQ(request.metric(), "");
+  EXPECT_EQ(ParseMetric("valid loss", request.mutable_metric()).message(),
+            "--metric: metric name \"valid loss\" has a space; names are letters, digits and _ "
+            "- . / :");
+  request.set_split(v1::SPLIT_TEST);
+  EXPECT_EQ(MetricName(request), "test_bpc");
   ASSERT_TRUE(ParseAt("step:1500", &request).ok());
   EXPECT_EQ(request.at(), v1::VALUE_AT_STEP);
   EXPECT_EQ(request.step(), 1500);

@@ -225,7 +225,7 @@ class SweepServer {
                [this](const httplib::Request& request, httplib::Response& response) {
                  Json(response, [&]() REQUIRES(mu_) -> StatusOr<std::string> {
                    v1::ResultsRequest query;
-                   ABLATE_RETURN_IF_ERROR(ParseValueFlags(Param(request, "metric", "valid_bpc"),
+                   ABLATE_RETURN_IF_ERROR(ParseValueFlags(Param(request, "metric", ""),
                                                           Param(request, "at", "final"), &query));
                    ABLATE_ASSIGN_OR_RETURN(std::vector<std::string> group_by,
                                            ParseGroupBy(Param(request, "group_by", "none")));
@@ -235,6 +235,7 @@ class SweepServer {
                    query.mutable_sweep()->set_id(id);
                    v1::ResultsResponse results;
                    ABLATE_RETURN_IF_ERROR(source_->Results(query, &results));
+                   query.set_metric(results.metric());
                    return ResultsJson(query, results);
                  });
                });
@@ -242,9 +243,8 @@ class SweepServer {
                [this](const httplib::Request& request, httplib::Response& response) {
                  Json(response, [&]() REQUIRES(mu_) -> StatusOr<std::string> {
                    v1::CurvesRequest query;
-                   ABLATE_ASSIGN_OR_RETURN(v1::Split split,
-                                           ParseMetric(Param(request, "metric", "valid_bpc")));
-                   query.set_split(split);
+                   ABLATE_RETURN_IF_ERROR(
+                       ParseMetric(Param(request, "metric", ""), query.mutable_metric()));
                    ABLATE_ASSIGN_OR_RETURN(std::vector<std::string> group_by,
                                            ParseGroupBy(Param(request, "group_by", "none")));
                    for (const std::string& name : group_by) query.add_group_by(name);
@@ -262,13 +262,14 @@ class SweepServer {
                [this](const httplib::Request& request, httplib::Response& response) {
                  Json(response, [&]() REQUIRES(mu_) -> StatusOr<std::string> {
                    v1::ResultsRequest query;
-                   ABLATE_RETURN_IF_ERROR(ParseValueFlags(Param(request, "metric", "valid_bpc"),
+                   ABLATE_RETURN_IF_ERROR(ParseValueFlags(Param(request, "metric", ""),
                                                           Param(request, "at", "final"), &query));
                    ABLATE_ASSIGN_OR_RETURN(int interactions, Count(request, "interactions", 0));
                    ABLATE_ASSIGN_OR_RETURN(int64_t id, source_->ResolveSweep(request.matches[1]));
                    query.mutable_sweep()->set_id(id);
                    ABLATE_ASSIGN_OR_RETURN(EffectsAnswer answer,
                                            ComputeEffects(*source_, query, interactions));
+                   query.set_metric(answer.jobs.metric());
                    return EffectsJson(query, answer);
                  });
                });

@@ -426,14 +426,17 @@ ordered_json JobJson(const v1::GetJobResponse& job) {
   }
   ordered_json curves = ordered_json::object();
   for (const v1::CurvePoint& p : job.points()) {
-    ordered_json& split = curves[SplitName(p.split())];
+    // The built-in trainer's curves by split with their bpc; a program's by
+    // metric name with their value.
+    const bool named = !p.metric().empty();
+    ordered_json& split = curves[named ? p.metric() : std::string(SplitName(p.split()))];
     if (split.is_null()) {
-      for (const char* key : {"step", "bpc", "bytes_seen", "wall_time"}) {
+      for (const char* key : {"step", named ? "value" : "bpc", "bytes_seen", "wall_time"}) {
         split[key] = ordered_json::array();
       }
     }
     split["step"].push_back(p.step());
-    split["bpc"].push_back(Number(p.bpc()));
+    split[named ? "value" : "bpc"].push_back(Number(named ? p.value() : p.bpc()));
     split["bytes_seen"].push_back(p.bytes_seen());
     split["wall_time"].push_back(p.wall_time());
   }

@@ -19,9 +19,9 @@ Status CheckMetricName(std::string_view name) {
     const bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
     if (alnum || c == '_' || c == '-' || c == '.' || c == '/' || c == ':') continue;
     const auto byte = static_cast<unsigned char>(c);
-    const std::string what = byte >= 0x21 && byte < 0x7f
-                                 ? std::string("'") + c + "'"
-                                 : "byte " + std::to_string(static_cast<int>(byte));
+    const std::string what = c == ' '                      ? std::string("a space")
+                             : byte >= 0x21 && byte < 0x7f ? std::string("'") + c + "'"
+                                                           : "byte " + std::to_string(byte);
     return Status::InvalidArgument("metric name " + shown + " has " + what +
                                    "; names are letters, digits and _ - . / :");
   }

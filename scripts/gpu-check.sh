@@ -173,7 +173,7 @@ steps = int(sys.argv[2])
 jobs = db.execute("SELECT id, state FROM jobs ORDER BY id").fetchall()
 def per_job(sql):
     return dict(db.execute(sql).fetchall())
-points = per_job("SELECT job_id, COUNT(*) FROM curve_points WHERE split = 'train' GROUP BY job_id")
+points = per_job("SELECT job_id, COUNT(*) FROM curve_points WHERE metric = 'train_bpc' GROUP BY job_id")
 completed = per_job("SELECT job_id, COUNT(*) FROM events WHERE kind = 'complete' GROUP BY job_id")
 released = per_job("SELECT job_id, COUNT(*) FROM events WHERE kind = 'release' GROUP BY job_id")
 resumed = [d for (d,) in db.execute("SELECT detail FROM events WHERE kind = 'lease' "

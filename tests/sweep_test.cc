@@ -86,7 +86,7 @@ TEST(Sweep, TwoWorkersTrainTheWholeGridAndEveryPointLandsOnce) {
   // Every job has its whole curve: train at 20, 40, 60; valid at 30, 60; test at 60.
   auto per_job = Query(db,
                        "SELECT job_id, group_concat(split || step, ',') FROM "
-                       "(SELECT * FROM curve_points ORDER BY job_id, split, step) GROUP BY job_id");
+                       "(SELECT * FROM curve ORDER BY job_id, split, step) GROUP BY job_id");
   ASSERT_EQ(per_job.size(), 18u);
   for (const auto& row : per_job) {
     EXPECT_EQ(row[1], "test60,train20,train40,train60,valid30,valid60") << "job " << row[0];
@@ -94,7 +94,7 @@ TEST(Sweep, TwoWorkersTrainTheWholeGridAndEveryPointLandsOnce) {
   // Each job's stored final test bpc is the curve's test point.
   EXPECT_EQ(QueryInt(db,
                      "SELECT count(*) FROM jobs j JOIN curve_points p ON p.job_id = j.id AND "
-                     "p.split = 'test' WHERE p.bpc = j.final_test_bpc"),
+                     "p.metric = 'test_bpc' WHERE p.value = j.final_test_bpc"),
             18);
   // The two layer-norm groups hold 9 finished jobs each.
   auto groups = Query(db,

@@ -162,9 +162,12 @@ StatusOr<std::vector<JobRecord>> ReadJobs(const std::string& db_path) {
 StatusOr<std::map<int64_t, Curve>> ReadCurves(const std::string& db_path) {
   ReadOnlyDb db(db_path);
   std::map<int64_t, Curve> curves;
+  // The built-in trainer's metrics ("valid_bpc") by their split ("valid").
   ABLATE_RETURN_IF_ERROR(
-      db.ForEach("SELECT job_id, split, step, bpc, bytes_seen, attempt FROM curve_points "
-                 "ORDER BY job_id, split, step",
+      db.ForEach("SELECT job_id, substr(metric, 1, length(metric) - 4), step, value, bytes_seen, "
+                 "attempt FROM curve_points "
+                 "WHERE metric IN ('train_bpc', 'valid_bpc', 'test_bpc') "
+                 "ORDER BY job_id, metric, step",
                  [&](sqlite3_stmt* s) {
                    Point p;
                    p.split = Text(s, 1);
@@ -276,7 +279,7 @@ SweepCheck CheckSweep(const std::string& db_path, References* references) {
   auto completions = CountEvents(db_path, "complete");
   auto duplicates = QueryInt64(db_path,
                                "SELECT count(*) FROM (SELECT 1 FROM curve_points "
-                               "GROUP BY job_id, split, step HAVING count(*) > 1)");
+                               "GROUP BY job_id, metric, step HAVING count(*) > 1)");
   for (const Status& s :
        {jobs.status(), curves.status(), completions.status(), duplicates.status()}) {
     if (!s.ok()) {
