@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <vector>
 
 #include "common/spec.h"
@@ -26,6 +27,7 @@ Status WriteLaunch(Database& db, const ExpandedSweep& sweep, int64_t now,
                    v1::LaunchResponse* reply) {
   const SweepSpec& spec = sweep.spec;
   int64_t lease_ms = std::llround(spec.schedule.lease_seconds * 1000);
+  int64_t silence_ms = std::llround(spec.schedule.silence_seconds * 1000);
   std::optional<int64_t> newest;
   std::string newest_hash;
   {
@@ -55,31 +57,32 @@ Status WriteLaunch(Database& db, const ExpandedSweep& sweep, int64_t now,
     sweep_id = *newest;
     ABLATE_RETURN_IF_ERROR(db.Run(R"sql(
         UPDATE sweeps SET description = ?, spec_text = ?, spec_hash = ?, max_attempts = ?,
-                          lease_ms = ?, retry_on_nan = ?, keep_checkpoints = ?, state = 'active'
+                          lease_ms = ?, retry_on_nan = ?, keep_checkpoints = ?, silence_ms = ?,
+                          state = 'active'
         WHERE id = ?)sql",
                                   spec.description, spec.source_text, sweep.spec_hash,
                                   spec.schedule.max_attempts, lease_ms, spec.schedule.retry_on_nan,
-                                  keep, sweep_id));
+                                  keep, silence_ms, sweep_id));
   } else {
     ABLATE_RETURN_IF_ERROR(db.Run(R"sql(
         INSERT INTO sweeps (name, description, spec_text, spec_hash, max_attempts, lease_ms,
-                            retry_on_nan, keep_checkpoints, created_ms, state)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'active'))sql",
+                            retry_on_nan, keep_checkpoints, silence_ms, created_ms, state)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active'))sql",
                                   spec.name, spec.description, spec.source_text, sweep.spec_hash,
                                   spec.schedule.max_attempts, lease_ms, spec.schedule.retry_on_nan,
-                                  keep, now));
+                                  keep, silence_ms, now));
     sweep_id = db.LastInsertRowId();
   }
 
   int64_t created = 0;
   for (const Job& job : sweep.jobs) {
     ABLATE_RETURN_IF_ERROR(db.Run(R"sql(
-        INSERT INTO jobs (sweep_id, ord, config_json, config_hash, factors_json, state,
-                          created_ms)
-        VALUES (?, ?, ?, ?, ?, 'pending', ?)
+        INSERT INTO jobs (sweep_id, ord, config_json, config_hash, factors_json, command_json,
+                          state, created_ms)
+        VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)
         ON CONFLICT (sweep_id, config_hash) DO NOTHING)sql",
-                                  sweep_id, job.order, job.config.ToJson().dump(), job.config_hash,
-                                  job.factors.dump(), now));
+                                  sweep_id, job.order, job.ConfigJson(), job.config_hash,
+                                  job.factors.dump(), nlohmann::json(job.command).dump(), now));
     created += db.Changes();
   }
   reply->set_sweep_id(sweep_id);

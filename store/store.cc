@@ -157,6 +157,13 @@ JOIN sweeps s ON s.id = j.sweep_id;
 ALTER TABLE sweeps ADD COLUMN keep_checkpoints TEXT NOT NULL DEFAULT 'final'
   CHECK (keep_checkpoints IN ('final', 'none'));
 )sql",
+    // 4: program sweeps. A job's command line with its macros expanded ('[]':
+    // the built-in trainer) and schedule.silence_seconds of its sweep in
+    // milliseconds (0: never ended as hung).
+    R"sql(
+ALTER TABLE jobs ADD COLUMN command_json TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE sweeps ADD COLUMN silence_ms INTEGER NOT NULL DEFAULT 0;
+)sql",
 };
 
 // How much of a file a read-only connection maps into memory.

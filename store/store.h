@@ -21,7 +21,7 @@ namespace ablate {
 // Written to the file header (PRAGMA application_id): "ABLT".
 inline constexpr int32_t kStoreApplicationId = 0x41424c54;
 // PRAGMA user_version of the newest schema this binary knows.
-inline constexpr int kStoreSchemaVersion = 3;
+inline constexpr int kStoreSchemaVersion = 4;
 
 struct StoreOptions {
   enum class Sync { kNormal, kFull };
