@@ -5,6 +5,7 @@
 #include <cmath>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <vector>
 
 #include "common/spec.h"
@@ -23,22 +24,39 @@ struct ExpandedSweep {
   bool extend = false;
 };
 
+// What a sweep's stored spec runs: its program and command, or nothing for
+// the built-in trainer. A spec stored by an older release that no longer
+// parses (a W&B file whose program: was ignored then) ran the trainer.
+std::optional<ProgramSpec> StoredProgram(const std::string& spec_text,
+                                         const std::string& filename) {
+  StatusOr<SweepSpec> stored = ParseSpec(spec_text, filename);
+  if (!stored.ok()) return std::nullopt;
+  return stored->program;
+}
+
+bool SameProgram(const std::optional<ProgramSpec>& a, const std::optional<ProgramSpec>& b) {
+  if (a.has_value() != b.has_value()) return false;
+  return !a || (a->program == b->program && a->command == b->command);
+}
+
 Status WriteLaunch(Database& db, const ExpandedSweep& sweep, int64_t now,
                    v1::LaunchResponse* reply) {
   const SweepSpec& spec = sweep.spec;
   int64_t lease_ms = std::llround(spec.schedule.lease_seconds * 1000);
   int64_t silence_ms = std::llround(spec.schedule.silence_seconds * 1000);
   std::optional<int64_t> newest;
-  std::string newest_hash;
+  std::string newest_hash, newest_text;
   {
     ABLATE_ASSIGN_OR_RETURN(
         Rows rows,
-        db.Query("SELECT id, spec_hash FROM sweeps WHERE name = ? ORDER BY id DESC LIMIT 1",
-                 spec.name));
+        db.Query(
+            "SELECT id, spec_hash, spec_text FROM sweeps WHERE name = ? ORDER BY id DESC LIMIT 1",
+            spec.name));
     ABLATE_ASSIGN_OR_RETURN(bool found, rows.Next());
     if (found) {
       newest = rows.Int(0);
       newest_hash = rows.Text(1);
+      newest_text = rows.Text(2);
     }
   }
   reply->set_name(spec.name);
@@ -52,6 +70,14 @@ Status WriteLaunch(Database& db, const ExpandedSweep& sweep, int64_t now,
 
   int64_t sweep_id = 0;
   bool extending = newest && sweep.extend;
+  // Extending adds grid points to one experiment; jobs that run another
+  // program or command would not be more of it.
+  if (extending && !SameProgram(StoredProgram(newest_text, spec.filename), spec.program)) {
+    return Status::FailedPrecondition(fmt::format(
+        "--extend cannot change what sweep {} '{}' runs (its program or command); launch without "
+        "--extend to start a new sweep",
+        *newest, spec.name));
+  }
   const char* keep = spec.schedule.keep_final_checkpoint ? "final" : "none";
   if (extending) {
     sweep_id = *newest;
