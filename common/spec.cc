@@ -410,11 +410,19 @@ StatusOr<json> TypedScalar(const YAML::Node& node, const std::string& label) {
 }
 
 // A scalar, list or mapping as JSON, scalars typed as TypedScalar types them.
-StatusOr<json> TypedValue(const YAML::Node& node, const std::string& label) {
+// `budget` counts down the scalars, lists and mappings read so far, so that
+// aliases (which YAML lets repeat a node any number of times without
+// writing it again) cannot make a small spec a huge value.
+StatusOr<json> TypedValue(const YAML::Node& node, const std::string& label, size_t* budget) {
+  if (*budget == 0) {
+    return Status::InvalidArgument(label + ": the values hold more than " +
+                                   std::to_string(kMaxValueItems) + " items in all");
+  }
+  --*budget;
   if (node.IsSequence()) {
     json list = json::array();
     for (const auto& item : node) {
-      ABLATE_ASSIGN_OR_RETURN(json value, TypedValue(item, label));
+      ABLATE_ASSIGN_OR_RETURN(json value, TypedValue(item, label, budget));
       list.push_back(std::move(value));
     }
     return list;
@@ -430,7 +438,7 @@ StatusOr<json> TypedValue(const YAML::Node& node, const std::string& label) {
       if (object.contains(key)) {
         return Status::InvalidArgument(label + ": key " + Quote(key) + " appears twice");
       }
-      ABLATE_ASSIGN_OR_RETURN(object[key], TypedValue(pair.second, label + "." + key));
+      ABLATE_ASSIGN_OR_RETURN(object[key], TypedValue(pair.second, label + "." + key, budget));
     }
     return object;
   }
@@ -758,7 +766,7 @@ class SpecReader {
   // A value as the sweep takes it: a typed scalar, or for a program sweep
   // also a list or mapping of them.
   StatusOr<json> Value(const YAML::Node& node, const std::string& label) const {
-    return program_ ? TypedValue(node, label) : TypedScalar(node, label);
+    return program_ ? TypedValue(node, label, &value_budget_) : TypedScalar(node, label);
   }
 
   // A program sweep's `parameters:`, any names; `prefix` is the path of the
@@ -1075,6 +1083,7 @@ class SpecReader {
   const std::string& filename_;
   const bool single_run_;
   bool program_ = false;  // a W&B spec with program: or command:
+  mutable size_t value_budget_ = kMaxValueItems;  // TypedValue's, over the whole spec
   SweepSpec spec_;
   std::vector<WrittenSetting> settings_;  // in file order
   size_t grid_values_ = 0;                // over all axes so far
@@ -1493,6 +1502,33 @@ KeptPoints Keep(const SweepSpec& spec, size_t points, const std::vector<Exclude>
   return kept;
 }
 
+// Refuses a program sweep whose jobs' parameter objects could be too large:
+// one job's past kMaxProgramConfigBytes, or all jobs' together past
+// kMaxProgramSweepBytes (its command holds the parameters a few times more).
+// Bounded from above by the fixed parameters and each axis's largest value.
+Status CheckProgramSize(const SweepSpec& spec, size_t points) {
+  size_t job_bytes = Dump(spec.base).size();
+  for (const GridAxis& axis : spec.axes) {
+    size_t largest = 0;
+    for (const json& value : axis.values) largest = std::max(largest, Dump(value).size());
+    job_bytes += axis.key.size() + largest + 8;  // quotes, colon, comma, nesting
+  }
+  if (job_bytes > kMaxProgramConfigBytes) {
+    return ErrorAt(spec.filename, {},
+                   "parameters: a job's parameters take up to " + std::to_string(job_bytes) +
+                       " bytes as JSON, more than the limit of " +
+                       std::to_string(kMaxProgramConfigBytes));
+  }
+  if (job_bytes * points > kMaxProgramSweepBytes) {
+    return ErrorAt(spec.filename, {},
+                   "parameters: the " + std::to_string(points) + " jobs' parameters take up to " +
+                       std::to_string(job_bytes * points) +
+                       " bytes as JSON, more than the limit of " +
+                       std::to_string(kMaxProgramSweepBytes));
+  }
+  return Status::OK();
+}
+
 // A program job per kept point, in grid order: its factors, parameter
 // object, command and hash.
 StatusOr<std::vector<Job>> BuildProgramJobs(const SweepSpec& spec, const KeptPoints& kept) {
@@ -1580,6 +1616,7 @@ StatusOr<std::vector<Job>> ExpandGrid(const SweepSpec& spec, size_t max_jobs) {
     return ErrorAt(spec.filename, {},
                    "base: expected {section: {setting: value}}, got " + Show(spec.base));
   }
+  if (spec.program) ABLATE_RETURN_IF_ERROR(CheckProgramSize(spec, points));
   ABLATE_ASSIGN_OR_RETURN(const std::vector<Exclude> excludes, ResolveExcludes(spec));
   const KeptPoints kept = Keep(spec, points, excludes);
   if (kept.points.empty()) {

@@ -56,6 +56,13 @@ inline constexpr size_t kDefaultMaxJobs = 10'000;         // ExpandGrid's defaul
 // points, so more could not expand within kDefaultMaxJobs anyway.
 inline constexpr size_t kMaxGridValues = 10'000;
 inline constexpr size_t kMaxExcludes = 1'000;  // entries under exclude:
+// Program sweeps' values may be lists and mappings: the scalars, lists and
+// mappings of all values together, aliases counted each time they are used.
+inline constexpr size_t kMaxValueItems = 100'000;
+// A program job's parameter object as JSON, and all jobs' together
+// (ExpandGrid refuses a sweep whose jobs could exceed either).
+inline constexpr size_t kMaxProgramConfigBytes = size_t{64} << 10;
+inline constexpr size_t kMaxProgramSweepBytes = size_t{32} << 20;
 
 // A place in a spec's text, 1-based as editors count; line 0 means unknown.
 struct SourcePosition {

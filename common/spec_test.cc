@@ -1005,6 +1005,41 @@ TEST(SpecHostile, AliasFanOutIsNotExpanded) {
   EXPECT_LT(SecondsSince(start), 1.0);
 }
 
+TEST(SpecHostile, AliasFanOutInAProgramsValueIsRefusedQuickly) {
+  std::string text = "program: p.py\nparameters:\n  a: {value: &a0 [x, x, x, x, x, x, x, x, x]}\n";
+  for (int level = 1; level <= 8; ++level) {
+    const std::string alias = "*a" + std::to_string(level - 1);
+    text += "  a" + std::to_string(level) + ": {value: &a" + std::to_string(level) + " [" + alias;
+    for (int i = 1; i < 9; ++i) text += ", " + alias;
+    text += "]}\n";
+  }
+  const auto start = std::chrono::steady_clock::now();
+  const std::string message = ParseError(text);
+  EXPECT_THAT(message, HasSubstr("the values hold more than 100000 items in all"));
+  EXPECT_LT(SecondsSince(start), 1.0);
+}
+
+TEST(SpecHostile, ProgramJobsTooLargeInAllAreRefusedBeforeExpanding) {
+  // 1,000 jobs, each with the same 40 kB fixed list: 40 MB of parameters.
+  std::string list = "[";
+  for (int i = 0; i < 8000; ++i) list += (i ? ", " : "") + std::string("1234");
+  list += "]";
+  std::string text = "program: p.py\nparameters:\n  big: {value: " + list + "}\n";
+  text += "  a: {values: [";
+  for (int i = 0; i < 1000; ++i) text += (i ? ", " : "") + std::to_string(i);
+  text += "]}\n";
+  const auto start = std::chrono::steady_clock::now();
+  StatusOr<std::vector<Job>> jobs = ExpandGrid(MustParse(text));
+  ASSERT_FALSE(jobs.ok());
+  EXPECT_THAT(jobs.status().message(), HasSubstr("jobs' parameters take up to"));
+  EXPECT_LT(SecondsSince(start), 1.0);
+
+  jobs = ExpandGrid(MustParse("program: p.py\nparameters:\n  big: {values: [" + list + ", [" +
+                              list + ", " + list + "]]}\n"));
+  ASSERT_FALSE(jobs.ok());
+  EXPECT_THAT(jobs.status().message(), HasSubstr("a job's parameters take up to"));
+}
+
 // ------------------------------------------------------------------ hashes
 
 TEST(ConfigHash, IsTheSha256OfTheCanonicalJson) {
