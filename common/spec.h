@@ -113,7 +113,11 @@ struct ScheduleOptions {
 //                      config file (ABLATE_CONFIG) in its place
 // Values print as W&B's Python agent prints them: strings bare, True/False,
 // floats in Python's shortest form (0.001, 1e-05, 3.0), lists and mappings
-// as Python writes them ([1, 'a']). Parameters come in sorted order.
+// as Python writes them ([1, 'a']). Parameters come in sorted order. Where
+// W&B differs, on purpose: ${args} of a sweep without parameters is no
+// argument at all (W&B's agent passes the text "${args}"), ${args_json} is
+// compact JSON, and ${envvar:NAME} is refused, since the command is
+// expanded at launch rather than on the worker.
 struct ProgramSpec {
   std::string program;  // a path relative to the worker's working directory; may be empty
                         // when `command` does not use ${program}
