@@ -171,6 +171,16 @@ TEST(Migration, AVersionTwoFileFromThePreviousReleaseIsUpgradedInPlaceLosingNoth
   EXPECT_EQ(reader.JobCheckpoint(99).status().code(), Status::kNotFound);
 }
 
+TEST(Migration, UpgradedJobsRunTheBuiltInTrainerAndSweepsAreNeverSilenced) {
+  TempDir dir;
+  const std::string path = dir.File("v2.db");
+  std::filesystem::copy_file(std::string(ABLATE_STORE_TESTDATA) + "/schema-v2/v2.db", path);
+  auto db = OpenStore(path);
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  EXPECT_EQ(*(*db)->QueryInt("SELECT count(*) FROM jobs WHERE command_json = '[]'"), 4);
+  EXPECT_EQ(*(*db)->QueryInt("SELECT count(*) FROM sweeps WHERE silence_ms = 0"), 1);
+}
+
 TEST_P(StoreFileTest, ReadOnlyOpenReadsButCannotWrite) {
   CreateWithOneWorker();
   auto db = OpenStoreReadOnly(path());
