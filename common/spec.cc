@@ -102,8 +102,9 @@ std::string PythonFloat(double value) {
   if (exponent >= -4 && exponent < 16) {
     if (exponent < 0) return sign + "0." + std::string(-exponent - 1, '0') + digits;
     const size_t whole = static_cast<size_t>(exponent) + 1;
-    if (digits.size() <= whole)
+    if (digits.size() <= whole) {
       return sign + digits + std::string(whole - digits.size(), '0') + ".0";
+    }
     return sign + digits.substr(0, whole) + "." + digits.substr(whole);
   }
   std::string mantissa = digits.substr(0, 1);
@@ -810,8 +811,8 @@ class SpecReader {
   Status ReadProgram(const Entry& entry) {
     ABLATE_RETURN_IF_ERROR(RequireScalar(entry, "program"));
     if (entry.value.Scalar().empty()) return Error(entry.value, "program: is empty");
-    ProgramSpec& program = spec_.program.emplace();
-    program.program = entry.value.Scalar();
+    if (!spec_.program) spec_.program.emplace();
+    spec_.program->program = entry.value.Scalar();
     return Status::OK();
   }
 

@@ -485,6 +485,14 @@ parameters:
   EXPECT_EQ(jobs[0].parameters["f"], json::parse(R"([1, "two", 2.5, true])"));
 }
 
+TEST(ProgramSweep, CommandAndProgramMayComeInAnyOrder) {
+  std::vector<Job> jobs = MustExpand(
+      "command: [\"${program}\", \"${args_no_hyphens}\"]\nmethod: grid\nprogram: ./run\n"
+      "parameters: {n: {value: -0.0}}\n");
+  ASSERT_EQ(jobs.size(), 1u);
+  EXPECT_EQ(jobs[0].command, (std::vector<std::string>{"./run", "n=-0.0"}));
+}
+
 TEST(ProgramSweep, UnknownMacrosAndTextAroundMacrosPassThrough) {
   const std::string text = std::string(kProgram) +
                            "command: [\"${env}\", \"${interpreter}\", \"${program}\", "
