@@ -165,6 +165,61 @@ TEST(Launch, DryRunShowsEveryJobWithItsSizeAndStoresNothing) {
   EXPECT_EQ(ws.Files(), files);
 }
 
+const std::string kProgramSweep = testing::SourceDir() + "/cli/testdata/wandb_program.yaml";
+
+TEST(Launch, DryRunOfAProgramSweepShowsEachJobsCommandLine) {
+  Workspace ws;
+  RunResult table = ws.Ablate({"launch", kProgramSweep, "--dry-run"});
+  ASSERT_EQ(table.exit_code, 0) << table.err;
+  EXPECT_NE(table.out.find("Dry run of sweep 'wandb_program'"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("/usr/bin/env python3 train.py --config '${args_json_file}' "
+                           "'--layers=[64, 64]' --lr=0.001 '--optimizer=momentum sgd'"),
+            std::string::npos)
+      << table.out;
+  EXPECT_NE(table.out.find("No cost estimate"), std::string::npos) << table.out;
+
+  RunResult csv = ws.Ablate({"launch", kProgramSweep, "--dry-run", "--format", "csv"});
+  ASSERT_EQ(csv.exit_code, 0) << csv.err;
+  const std::vector<std::string> lines = testing::Lines(csv.out);
+  ASSERT_EQ(lines.size(), 5u) << csv.out;
+  EXPECT_EQ(lines[0], "order,lr,optimizer,command");
+  EXPECT_NE(std::find(lines.begin(), lines.end(),
+                      "0,0.01,adam,\"/usr/bin/env python3 train.py --config '${args_json_file}' "
+                      "'--layers=[64, 64]' --lr=0.01 --optimizer=adam\""),
+            lines.end())
+      << csv.out;
+
+  RunResult json = ws.Ablate({"launch", kProgramSweep, "--dry-run", "--format", "json"});
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  const nlohmann::json out = nlohmann::json::parse(json.out);
+  EXPECT_EQ(out["sweep"], "wandb_program");
+  EXPECT_EQ(out["program"], "train.py");
+  ASSERT_EQ(out["jobs"].size(), 4u);
+  std::set<std::string> commands;
+  for (const auto& job : out["jobs"]) {
+    EXPECT_EQ(job["config"]["layers"], nlohmann::json::parse("[64, 64]"));
+    EXPECT_EQ(job["config"]["lr"], job["factors"]["lr"]);
+    EXPECT_EQ(job["command"][4], "${args_json_file}");
+    commands.insert(job["command_line"].get<std::string>());
+  }
+  EXPECT_EQ(commands.size(), 4u);
+  EXPECT_EQ(ws.Files(), std::set<std::string>({"corpus.txt", "tiny.yaml"}));
+}
+
+TEST(Launch, AProgramSweepIsStoredUnderItsFilesNameWithItsCommands) {
+  Workspace ws;
+  Coordinator coordinator(ws.dir, ws.db);
+  ASSERT_FALSE(coordinator.address.empty()) << coordinator.process.Stderr();
+  RunResult launched = ws.Ablate({"launch", kProgramSweep, "--coordinator", coordinator.address});
+  ASSERT_EQ(launched.exit_code, 0) << launched.err;
+  EXPECT_EQ(Trim(launched.out), "sweep 1 'wandb_program': 4 jobs created, 0 already there");
+  EXPECT_EQ(QueryInt(ws.db, "SELECT silence_ms FROM sweeps"), 120000);
+  EXPECT_EQ(QueryInt(ws.db,
+                     "SELECT count(*) FROM jobs WHERE json_extract(command_json, '$[2]') = "
+                     "'train.py' AND json_extract(config_json, '$.optimizer') IS NOT NULL"),
+            4);
+}
+
 TEST(Launch, DryRunJsonCountsSixFlopsPerMacOfEveryStep) {
   Workspace ws;
   RunResult json =

@@ -55,6 +55,20 @@ TEST(StatusView, AJobsEtaComesFromItsWorkersThroughput) {
   EXPECT_NE(text.find(" 6s"), std::string::npos) << text;
 }
 
+TEST(StatusView, AJobWithoutAStepBudgetShowsItsStepAndNoEta) {
+  v1::GetStatusResponse status = OneSweep(0, 1, 0);
+  v1::RunningJob* job = AddRunning(&status, 1, 400);
+  job->set_steps_total(0);  // a program job before its program tells its budget
+  job->set_bytes_per_s(20'000);
+  job->set_bytes_per_step(200);
+  StatusView view;
+  view.Update(status, Clock::now(), kNowMs);
+  EXPECT_LT(view.JobEta(status.sweeps(0).running(0)), 0);
+  const std::string text = view.Render();
+  EXPECT_NE(text.find(" 400 "), std::string::npos) << text;
+  EXPECT_EQ(text.find("400/0"), std::string::npos) << text;
+}
+
 TEST(StatusView, BeforeAHeartbeatTheRateComesFromTheStepsSeenToChange) {
   const auto start = Clock::now();
   StatusView view;
@@ -147,6 +161,13 @@ TEST(Format, HumanNumbers) {
   EXPECT_EQ(FormatDuration(-1), "-");
   EXPECT_EQ(FactorHeader({"model.cell", "train.seed", "model.init"}),
             (std::vector<std::string>{"cell", "seed", "init"}));
+}
+
+TEST(ShellQuote, QuotesOnlyWhatAShellWouldReadOtherwise) {
+  EXPECT_EQ(ShellQuote({"/usr/bin/env", "python3", "train.py", "--lr=0.01", "a,b:c@d%e+f"}),
+            "/usr/bin/env python3 train.py --lr=0.01 a,b:c@d%e+f");
+  EXPECT_EQ(ShellQuote({"--name=momentum sgd", "${args_json_file}", "", "it's", "$HOME"}),
+            "'--name=momentum sgd' '${args_json_file}' '' 'it'\\''s' '$HOME'");
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
 // `ablate launch SPEC.yaml`: sends a spec to the coordinator. With --dry-run
 // it contacts nothing and stores nothing: it expands the grid here and prints
 // the jobs with their sizes and an estimate of the sweep's cost, from
-// training steps timed on this machine.
+// training steps timed on this machine; for a program sweep, each job's
+// exact command line instead.
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -151,8 +152,61 @@ Table DryRunTable(const SweepSpec& spec, const std::vector<Job>& jobs, const Swe
   return table;
 }
 
+// A program sweep's dry run: each job's exact command line. Nothing is
+// timed: ablate can time its own trainer, not a program it has never seen.
+int ProgramDryRun(const SweepSpec& spec, const std::vector<Job>& jobs, Format format) {
+  std::vector<std::string> keys;
+  for (const GridAxis& axis : spec.axes) keys.push_back(axis.key);
+  if (format == Format::kJson) {
+    nlohmann::ordered_json out;
+    out["sweep"] = spec.name;
+    out["dry_run"] = true;
+    out["program"] = spec.program->program;
+    out["jobs"] = nlohmann::ordered_json::array();
+    for (const Job& job : jobs) {
+      nlohmann::ordered_json entry;
+      entry["order"] = job.order;
+      entry["factors"] = job.factors;
+      entry["config"] = job.parameters;
+      entry["command"] = job.command;
+      entry["command_line"] = ShellQuote(job.command);
+      out["jobs"].push_back(std::move(entry));
+    }
+    std::printf("%s\n", out.dump(2).c_str());
+    return 0;
+  }
+  std::vector<std::string> header = {"order"};
+  header.insert(header.end(), keys.begin(), keys.end());
+  header.push_back("command");
+  Table table(header);
+  for (const Job& job : jobs) {
+    std::vector<std::string> row = {std::to_string(job.order)};
+    for (const std::string& key : keys) row.push_back(FactorCell(job.factors.at(key)));
+    row.push_back(ShellQuote(job.command));
+    table.AddRow(std::move(row));
+  }
+  if (format == Format::kCsv) {
+    std::printf("%s", table.ToCsv().c_str());
+    return 0;
+  }
+  std::printf("Dry run of sweep '%s' (%s): %zu jobs running %s. Nothing was sent or stored.\n\n",
+              spec.name.c_str(), spec.filename.c_str(), jobs.size(),
+              spec.program->program.empty() ? "their command" : spec.program->program.c_str());
+  std::printf("%s\n", table.ToText().c_str());
+  const std::vector<std::string>& command = spec.program->command;
+  std::printf("Each worker runs the command in its own working directory%s.\n",
+              std::find(command.begin(), command.end(), "${args_json_file}") == command.end()
+                  ? ""
+                  : "; ${args_json_file} becomes the path of the job's config file there");
+  std::printf(
+      "No cost estimate: ablate times only its built-in trainer, not a program it has never "
+      "run.\n");
+  return 0;
+}
+
 int DryRun(const LaunchOptions& options, const SweepSpec& spec, const std::vector<Job>& jobs,
            Format format) {
+  if (spec.program) return ProgramDryRun(spec, jobs, format);
   auto estimate = EstimateSweep(jobs, options.estimate);
   if (!estimate.ok()) return ReportError("launch", estimate.status());
   const SweepEstimate& e = *estimate;

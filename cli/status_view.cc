@@ -72,7 +72,8 @@ double StatusView::StepRate(const v1::RunningJob& job) const {
 
 double StatusView::JobEta(const v1::RunningJob& job) const {
   const double rate = StepRate(job);
-  if (rate <= 0) return -1;
+  // A program job's budget is unknown until its program says.
+  if (rate <= 0 || job.steps_total() <= 0) return -1;
   // The job went on training since its step was last seen to change.
   double since = 0;
   auto it = job_steps_.find(job.job_id());
@@ -154,7 +155,8 @@ std::string StatusView::Render() const {
                                                                    : "-");
       }
       row.push_back(job.worker_name().empty() ? "-" : job.worker_name());
-      row.push_back(fmt::format("{}/{}", job.step(), job.steps_total()));
+      row.push_back(job.steps_total() > 0 ? fmt::format("{}/{}", job.step(), job.steps_total())
+                                          : std::to_string(job.step()));
       row.push_back(FormatRate(job.bytes_per_s()));
       row.push_back(job.train_bpc() > 0 ? fmt::format("{:.3f}", job.train_bpc()) : "-");
       row.push_back(FormatDuration(JobEta(job)));

@@ -46,6 +46,10 @@ std::vector<std::string> FactorHeader(const std::vector<std::string>& keys);
 // A factor's value as a cell: a string bare, anything else as JSON.
 std::string FactorCell(const nlohmann::json& value);
 
+// A command line as a POSIX shell reads it back: each argument bare when it
+// holds only characters no shell treats specially, else in single quotes.
+std::string ShellQuote(const std::vector<std::string>& argv);
+
 // "42s", "3m05s", "2h07m", "3d04h"; "-" for a negative or non-finite value.
 std::string FormatDuration(double seconds);
 // Bytes per second: "812 B/s", "12.3 kB/s", "1.25 MB/s".

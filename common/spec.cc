@@ -9,6 +9,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <limits>
@@ -68,6 +69,102 @@ std::string Describe(const YAML::Node& node) {
       return "a mapping";
     default:
       return "nothing";
+  }
+}
+
+// ---------------------------------------------------------------- program values
+
+// Canonical JSON text; never throws, whatever bytes a string holds.
+std::string Dump(const json& value) {
+  return value.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+// A float as Python's repr writes it: the shortest digits that read back
+// the same, positional from 1e-4 up to 1e16 (with ".0" when whole), else
+// d.ddde+XX with at least two exponent digits.
+std::string PythonFloat(double value) {
+  if (std::isnan(value)) return "nan";
+  if (std::isinf(value)) return value < 0 ? "-inf" : "inf";
+  char buffer[64];
+  auto [end, error] =
+      std::to_chars(buffer, buffer + sizeof buffer, value, std::chars_format::scientific);
+  if (error != std::errc()) return Dump(json(value));
+  std::string text(buffer, end);
+  std::string sign;
+  if (text[0] == '-') {
+    sign = "-";
+    text.erase(0, 1);
+  }
+  const size_t e = text.find('e');
+  std::string digits = text.substr(0, e);
+  digits.erase(std::remove(digits.begin(), digits.end(), '.'), digits.end());
+  const int exponent = std::stoi(text.substr(e + 1));
+  if (exponent >= -4 && exponent < 16) {
+    if (exponent < 0) return sign + "0." + std::string(-exponent - 1, '0') + digits;
+    const size_t whole = static_cast<size_t>(exponent) + 1;
+    if (digits.size() <= whole) {
+      return sign + digits + std::string(whole - digits.size(), '0') + ".0";
+    }
+    return sign + digits.substr(0, whole) + "." + digits.substr(whole);
+  }
+  std::string mantissa = digits.substr(0, 1);
+  if (digits.size() > 1) mantissa += "." + digits.substr(1);
+  char power[16];
+  std::snprintf(power, sizeof power, "e%c%02d", exponent < 0 ? '-' : '+', std::abs(exponent));
+  return sign + mantissa + power;
+}
+
+// A string as Python's repr writes it: single quotes unless it holds a
+// single quote and no double one.
+std::string PythonRepr(const std::string& text) {
+  const bool double_quotes =
+      text.find('\'') != std::string::npos && text.find('"') == std::string::npos;
+  const char quote = double_quotes ? '"' : '\'';
+  std::string out(1, quote);
+  for (char c : text) {
+    if (c == '\\' || c == quote) {
+      out += '\\';
+      out += c;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else {
+      out += c;
+    }
+  }
+  return out + quote;
+}
+
+// A parameter's value as W&B's agent puts it on a command line: Python's
+// str() of the value YAML gave it, so strings bare at the top and quoted
+// inside lists and mappings.
+std::string PythonStr(const json& value, bool nested = false) {
+  switch (value.type()) {
+    case json::value_t::string:
+      return nested ? PythonRepr(value.get<std::string>()) : value.get<std::string>();
+    case json::value_t::boolean:
+      return value.get<bool>() ? "True" : "False";
+    case json::value_t::null:
+      return "None";
+    case json::value_t::number_float:
+      return PythonFloat(value.get<double>());
+    case json::value_t::array: {
+      std::vector<std::string> items;
+      for (const auto& item : value) items.push_back(PythonStr(item, true));
+      return "[" + Join(items) + "]";
+    }
+    case json::value_t::object: {
+      std::vector<std::string> items;
+      for (auto item = value.begin(); item != value.end(); ++item) {
+        items.push_back(PythonRepr(item.key()) + ": " + PythonStr(*item, true));
+      }
+      return "{" + Join(items) + "}";
+    }
+    default:  // integers
+      return value.dump();
   }
 }
 
@@ -313,6 +410,49 @@ StatusOr<json> TypedScalar(const YAML::Node& node, const std::string& label) {
   return json(text);
 }
 
+// A scalar, list or mapping as JSON, scalars typed as TypedScalar types them.
+// `budget` counts down the scalars, lists and mappings read so far, so that
+// aliases (which YAML lets repeat a node any number of times without
+// writing it again) cannot make a small spec a huge value.
+StatusOr<json> TypedValue(const YAML::Node& node, const std::string& label, size_t* budget) {
+  if (*budget == 0) {
+    return Status::InvalidArgument(label + ": the values hold more than " +
+                                   std::to_string(kMaxValueItems) + " items in all");
+  }
+  --*budget;
+  if (node.IsSequence()) {
+    json list = json::array();
+    for (const auto& item : node) {
+      ABLATE_ASSIGN_OR_RETURN(json value, TypedValue(item, label, budget));
+      list.push_back(std::move(value));
+    }
+    return list;
+  }
+  if (node.IsMap()) {
+    json object = json::object();
+    for (const auto& pair : node) {
+      if (!pair.first.IsScalar()) {
+        return Status::InvalidArgument(label + ": mapping keys must be names, got " +
+                                       Describe(pair.first));
+      }
+      const std::string& key = pair.first.Scalar();
+      if (object.contains(key)) {
+        return Status::InvalidArgument(label + ": key " + Quote(key) + " appears twice");
+      }
+      ABLATE_ASSIGN_OR_RETURN(object[key], TypedValue(pair.second, label + "." + key, budget));
+    }
+    return object;
+  }
+  return TypedScalar(node, label);
+}
+
+// The place of a parameter in a parameter object, made (as objects) on the way.
+json& ParameterAt(json& object, const std::vector<std::string>& path) {
+  json* node = &object;
+  for (const auto& part : path) node = &(*node)[part];
+  return *node;
+}
+
 // Finds axes by key and their levels by value. Numbers compare by value
 // (nlohmann::json orders integers and floats together), so 1e-3 finds a
 // level written 0.001 and 1e3 one written 1000.
@@ -358,11 +498,12 @@ struct WrittenSetting {
   bool in_section = false;   // written in data:/model:/train:, where an axis may override it
   std::vector<json> values;  // exactly one when !is_axis
   std::vector<SourcePosition> value_written;
+  std::vector<std::string> path;  // program sweeps: where it sits in the parameter object
 };
 
 // Top-level keys of the native form and of the W&B form (which has
-// `method` or `parameters`). program, project and entity are W&B bookkeeping,
-// accepted so that W&B files load, and ignored.
+// `method` or `parameters`). project and entity are W&B bookkeeping, accepted
+// so that W&B files load, and ignored.
 const std::vector<std::string>& NativeKeys() {
   static const auto* keys = new std::vector<std::string>{
       "name", "description", "data", "model", "train", "grid", "seeds", "exclude", "schedule"};
@@ -370,7 +511,7 @@ const std::vector<std::string>& NativeKeys() {
 }
 const std::vector<std::string>& WandbKeys() {
   static const auto* keys = new std::vector<std::string>{
-      "method", "name",  "description", "metric", "program", "project", "entity",
+      "method", "name",  "description", "metric", "program", "command", "project", "entity",
       "data",   "model", "parameters",  "train",  "seeds",   "exclude", "schedule"};
   return *keys;
 }
@@ -397,6 +538,9 @@ class SpecReader {
     ABLATE_ASSIGN_OR_RETURN(std::vector<Entry> top, Entries(root, "the spec"));
     bool wandb = false;
     for (const auto& entry : top) wandb |= entry.name == "method" || entry.name == "parameters";
+    for (const auto& entry : top) {
+      program_ |= wandb && (entry.name == "program" || entry.name == "command");
+    }
     if (single_run_) {
       for (const auto& entry : top) {
         if (!Contains(RunConfigKeys(), entry.name)) {
@@ -411,6 +555,7 @@ class SpecReader {
     const Entry* name = nullptr;
     const Entry* exclude = nullptr;
     const Entry* seeds = nullptr;
+    const Entry* command = nullptr;
     for (const auto& entry : top) {
       if (!Contains(allowed, entry.name)) {
         if (Contains(WandbKeys(), entry.name)) {
@@ -433,15 +578,27 @@ class SpecReader {
           ABLATE_RETURN_IF_ERROR(RequireScalar(entry, "description"));
           spec_.description = entry.value.Scalar();
         }
+      } else if (IsSection(entry.name) && program_) {
+        return Error(entry.key, entry.name +
+                                    ": a program sweep has no built-in trainer settings; its "
+                                    "program takes every setting it needs as a parameter under "
+                                    "parameters");
       } else if (IsSection(entry.name)) {
         ABLATE_RETURN_IF_ERROR(ReadSection(entry));
       } else if (entry.name == "grid") {
         ABLATE_RETURN_IF_ERROR(ReadGrid(entry));
+      } else if (entry.name == "parameters" && program_) {
+        ABLATE_RETURN_IF_ERROR(ReadProgramParameters(entry, {}));
       } else if (entry.name == "parameters") {
         ABLATE_RETURN_IF_ERROR(ReadParameters(entry, ""));
       } else if (entry.name == "seeds") {
         seeds = &entry;
-        ABLATE_RETURN_IF_ERROR(ReadAxis("train.seed", "seeds", entry));
+        ABLATE_RETURN_IF_ERROR(ReadAxis(SeedKey(), "seeds", entry, {SeedKey()}));
+      } else if (entry.name == "program") {
+        ABLATE_RETURN_IF_ERROR(ReadProgram(entry));
+      } else if (entry.name == "command") {
+        command = &entry;
+        ABLATE_RETURN_IF_ERROR(ReadCommand(entry));
       } else if (entry.name == "exclude") {
         exclude = &entry;  // read once the axes are known
       } else if (entry.name == "schedule") {
@@ -454,16 +611,24 @@ class SpecReader {
         }
       } else if (entry.name == "metric") {
         ABLATE_RETURN_IF_ERROR(ReadMetric(entry));
-      } else {  // program, project, entity: W&B bookkeeping with no meaning here
+      } else {  // project, entity: W&B bookkeeping with no meaning here
         ABLATE_RETURN_IF_ERROR(RequireScalar(entry, entry.name));
       }
     }
-    if (name == nullptr && !single_run_) {
+    if (name == nullptr && !single_run_ && !wandb) {
       return ErrorAt(filename_, PositionOf(root.Mark()), "name: is required");
     }
+    if (name == nullptr && wandb) {
+      spec_.name = NameFromFilename(filename_);
+      if (spec_.name.empty()) {
+        return ErrorAt(filename_, PositionOf(root.Mark()),
+                       "name: is required, as the file's name gives no usable sweep name");
+      }
+    }
     if (name != nullptr) ABLATE_RETURN_IF_ERROR(ReadName(*name));
+    if (program_) ABLATE_RETURN_IF_ERROR(FinishProgram(root, command));
     ABLATE_RETURN_IF_ERROR(Assemble(seeds != nullptr));
-    ABLATE_RETURN_IF_ERROR(Canonicalize());
+    ABLATE_RETURN_IF_ERROR(program_ ? CheckProgramAxes() : Canonicalize());
     if (exclude != nullptr) ABLATE_RETURN_IF_ERROR(ReadExcludes(*exclude));
     return std::move(spec_);
   }
@@ -596,9 +761,124 @@ class SpecReader {
     return Status::OK();
   }
 
+  // The seeds' axis: the trainer's train.seed, or a program's parameter "seed".
+  std::string SeedKey() const { return program_ ? "seed" : "train.seed"; }
+
+  // A value as the sweep takes it: a typed scalar, or for a program sweep
+  // also a list or mapping of them.
+  StatusOr<json> Value(const YAML::Node& node, const std::string& label) const {
+    return program_ ? TypedValue(node, label, &value_budget_) : TypedScalar(node, label);
+  }
+
+  // A program sweep's `parameters:`, any names; `prefix` is the path of the
+  // parameter whose nested `parameters:` these are.
+  Status ReadProgramParameters(const Entry& parameters, const std::vector<std::string>& prefix) {
+    std::string label = "parameters";
+    for (const auto& part : prefix) label += "." + part;
+    ABLATE_ASSIGN_OR_RETURN(std::vector<Entry> entries,
+                            Entries(parameters.value, label, &PlaceOf(parameters)));
+    if (entries.empty()) return Error(PlaceOf(parameters), label + ": no parameters");
+    for (const auto& entry : entries) {
+      const std::string spelled = label + "." + entry.name;
+      if (entry.name.empty()) return Error(entry.key, label + ": a parameter name is empty");
+      std::vector<std::string> path = prefix;
+      path.push_back(entry.name);
+      std::string key;
+      for (const auto& part : path) key += (key.empty() ? "" : ".") + part;
+      ABLATE_ASSIGN_OR_RETURN(std::vector<Entry> fields,
+                              Entries(entry.value, spelled, &PlaceOf(entry)));
+      if (fields.size() == 1 && fields[0].name == "parameters") {
+        ABLATE_RETURN_IF_ERROR(ReadProgramParameters(fields[0], path));
+        continue;
+      }
+      if (fields.size() != 1 || (fields[0].name != "values" && fields[0].name != "value")) {
+        const YAML::Node& at = fields.empty() ? PlaceOf(entry) : fields.back().key;
+        return Error(at, spelled +
+                             ": give exactly one of value (a fixed parameter), values (a grid "
+                             "axis) and parameters (nested parameters); distributions are not "
+                             "supported (grid only)");
+      }
+      if (fields[0].name == "values") {
+        ABLATE_RETURN_IF_ERROR(ReadAxis(key, spelled, fields[0], std::move(path)));
+      } else {
+        ABLATE_RETURN_IF_ERROR(
+            ReadFixed(key, spelled, fields[0], /*in_section=*/false, std::move(path)));
+      }
+    }
+    return Status::OK();
+  }
+
+  Status ReadProgram(const Entry& entry) {
+    ABLATE_RETURN_IF_ERROR(RequireScalar(entry, "program"));
+    if (entry.value.Scalar().empty()) return Error(entry.value, "program: is empty");
+    if (!spec_.program) spec_.program.emplace();
+    spec_.program->program = entry.value.Scalar();
+    return Status::OK();
+  }
+
+  Status ReadCommand(const Entry& entry) {
+    const YAML::Node& list = entry.value;
+    if (!list.IsSequence()) {
+      return Error(PlaceOf(entry),
+                   "command: expected a list of arguments, got " + Describe(entry.value));
+    }
+    if (list.size() == 0) return Error(list, "command: the list is empty");
+    std::vector<std::string> command;
+    for (const auto& item : list) {
+      const YAML::Node& place = item.IsNull() ? list : item;
+      if (!item.IsScalar()) {
+        return Error(place,
+                     "command: expected each argument to be a single value, got " + Describe(item));
+      }
+      if (item.Scalar().find("${envvar:") != std::string::npos) {
+        return Error(place, "command: " + Quote(item.Scalar()) +
+                                ": ${envvar:NAME} is not supported; the command is expanded when "
+                                "the sweep is launched, before any worker's environment is known");
+      }
+      command.push_back(item.Scalar());
+    }
+    if (!spec_.program) spec_.program.emplace();
+    spec_.program->command = std::move(command);
+    return Status::OK();
+  }
+
+  // A program sweep's command: W&B's default without `command:`, and a
+  // program wherever ${program} asks for one.
+  Status FinishProgram(const YAML::Node& root, const Entry* command) {
+    ProgramSpec& program = spec_.program ? *spec_.program : spec_.program.emplace();
+    if (command == nullptr) program.command = DefaultProgramCommand();
+    const bool uses_program = std::find(program.command.begin(), program.command.end(),
+                                        "${program}") != program.command.end();
+    if (uses_program && program.program.empty()) {
+      return Error(command != nullptr ? command->key : root,
+                   "program: is required, as the command uses ${program}");
+    }
+    return Status::OK();
+  }
+
+  // A program's values need no trainer's check; an axis still may not
+  // repeat one.
+  Status CheckProgramAxes() const {
+    for (const GridAxis& axis : spec_.axes) {
+      std::map<std::string, size_t> seen;  // value as JSON -> level
+      for (size_t level = 0; level < axis.values.size(); ++level) {
+        auto [previous, fresh] = seen.emplace(Show(axis.values[level]), level);
+        if (!fresh) {
+          const SourcePosition first_written = axis.written[previous->second];
+          return ErrorAt(filename_, axis.written[level],
+                         axis.key + ": value " + Show(axis.values[level]) +
+                             " appears twice in the axis (first at line " +
+                             std::to_string(first_written.line) + ", column " +
+                             std::to_string(first_written.column) + ")");
+        }
+      }
+    }
+    return Status::OK();
+  }
+
   Status ReadFixed(const std::string& key, const std::string& spelled, const Entry& entry,
-                   bool in_section) {
-    StatusOr<json> value = TypedScalar(entry.value, spelled);
+                   bool in_section, std::vector<std::string> path = {}) {
+    StatusOr<json> value = Value(entry.value, spelled);
     if (!value.ok()) return Error(PlaceOf(entry), value.status().message());
     WrittenSetting fixed;
     fixed.key = key;
@@ -607,11 +887,13 @@ class SpecReader {
     fixed.in_section = in_section;
     fixed.values.push_back(std::move(value).value());
     fixed.value_written.push_back(PositionOf(PlaceOf(entry).Mark()));
+    fixed.path = std::move(path);
     settings_.push_back(std::move(fixed));
     return Status::OK();
   }
 
-  Status ReadAxis(const std::string& key, const std::string& spelled, const Entry& entry) {
+  Status ReadAxis(const std::string& key, const std::string& spelled, const Entry& entry,
+                  std::vector<std::string> path = {}) {
     const YAML::Node& list = entry.value;
     if (!list.IsSequence()) {
       return Error(PlaceOf(entry), spelled + ": expected a list of values, got " + Describe(list));
@@ -629,11 +911,12 @@ class SpecReader {
     }
     for (const auto& item : list) {
       const YAML::Node& place = item.IsNull() ? list : item;  // a null item has no mark of its own
-      StatusOr<json> value = TypedScalar(item, spelled);
+      StatusOr<json> value = Value(item, spelled);
       if (!value.ok()) return Error(place, value.status().message());
       axis.values.push_back(std::move(value).value());
       axis.value_written.push_back(PositionOf(place.Mark()));
     }
+    axis.path = std::move(path);
     settings_.push_back(std::move(axis));
     return Status::OK();
   }
@@ -674,10 +957,16 @@ class SpecReader {
                        label + ": expected final or none, got " + Describe(field.value));
         }
         spec_.schedule.keep_final_checkpoint = v.get<std::string>() == "final";
+      } else if (field.name == "silence_seconds") {
+        if (!v.is_number() || !(v.get<double>() >= 0) || v.get<double>() > kMaxLeaseSeconds) {
+          return Error(field.value, label + ": expected a number of seconds from 0 (never) to " +
+                                        Show(kMaxLeaseSeconds) + ", got " + Describe(field.value));
+        }
+        spec_.schedule.silence_seconds = v.get<double>();
       } else {
         return Error(field.key, label +
                                     ": unknown setting (known: max_attempts, lease_seconds, "
-                                    "retry_on_nan, keep_checkpoints)");
+                                    "retry_on_nan, keep_checkpoints, silence_seconds)");
       }
     }
     return Status::OK();
@@ -734,8 +1023,11 @@ class SpecReader {
     for (auto& setting : settings_) {
       if (setting.values.empty()) continue;
       if (setting.is_axis) {
-        spec_.axes.push_back(
-            {setting.key, std::move(setting.values), std::move(setting.value_written)});
+        spec_.axes.push_back({setting.key, std::move(setting.values),
+                              std::move(setting.value_written), std::move(setting.path)});
+      } else if (program_) {
+        ParameterAt(spec_.base, setting.path) = setting.values[0];
+        spec_.base_written[setting.key] = setting.value_written[0];
       } else {
         spec_.base[SectionOf(setting.key)][FieldOf(setting.key)] = setting.values[0];
         spec_.base_written[setting.key] = setting.value_written[0];
@@ -743,7 +1035,7 @@ class SpecReader {
     }
     if (has_seeds) {
       auto seeds = std::find_if(spec_.axes.begin(), spec_.axes.end(),
-                                [](const GridAxis& axis) { return axis.key == "train.seed"; });
+                                [&](const GridAxis& axis) { return axis.key == SeedKey(); });
       std::rotate(seeds, seeds + 1, spec_.axes.end());
     }
     return Status::OK();
@@ -769,7 +1061,8 @@ class SpecReader {
       if (fields.empty()) return Error(item, "exclude: an empty entry would drop every job");
       json match = json::object();
       for (const auto& field : fields) {
-        StatusOr<std::string> key = ResolveSettingKey(field.name);
+        StatusOr<std::string> key =
+            program_ ? StatusOr<std::string>(field.name) : ResolveSettingKey(field.name);
         if (!key.ok()) return Error(field.key, "exclude: " + key.status().message());
         const std::optional<size_t> axis = index.Axis(*key);
         if (!axis) {
@@ -779,7 +1072,7 @@ class SpecReader {
         if (match.contains(*key)) {
           return Error(field.key, "exclude: " + *key + " is given twice in one entry");
         }
-        StatusOr<json> value = TypedScalar(field.value, "exclude." + field.name);
+        StatusOr<json> value = Value(field.value, "exclude." + field.name);
         if (!value.ok()) return Error(PlaceOf(field), value.status().message());
         const std::optional<size_t> level = index.Level(*axis, *value);
         const std::vector<json>& values = spec_.axes[*axis].values;
@@ -799,6 +1092,8 @@ class SpecReader {
 
   const std::string& filename_;
   const bool single_run_;
+  bool program_ = false;  // a W&B spec with program: or command:
+  mutable size_t value_budget_ = kMaxValueItems;  // TypedValue's, over the whole spec
   SweepSpec spec_;
   std::vector<WrittenSetting> settings_;  // in file order
   size_t grid_values_ = 0;                // over all axes so far
@@ -1217,8 +1512,63 @@ KeptPoints Keep(const SweepSpec& spec, size_t points, const std::vector<Exclude>
   return kept;
 }
 
+// Refuses a program sweep whose jobs' parameter objects could be too large:
+// one job's past kMaxProgramConfigBytes, or all jobs' together past
+// kMaxProgramSweepBytes (its command holds the parameters a few times more).
+// Bounded from above by the fixed parameters and each axis's largest value.
+Status CheckProgramSize(const SweepSpec& spec, size_t points) {
+  size_t job_bytes = Dump(spec.base).size();
+  for (const GridAxis& axis : spec.axes) {
+    size_t largest = 0;
+    for (const json& value : axis.values) largest = std::max(largest, Dump(value).size());
+    job_bytes += axis.key.size() + largest + 8;  // quotes, colon, comma, nesting
+  }
+  if (job_bytes > kMaxProgramConfigBytes) {
+    return ErrorAt(spec.filename, {},
+                   "parameters: a job's parameters take up to " + std::to_string(job_bytes) +
+                       " bytes as JSON, more than the limit of " +
+                       std::to_string(kMaxProgramConfigBytes));
+  }
+  if (job_bytes * points > kMaxProgramSweepBytes) {
+    return ErrorAt(spec.filename, {},
+                   "parameters: the " + std::to_string(points) + " jobs' parameters take up to " +
+                       std::to_string(job_bytes * points) +
+                       " bytes as JSON, more than the limit of " +
+                       std::to_string(kMaxProgramSweepBytes));
+  }
+  return Status::OK();
+}
+
+// A program job per kept point, in grid order: its factors, parameter
+// object, command and hash.
+StatusOr<std::vector<Job>> BuildProgramJobs(const SweepSpec& spec, const KeptPoints& kept) {
+  const size_t num_axes = spec.axes.size();
+  std::vector<Job> jobs(kept.points.size());
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    Job& job = jobs[j];
+    job.factors = json::object();
+    job.parameters = spec.base;
+    for (size_t a = 0; a < num_axes; ++a) {
+      const GridAxis& axis = spec.axes[a];
+      const json& value = axis.values[kept.levels[j * num_axes + a]];
+      job.factors[axis.key] = value;
+      ParameterAt(job.parameters,
+                  axis.path.empty() ? std::vector<std::string>{axis.key} : axis.path) = value;
+    }
+    job.command = ExpandCommand(*spec.program, job.parameters);
+    if (job.command.empty()) {
+      return ErrorAt(
+          spec.filename, {},
+          "command: expands to no arguments at all (in the job " + Show(job.factors) + ")");
+    }
+    job.config_hash = Sha256Hex(job.ConfigJson());
+  }
+  return jobs;
+}
+
 // A job per kept point, in grid order: its factors, config and hash.
 StatusOr<std::vector<Job>> BuildJobs(const SweepSpec& spec, const KeptPoints& kept) {
+  if (spec.program) return BuildProgramJobs(spec, kept);
   const size_t num_axes = spec.axes.size();
   ConfigBuilder builder(spec);
   std::vector<Job> jobs(kept.points.size());
@@ -1269,12 +1619,14 @@ StatusOr<std::vector<Job>> ExpandGrid(const SweepSpec& spec, size_t max_jobs) {
   ABLATE_ASSIGN_OR_RETURN(const size_t points, CountPoints(spec, max_jobs));
   // A spec assembled by hand rather than by ParseSpec may have any shape.
   const bool base_ok =
-      spec.base.is_object() && std::all_of(spec.base.begin(), spec.base.end(),
-                                           [](const json& section) { return section.is_object(); });
+      spec.base.is_object() &&
+      (spec.program || std::all_of(spec.base.begin(), spec.base.end(),
+                                   [](const json& section) { return section.is_object(); }));
   if (!base_ok) {
     return ErrorAt(spec.filename, {},
                    "base: expected {section: {setting: value}}, got " + Show(spec.base));
   }
+  if (spec.program) ABLATE_RETURN_IF_ERROR(CheckProgramSize(spec, points));
   ABLATE_ASSIGN_OR_RETURN(const std::vector<Exclude> excludes, ResolveExcludes(spec));
   const KeptPoints kept = Keep(spec, points, excludes);
   if (kept.points.empty()) {
@@ -1286,9 +1638,86 @@ StatusOr<std::vector<Job>> ExpandGrid(const SweepSpec& spec, size_t max_jobs) {
 
 std::string SpecHash(const SweepSpec& spec) {
   json axes = json::array();
-  for (const auto& axis : spec.axes) axes.push_back({{"key", axis.key}, {"values", axis.values}});
-  const json identity = {{"base", spec.base}, {"axes", axes}, {"excludes", spec.excludes}};
+  for (const auto& axis : spec.axes) {
+    json entry = {{"key", axis.key}, {"values", axis.values}};
+    if (spec.program) entry["path"] = axis.path;
+    axes.push_back(std::move(entry));
+  }
+  json identity = {{"base", spec.base}, {"axes", axes}, {"excludes", spec.excludes}};
+  // Only program sweeps name these, so that a built-in sweep keeps its hash.
+  if (spec.program) {
+    identity["program"] = spec.program->program;
+    identity["command"] = spec.program->command;
+  }
   return Sha256Hex(identity.dump(-1, ' ', false, json::error_handler_t::replace));
+}
+
+std::string Job::ConfigJson() const {
+  if (parameters.is_object()) return Dump(parameters);
+  return config.ToJson().dump();
+}
+
+const std::vector<std::string>& DefaultProgramCommand() {
+  static const auto* command =
+      new std::vector<std::string>{"${env}", "${interpreter}", "${program}", "${args}"};
+  return *command;
+}
+
+std::vector<std::string> ExpandCommand(const ProgramSpec& program, const json& parameters) {
+  std::vector<std::string> args, no_hyphens, no_equals, no_boolean_flags;
+  for (auto parameter = parameters.begin(); parameter != parameters.end(); ++parameter) {
+    const std::string& name = parameter.key();
+    const std::string value = PythonStr(*parameter);
+    args.push_back("--" + name + "=" + value);
+    no_hyphens.push_back(name + "=" + value);
+    no_equals.push_back("--" + name);
+    no_equals.push_back(value);
+    if (!parameter->is_boolean()) {
+      no_boolean_flags.push_back("--" + name + "=" + value);
+    } else if (parameter->get<bool>()) {
+      no_boolean_flags.push_back("--" + name);
+    }
+  }
+  const std::map<std::string, std::vector<std::string>> macros = {
+      {"${env}", {"/usr/bin/env"}},
+      {"${interpreter}", {"python3"}},
+      {"${program}", {program.program}},
+      {"${args}", args},
+      {"${args_no_hyphens}", no_hyphens},
+      {"${args_no_equals}", no_equals},
+      {"${args_no_boolean_flags}", no_boolean_flags},
+      {"${args_json}", {Dump(parameters.is_object() ? parameters : json::object())}},
+  };
+  std::vector<std::string> command;
+  for (const std::string& argument : program.command) {
+    auto macro = macros.find(argument);
+    if (macro == macros.end()) {
+      command.push_back(argument);
+    } else {
+      command.insert(command.end(), macro->second.begin(), macro->second.end());
+    }
+  }
+  return command;
+}
+
+std::string NameFromFilename(const std::string& filename) {
+  std::string name = filename.substr(filename.find_last_of('/') + 1);
+  for (const char* extension : {".yaml", ".yml"}) {
+    const size_t length = std::strlen(extension);
+    if (name.size() > length && name.compare(name.size() - length, length, extension) == 0) {
+      name.resize(name.size() - length);
+      break;
+    }
+  }
+  for (char& c : name) {
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    const bool allowed =
+        (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-';
+    if (!allowed) c = '-';
+  }
+  if (name.size() > kMaxNameLength) name.resize(kMaxNameLength);
+  if (name == "." || name == "..") return "";
+  return name;
 }
 
 }  // namespace ablate

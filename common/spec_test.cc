@@ -302,7 +302,7 @@ TEST(Spec, AliasesAreResolved) {
 constexpr char kWandbFlat[] = R"(method: grid
 name: demo
 metric: {name: valid_bpc, goal: minimize}
-program: train.py
+project: demo
 data:  {path: runs/gcide.text8}
 parameters:
   model.cell: {values: [lstm, gru, mgu]}
@@ -412,6 +412,272 @@ TEST(Spec, GridAndParametersDoNotMix) {
   const std::string message = ParseError(GridSpec("parameters:\n  seq: {values: [1, 2]}\n"));
   EXPECT_EQ(LineOf(message), 5) << message;
   EXPECT_THAT(message, HasSubstr("grid"));
+}
+
+// ------------------------------------------------------------------ program sweeps
+
+// A W&B program sweep as W&B's documentation writes one (lines 1-8).
+constexpr char kProgram[] = R"(program: train.py
+method: grid
+metric: {name: valid/loss, goal: minimize}
+parameters:
+  lr: {values: [0.001, 1e-5]}
+  optimizer: {values: [adam, sgd]}
+  batch_size: {value: 64}
+  use_bias: {value: true}
+)";
+
+const Job& JobWith(const std::vector<Job>& jobs, const json& factors) {
+  for (const Job& job : jobs) {
+    if (job.factors == factors) return job;
+  }
+  ADD_FAILURE() << "no job with factors " << factors.dump();
+  return jobs.front();
+}
+
+TEST(ProgramSweep, ParametersOfAnyNameMakeTheJobsConfig) {
+  SweepSpec spec = MustParse(kProgram);
+  ASSERT_TRUE(spec.program.has_value());
+  EXPECT_EQ(spec.program->program, "train.py");
+  std::vector<Job> jobs = MustExpand(kProgram);
+  ASSERT_EQ(jobs.size(), 4u);
+  const Job& job = JobWith(jobs, {{"lr", 0.001}, {"optimizer", "sgd"}});
+  EXPECT_EQ(job.ConfigJson(), R"({"batch_size":64,"lr":0.001,"optimizer":"sgd","use_bias":true})");
+  EXPECT_EQ(job.config_hash, Sha256Hex(job.ConfigJson()));
+  const std::multiset<std::string> hashes = Hashes(jobs);
+  EXPECT_EQ(std::set<std::string>(hashes.begin(), hashes.end()).size(), 4u);
+}
+
+TEST(ProgramSweep, WithoutCommandRunsWandbsDefault) {
+  std::vector<Job> jobs = MustExpand(kProgram);
+  const Job& job = JobWith(jobs, {{"lr", 0.001}, {"optimizer", "adam"}});
+  EXPECT_EQ(job.command,
+            (std::vector<std::string>{"/usr/bin/env", "python3", "train.py", "--batch_size=64",
+                                      "--lr=0.001", "--optimizer=adam", "--use_bias=True"}));
+  EXPECT_EQ(MustParse(kProgram).program->command, DefaultProgramCommand());
+}
+
+TEST(ProgramSweep, EveryMacroExpands) {
+  const std::string text = std::string(kProgram) + R"(command:
+  - ${env}
+  - ${interpreter}
+  - ${program}
+  - --fixed
+  - ${args_no_hyphens}
+  - ${args_no_equals}
+  - ${args_no_boolean_flags}
+  - ${args_json}
+  - ${args_json_file}
+)";
+  std::vector<Job> jobs = MustExpand(text);
+  const Job& job = JobWith(jobs, {{"lr", 1e-5}, {"optimizer", "adam"}});
+  EXPECT_EQ(job.command,
+            (std::vector<std::string>{
+                "/usr/bin/env", "python3", "train.py", "--fixed",
+                // ${args_no_hyphens}
+                "batch_size=64", "lr=1e-05", "optimizer=adam", "use_bias=True",
+                // ${args_no_equals}
+                "--batch_size", "64", "--lr", "1e-05", "--optimizer", "adam", "--use_bias", "True",
+                // ${args_no_boolean_flags}
+                "--batch_size=64", "--lr=1e-05", "--optimizer=adam", "--use_bias",
+                // ${args_json}
+                R"({"batch_size":64,"lr":1e-05,"optimizer":"adam","use_bias":true})",
+                // kept for the worker
+                "${args_json_file}"}));
+}
+
+TEST(ProgramSweep, ValuesPrintAsWandbsPythonAgentPrintsThem) {
+  const std::string text = R"(program: p.py
+parameters:
+  a: {value: 3.0}
+  b: {value: 1e16}
+  c: {value: 0.0001}
+  d: {value: 123456.5}
+  e: {value: false}
+  f: {value: [1, two, 2.5, true]}
+  g: {value: {k: v, "it's": 1}}
+  h: {value: "quoted 'text'"}
+  i: {value: -2.5e-7}
+  j: {value: 100}
+)";
+  std::vector<Job> jobs = MustExpand(text);
+  ASSERT_EQ(jobs.size(), 1u);
+  EXPECT_EQ(jobs[0].command,
+            (std::vector<std::string>{"/usr/bin/env", "python3", "p.py", "--a=3.0", "--b=1e+16",
+                                      "--c=0.0001", "--d=123456.5", "--e=False",
+                                      "--f=[1, 'two', 2.5, True]", R"(--g={"it's": 1, 'k': 'v'})",
+                                      "--h=quoted 'text'", "--i=-2.5e-07", "--j=100"}));
+  EXPECT_EQ(jobs[0].parameters["f"], json::parse(R"([1, "two", 2.5, true])"));
+}
+
+TEST(ProgramSweep, CommandAndProgramMayComeInAnyOrder) {
+  std::vector<Job> jobs = MustExpand(
+      "command: [\"${program}\", \"${args_no_hyphens}\"]\nmethod: grid\nprogram: ./run\n"
+      "parameters: {n: {value: -0.0}}\n");
+  ASSERT_EQ(jobs.size(), 1u);
+  EXPECT_EQ(jobs[0].command, (std::vector<std::string>{"./run", "n=-0.0"}));
+}
+
+TEST(ProgramSweep, UnknownMacrosAndTextAroundMacrosPassThrough) {
+  const std::string text = std::string(kProgram) +
+                           "command: [\"${env}\", \"${interpreter}\", \"${program}\", "
+                           "\"${nothing}\", \"--x=${args}\", 7]\n";
+  std::vector<Job> jobs = MustExpand(text);
+  EXPECT_EQ(jobs[0].command, (std::vector<std::string>{"/usr/bin/env", "python3", "train.py",
+                                                       "${nothing}", "--x=${args}", "7"}));
+}
+
+TEST(ProgramSweep, EnvvarMacroIsRefusedAtItsPlace) {
+  const std::string message =
+      ParseError(std::string(kProgram) + "command: [\"${env}\", \"${envvar:HOME}/x\"]\n");
+  EXPECT_EQ(PositionIn(message), std::make_pair(9, 21)) << message;
+  EXPECT_THAT(message, HasSubstr("${envvar:NAME} is not supported"));
+}
+
+TEST(ProgramSweep, BadCommandsAreRefused) {
+  EXPECT_THAT(ParseError(std::string(kProgram) + "command: python3 train.py\n"),
+              HasSubstr("command: expected a list of arguments"));
+  EXPECT_THAT(ParseError(std::string(kProgram) + "command: []\n"),
+              HasSubstr("command: the list is empty"));
+  EXPECT_THAT(ParseError(std::string(kProgram) + "command: [[a]]\n"),
+              HasSubstr("expected each argument to be a single value"));
+  const std::string no_program =
+      "method: grid\nparameters: {a: {value: 1}}\n"
+      "command: [\"${env}\", \"${program}\"]\n";
+  EXPECT_THAT(ParseError(no_program), HasSubstr("program: is required, as the command uses"));
+  EXPECT_THAT(ParseError("program: ''\nparameters: {a: {value: 1}}\n"),
+              HasSubstr("program: is empty"));
+}
+
+TEST(ProgramSweep, ACommandWithoutProgramIsAProgramSweep) {
+  std::vector<Job> jobs = MustExpand(
+      "method: grid\nparameters: {n: {values: [1, 2]}}\ncommand: [bash, run.sh, "
+      "\"${args_no_hyphens}\"]\n");
+  ASSERT_EQ(jobs.size(), 2u);
+  EXPECT_EQ(JobWith(jobs, {{"n", 2}}).command, (std::vector<std::string>{"bash", "run.sh", "n=2"}));
+}
+
+TEST(ProgramSweep, ACommandThatExpandsToNothingIsRefused) {
+  StatusOr<SweepSpec> spec = ParseSpec("method: grid\ncommand: [\"${args}\"]\n", "demo.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  StatusOr<std::vector<Job>> jobs = ExpandGrid(*spec);
+  ASSERT_FALSE(jobs.ok());
+  EXPECT_THAT(jobs.status().message(), HasSubstr("expands to no arguments"));
+}
+
+TEST(ProgramSweep, NestedParametersNestAsInWandb) {
+  const std::string text = R"(program: train.py
+parameters:
+  optimizer:
+    parameters:
+      name: {value: adam}
+      lr: {values: [0.1, 0.01]}
+  model.depth: {value: 2}
+exclude: [{optimizer.lr: 0.01}]
+seeds: [0, 1]
+)";
+  SweepSpec spec = MustParse(text);
+  ASSERT_EQ(spec.axes.size(), 2u);
+  EXPECT_EQ(spec.axes[0].key, "optimizer.lr");
+  EXPECT_EQ(spec.axes[0].path, (std::vector<std::string>{"optimizer", "lr"}));
+  EXPECT_EQ(spec.axes[1].key, "seed");
+  std::vector<Job> jobs = MustExpand(text);
+  ASSERT_EQ(jobs.size(), 2u);
+  const Job& job = JobWith(jobs, {{"optimizer.lr", 0.1}, {"seed", 1}});
+  EXPECT_EQ(job.ConfigJson(), R"({"model.depth":2,"optimizer":{"lr":0.1,"name":"adam"},"seed":1})");
+  EXPECT_EQ(job.command,
+            (std::vector<std::string>{"/usr/bin/env", "python3", "train.py", "--model.depth=2",
+                                      "--optimizer={'lr': 0.1, 'name': 'adam'}", "--seed=1"}));
+}
+
+TEST(ProgramSweep, ANestedAndAFlatParameterOfOneNameAreRefused) {
+  const std::string message = ParseError(R"(program: train.py
+parameters:
+  optimizer:
+    parameters:
+      lr: {value: 0.1}
+  optimizer.lr: {value: 0.2}
+)");
+  EXPECT_EQ(LineOf(message), 6) << message;
+  EXPECT_THAT(message, HasSubstr("optimizer.lr is given twice"));
+}
+
+TEST(ProgramSweep, TrainerSectionsAreRefused) {
+  const std::string message = ParseError(std::string(kProgram) + "train: {steps: 10}\n");
+  EXPECT_EQ(PositionIn(message), std::make_pair(9, 1)) << message;
+  EXPECT_THAT(message, HasSubstr("a program sweep has no built-in trainer settings"));
+}
+
+TEST(ProgramSweep, BadParametersAreRefusedAtTheirPlace) {
+  EXPECT_EQ(LineOf(ParseError(std::string(kProgram) + "  x: {min: 0, max: 1}\n")), 9);
+  EXPECT_THAT(ParseError(std::string(kProgram) + "  x: {values: []}\n"),
+              HasSubstr("the list of values is empty"));
+  const std::string duplicate = ParseError(std::string(kProgram) + "  x: {values: [1, 1.0, 1]}\n");
+  EXPECT_EQ(PositionIn(duplicate), std::make_pair(9, 24)) << duplicate;
+  EXPECT_THAT(duplicate, HasSubstr("appears twice in the axis"));
+  EXPECT_THAT(ParseError(std::string(kProgram) + "  x: {value: null}\n"),
+              HasSubstr("has no value"));
+  EXPECT_THAT(ParseError(std::string(kProgram) + "exclude: [{nope: 1}]\n"),
+              HasSubstr("exclude: nope is not a grid axis"));
+}
+
+TEST(ProgramSweep, ProgramIsOnlyPartOfTheWandbForm) {
+  EXPECT_THAT(ParseError(GridSpec("program: train.py\n")), HasSubstr("belongs to the W&B form"));
+  EXPECT_THAT(ParseError(GridSpec("command: [a]\n")), HasSubstr("belongs to the W&B form"));
+}
+
+TEST(ProgramSweep, SilenceSecondsIsReadAndChecked) {
+  EXPECT_EQ(MustParse(kProgram).schedule.silence_seconds, 0);
+  EXPECT_EQ(MustParse(std::string(kProgram) + "schedule: {silence_seconds: 90}\n")
+                .schedule.silence_seconds,
+            90);
+  for (const char* bad : {"-1", "x", "1e9"}) {
+    const std::string message =
+        ParseError(std::string(kProgram) + "schedule: {silence_seconds: " + bad + "}\n");
+    EXPECT_EQ(PositionIn(message), std::make_pair(9, 29)) << message;
+    EXPECT_THAT(message, HasSubstr("schedule.silence_seconds: expected a number of seconds"));
+  }
+}
+
+TEST(ProgramSweep, SpecHashNamesTheProgramAndTheCommand) {
+  const std::string hash = SpecHash(MustParse(kProgram));
+  EXPECT_EQ(hash, SpecHash(MustParse(std::string(kProgram) + "name: other\n")));
+  std::string other_program = kProgram;
+  other_program.replace(other_program.find("train.py"), 8, "train2.py");
+  EXPECT_NE(hash, SpecHash(MustParse(other_program)));
+  EXPECT_NE(
+      hash,
+      SpecHash(MustParse(std::string(kProgram) +
+                         "command: [\"${env}\", python3, \"${program}\", \"${args}\", -v]\n")));
+}
+
+TEST(ProgramSweep, AWandbFileWithoutNameTakesItsFilesName) {
+  StatusOr<SweepSpec> spec = ParseSpec(kProgram, "/some/dir/My Sweep (v2).yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ(spec->name, "my-sweep--v2-");
+  spec = ParseSpec(kWandbNested, "runs/Nested.YML");
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ(spec->name, "wandb_nested");  // its own name: wins
+  std::string unnamed = kWandbNested;
+  unnamed.erase(unnamed.find("name: wandb_nested\n"), 19);
+  spec = ParseSpec(unnamed, "runs/Nested.yml");
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ(spec->name, "nested");
+  spec = ParseSpec(kProgram, "dir/...yaml");
+  ASSERT_FALSE(spec.ok());
+  EXPECT_THAT(spec.status().message(), HasSubstr("name: is required, as the file's name"));
+  // The native form still needs its name.
+  EXPECT_THAT(ParseError("data: {path: a}\n"), HasSubstr("name: is required"));
+}
+
+TEST(ProgramSweep, NameFromFilenameKeepsWhatANameMayHold) {
+  EXPECT_EQ(NameFromFilename("sweep.yaml"), "sweep");
+  EXPECT_EQ(NameFromFilename("a/b/Char_LM.v2.yml"), "char_lm.v2");
+  EXPECT_EQ(NameFromFilename("x.json"), "x.json");
+  EXPECT_EQ(NameFromFilename(".."), "");
+  EXPECT_EQ(NameFromFilename("d/..yml"), "");
+  EXPECT_EQ(NameFromFilename(""), "");
+  EXPECT_EQ(NameFromFilename(std::string(150, 'a') + ".yaml"), std::string(100, 'a'));
 }
 
 // ------------------------------------------------------------------ errors
@@ -770,6 +1036,41 @@ TEST(SpecHostile, AliasFanOutIsNotExpanded) {
   EXPECT_EQ(PositionIn(message), std::make_pair(4, 3)) << message;
   EXPECT_THAT(message, HasSubstr("description: expected a single value, got a list"));
   EXPECT_LT(SecondsSince(start), 1.0);
+}
+
+TEST(SpecHostile, AliasFanOutInAProgramsValueIsRefusedQuickly) {
+  std::string text = "program: p.py\nparameters:\n  a: {value: &a0 [x, x, x, x, x, x, x, x, x]}\n";
+  for (int level = 1; level <= 8; ++level) {
+    const std::string alias = "*a" + std::to_string(level - 1);
+    text += "  a" + std::to_string(level) + ": {value: &a" + std::to_string(level) + " [" + alias;
+    for (int i = 1; i < 9; ++i) text += ", " + alias;
+    text += "]}\n";
+  }
+  const auto start = std::chrono::steady_clock::now();
+  const std::string message = ParseError(text);
+  EXPECT_THAT(message, HasSubstr("the values hold more than 100000 items in all"));
+  EXPECT_LT(SecondsSince(start), 1.0);
+}
+
+TEST(SpecHostile, ProgramJobsTooLargeInAllAreRefusedBeforeExpanding) {
+  // 1,000 jobs, each with the same 40 kB fixed list: 40 MB of parameters.
+  std::string list = "[";
+  for (int i = 0; i < 8000; ++i) list += (i ? ", " : "") + std::string("1234");
+  list += "]";
+  std::string text = "program: p.py\nparameters:\n  big: {value: " + list + "}\n";
+  text += "  a: {values: [";
+  for (int i = 0; i < 1000; ++i) text += (i ? ", " : "") + std::to_string(i);
+  text += "]}\n";
+  const auto start = std::chrono::steady_clock::now();
+  StatusOr<std::vector<Job>> jobs = ExpandGrid(MustParse(text));
+  ASSERT_FALSE(jobs.ok());
+  EXPECT_THAT(jobs.status().message(), HasSubstr("jobs' parameters take up to"));
+  EXPECT_LT(SecondsSince(start), 1.0);
+
+  jobs = ExpandGrid(MustParse("program: p.py\nparameters:\n  big: {values: [" + list + ", [" +
+                              list + ", " + list + "]]}\n"));
+  ASSERT_FALSE(jobs.ok());
+  EXPECT_THAT(jobs.status().message(), HasSubstr("a job's parameters take up to"));
 }
 
 // ------------------------------------------------------------------ hashes

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <map>
 #include <string>
+#include <nlohmann/json.hpp>
 #include <vector>
 
 #include "common/metric.h"
@@ -63,6 +64,24 @@ Status ValidatePoints(const v1::ReportPointsRequest& request) {
       if (p.step() <= last->second) return invalid("steps do not increase within the metric");
       last->second = p.step();
     }
+  }
+  return Status::OK();
+}
+
+// A job's stored command line (a JSON array of strings, as launch writes
+// it) into the lease.
+Status ParseCommand(const std::string& command_json, v1::JobLease* lease) {
+  const nlohmann::json command = nlohmann::json::parse(command_json, nullptr, false);
+  if (!command.is_array()) {
+    return Status::DataLoss(
+        fmt::format("job {}: command_json is not a JSON array: {}", lease->job_id(), command_json));
+  }
+  for (const auto& argument : command) {
+    if (!argument.is_string()) {
+      return Status::DataLoss(fmt::format("job {}: command_json holds a non-string argument {}",
+                                          lease->job_id(), argument.dump()));
+    }
+    lease->add_command(argument.get<std::string>());
   }
   return Status::OK();
 }
@@ -160,7 +179,8 @@ Status JobManager::Lease(Database& db, int64_t worker_id, v1::LeaseJobResponse* 
   ABLATE_RETURN_IF_ERROR(ExpireOverdue(db, now));
 
   ABLATE_ASSIGN_OR_RETURN(Rows next, db.Query(R"sql(
-      SELECT j.id, j.checkpoint_step, s.id, s.name, s.lease_ms, s.keep_checkpoints = 'final'
+      SELECT j.id, j.checkpoint_step, s.id, s.name, s.lease_ms, s.keep_checkpoints = 'final',
+             s.silence_ms
       FROM jobs j JOIN sweeps s ON s.id = j.sweep_id
       WHERE j.state = 'pending' ORDER BY j.ord, j.sweep_id LIMIT 1)sql"));
   ABLATE_ASSIGN_OR_RETURN(bool found, next.Next());
@@ -174,14 +194,16 @@ Status JobManager::Lease(Database& db, int64_t worker_id, v1::LeaseJobResponse* 
     lease->set_lease_seconds(lease_ms / 1000.0);
     lease->set_heartbeat_seconds(lease_ms / 1000.0 / kHeartbeatsPerLease);
     lease->set_upload_final_checkpoint(next.Int(5) != 0);
+    lease->set_silence_seconds(next.Int(6) / 1000.0);
 
     ABLATE_ASSIGN_OR_RETURN(Rows leased, db.Query(R"sql(
         UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = ?,
                         lease_token = lease_token + 1, lease_expiry_ms = ?, started_ms = ?,
                         step = checkpoint_step,
-                        steps_total = COALESCE(json_extract(config_json, '$.train.steps'), 0),
+                        steps_total = CASE command_json WHEN '[]'
+                          THEN COALESCE(json_extract(config_json, '$.train.steps'), 0) ELSE 0 END,
                         bytes_per_s = 0, train_bpc = NULL
-        WHERE id = ? RETURNING attempts, lease_token, config_json, factors_json)sql",
+        WHERE id = ? RETURNING attempts, lease_token, config_json, factors_json, command_json)sql",
                                                   worker_id, now + lease_ms, now, lease->job_id()));
     ABLATE_ASSIGN_OR_RETURN(bool updated, leased.Next());
     if (!updated) return Status::Internal("leasing a pending job changed nothing");
@@ -189,6 +211,7 @@ Status JobManager::Lease(Database& db, int64_t worker_id, v1::LeaseJobResponse* 
     lease->set_lease_token(leased.Int(1));
     lease->set_config_json(leased.Text(2));
     lease->set_factors_json(leased.Text(3));
+    ABLATE_RETURN_IF_ERROR(ParseCommand(leased.Text(4), lease));
 
     // Points the previous attempt reported after its checkpoint are
     // superseded by the ones this attempt will report from there on.

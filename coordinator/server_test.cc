@@ -9,13 +9,17 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <random>
+#include <string>
+#include <vector>
 
 #include "common/config_hash.h"
 #include "common/subprocess.h"
 #include "coordinator/test_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "proto/ablate.grpc.pb.h"
+#include "store/store.h"
 
 namespace ablate {
 namespace {
@@ -175,6 +179,88 @@ TEST_F(ServerTest, SpecErrorTravelsAsInvalidArgument) {
   grpc::Status status = sweeps_->Launch(&context, request, &reply);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(status.error_message().rfind("broken.yaml:", 0), 0u) << status.error_message();
+}
+
+// A W&B program sweep as its user writes it: no name (the file gives it),
+// no command (W&B's default).
+constexpr char kProgramSpec[] = R"(program: train.py
+method: grid
+parameters:
+  lr: {values: [0.1, 0.01]}
+  optimizer: {value: adam}
+schedule: {silence_seconds: 30, lease_seconds: 20}
+)";
+
+grpc::Status LaunchText(v1::Sweeps::Stub* sweeps, const std::string& text,
+                        const std::string& filename, v1::LaunchResponse* reply) {
+  v1::LaunchRequest request;
+  request.set_spec_text(text);
+  request.set_filename(filename);
+  grpc::ClientContext context;
+  return sweeps->Launch(&context, request, reply);
+}
+
+TEST_F(ServerTest, AProgramSweepsLeaseCarriesItsExpandedCommandAndSilence) {
+  v1::LaunchResponse launched;
+  grpc::Status status = LaunchText(sweeps_.get(), kProgramSpec, "sweeps/Char LM.yaml", &launched);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(launched.name(), "char-lm");
+  EXPECT_EQ(launched.jobs_created(), 2);
+
+  v1::JobLease lease = RegisterAndLease();
+  ASSERT_NE(lease.job_id(), 0);
+  EXPECT_EQ(lease.sweep_name(), "char-lm");
+  EXPECT_DOUBLE_EQ(lease.silence_seconds(), 30);
+  EXPECT_DOUBLE_EQ(lease.lease_seconds(), 20);
+  const nlohmann::json config = nlohmann::json::parse(lease.config_json());
+  const nlohmann::json factors = nlohmann::json::parse(lease.factors_json());
+  EXPECT_EQ(config["optimizer"], "adam");
+  EXPECT_EQ(config["lr"], factors["lr"]);
+  EXPECT_EQ(lease.config_json(), config.dump());  // canonical: keys sorted, compact
+  const std::string lr = config["lr"] == 0.1 ? "0.1" : "0.01";
+  EXPECT_EQ(std::vector<std::string>(lease.command().begin(), lease.command().end()),
+            (std::vector<std::string>{"/usr/bin/env", "python3", "train.py", "--lr=" + lr,
+                                      "--optimizer=adam"}));
+
+  // What the store keeps, read from the file as `ablate --db` reads it.
+  auto db = OpenStoreReadOnly(dir_.File("ablate.db"));
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  EXPECT_EQ(*(*db)->QueryInt("SELECT silence_ms FROM sweeps WHERE id = ?", launched.sweep_id()),
+            30000);
+  auto rows = (*db)->Query(
+      "SELECT config_hash, config_json, command_json, steps_total FROM jobs WHERE id = ?",
+      lease.job_id());
+  ASSERT_TRUE(rows.ok()) << rows.status().ToString();
+  ASSERT_TRUE(*rows->Next());
+  EXPECT_EQ(rows->Text(0), Sha256Hex(lease.config_json()));
+  EXPECT_EQ(rows->Text(1), lease.config_json());
+  EXPECT_EQ(
+      nlohmann::json::parse(rows->Text(2)),
+      nlohmann::json(std::vector<std::string>(lease.command().begin(), lease.command().end())));
+  EXPECT_EQ(rows->Int(3), 0);  // a program's steps are unknown until it reports them
+}
+
+TEST_F(ServerTest, ABuiltInSweepsLeaseCarriesNoCommand) {
+  Launch();
+  v1::JobLease lease = RegisterAndLease();
+  EXPECT_EQ(lease.command_size(), 0);
+  EXPECT_EQ(lease.silence_seconds(), 0);
+  auto db = OpenStoreReadOnly(dir_.File("ablate.db"));
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  EXPECT_EQ(*(*db)->QueryInt("SELECT COUNT(*) FROM jobs WHERE command_json <> '[]'"), 0);
+}
+
+TEST_F(ServerTest, ABadProgramSpecStoresNothing) {
+  v1::LaunchResponse reply;
+  const std::string text = std::string(kProgramSpec) + "command: [\"${envvar:HOME}\"]\n";
+  grpc::Status status = LaunchText(sweeps_.get(), text, "bad.yaml", &reply);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message().rfind("bad.yaml:7:11: command:", 0), 0u)
+      << status.error_message();
+  auto db = OpenStoreReadOnly(dir_.File("ablate.db"));
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  EXPECT_EQ(*(*db)->QueryInt("SELECT COUNT(*) FROM sweeps"), 0);
+  EXPECT_EQ(*(*db)->QueryInt("SELECT COUNT(*) FROM jobs"), 0);
 }
 
 TEST_F(ServerTest, WorkerRunsAJobWithACheckpointEndToEnd) {

@@ -4,6 +4,8 @@
 
 #include <cmath>
 #include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <vector>
 
 #include "common/spec.h"
@@ -22,21 +24,39 @@ struct ExpandedSweep {
   bool extend = false;
 };
 
+// What a sweep's stored spec runs: its program and command, or nothing for
+// the built-in trainer. A spec stored by an older release that no longer
+// parses (a W&B file whose program: was ignored then) ran the trainer.
+std::optional<ProgramSpec> StoredProgram(const std::string& spec_text,
+                                         const std::string& filename) {
+  StatusOr<SweepSpec> stored = ParseSpec(spec_text, filename);
+  if (!stored.ok()) return std::nullopt;
+  return stored->program;
+}
+
+bool SameProgram(const std::optional<ProgramSpec>& a, const std::optional<ProgramSpec>& b) {
+  if (a.has_value() != b.has_value()) return false;
+  return !a || (a->program == b->program && a->command == b->command);
+}
+
 Status WriteLaunch(Database& db, const ExpandedSweep& sweep, int64_t now,
                    v1::LaunchResponse* reply) {
   const SweepSpec& spec = sweep.spec;
   int64_t lease_ms = std::llround(spec.schedule.lease_seconds * 1000);
+  int64_t silence_ms = std::llround(spec.schedule.silence_seconds * 1000);
   std::optional<int64_t> newest;
-  std::string newest_hash;
+  std::string newest_hash, newest_text;
   {
     ABLATE_ASSIGN_OR_RETURN(
         Rows rows,
-        db.Query("SELECT id, spec_hash FROM sweeps WHERE name = ? ORDER BY id DESC LIMIT 1",
-                 spec.name));
+        db.Query(
+            "SELECT id, spec_hash, spec_text FROM sweeps WHERE name = ? ORDER BY id DESC LIMIT 1",
+            spec.name));
     ABLATE_ASSIGN_OR_RETURN(bool found, rows.Next());
     if (found) {
       newest = rows.Int(0);
       newest_hash = rows.Text(1);
+      newest_text = rows.Text(2);
     }
   }
   reply->set_name(spec.name);
@@ -50,24 +70,33 @@ Status WriteLaunch(Database& db, const ExpandedSweep& sweep, int64_t now,
 
   int64_t sweep_id = 0;
   bool extending = newest && sweep.extend;
+  // Extending adds grid points to one experiment; jobs that run another
+  // program or command would not be more of it.
+  if (extending && !SameProgram(StoredProgram(newest_text, spec.filename), spec.program)) {
+    return Status::FailedPrecondition(fmt::format(
+        "--extend cannot change what sweep {} '{}' runs (its program or command); launch without "
+        "--extend to start a new sweep",
+        *newest, spec.name));
+  }
   const char* keep = spec.schedule.keep_final_checkpoint ? "final" : "none";
   if (extending) {
     sweep_id = *newest;
     ABLATE_RETURN_IF_ERROR(db.Run(R"sql(
         UPDATE sweeps SET description = ?, spec_text = ?, spec_hash = ?, max_attempts = ?,
-                          lease_ms = ?, retry_on_nan = ?, keep_checkpoints = ?, state = 'active'
+                          lease_ms = ?, retry_on_nan = ?, keep_checkpoints = ?, silence_ms = ?,
+                          state = 'active'
         WHERE id = ?)sql",
                                   spec.description, spec.source_text, sweep.spec_hash,
                                   spec.schedule.max_attempts, lease_ms, spec.schedule.retry_on_nan,
-                                  keep, sweep_id));
+                                  keep, silence_ms, sweep_id));
   } else {
     ABLATE_RETURN_IF_ERROR(db.Run(R"sql(
         INSERT INTO sweeps (name, description, spec_text, spec_hash, max_attempts, lease_ms,
-                            retry_on_nan, keep_checkpoints, created_ms, state)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'active'))sql",
+                            retry_on_nan, keep_checkpoints, silence_ms, created_ms, state)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active'))sql",
                                   spec.name, spec.description, spec.source_text, sweep.spec_hash,
                                   spec.schedule.max_attempts, lease_ms, spec.schedule.retry_on_nan,
-                                  keep, now));
+                                  keep, silence_ms, now));
     sweep_id = db.LastInsertRowId();
   }
   // The metric results and the report judge the sweep by, new or extended.
@@ -77,12 +106,12 @@ Status WriteLaunch(Database& db, const ExpandedSweep& sweep, int64_t now,
   int64_t created = 0;
   for (const Job& job : sweep.jobs) {
     ABLATE_RETURN_IF_ERROR(db.Run(R"sql(
-        INSERT INTO jobs (sweep_id, ord, config_json, config_hash, factors_json, state,
-                          created_ms)
-        VALUES (?, ?, ?, ?, ?, 'pending', ?)
+        INSERT INTO jobs (sweep_id, ord, config_json, config_hash, factors_json, command_json,
+                          state, created_ms)
+        VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)
         ON CONFLICT (sweep_id, config_hash) DO NOTHING)sql",
-                                  sweep_id, job.order, job.config.ToJson().dump(), job.config_hash,
-                                  job.factors.dump(), now));
+                                  sweep_id, job.order, job.ConfigJson(), job.config_hash,
+                                  job.factors.dump(), nlohmann::json(job.command).dump(), now));
     created += db.Changes();
   }
   reply->set_sweep_id(sweep_id);

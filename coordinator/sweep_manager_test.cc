@@ -97,6 +97,37 @@ TEST_P(SweepManagerTest, ExtendAddsOnlyTheNewGridPoints) {
   EXPECT_EQ(again->jobs_created(), 0);
 }
 
+constexpr char kProgramSpec[] = R"(name: p
+program: train.py
+parameters:
+  lr: {values: [0.1, 0.01]}
+)";
+
+TEST_P(SweepManagerTest, ExtendAddsProgramJobsButRefusesAnotherCommand) {
+  auto first = Launch(kProgramSpec);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  auto extended = Launch(std::string(kProgramSpec) + "  seed: {values: [0, 1]}\n", true);
+  ASSERT_TRUE(extended.ok()) << extended.status().ToString();
+  EXPECT_EQ(extended->sweep_id(), first->sweep_id());
+  EXPECT_EQ(extended->jobs_created(), 4);
+
+  for (const std::string& other :
+       {std::string(kProgramSpec) +
+            "command: [\"${env}\", python3, \"${program}\", \"${args_no_hyphens}\"]\n",
+        std::string("name: p\nprogram: other.py\nparameters:\n  lr: {values: [0.1, 0.01]}\n"),
+        TestSpec("p")}) {
+    auto refused = Launch(other, /*extend=*/true);
+    ASSERT_FALSE(refused.ok()) << other;
+    EXPECT_EQ(refused.status().code(), Status::kFailedPrecondition);
+    EXPECT_NE(refused.status().message().find("--extend cannot change what sweep"),
+              std::string::npos)
+        << refused.status().message();
+  }
+  v1::ListSweepsResponse sweeps = List();
+  ASSERT_EQ(sweeps.sweeps_size(), 1);
+  EXPECT_EQ(sweeps.sweeps(0).counts().total(), 6);
+}
+
 TEST_P(SweepManagerTest, SpecErrorIsInvalidArgumentWithItsPlaceAndWritesNothing) {
   auto launched = Launch(TestSpec("a", "bogus: 1\n"));
   ASSERT_FALSE(launched.ok());

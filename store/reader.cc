@@ -114,8 +114,10 @@ Status StoreReader::AppendSweeps(int64_t only_id, bool with_running, v1::GetStat
     ABLATE_ASSIGN_OR_RETURN(Rows jobs, db_->Query(R"sql(
         SELECT j.id, j.ord, j.factors_json, j.attempts, j.lease_owner, w.name, j.step,
                j.steps_total, j.bytes_per_s, j.train_bpc, j.started_ms,
-               json_extract(j.config_json, '$.train.batch') *
-                   json_extract(j.config_json, '$.train.seq')
+               CASE j.command_json WHEN '[]'
+                 THEN json_extract(j.config_json, '$.train.batch') *
+                      json_extract(j.config_json, '$.train.seq')
+                 ELSE 0 END
         FROM jobs j LEFT JOIN workers w ON w.id = j.lease_owner
         WHERE j.state = 'running' AND j.sweep_id = ?
         ORDER BY j.ord)sql",

@@ -198,6 +198,11 @@ JOIN sweeps s ON s.id = j.sweep_id;
 ALTER TABLE sweeps ADD COLUMN metric_name TEXT NOT NULL DEFAULT '';
 ALTER TABLE sweeps ADD COLUMN metric_goal TEXT NOT NULL DEFAULT 'minimize'
   CHECK (metric_goal IN ('minimize', 'maximize'));
+
+-- Program sweeps: a job's command line with its macros expanded ('[]': the
+-- built-in trainer) and schedule.silence_seconds in milliseconds (0: never).
+ALTER TABLE jobs ADD COLUMN command_json TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE sweeps ADD COLUMN silence_ms INTEGER NOT NULL DEFAULT 0;
 )sql",
 };
 

@@ -294,6 +294,14 @@ TEST(Migration, AVersionThreeFileIsUpgradedInPlaceWithEveryPointUnderItsMetricNa
     ASSERT_TRUE((*writable)->Exec("UPDATE jobs SET final_valid_bpc = NULL").ok());
   }
   ExpectSameValues(ResultsByJob(**db, "valid_bpc", v1::VALUE_AT_FINAL), last_valid);
+TEST(Migration, UpgradedJobsRunTheBuiltInTrainerAndSweepsAreNeverSilenced) {
+  TempDir dir;
+  const std::string path = dir.File("v2.db");
+  std::filesystem::copy_file(std::string(ABLATE_STORE_TESTDATA) + "/schema-v2/v2.db", path);
+  auto db = OpenStore(path);
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  EXPECT_EQ(*(*db)->QueryInt("SELECT count(*) FROM jobs WHERE command_json = '[]'"), 4);
+  EXPECT_EQ(*(*db)->QueryInt("SELECT count(*) FROM sweeps WHERE silence_ms = 0"), 1);
 }
 
 TEST_P(StoreFileTest, ReadOnlyOpenReadsButCannotWrite) {

@@ -119,9 +119,31 @@ TEST_F(BadInputTest, HostileSpecsAreInvalidArgumentAndStoreNothing) {
   for (int v = 1; v <= 30; ++v) values += (v > 1 ? ", " : "") + std::to_string(v);
   const std::string huge_grid = "name: huge\ndata: {path: x}\ngrid:\n  hidden: [" + values +
                                 "]\n  batch: [" + values + "]\n  seq: [" + values + "]\n";
+  // A program's values may be lists, so aliases there are walked: the walk stops.
+  std::string program_laughs = "program: p.py\nparameters:\n  l0: {value: &l0 [lol, lol, lol]}\n";
+  for (int i = 1; i < 20; ++i) {
+    program_laughs += "  l" + std::to_string(i) + ": {value: &l" + std::to_string(i) + " [*l" +
+                      std::to_string(i - 1) + ", *l" + std::to_string(i - 1) + ", *l" +
+                      std::to_string(i - 1) + "]}\n";
+  }
+  std::string big_list = "[";
+  for (int v = 0; v < 5000; ++v) big_list += (v > 0 ? ", " : "") + std::to_string(100000 + v);
+  big_list += "]";
+  std::string many_jobs;
+  for (int v = 0; v < 2000; ++v) many_jobs += (v > 0 ? ", " : "") + std::to_string(v);
+  const std::string program_bytes = "program: p.py\nparameters:\n  big: {value: " + big_list +
+                                    "}\n  n: {values: [" + many_jobs + "]}\n";
   const struct {
     std::string name, spec, says;
   } cases[] = {
+      {"program laughs", program_laughs, "items in all"},
+      {"program jobs too large", program_bytes, "jobs' parameters take up to"},
+      {"program with trainer settings", "program: p.py\nparameters: {a: {value: 1}}\ntrain: {}\n",
+       "no built-in trainer settings"},
+      {"envvar macro", "program: p.py\nparameters: {a: {value: 1}}\ncommand: [\"${envvar:X}\"]\n",
+       "${envvar:NAME} is not supported"},
+      {"command not a list", "program: p.py\nparameters: {a: {value: 1}}\ncommand: python3\n",
+       "command: expected a list"},
       {"unknown key", "name: a\ndata: {path: x}\ncolour: red\ngrid: {cell: [gru]}\n", "colour"},
       {"unknown setting", "name: a\ndata: {path: x}\ngrid: {cel: [gru]}\n", "cel"},
       {"wrong type", "name: a\ndata: {path: x}\ntrain: {steps: many}\ngrid: {cell: [gru]}\n",

@@ -36,7 +36,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     (void)ablate::SpecHash(*spec);
     auto jobs = ablate::ExpandGrid(*spec, kMaxJobs);
     if (jobs.ok()) {
-      for (const ablate::Job& job : *jobs) (void)job.config.ToJson().dump();
+      for (const ablate::Job& job : *jobs) {
+        (void)job.ConfigJson();
+        if (spec->program && job.command.empty()) {
+          std::fprintf(stderr, "a program job without a command\n");
+          std::abort();
+        }
+      }
     } else {
       CheckError(jobs.status(), "ExpandGrid");
     }
