@@ -14,14 +14,14 @@ namespace ablate {
 enum class Split { kTrain, kValid, kTest };
 
 struct CurvePoint {
-  // A program's named metric ("valid/loss"); empty for the built-in trainer,
-  // whose points are a split's bits per character.
-  std::string metric;
   Split split = Split::kTrain;  // the built-in trainer's points only
   int64_t step = 0;
   double bpc = 0;               // the bpc, or the named metric's value
   int64_t bytes_seen = 0;   // training bytes consumed up to this step
   double wall_time = 0;     // seconds of training since the job began, across resumes
+  // A program's named metric ("valid/loss"); empty for the built-in trainer,
+  // whose points are a split's bits per character.
+  std::string metric;
 };
 
 struct Progress {
