@@ -337,6 +337,7 @@ class ProgramRun {
     Status s = ArchiveDirectory(CheckpointDir(), ArchivePath(), about.dump());
     if (s.ok()) {
       s = listener_->OnCheckpoint(ArchivePath(), *step);
+      if (s.ok()) summary_.checkpoint_step = *step;
     } else {
       s = s.WithContext("archiving the checkpoint announced at step " + std::to_string(*step));
     }
