@@ -9,6 +9,7 @@
 #include <fstream>
 #include <functional>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "common/temp_dir.h"
@@ -306,6 +307,63 @@ TEST(ProgramRunner, AProgramNotOnThePathIsAnErrorNamingIt) {
   auto summary = RunProgram(job, &recorder);
   ASSERT_FALSE(summary.ok());
   EXPECT_NE(summary.status().message().find("no-such-program-anywhere"), std::string::npos);
+}
+
+// The example of examples/charlm under the runner, as a worker runs it:
+// stopped mid-way, it checkpoints in the grace; resumed from that archive, its
+// curve continues with no step missing or repeated and equals, bit for bit,
+// the curve of a run never stopped.
+TEST(ProgramRunner, TheCharLmExampleResumedFromItsCheckpointEqualsAnUninterruptedRun) {
+  TempDir dir;
+  ProgramJob job;
+  job.command = {"/usr/bin/python3",     SourceDir() + "/examples/charlm/train.py",
+                 "--steps=60",           "--hidden=32",
+                 "--log-every=5",        "--eval-every=20",
+                 "--checkpoint-every=20"};
+  job.work_dir = dir.File("job");
+  job.env = {{"CUDA_VISIBLE_DEVICES", ""}};
+  job.stop_grace_seconds = 60;
+  using Curve = std::vector<std::tuple<std::string, int64_t, double>>;
+  auto curve = [](const std::vector<CurvePoint>& points, int64_t from, int64_t to) {
+    Curve c;
+    for (const CurvePoint& p : points) {
+      if (p.step >= from && p.step <= to) c.emplace_back(p.metric, p.step, p.bpc);
+    }
+    return c;
+  };
+
+  Recorder whole;
+  auto summary = RunProgram(job, &whole);
+  ASSERT_TRUE(summary.ok()) << summary.status().ToString();
+  ASSERT_EQ(summary->outcome, ProgramSummary::Outcome::kFinished) << summary->message;
+  EXPECT_EQ(whole.checkpoints, (std::vector<int64_t>{20, 40, 60}));
+
+  Recorder stopped(dir.File("copy.zip"));
+  stopped.stop_when = [](const Recorder& r) {
+    return !r.points.empty() && r.points.back().step >= 25;
+  };
+  summary = RunProgram(job, &stopped);
+  ASSERT_TRUE(summary.ok()) << summary.status().ToString();
+  ASSERT_EQ(summary->outcome, ProgramSummary::Outcome::kStopped);
+  ASSERT_GE(stopped.checkpoints.size(), 2u);
+  const int64_t resumed_at = stopped.checkpoints.back();
+  ASSERT_GE(resumed_at, 25);
+  ASSERT_LT(resumed_at, 60);
+
+  Recorder resumed;
+  job.resume_archive = dir.File("copy.zip");
+  job.attempt = 2;
+  summary = RunProgram(job, &resumed);
+  ASSERT_TRUE(summary.ok()) << summary.status().ToString();
+  ASSERT_EQ(summary->outcome, ProgramSummary::Outcome::kFinished) << summary->message;
+  EXPECT_EQ(summary->step, 60);
+
+  Curve joined = curve(stopped.points, 0, resumed_at);
+  const Curve rest = curve(resumed.points, 0, 60);
+  ASSERT_FALSE(rest.empty());
+  EXPECT_GT(std::get<1>(rest.front()), resumed_at);
+  joined.insert(joined.end(), rest.begin(), rest.end());
+  EXPECT_EQ(joined, curve(whole.points, 0, 60));
 }
 
 TEST(CheckpointArchive, AnEntryEscapingTheDirectoryIsRefusedBeforeAnythingIsWritten) {
