@@ -88,7 +88,8 @@ Status ArchiveDirectory(const std::string& dir, const std::string& archive_path,
     if (!it->is_regular_file() || it->is_symlink()) continue;
     zip_source_t* source = zip_source_file(archive.get(), it->path().c_str(), 0, -1);
     const zip_int64_t index =
-        source == nullptr ? -1 : zip_file_add(archive.get(), name.c_str(), source, ZIP_FL_ENC_UTF_8);
+        source == nullptr ? -1
+                          : zip_file_add(archive.get(), name.c_str(), source, ZIP_FL_ENC_UTF_8);
     if (index < 0) {
       if (source != nullptr) zip_source_free(source);
       return Status::Internal("cannot archive " + it->path().string() + ": " +
@@ -99,7 +100,9 @@ Status ArchiveDirectory(const std::string& dir, const std::string& archive_path,
   }
   if (error) return Status::Internal("cannot read " + dir + ": " + error.message());
   // libzip writes no file for an archive without entries.
-  if (added == 0) return Status::FailedPrecondition("the checkpoint directory " + dir + " is empty");
+  if (added == 0) {
+    return Status::FailedPrecondition("the checkpoint directory " + dir + " is empty");
+  }
   if (zip_set_archive_comment(archive.get(), comment.data(),
                               static_cast<zip_uint16_t>(comment.size())) != 0) {
     return Status::Internal("cannot archive " + dir + ": " + ZipError(archive.get()));

@@ -155,9 +155,9 @@ class ProgramRun {
     }
     const char* path_var = std::getenv("PATH");
     auto path_it = job_.env.find("PATH");
-    StatusOr<std::string> program =
-        ResolveProgram(argv[0], path_it != job_.env.end() ? path_it->second
-                                                          : (path_var ? path_var : "/usr/bin:/bin"));
+    StatusOr<std::string> program = ResolveProgram(
+        argv[0],
+        path_it != job_.env.end() ? path_it->second : (path_var ? path_var : "/usr/bin:/bin"));
     if (!program.ok()) return program.status();
     argv[0] = *program;
 
@@ -356,8 +356,8 @@ class ProgramRun {
                    line.size() > 200 ? line.substr(0, 200) + "..." : line);
     }
     if (summary_.refused_lines >= kMaxRefusedLines && !failure_) {
-      failure_ = std::to_string(summary_.refused_lines) +
-                 " metrics lines refused; the last: " + why;
+      failure_ =
+          std::to_string(summary_.refused_lines) + " metrics lines refused; the last: " + why;
       summary_.retryable = false;
       kill(-pid_, SIGKILL);
     }
@@ -407,8 +407,8 @@ class ProgramRun {
     summary_.retryable = true;
     summary_.message = "the program " + DescribeExit(wait_status_);
     const std::string tail = LastLines(stderr_tail_);
-    summary_.message += tail.empty() ? "; its stderr was empty"
-                                     : "; the last lines of its stderr:\n" + tail;
+    summary_.message +=
+        tail.empty() ? "; its stderr was empty" : "; the last lines of its stderr:\n" + tail;
   }
 
   const ProgramJob& job_;

@@ -70,7 +70,7 @@ struct ProgramSummary {
   } outcome = Outcome::kFinished;
   std::string message;
   bool retryable = true;
-  int64_t step = 0;  // the last step reported (or restored)
+  int64_t step = 0;              // the last step reported (or restored)
   int64_t checkpoint_step = -1;  // the last checkpoint handed over; -1: none
   int64_t refused_lines = 0;
   double wall_time = 0;  // seconds the program ran, across resumed attempts

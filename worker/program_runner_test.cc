@@ -35,7 +35,8 @@ class Recorder : public TrainerListener {
   void OnProgress(const Progress& progress) override { last_progress = progress.step; }
   Status OnCheckpoint(const std::string& path, int64_t step) override {
     checkpoints.push_back(step);
-    if (!copy_.empty()) std::filesystem::copy_file(path, copy_, std::filesystem::copy_options::overwrite_existing);
+    if (!copy_.empty())
+      std::filesystem::copy_file(path, copy_, std::filesystem::copy_options::overwrite_existing);
     return Status::OK();
   }
   bool ShouldStop() override { return stop_when && stop_when(*this); }
@@ -128,8 +129,7 @@ TEST(ProgramRunner, TooManyRefusedLinesEndTheProgramAndFailTheJobForGood) {
   TempDir dir;
   Recorder recorder;
   const auto start = std::chrono::steady_clock::now();
-  auto summary =
-      RunProgram(ShellJob(dir, "while true; do echo 'garbage' >&3; done"), &recorder);
+  auto summary = RunProgram(ShellJob(dir, "while true; do echo 'garbage' >&3; done"), &recorder);
   ASSERT_TRUE(summary.ok()) << summary.status().ToString();
   EXPECT_EQ(summary->outcome, ProgramSummary::Outcome::kFailed);
   EXPECT_FALSE(summary->retryable);

@@ -16,9 +16,9 @@ enum class Split { kTrain, kValid, kTest };
 struct CurvePoint {
   Split split = Split::kTrain;  // the built-in trainer's points only
   int64_t step = 0;
-  double bpc = 0;               // the bpc, or the named metric's value
-  int64_t bytes_seen = 0;   // training bytes consumed up to this step
-  double wall_time = 0;     // seconds of training since the job began, across resumes
+  double bpc = 0;          // the bpc, or the named metric's value
+  int64_t bytes_seen = 0;  // training bytes consumed up to this step
+  double wall_time = 0;    // seconds of training since the job began, across resumes
   // A program's named metric ("valid/loss"); empty for the built-in trainer,
   // whose points are a split's bits per character.
   std::string metric;
@@ -27,8 +27,8 @@ struct CurvePoint {
 struct Progress {
   int64_t step = 0;
   int64_t steps_total = 0;
-  double bytes_per_s = 0;   // training throughput over the recent steps
-  double train_bpc = 0;     // latest training point; 0 before the first
+  double bytes_per_s = 0;  // training throughput over the recent steps
+  double train_bpc = 0;    // latest training point; 0 before the first
   double eta_seconds = 0;
 };
 
