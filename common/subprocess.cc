@@ -34,10 +34,16 @@ struct ExecArgs {
   }
 };
 
+// Above any descriptor a child is handed (standard streams and extra_fds).
+constexpr int kFirstFreeFd = 64;
+
 // In the child, after the fork: async-signal-safe calls only. On failure
 // writes errno to `report` and exits 127.
 [[noreturn]] void ExecChild(const SpawnOptions& options, const ExecArgs& args, pid_t parent,
                             int report) {
+  // Out of the way of the descriptors the child is given below.
+  const int moved = fcntl(report, F_DUPFD_CLOEXEC, kFirstFreeFd);
+  if (moved >= 0) report = moved;
   auto fail = [report] {
     const int error = errno;
     (void)!write(report, &error, sizeof(error));
@@ -57,6 +63,14 @@ struct ExecArgs {
   for (int target = 0; target < 3; ++target) {
     if (fds[target] >= 0 && dup2(fds[target], target) < 0) fail();
   }
+  for (const auto& [target, source] : options.extra_fds) {
+    if (target == source) {
+      if (fcntl(target, F_SETFD, 0) != 0) fail();  // keep it across exec
+    } else if (dup2(source, target) < 0) {
+      fail();
+    }
+  }
+  if (!options.working_dir.empty() && chdir(options.working_dir.c_str()) != 0) fail();
   execve(args.argv[0], args.argv.data(), args.envp.data());
   fail();
   _exit(127);  // not reached: fail() exits

@@ -10,6 +10,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/status.h"
@@ -25,6 +26,12 @@ struct SpawnOptions {
   int stdin_fd = -1, stdout_fd = -1, stderr_fd = -1;
   // Opened (read-only) as the child's stdin instead of stdin_fd.
   bool stdin_null = false;
+  // More descriptors the child gets: {child's number, our descriptor}, after
+  // the standard streams. A program reads the number from its environment.
+  std::vector<std::pair<int, int>> extra_fds;
+  // The child's working directory; empty keeps ours. A relative argv[0] is
+  // found from there.
+  std::string working_dir;
   // The child leads a process group of its own: a terminal's Ctrl-C then
   // reaches only us, and kill(-pid, ...) reaches the child's own children.
   bool new_process_group = false;

@@ -96,6 +96,30 @@ TEST(SubprocessTest, TheSignalMaskIsTheOneGiven) {
   EXPECT_EQ(*WaitForExit(*pid), 7);  // the SIGTERM stayed pending
 }
 
+TEST(SubprocessTest, ExtraDescriptorsAndTheWorkingDirectoryReachTheChild) {
+  TempDir dir;
+  int fds[2];
+  ASSERT_EQ(pipe2(fds, O_CLOEXEC), 0);
+  SpawnOptions options = Shell("pwd >&3");
+  options.extra_fds = {{3, fds[1]}};
+  options.working_dir = dir.path();
+  auto pid = Spawn(options);
+  close(fds[1]);
+  ASSERT_TRUE(pid.ok()) << pid.status().ToString();
+  EXPECT_EQ(*WaitForExit(*pid), 0);
+  char buffer[4096];
+  const ssize_t got = read(fds[0], buffer, sizeof(buffer));
+  close(fds[0]);
+  ASSERT_GT(got, 0);
+  EXPECT_EQ(std::string(buffer, static_cast<size_t>(got)), dir.path() + "\n");
+}
+
+TEST(SubprocessTest, AMissingWorkingDirectoryIsAnError) {
+  SpawnOptions options = Shell("true");
+  options.working_dir = "/nonexistent/folder";
+  EXPECT_FALSE(Spawn(options).ok());
+}
+
 TEST(SubprocessTest, TheDeathSignalEndsTheChildWhenItsParentDies) {
   TempDir dir;
   const std::string pid_file = dir.File("grandchild");

@@ -23,6 +23,8 @@ packages=(
   libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
   libcurl4-openssl-dev libzip-dev zip unzip
   dict-gcide python3 python3-torch
+  # The run protocol's Python module is installed with pip from the checkout.
+  python3-pip python3-setuptools
   libssl-dev yamllint shellcheck docker-compose
   # The lint test checks the locks with clang's thread-safety analysis.
   clang

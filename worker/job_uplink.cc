@@ -63,9 +63,14 @@ JobUplink::~JobUplink() {
 
 void JobUplink::OnPoint(const CurvePoint& p) {
   v1::CurvePoint point;
-  point.set_split(ToProto(p.split));
+  if (p.metric.empty()) {
+    point.set_split(ToProto(p.split));
+    point.set_bpc(p.bpc);
+  } else {
+    point.set_metric(p.metric);
+    point.set_value(p.bpc);
+  }
   point.set_step(p.step);
-  point.set_bpc(p.bpc);
   point.set_bytes_seen(p.bytes_seen);
   point.set_wall_time(p.wall_time);
   MutexLock lock(&mu_);

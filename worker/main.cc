@@ -51,6 +51,9 @@ void AddServeFlags(CLI::App* app, ServeFlags* f) {
                   "registering a name frees the jobs its previous process held (default HOST-PID)");
   app->add_option("--work-dir", worker.work_dir,
                   "Local checkpoint directory (default: a temp dir)");
+  app->add_option("--program-dir", worker.program_dir,
+                  "Where a program sweep's command runs, its relative paths found from there "
+                  "(default: the current directory)");
   app->add_flag("--exit-when-idle", worker.exit_when_idle,
                 "Exit once no job is pending or running anywhere");
   app->add_option("--max-jobs", worker.max_jobs,

@@ -569,7 +569,7 @@ StatusOr<TrainSummary> Trainer::RunSteps(TrainerListener* listener) {
     return summary;
   };
   auto emit = [&](Split split, double bpc) {
-    listener->OnPoint({split, step_, bpc, step_ * bytes_per_step(), ElapsedSeconds()});
+    listener->OnPoint({split, step_, bpc, step_ * bytes_per_step(), ElapsedSeconds(), {}});
   };
 
   while (step_ < t.steps) {

@@ -46,45 +46,11 @@
 #include "data/text8.h"
 #include "worker/cuda_support.h"
 #include "worker/model.h"
+#include "worker/run_listener.h"
 
 namespace ablate {
 
-enum class Split { kTrain, kValid, kTest };
 const char* SplitName(Split split);
-
-struct CurvePoint {
-  Split split = Split::kTrain;
-  int64_t step = 0;
-  double bpc = 0;
-  int64_t bytes_seen = 0;   // training bytes consumed up to this step
-  double wall_time = 0;     // seconds of training since the job began, across resumes
-};
-
-struct Progress {
-  int64_t step = 0;
-  int64_t steps_total = 0;
-  double bytes_per_s = 0;   // training throughput over the recent steps
-  double train_bpc = 0;     // latest training point; 0 before the first
-  double eta_seconds = 0;
-};
-
-// Receives what a run produces. Called on the training thread.
-class TrainerListener {
- public:
-  virtual ~TrainerListener() = default;
-  virtual void OnPoint(const CurvePoint& point) = 0;
-  // After every step.
-  virtual void OnProgress(const Progress& progress) { (void)progress; }
-  // After a periodic checkpoint was written to `path` (train.checkpoint_every).
-  // An error stops the run and is returned by Run.
-  virtual Status OnCheckpoint(const std::string& path, int64_t step) {
-    (void)path;
-    (void)step;
-    return Status::OK();
-  }
-  // Polled before every step; true ends the run early (cancel, SIGTERM).
-  virtual bool ShouldStop() { return false; }
-};
 
 struct TrainerOptions {
   // "cpu", "cuda", "cuda:N" or "auto" (a GPU when one is visible).

@@ -1,12 +1,15 @@
 #include "worker/worker_loop.h"
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <random>
+#include <sstream>
 #include <thread>
 
 #include "common/file.h"
@@ -19,6 +22,7 @@
 #include "worker/coordinator_client.h"
 #include "worker/cuda_support.h"
 #include "worker/job_uplink.h"
+#include "worker/program_runner.h"
 #include "worker/stop_state.h"
 #include "worker/train_command.h"
 #include "worker/trainer.h"
@@ -59,6 +63,23 @@ class GraceWatchdog {
   bool done_ GUARDED_BY(mu_) = false;
   std::thread thread_;  // last: starts after everything above is built
 };
+
+// The GPUs a program job may see, from the worker's --device: none on the
+// CPU, the device's own on cuda:N (an index into CUDA_VISIBLE_DEVICES when
+// the worker has one, as a --gpus slot does); unset keeps the worker's.
+std::optional<std::string> ProgramGpus(const std::string& device) {
+  if (device == "cpu") return std::string();
+  if (device.rfind("cuda:", 0) != 0) return std::nullopt;
+  const std::string index = device.substr(5);
+  const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
+  if (visible == nullptr) return index;
+  std::vector<std::string> ids;
+  std::stringstream list(visible);
+  for (std::string id; std::getline(list, id, ',');) ids.push_back(id);
+  const size_t n = static_cast<size_t>(std::atoi(index.c_str()));
+  if (n < ids.size()) return ids[n];
+  return std::nullopt;
+}
 
 std::string DefaultName() {
   char host[256] = {};
@@ -164,6 +185,7 @@ class Worker {
   void RunJob(const v1::JobLease& lease) {
     spdlog::info("job {} (sweep {}, attempt {}): {}", lease.job_id(), lease.sweep_name(),
                  lease.attempt(), lease.factors_json());
+    if (lease.command_size() > 0) return RunProgramJob(lease);
     const std::string checkpoint =
         options_.work_dir + "/job-" + std::to_string(lease.job_id()) + ".ckpt";
     JobUplink uplink(client_, stop_, lease, options_.max_points_per_report);
@@ -184,7 +206,111 @@ class Worker {
         if (lease.upload_final_checkpoint()) {
           UploadTrainedModel(lease, trainer.get(), &uplink, checkpoint);
         }
-        return Complete(lease, *summary, &uplink, checkpoint);
+        v1::FinalMetrics metrics;
+        metrics.set_train_bpc(summary->final_train_bpc);
+        metrics.set_valid_bpc(summary->final_valid_bpc);
+        metrics.set_test_bpc(summary->test_bpc);
+        metrics.set_steps(summary->step);
+        metrics.set_wall_time(summary->wall_time);
+        Complete(lease, metrics, fmt::format("test {:.4f} bpc", summary->test_bpc), &uplink);
+        std::filesystem::remove(checkpoint);
+        return;
+    }
+  }
+
+  // A program sweep's job: the user's command under the run protocol.
+  void RunProgramJob(const v1::JobLease& lease) {
+    const std::string job_dir = options_.work_dir + "/job-" + std::to_string(lease.job_id());
+    JobUplink uplink(client_, stop_, lease, options_.max_points_per_report);
+    ProgramJob job;
+    job.command.assign(lease.command().begin(), lease.command().end());
+    job.config_json = lease.config_json();
+    job.job_id = lease.job_id();
+    job.attempt = lease.attempt();
+    job.work_dir = job_dir + "/run";
+    job.program_dir = options_.program_dir;
+    job.silence_seconds = lease.silence_seconds();
+    // The other half of the grace is for the upload and the release.
+    job.stop_grace_seconds = options_.stop_grace_seconds / 2;
+    if (std::optional<std::string> gpus = ProgramGpus(options_.device)) {
+      job.env["CUDA_VISIBLE_DEVICES"] = *gpus;
+    }
+    Status ready = Status::OK();
+    if (lease.checkpoint_step() > 0) {
+      job.resume_archive = job_dir + "/resume.zip";
+      ready = DownloadProgramCheckpoint(lease, job.resume_archive)
+                  .WithContext("resuming from the checkpoint");
+    }
+    const StatusOr<ProgramSummary> summary =
+        ready.ok() ? RunProgram(job, &uplink) : StatusOr<ProgramSummary>(ready);
+    FinishProgramJob(lease, summary, &uplink);
+    std::error_code ignored;
+    std::filesystem::remove_all(job_dir, ignored);
+  }
+
+  Status DownloadProgramCheckpoint(const v1::JobLease& lease, const std::string& path) {
+    std::error_code error;
+    std::filesystem::create_directories(std::filesystem::path(path).parent_path(), error);
+    if (error) return Status::Internal("cannot create the folder of " + path);
+    StatusOr<int64_t> step = Status::Unavailable("not tried");
+    return CoordinatorClient::CallWithRetry(
+        [&] {
+          step = client_->DownloadCheckpoint(lease.job_id(), lease.lease_token(), path);
+          return step.status();
+        },
+        RetryUntilStop());
+  }
+
+  void FinishProgramJob(const v1::JobLease& lease, const StatusOr<ProgramSummary>& summary,
+                        JobUplink* uplink) {
+    const StopReason reason = uplink->stop_reason();
+    if (reason == StopReason::kCancelled || reason == StopReason::kLeaseLost) {
+      spdlog::warn("job {}: {}; dropping it", lease.job_id(),
+                   reason == StopReason::kCancelled ? "cancelled" : "the lease is no longer ours");
+      return;
+    }
+    if (!summary.ok()) {
+      if (stop_->requested()) {
+        spdlog::warn(
+            "job {}: stopped before it could hand the job back ({}); its lease will "
+            "lapse and it resumes from its last uploaded checkpoint",
+            lease.job_id(), summary.status().ToString());
+        return;
+      }
+      const bool retryable = summary.status().code() != Status::kInvalidArgument;
+      return Fail(lease, uplink, summary.status(), retryable, false);
+    }
+    switch (summary->outcome) {
+      case ProgramSummary::Outcome::kFailed:
+        return Fail(lease, uplink, Status::Aborted(summary->message), summary->retryable, false);
+      case ProgramSummary::Outcome::kStopped:
+        return ReleaseProgramJob(lease, *summary);
+      case ProgramSummary::Outcome::kFinished: {
+        v1::FinalMetrics metrics;
+        metrics.set_steps(summary->step);
+        metrics.set_wall_time(summary->wall_time);
+        return Complete(lease, metrics, "the program exited 0", uplink);
+      }
+    }
+  }
+
+  void ReleaseProgramJob(const v1::JobLease& lease, const ProgramSummary& summary) {
+    v1::ReleaseJobRequest request;
+    request.set_job_id(lease.job_id());
+    request.set_lease_token(lease.lease_token());
+    request.set_reason(summary.checkpoint_step >= 0
+                           ? "worker terminated; the program's checkpoint at step " +
+                                 std::to_string(summary.checkpoint_step) + " uploaded"
+                           : "worker terminated; the program announced no checkpoint");
+    Status released = CoordinatorClient::CallWithRetry([&] { return client_->Release(request); },
+                                                       RetryWithinGrace());
+    if (released.ok()) {
+      spdlog::info("job {}: released at step {}", lease.job_id(), summary.step);
+    } else {
+      spdlog::warn(
+          "job {}: not released ({}); its lease will lapse and it resumes from its "
+          "last uploaded checkpoint",
+          lease.job_id(), released.ToString());
     }
   }
 
@@ -312,25 +438,21 @@ class Worker {
     }
   }
 
-  void Complete(const v1::JobLease& lease, const TrainSummary& summary, JobUplink* uplink,
-                const std::string& checkpoint) {
+  // Records the job as done with its final metrics; `result` says what it
+  // achieved, for the log.
+  void Complete(const v1::JobLease& lease, const v1::FinalMetrics& metrics,
+                const std::string& result, JobUplink* uplink) {
     Status flushed = uplink->Flush();
     v1::CompleteJobRequest request;
     request.set_job_id(lease.job_id());
     request.set_lease_token(lease.lease_token());
-    v1::FinalMetrics* m = request.mutable_metrics();
-    m->set_train_bpc(summary.final_train_bpc);
-    m->set_valid_bpc(summary.final_valid_bpc);
-    m->set_test_bpc(summary.test_bpc);
-    m->set_steps(summary.step);
-    m->set_wall_time(summary.wall_time);
+    *request.mutable_metrics() = metrics;
     Status s = flushed.ok() ? CoordinatorClient::CallWithRetry(
                                   [&] { return client_->Complete(request); }, RetryWithinGrace())
                             : flushed;
-    std::filesystem::remove(checkpoint);
     if (s.ok()) {
-      spdlog::info("job {} done: test {:.4f} bpc after {} steps in {:.1f} s", lease.job_id(),
-                   summary.test_bpc, summary.step, summary.wall_time);
+      spdlog::info("job {} done: {} after {} steps in {:.1f} s", lease.job_id(), result,
+                   metrics.steps(), metrics.wall_time());
     } else {
       spdlog::error("job {}: completion not recorded: {}", lease.job_id(), s.ToString());
     }

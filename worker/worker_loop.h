@@ -9,6 +9,12 @@
 // at step S is uploaded, every point up to S is acknowledged, so a job resumed
 // from that checkpoint never misses one. SIGTERM (or SIGINT) makes the worker
 // checkpoint the running job, upload it, release the lease and exit 0.
+//
+// A lease with a command runs the user's program instead of the built-in
+// trainer (program_runner.h), with the same outcomes: it exits 0, the job is
+// complete; it fails, the job fails with its stderr's last lines; the worker
+// stops, the program gets SIGTERM and half the stop's grace to checkpoint
+// (uploaded when announced), then the job is released.
 #ifndef ABLATE_WORKER_WORKER_LOOP_H_
 #define ABLATE_WORKER_WORKER_LOOP_H_
 
@@ -33,6 +39,9 @@ struct WorkerOptions {
   // the worker exits by then, its job released or, when the coordinator
   // does not answer, left to lapse with its lease.
   double stop_grace_seconds = 60;
+  // Where a program job's command runs (its relative paths start there);
+  // empty: the worker's current directory.
+  std::string program_dir;
 };
 
 // Runs until SIGTERM/SIGINT, or, with exit_when_idle, until no job is pending
