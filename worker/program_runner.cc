@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
+#include "common/metric.h"
 #include "common/subprocess.h"
 #include "worker/checkpoint_archive.h"
 
@@ -294,7 +295,7 @@ class ProgramRun {
     if (value.size() < 2) return Refuse("no metric", line);
     for (const auto& [name, metric] : value.items()) {
       if (name == "step") continue;
-      if (!ValidMetricName(name)) return Refuse("bad metric name \"" + name + "\"", line);
+      if (Status named = CheckMetricName(name); !named.ok()) return Refuse(named.message(), line);
       if (!metric.is_number() || !std::isfinite(metric.get<double>())) {
         return Refuse("the value of " + name + " is not a finite number", line);
       }
@@ -429,16 +430,6 @@ class ProgramRun {
 };
 
 }  // namespace
-
-bool ValidMetricName(const std::string& name) {
-  if (name.empty() || name.size() > 128) return false;
-  for (const char c : name) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    c == '_' || c == '-' || c == '.' || c == '/' || c == ':';
-    if (!ok) return false;
-  }
-  return true;
-}
 
 StatusOr<ProgramSummary> RunProgram(const ProgramJob& job, TrainerListener* listener) {
   ProgramRun run(job, listener);

@@ -81,9 +81,6 @@ struct ProgramSummary {
 // the listener's OnCheckpoint failed (the program is then killed).
 StatusOr<ProgramSummary> RunProgram(const ProgramJob& job, TrainerListener* listener);
 
-// Whether `name` may name a metric: 1-128 characters among letters, digits
-// and _ - . / :.
-bool ValidMetricName(const std::string& name);
 
 }  // namespace ablate
 
