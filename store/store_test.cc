@@ -294,6 +294,8 @@ TEST(Migration, AVersionThreeFileIsUpgradedInPlaceWithEveryPointUnderItsMetricNa
     ASSERT_TRUE((*writable)->Exec("UPDATE jobs SET final_valid_bpc = NULL").ok());
   }
   ExpectSameValues(ResultsByJob(**db, "valid_bpc", v1::VALUE_AT_FINAL), last_valid);
+}
+
 TEST(Migration, UpgradedJobsRunTheBuiltInTrainerAndSweepsAreNeverSilenced) {
   TempDir dir;
   const std::string path = dir.File("v2.db");
