@@ -446,11 +446,16 @@ StatusOr<json> TypedValue(const YAML::Node& node, const std::string& label, size
   return TypedScalar(node, label);
 }
 
-// The place of a parameter in a parameter object, made (as objects) on the way.
-json& ParameterAt(json& object, const std::vector<std::string>& path) {
+// The place of a parameter in a parameter object, made (as objects) on the
+// way; null where a value that is not an object is in the way, which only a
+// spec assembled by hand can have.
+json* ParameterAt(json& object, const std::vector<std::string>& path) {
   json* node = &object;
-  for (const auto& part : path) node = &(*node)[part];
-  return *node;
+  for (const auto& part : path) {
+    if (!node->is_object() && !node->is_null()) return nullptr;
+    node = &(*node)[part];
+  }
+  return node;
 }
 
 // Finds axes by key and their levels by value. Numbers compare by value
@@ -1026,7 +1031,12 @@ class SpecReader {
         spec_.axes.push_back({setting.key, std::move(setting.values),
                               std::move(setting.value_written), std::move(setting.path)});
       } else if (program_) {
-        ParameterAt(spec_.base, setting.path) = setting.values[0];
+        json* slot = ParameterAt(spec_.base, setting.path);
+        if (slot == nullptr) {
+          return ErrorAt(filename_, setting.written,
+                         setting.key + ": inside a parameter that is not a mapping");
+        }
+        *slot = setting.values[0];
         spec_.base_written[setting.key] = setting.value_written[0];
       } else {
         spec_.base[SectionOf(setting.key)][FieldOf(setting.key)] = setting.values[0];
@@ -1552,8 +1562,12 @@ StatusOr<std::vector<Job>> BuildProgramJobs(const SweepSpec& spec, const KeptPoi
       const GridAxis& axis = spec.axes[a];
       const json& value = axis.values[kept.levels[j * num_axes + a]];
       job.factors[axis.key] = value;
-      ParameterAt(job.parameters,
-                  axis.path.empty() ? std::vector<std::string>{axis.key} : axis.path) = value;
+      json* slot = ParameterAt(job.parameters,
+                               axis.path.empty() ? std::vector<std::string>{axis.key} : axis.path);
+      if (slot == nullptr) {
+        return ErrorAt(spec.filename, {}, axis.key + ": inside a parameter that is not a mapping");
+      }
+      *slot = value;
     }
     job.command = ExpandCommand(*spec.program, job.parameters);
     if (job.command.empty()) {

@@ -518,6 +518,14 @@ TEST(ProgramSweep, CommandAndProgramMayComeInAnyOrder) {
   EXPECT_EQ(jobs[0].command, (std::vector<std::string>{"./run", "n=-0.0"}));
 }
 
+TEST(ProgramSweep, AHandMadeSpecWithAnAxisInsideAScalarIsRefused) {
+  SweepSpec spec = MustParse("program: p.py\nparameters: {a: {value: 1}}\n");
+  spec.axes.push_back({"a.b", {json(1), json(2)}, {{}, {}}, {"a", "b"}});
+  StatusOr<std::vector<Job>> jobs = ExpandGrid(spec);
+  ASSERT_FALSE(jobs.ok());
+  EXPECT_THAT(jobs.status().message(), HasSubstr("a.b: inside a parameter that is not a mapping"));
+}
+
 TEST(ProgramSweep, UnknownMacrosAndTextAroundMacrosPassThrough) {
   const std::string text = std::string(kProgram) +
                            "command: [\"${env}\", \"${interpreter}\", \"${program}\", "

@@ -298,6 +298,10 @@ class Worker {
     v1::ReleaseJobRequest request;
     request.set_job_id(lease.job_id());
     request.set_lease_token(lease.lease_token());
+    // It resumes from the last checkpoint uploaded: this attempt's, or the
+    // one it started from.
+    const int64_t resume_step =
+        summary.checkpoint_step >= 0 ? summary.checkpoint_step : lease.checkpoint_step();
     request.set_reason(summary.checkpoint_step >= 0
                            ? "worker terminated; the program's checkpoint at step " +
                                  std::to_string(summary.checkpoint_step) + " uploaded"
@@ -305,7 +309,8 @@ class Worker {
     Status released = CoordinatorClient::CallWithRetry([&] { return client_->Release(request); },
                                                        RetryWithinGrace());
     if (released.ok()) {
-      spdlog::info("job {}: released at step {}", lease.job_id(), summary.step);
+      spdlog::info("job {}: released at step {}; it resumes from step {}", lease.job_id(),
+                   summary.step, resume_step);
     } else {
       spdlog::warn(
           "job {}: not released ({}); its lease will lapse and it resumes from its "
