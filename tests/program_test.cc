@@ -70,6 +70,9 @@ class ProgramTest : public ::testing::Test {
     return fmt::format(
         "name: {}\n"
         "program: {}/examples/charlm/train.py\n"
+        // Debian's interpreter, which has python3-torch, whatever is first
+        // on the PATH.
+        "command: [/usr/bin/python3, ${{program}}, ${{args}}]\n"
         "method: grid\n"
         "metric: {{name: valid/loss, goal: minimize}}\n"
         "parameters:\n"
@@ -222,6 +225,7 @@ TEST_F(ProgramTest, ProgramsThatBreakTheProtocolEndClearlyAndStoreNothingWrong) 
   const std::string spec = fmt::format(
       "name: bad-programs\n"
       "program: {}/tests/testdata/bad_program.py\n"
+      "command: [/usr/bin/python3, ${{program}}, ${{args}}]\n"
       "parameters:\n"
       "  mode: {{values: [crash, hang, flood, malformed]}}\n"
       "schedule: {{max_attempts: 1, silence_seconds: 2, lease_seconds: 30}}\n",
