@@ -72,7 +72,7 @@ class ProgramTest : public ::testing::Test {
         "program: {}/examples/charlm/train.py\n"
         // Debian's interpreter, which has python3-torch, whatever is first
         // on the PATH.
-        "command: [/usr/bin/python3, ${{program}}, ${{args}}]\n"
+        "command: [/usr/bin/python3, \"${{program}}\", \"${{args}}\"]\n"
         "method: grid\n"
         "metric: {{name: valid/loss, goal: minimize}}\n"
         "parameters:\n"
@@ -138,6 +138,7 @@ class ProgramTest : public ::testing::Test {
 // each step once, equal to that of a run never disturbed.
 TEST_F(ProgramTest, KilledWorkersProgramResumesElsewhereAndEqualsAnUndisturbedRun) {
   const int64_t sweep = Launch(CharLmSpec("charlm-killed"), "charlm.yaml");
+  ASSERT_GT(sweep, 0);
   const int64_t job = JobOf(sweep);
   auto a = Worker("a");
   bool caught = false;
@@ -188,7 +189,9 @@ TEST_F(ProgramTest, KilledWorkersProgramResumesElsewhereAndEqualsAnUndisturbedRu
 TEST_F(ProgramTest, TerminatedWorkersProgramCheckpointsAndTheJobIsReleasedAtOnce) {
   std::string spec = CharLmSpec("charlm-terminated");
   spec.replace(spec.find("lease_seconds: 3"), 16, "lease_seconds: 600");
-  const int64_t job = JobOf(Launch(spec, "charlm.yaml"));
+  const int64_t sweep = Launch(spec, "charlm.yaml");
+  ASSERT_GT(sweep, 0);
+  const int64_t job = JobOf(sweep);
   auto a = Worker("a");
   ASSERT_TRUE(WaitUntil(
       [&] {
@@ -225,12 +228,13 @@ TEST_F(ProgramTest, ProgramsThatBreakTheProtocolEndClearlyAndStoreNothingWrong) 
   const std::string spec = fmt::format(
       "name: bad-programs\n"
       "program: {}/tests/testdata/bad_program.py\n"
-      "command: [/usr/bin/python3, ${{program}}, ${{args}}]\n"
+      "command: [/usr/bin/python3, \"${{program}}\", \"${{args}}\"]\n"
       "parameters:\n"
       "  mode: {{values: [crash, hang, flood, malformed]}}\n"
       "schedule: {{max_attempts: 1, silence_seconds: 2, lease_seconds: 30}}\n",
       testing::SourceDir());
   const int64_t sweep = Launch(spec, "bad.yaml");
+  ASSERT_GT(sweep, 0);
   auto a = Worker("a");
   EXPECT_EQ(a->Wait(seconds(180)), 0) << a->Stderr();
 
