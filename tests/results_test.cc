@@ -784,18 +784,19 @@ TEST(Schema, VersionOneDatabaseGainsTheViewsWhenOpened) {
   TempDir dir;
   const std::string path = dir.File("old.db");
   {
-    // The version 1 schema is this one without its views and without
-    // version 3's keep_checkpoints.
     auto db = OpenStore(path);
     ASSERT_TRUE(db.ok());
     // The version 1 schema is this one without its views, without version
-    // 3's keep_checkpoints and with version 4's curve points by split.
+    // 3's keep_checkpoints, and without version 4's metric and program
+    // columns, its curve points by split.
     ASSERT_TRUE(
         (*db)
             ->Exec("DROP VIEW job_results; DROP VIEW curve; "
                    "ALTER TABLE sweeps DROP COLUMN keep_checkpoints; "
                    "ALTER TABLE sweeps DROP COLUMN metric_name; "
                    "ALTER TABLE sweeps DROP COLUMN metric_goal; "
+                   "ALTER TABLE sweeps DROP COLUMN silence_ms; "
+                   "ALTER TABLE jobs DROP COLUMN command_json; "
                    "DROP TABLE curve_points; "
                    "CREATE TABLE curve_points (job_id INTEGER NOT NULL REFERENCES jobs (id), "
                    "split TEXT NOT NULL, step INTEGER NOT NULL, bpc REAL NOT NULL, "
