@@ -861,6 +861,16 @@ class SpecReader {
     return Status::OK();
   }
 
+  // The error for `axis`'s value at `level`, which repeats the one at `first`.
+  Status RepeatedValue(const GridAxis& axis, size_t level, size_t first) const {
+    const SourcePosition first_written = axis.written[first];
+    return ErrorAt(filename_, axis.written[level],
+                   axis.key + ": value " + Show(axis.values[level]) +
+                       " appears twice in the axis (first at line " +
+                       std::to_string(first_written.line) + ", column " +
+                       std::to_string(first_written.column) + ")");
+  }
+
   // A program's values need no trainer's check; an axis still may not
   // repeat one.
   Status CheckProgramAxes() const {
@@ -868,14 +878,7 @@ class SpecReader {
       std::map<std::string, size_t> seen;  // value as JSON -> level
       for (size_t level = 0; level < axis.values.size(); ++level) {
         auto [previous, fresh] = seen.emplace(Show(axis.values[level]), level);
-        if (!fresh) {
-          const SourcePosition first_written = axis.written[previous->second];
-          return ErrorAt(filename_, axis.written[level],
-                         axis.key + ": value " + Show(axis.values[level]) +
-                             " appears twice in the axis (first at line " +
-                             std::to_string(first_written.line) + ", column " +
-                             std::to_string(first_written.column) + ")");
-        }
+        if (!fresh) return RepeatedValue(axis, level, previous->second);
       }
     }
     return Status::OK();
@@ -1195,14 +1198,7 @@ Status SpecReader::Canonicalize() {
       ABLATE_ASSIGN_OR_RETURN(RunConfig run, builder.Build(levels));
       axis.values[level] = CanonicalValue(run.ToJson(), axis.key, axis.values[level]);
       auto [previous, fresh] = seen.emplace(Show(axis.values[level]), level);
-      if (!fresh) {
-        const SourcePosition first_written = axis.written[previous->second];
-        return ErrorAt(filename_, axis.written[level],
-                       axis.key + ": value " + Show(axis.values[level]) +
-                           " appears twice in the axis (first at line " +
-                           std::to_string(first_written.line) + ", column " +
-                           std::to_string(first_written.column) + ")");
-      }
+      if (!fresh) return RepeatedValue(axis, level, previous->second);
     }
     levels[a] = 0;
   }

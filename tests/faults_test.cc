@@ -65,13 +65,7 @@ class FaultTest : public ::testing::Test {
 
   // A failure shows what every process logged.
   void TearDown() override {
-    if (!HasFailure()) return;
-    for (const auto& entry : std::filesystem::directory_iterator(dir_.path())) {
-      if (entry.path().extension() != ".err") continue;
-      std::string log = testing::ReadFile(entry.path().string());
-      if (log.size() > 20000) log = "..." + log.substr(log.size() - 20000);
-      std::cerr << "---- " << entry.path().filename().string() << "\n" << log;
-    }
+    if (HasFailure()) std::cerr << testing::ProcessLogs(dir_.path());
   }
 
   void StartCoordinator() {

@@ -5,7 +5,6 @@
 
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
-#include <sqlite3.h>
 
 #include <cmath>
 #include <map>
@@ -16,6 +15,7 @@
 #include "proto/ablate.grpc.pb.h"
 #include "store/store.h"
 #include "tests/results_fixture.h"
+#include "tests/support/sqlite_query.h"
 
 namespace ablate {
 namespace {
@@ -725,39 +725,20 @@ TEST(ResultsRpc, InMemoryCoordinatorAnswersFromItsWriter) {
 
 // --- Statistics, views and the schema ------------------------------------------
 
-// Rows of `sql` through the plain sqlite3 C API, as text.
-std::vector<std::vector<std::string>> Sql(const std::string& path, const std::string& sql) {
-  std::vector<std::vector<std::string>> rows;
-  sqlite3* db = nullptr;
-  EXPECT_EQ(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
-  sqlite3_stmt* stmt = nullptr;
-  EXPECT_EQ(sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr), SQLITE_OK)
-      << sqlite3_errmsg(db);
-  while (stmt && sqlite3_step(stmt) == SQLITE_ROW) {
-    auto& row = rows.emplace_back();
-    for (int i = 0; i < sqlite3_column_count(stmt); ++i) {
-      const unsigned char* text = sqlite3_column_text(stmt, i);
-      row.push_back(text ? reinterpret_cast<const char*>(text) : "");
-    }
-  }
-  sqlite3_finalize(stmt);
-  sqlite3_close(db);
-  return rows;
-}
-
 TEST_F(ResultsTest, ViewsAnswerTheReadmeQueries) {
   FinishAll(GridSpec("grid"), 18);
-  auto by_cell = Sql(path(),
-                     "SELECT cell, avg(final_valid_bpc), count(*) FROM job_results "
-                     "WHERE sweep = 'grid' GROUP BY cell ORDER BY cell");
+  auto by_cell = testing::Query(path(),
+                                "SELECT cell, avg(final_valid_bpc), count(*) FROM job_results "
+                                "WHERE sweep = 'grid' GROUP BY cell ORDER BY cell");
   ASSERT_EQ(by_cell.size(), 3u);
   for (const auto& row : by_cell) {
     EXPECT_EQ(row[2], "6");
     EXPECT_NEAR(std::stod(row[1]), Stats(ValidWhere({{"model.cell", row[0]}})).mean, 1e-9);
   }
-  auto job = Sql(path(),
-                 "SELECT job_id, state, layer_norm, init, seed, steps, wall_time, attempts, "
-                 "worker, device, final_test_bpc FROM job_results ORDER BY job_id LIMIT 1");
+  auto job =
+      testing::Query(path(),
+                     "SELECT job_id, state, layer_norm, init, seed, steps, wall_time, attempts, "
+                     "worker, device, final_test_bpc FROM job_results ORDER BY job_id LIMIT 1");
   ASSERT_EQ(job.size(), 1u);
   const int64_t id = std::stoll(job[0][0]);
   EXPECT_EQ(job[0][1], "done");
@@ -771,9 +752,9 @@ TEST_F(ResultsTest, ViewsAnswerTheReadmeQueries) {
   EXPECT_EQ(job[0][9], "cpu");
   EXPECT_NEAR(std::stod(job[0][10]), valid_.at(id) + 0.02, 1e-12);
 
-  auto curve = Sql(path(),
-                   "SELECT step, count(*), avg(bpc) FROM curve WHERE sweep = 'grid' AND "
-                   "split = 'valid' AND layer_norm GROUP BY step ORDER BY step");
+  auto curve = testing::Query(path(),
+                              "SELECT step, count(*), avg(bpc) FROM curve WHERE sweep = 'grid' AND "
+                              "split = 'valid' AND layer_norm GROUP BY step ORDER BY step");
   ASSERT_EQ(curve.size(), 2u);
   EXPECT_EQ(curve[0][0], "30");
   EXPECT_EQ(curve[0][1], "9");
@@ -812,8 +793,8 @@ TEST(Schema, VersionOneDatabaseGainsTheViewsWhenOpened) {
     ASSERT_TRUE(db.ok()) << db.status().ToString();
     EXPECT_EQ(*(*db)->QueryInt("PRAGMA user_version"), kStoreSchemaVersion);
   }
-  EXPECT_EQ(Sql(path, "SELECT count(*) FROM job_results")[0][0], "0");
-  EXPECT_EQ(Sql(path, "SELECT count(*) FROM curve")[0][0], "0");
+  EXPECT_EQ(testing::Query(path, "SELECT count(*) FROM job_results")[0][0], "0");
+  EXPECT_EQ(testing::Query(path, "SELECT count(*) FROM curve")[0][0], "0");
 }
 
 // --- Named metrics over the wire -------------------------------------------------
@@ -1019,10 +1000,10 @@ TEST_F(NamedMetricsTest, AMalformedPointIsRefusedAndNothingOfItsReportStored) {
     EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << why;
     EXPECT_NE(refused.error_message().find(why), std::string::npos) << refused.error_message();
   }
-  EXPECT_EQ(Sql(db_path(), "SELECT count(*) FROM curve_points")[0][0], "0");
+  EXPECT_EQ(testing::Query(db_path(), "SELECT count(*) FROM curve_points")[0][0], "0");
   // The same report without the bad point is stored.
   ASSERT_TRUE(Report(lease, {NamedPoint("eval/acc", 10, 0.4)}).ok());
-  EXPECT_EQ(Sql(db_path(), "SELECT metric, step, value FROM curve_points"),
+  EXPECT_EQ(testing::Query(db_path(), "SELECT metric, step, value FROM curve_points"),
             (std::vector<std::vector<std::string>>{{"eval/acc", "10", "0.4"}}));
 }
 

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sqlite3.h>
 
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <thread>
@@ -118,6 +119,17 @@ std::unique_ptr<Process> StartWorker(const std::string& log_dir, const std::stri
   if (flags.exit_when_idle) argv.push_back("--exit-when-idle");
   argv.insert(argv.end(), flags.extra_args.begin(), flags.extra_args.end());
   return std::make_unique<Process>(log_name, argv, log_dir);
+}
+
+std::string ProcessLogs(const std::string& log_dir) {
+  std::string logs;
+  for (const auto& entry : std::filesystem::directory_iterator(log_dir)) {
+    if (entry.path().extension() != ".err") continue;
+    std::string log = ReadFile(entry.path().string());
+    if (log.size() > 20000) log = "..." + log.substr(log.size() - 20000);
+    logs += "---- " + entry.path().filename().string() + "\n" + log;
+  }
+  return logs;
 }
 
 StatusOr<v1::LaunchResponse> Launch(const std::shared_ptr<grpc::Channel>& channel,

@@ -72,6 +72,10 @@ struct WorkerFlags {
 std::unique_ptr<Process> StartWorker(const std::string& log_dir, const std::string& log_name,
                                      const std::string& address, const WorkerFlags& flags);
 
+// Every process's stderr in `log_dir` (its *.err files), the last 20,000
+// bytes of each, for a failed test's output.
+std::string ProcessLogs(const std::string& log_dir);
+
 // Launches a sweep through the Sweeps service.
 StatusOr<v1::LaunchResponse> Launch(const std::shared_ptr<grpc::Channel>& channel,
                                     const std::string& spec_text, const std::string& filename);
