@@ -505,6 +505,12 @@ std::string MetricLabel(const std::string& metric) {
   return metric.empty() || metric == kDefaultMetric ? "validation bpc" : metric;
 }
 
+// Whether the report's metric is the built-in trainer's, whose test and
+// train bpc stand beside it; a program's metric stands alone.
+bool BuiltinMetrics(const ReportData& data) {
+  return data.grid_valid.metric().empty() || IsBuiltinMetric(data.grid_valid.metric());
+}
+
 std::string BestSection(const ReportData& data) {
   const bool maximize = data.grid_valid.maximize();
   const v1::ResultRow* best = nullptr;
@@ -531,34 +537,45 @@ std::string BestSection(const ReportData& data) {
       best->n() > 1 ? fmt::format("&#177; {} std, {} &#8211; {}", Bpc(best->stddev()),
                                   Bpc(best->min()), Bpc(best->max()))
                     : std::string("a single job: no spread yet"));
-  out += fmt::format(
-      "<div class=\"card\"><p class=\"muted\">test bpc</p><p class=\"big\" "
-      "id=\"best-test\">{}</p></div>\n",
-      test ? Bpc(test->mean()) : "–");
-  out += fmt::format(
-      "<div class=\"card\"><p class=\"muted\">parameters</p><p class=\"big\" "
-      "id=\"best-parameters\">{}</p><p class=\"spread\">{}</p></div>\n</div>\n",
-      parameters >= 0 ? FormatThousands(parameters) : "–",
-      parameters >= 0 ? FormatSi(static_cast<double>(parameters)) : "");
-  return out;
+  if (BuiltinMetrics(data)) {
+    out += fmt::format(
+        "<div class=\"card\"><p class=\"muted\">test bpc</p><p class=\"big\" "
+        "id=\"best-test\">{}</p></div>\n",
+        test ? Bpc(test->mean()) : "–");
+    out += fmt::format(
+        "<div class=\"card\"><p class=\"muted\">parameters</p><p class=\"big\" "
+        "id=\"best-parameters\">{}</p><p class=\"spread\">{}</p></div>\n",
+        parameters >= 0 ? FormatThousands(parameters) : "–",
+        parameters >= 0 ? FormatSi(static_cast<double>(parameters)) : "");
+  }
+  return out + "</div>\n";
 }
 
 std::string GridSection(const ReportData& data) {
   const v1::ResultsResponse& grid = data.grid_valid;
-  std::string out =
-      "<h2>The grid</h2>\n<p class=\"note\">Final bpc of done jobs, mean over seeds (&#177; "
-      "std). Click a heading to sort.</p>\n";
+  const bool builtin = BuiltinMetrics(data);
+  std::string out = fmt::format(
+      "<h2>The grid</h2>\n<p class=\"note\">Final {} of done jobs, mean over seeds (&#177; "
+      "std). Click a heading to sort.</p>\n",
+      builtin ? "bpc" : HtmlEscape(grid.metric()));
   if (grid.rows_size() == 0) return out + "<p class=\"muted\">No job has finished yet.</p>\n";
+  const bool maximize = grid.maximize();
   const v1::ResultRow* best = nullptr;
   for (const v1::ResultRow& row : grid.rows()) {
-    if (best == nullptr || row.mean() < best->mean()) best = &row;
+    if (best == nullptr || (maximize ? row.mean() > best->mean() : row.mean() < best->mean())) {
+      best = &row;
+    }
   }
   out += "<div class=\"scroll\"><table class=\"sortable\" id=\"grid\">\n<thead><tr>";
   for (const std::string& key : grid.column_keys()) {
     out += fmt::format("<th><button type=\"button\">{}</button></th>", HtmlEscape(AxisTitle(key)));
   }
-  for (const char* heading : {"jobs", "valid bpc", "test bpc", "train bpc", "parameters"}) {
-    out += fmt::format("<th class=\"num\"><button type=\"button\">{}</button></th>", heading);
+  const std::vector<std::string> headings =
+      builtin ? std::vector<std::string>{"jobs", "valid bpc", "test bpc", "train bpc", "parameters"}
+              : std::vector<std::string>{"jobs", grid.metric()};
+  for (const std::string& heading : headings) {
+    out += fmt::format("<th class=\"num\"><button type=\"button\">{}</button></th>",
+                       HtmlEscape(heading));
   }
   out += "</tr></thead>\n<tbody>\n";
   for (const v1::ResultRow& row : grid.rows()) {
@@ -577,6 +594,10 @@ std::string GridSection(const ReportData& data) {
         "<td class=\"num\" data-sort=\"{}\">{}{}</td>", DataSort(row.mean()), Bpc(row.mean()),
         row.n() > 1 ? fmt::format(" <span class=\"spread\">&#177; {}</span>", Bpc(row.stddev()))
                     : "");
+    if (!builtin) {
+      out += "</tr>\n";
+      continue;
+    }
     out += fmt::format("<td class=\"num\" data-sort=\"{}\">{}</td>", DataSort(test_bpc),
                        Bpc(test_bpc));
     out += fmt::format("<td class=\"num\" data-sort=\"{}\">{}</td>", DataSort(train_bpc),

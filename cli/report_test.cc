@@ -369,5 +369,35 @@ TEST_F(ReportTest, ScreenshotsHaveTheCurvesInBothColourSchemes) {
   }
 }
 
+// A program sweep's report is about its own metric: the grid's column is
+// the metric, the built-in trainer's test and train bpc and its parameter
+// count stay out, and with goal maximize the highest row is the best.
+TEST(ProgramReport, TheSweepsOwnMetricHeadsTheGridAndMaximizeMarksTheHighestBest) {
+  ReportData data;
+  data.jobs.set_metric("eval/acc");
+  data.grid_valid.set_metric("eval/acc");
+  data.grid_valid.set_maximize(true);
+  data.grid_valid.add_columns("lr");
+  data.grid_valid.add_column_keys("lr");
+  for (const auto& [lr, acc] : {std::pair{"0.01", 0.625}, {"0.003", 0.875}, {"0.001", 0.5}}) {
+    v1::ResultRow* row = data.grid_valid.add_rows();
+    row->add_values_json(lr);
+    row->set_n(1);
+    row->set_mean(acc);
+  }
+  const std::string html = RenderReport(data);
+  EXPECT_NE(html.find("<button type=\"button\">eval/acc</button>"), std::string::npos);
+  EXPECT_NE(html.find("Final eval/acc of done jobs"), std::string::npos);
+  EXPECT_EQ(html.find("test bpc"), std::string::npos);
+  EXPECT_EQ(html.find("train bpc"), std::string::npos);
+  EXPECT_EQ(html.find("best-parameters"), std::string::npos);
+  const size_t best = html.find("<tr class=\"best\">");
+  ASSERT_NE(best, std::string::npos);
+  EXPECT_EQ(html.find("0.003", best),
+            html.find("<td", best) + std::string("<td data-sort=\"").size())
+      << html.substr(best, 200);
+  EXPECT_NE(html.find("highest final eval/acc"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace ablate
