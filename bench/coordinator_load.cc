@@ -34,6 +34,7 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -84,6 +85,13 @@ constexpr double kFlatGrowth = 0.10;
 constexpr double kTargetPointsPerSecond = 50'000;
 constexpr double kTargetCyclesPerSecond = 5'000;
 constexpr double kTargetP99Ms = 50;
+// --named-metrics: the names a simulated program reports.
+constexpr int kMaxNamedMetrics = 16;
+const std::array<std::string, kMaxNamedMetrics> kMetricNames = [] {
+  std::array<std::string, kMaxNamedMetrics> names;
+  for (int i = 0; i < kMaxNamedMetrics; ++i) names[i] = "metric/" + std::to_string(i);
+  return names;
+}();
 
 double Seconds(SteadyClock::duration d) { return std::chrono::duration<double>(d).count(); }
 
@@ -342,6 +350,10 @@ struct LoadOptions {
   int batch = 50;
   int points_per_job = 1000;
   double rate = 50'000;  // points/s offered in the rate phase
+  // 0: the built-in trainer's train points. N > 0: a program's N named
+  // metrics ("metric/0" ...), each report `batch` points over as many steps
+  // as it takes, N points a step.
+  int named_metrics = 0;
 };
 
 // N simulated workers over the callback API. Each has at most one call in
@@ -501,17 +513,29 @@ class Load {
         });
   }
 
+  int64_t StepsPerReport() const {
+    const int named = options_.named_metrics;
+    return named > 0 ? (options_.batch + named - 1) / named : options_.batch;
+  }
+
   void Report(Worker& w, TimePoint scheduled) {
     v1::ReportPointsRequest& r = w.report_request;
     r.Clear();
     r.set_job_id(w.job_id);
     r.set_lease_token(w.token);
+    const int named = options_.named_metrics;
     for (int i = 0; i < options_.batch; ++i) {
-      const int64_t step = w.next_step + i;
+      const int64_t step = w.next_step + (named > 0 ? i / named : i);
+      const double value = 1.5 + 3.0 / std::sqrt(static_cast<double>(step));
       v1::CurvePoint* p = r.add_points();
-      p->set_split(v1::SPLIT_TRAIN);
+      if (named > 0) {
+        p->set_metric(kMetricNames[i % named]);
+        p->set_value(value);
+      } else {
+        p->set_split(v1::SPLIT_TRAIN);
+        p->set_bpc(value);
+      }
       p->set_step(step);
-      p->set_bpc(1.5 + 3.0 / std::sqrt(static_cast<double>(step)));
       p->set_bytes_seen(step * 3200);
       p->set_wall_time(step * 0.01);
     }
@@ -524,7 +548,7 @@ class Load {
                                     stats_->report_ms.Add(Milliseconds(now - w.sent));
                                     ++stats_->reports;
                                     stats_->points += options_.batch;
-                                    w.next_step += options_.batch;
+                                    w.next_step += StepsPerReport();
                                     w.points_in_job += options_.batch;
                                     Act(w);
                                   });
@@ -842,6 +866,10 @@ int Main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--rate", args.load.rate, "Points/s offered in the fixed-rate report phase")
       ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--named-metrics", args.load.named_metrics,
+                 "Report a program's N named metrics (metric/0 ...) instead of train bpc")
+      ->check(CLI::Range(0, kMaxNamedMetrics))
       ->capture_default_str();
   app.add_option("--phase", args.phase,
                  "all; report (saturate and rate); saturate, rate or lease alone")

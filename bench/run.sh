@@ -21,6 +21,15 @@ bench/trainer_vs_pytorch.sh "$build" "$out"
 
 # --- Coordinator: 1,000 simulated workers over gRPC, then Optuna on SQLite ---
 "$build/bench/coordinator_load" --json "$out/coordinator_load.json"
+# 1,000 program jobs reporting 10 named metrics a second each, beside the
+# same load of the built-in trainer's train points.
+for named in 0 10; do
+  "$build/bench/coordinator_load" --phase rate --batch 10 --rate 10000 --seconds 20 \
+    --named-metrics "$named" --no-optuna --json "$out/coordinator_load_named_$named.json"
+done
+
+# --- Programs as jobs: the command path's cost a job, beside the trainer's ----
+bench/program_overhead.sh "$build" 200 | tee "$out/program_overhead.txt"
 
 # --- Results: `ablate results` / `ablate curves` on a 10-million-point sweep --
 # (beside the naive SQL; the database is built once and cached)
