@@ -24,13 +24,20 @@ struct ExpandedSweep {
   bool extend = false;
 };
 
-// What a sweep's stored spec runs: its program and command, or nothing for
-// the built-in trainer. A spec stored by an older release that no longer
-// parses (a W&B file whose program: was ignored then) ran the trainer.
-std::optional<ProgramSpec> StoredProgram(const std::string& spec_text,
-                                         const std::string& filename) {
+// What sweep `sweep_id` runs: its program and command, or nothing for the
+// built-in trainer. Its jobs say which: a W&B file stored by an older
+// release with a program: it ignored ran the trainer, however the spec
+// parses now.
+StatusOr<std::optional<ProgramSpec>> StoredProgram(Database& db, int64_t sweep_id,
+                                                   const std::string& spec_text,
+                                                   const std::string& filename) {
+  ABLATE_ASSIGN_OR_RETURN(
+      int64_t trainer_jobs,
+      db.QueryInt("SELECT count(*) FROM jobs WHERE sweep_id = ? AND command_json = '[]'",
+                  sweep_id));
+  if (trainer_jobs > 0) return std::optional<ProgramSpec>();
   StatusOr<SweepSpec> stored = ParseSpec(spec_text, filename);
-  if (!stored.ok()) return std::nullopt;
+  if (!stored.ok()) return std::optional<ProgramSpec>();
   return stored->program;
 }
 
@@ -72,7 +79,11 @@ Status WriteLaunch(Database& db, const ExpandedSweep& sweep, int64_t now,
   bool extending = newest && sweep.extend;
   // Extending adds grid points to one experiment; jobs that run another
   // program or command would not be more of it.
-  if (extending && !SameProgram(StoredProgram(newest_text, spec.filename), spec.program)) {
+  std::optional<ProgramSpec> stored_program;
+  if (extending) {
+    ABLATE_ASSIGN_OR_RETURN(stored_program, StoredProgram(db, *newest, newest_text, spec.filename));
+  }
+  if (extending && !SameProgram(stored_program, spec.program)) {
     return Status::FailedPrecondition(fmt::format(
         "--extend cannot change what sweep {} '{}' runs (its program or command); launch without "
         "--extend to start a new sweep",

@@ -128,6 +128,19 @@ TEST_P(SweepManagerTest, ExtendAddsProgramJobsButRefusesAnotherCommand) {
   EXPECT_EQ(sweeps.sweeps(0).counts().total(), 6);
 }
 
+// A W&B file whose program: an older release ignored: its jobs ran the
+// trainer, so extending it with that same file (now a program sweep) would
+// mix the two, however its stored text parses today.
+TEST_P(SweepManagerTest, ExtendOfATrainerSweepWhoseStoredSpecNamesAProgramIsRefused) {
+  const std::string wandb = "name: p\nprogram: train.py\nparameters:\n  lr: {values: [0.1]}\n";
+  ASSERT_TRUE(Launch(TestSpec("p")).ok());
+  ASSERT_TRUE(m_->db->Exec("UPDATE sweeps SET spec_text = '" + wandb + "'").ok());
+  auto refused = Launch(wandb, /*extend=*/true);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), Status::kFailedPrecondition) << refused.status().ToString();
+  EXPECT_EQ(List().sweeps(0).counts().total(), kTestSpecJobs);
+}
+
 TEST_P(SweepManagerTest, SpecErrorIsInvalidArgumentWithItsPlaceAndWritesNothing) {
   auto launched = Launch(TestSpec("a", "bogus: 1\n"));
   ASSERT_FALSE(launched.ok());

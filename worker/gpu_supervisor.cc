@@ -307,6 +307,16 @@ class Supervisor {
 
 }  // namespace
 
+std::optional<std::string> VisibleGpu(const char* visible_devices, int index) {
+  if (index < 0) return std::nullopt;
+  if (visible_devices == nullptr) return std::to_string(index);
+  const std::vector<std::string> names = Split(visible_devices, ',');
+  if (static_cast<size_t>(index) >= names.size()) return std::nullopt;
+  std::string name = Trim(names[index]);
+  if (name.empty()) return std::nullopt;
+  return name;
+}
+
 StatusOr<std::vector<WorkerSlot>> ResolveGpuSlots(const std::string& spec, int device_count,
                                                   const char* visible_devices) {
   const std::string flag = "--gpus " + spec;
@@ -340,22 +350,15 @@ StatusOr<std::vector<WorkerSlot>> ResolveGpuSlots(const std::string& spec, int d
       indices.push_back(index);
     }
   }
-  std::vector<std::string> names;
-  if (visible_devices != nullptr) {
-    for (const std::string& entry : Split(visible_devices, ',')) names.push_back(Trim(entry));
-  }
   std::vector<WorkerSlot> slots;
   for (const int index : indices) {
-    std::string gpu = std::to_string(index);
-    if (visible_devices != nullptr) {
-      if (static_cast<size_t>(index) >= names.size() || names[index].empty()) {
-        return Status::FailedPrecondition(flag + ": CUDA sees " + std::to_string(device_count) +
-                                          " GPU(s) but CUDA_VISIBLE_DEVICES=\"" + visible_devices +
-                                          "\" names fewer");
-      }
-      gpu = names[index];
+    const std::optional<std::string> gpu = VisibleGpu(visible_devices, index);
+    if (!gpu) {
+      return Status::FailedPrecondition(flag + ": CUDA sees " + std::to_string(device_count) +
+                                        " GPU(s) but CUDA_VISIBLE_DEVICES=\"" + visible_devices +
+                                        "\" names fewer");
     }
-    slots.push_back({"gpu" + std::to_string(index), "cuda:0", {{"CUDA_VISIBLE_DEVICES", gpu}}});
+    slots.push_back({"gpu" + std::to_string(index), "cuda:0", {{"CUDA_VISIBLE_DEVICES", *gpu}}});
   }
   return slots;
 }

@@ -26,6 +26,7 @@
 
 #include <chrono>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,11 @@ struct WorkerSlot {
   std::string device;                      // its --device
   std::map<std::string, std::string> env;  // set in its environment
 };
+
+// What CUDA index `index` names to a child: the index itself when
+// `visible_devices` ($CUDA_VISIBLE_DEVICES) is nullptr, else its index-th
+// entry, trimmed; nullopt when there is no such entry.
+std::optional<std::string> VisibleGpu(const char* visible_devices, int index);
 
 // The slots for `--gpus spec` ("all", or distinct indices such as "0,2") on a
 // machine where CUDA sees `device_count` GPUs. `visible_devices` is

@@ -7,14 +7,17 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <utility>
 
 #include "common/metric.h"
 #include "common/subprocess.h"
@@ -142,7 +145,7 @@ class ProgramRun {
                               " does not say its step");
     }
     resume_step_ = about["step"].get<int64_t>();
-    wall_before_ = about.value("wall_time", 0.0);
+    wall_before_ = about["wall_time"].is_number() ? about["wall_time"].get<double>() : 0.0;
     last_step_ = resume_step_;
     summary_.step = resume_step_;
     return Status::OK();
@@ -152,7 +155,7 @@ class ProgramRun {
     if (job_.command.empty()) return Status::InvalidArgument("the job has no command");
     std::vector<std::string> argv;
     for (const std::string& word : job_.command) {
-      argv.push_back(Replace(word, kConfigArgument, ConfigPath()));
+      argv.push_back(Replace(word, kConfigArgument, fs::absolute(ConfigPath()).string()));
     }
     const char* path_var = std::getenv("PATH");
     auto path_it = job_.env.find("PATH");
@@ -162,12 +165,21 @@ class ProgramRun {
     if (!program.ok()) return program.status();
     argv[0] = *program;
 
-    ABLATE_ASSIGN_OR_RETURN(Pipe metrics, MakePipe());
-    metrics_fd_ = metrics.read;
-    ABLATE_ASSIGN_OR_RETURN(Pipe out, MakePipe());
-    stdout_fd_ = out.read;
-    ABLATE_ASSIGN_OR_RETURN(Pipe err, MakePipe());
-    stderr_fd_ = err.read;
+    // The read ends are the run's (the destructor closes them); the write
+    // ends are the child's, closed here once it has them.
+    Pipe metrics, out, err;
+    for (auto [pipe, read_end] : {std::pair{&metrics, &metrics_fd_}, std::pair{&out, &stdout_fd_},
+                                  std::pair{&err, &stderr_fd_}}) {
+      StatusOr<Pipe> made = MakePipe();
+      if (!made.ok()) {
+        for (int fd : {metrics.write, out.write, err.write}) {
+          if (fd >= 0) close(fd);
+        }
+        return made.status();
+      }
+      *pipe = *made;
+      *read_end = made->read;
+    }
 
     SpawnOptions options;
     options.argv = argv;
@@ -238,6 +250,8 @@ class ProgramRun {
     const ssize_t got = read(fd, buffer, sizeof(buffer));
     if (got <= 0) {
       if (got == 0 || (errno != EAGAIN && errno != EINTR)) {
+        // A last line without its newline still counts.
+        if (fd == metrics_fd_ && !overlong_ && !line_.empty()) OnLine(line_);
         close(fd);
         if (fd == metrics_fd_) metrics_fd_ = -1;
         if (fd == stdout_fd_) stdout_fd_ = -1;
@@ -299,6 +313,15 @@ class ProgramRun {
       if (!metric.is_number() || !std::isfinite(metric.get<double>())) {
         return Refuse("the value of " + name + " is not a finite number", line);
       }
+      // The coordinator keeps one point a metric and step.
+      auto reported = metric_steps_.find(name);
+      if (reported != metric_steps_.end() && reported->second >= *step) {
+        return Refuse(name + " was already reported at step " + std::to_string(reported->second),
+                      line);
+      }
+    }
+    for (const auto& [name, metric] : value.items()) {
+      if (name != "step") metric_steps_[name] = *step;
     }
     last_step_ = *step;
     summary_.step = *step;
@@ -332,6 +355,12 @@ class ProgramRun {
     if (value.size() != 1) return Refuse("a checkpoint line has no other keys", line);
     const std::optional<int64_t> step = NonNegativeInteger(value["checkpoint"]);
     if (!step) return Refuse("\"checkpoint\" is not a non-negative integer", line);
+    const int64_t lowest = std::max({int64_t{1}, resume_step_, summary_.checkpoint_step});
+    if (*step < lowest) {
+      return Refuse("a checkpoint's step is at least 1 and never below the last checkpoint's, " +
+                        std::to_string(lowest),
+                    line);
+    }
     kill(-pid_, SIGSTOP);
     const double wall_time = wall_before_ + Seconds(Clock::now() - started_);
     const nlohmann::json about = {{"step", *step}, {"wall_time", wall_time}};
@@ -420,6 +449,7 @@ class ProgramRun {
   bool overlong_ = false;  // skipping the rest of a line too long to keep
   std::string stderr_tail_;
   int64_t resume_step_ = 0, last_step_ = 0;
+  std::map<std::string, int64_t> metric_steps_;  // each metric's last step reported
   double wall_before_ = 0;  // the earlier attempts' seconds, from the checkpoint
   Clock::time_point started_, last_activity_, kill_at_;
   bool exited_ = false, stopping_ = false, killed_ = false;

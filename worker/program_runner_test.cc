@@ -115,13 +115,20 @@ TEST(ProgramRunner, MalformedLinesAreRefusedAndNeverReported) {
       echo '{"step": 11}' >&3
       echo '{"step": 9, "loss": 1}' >&3
       echo '{"checkpoint": 11, "loss": 1}' >&3
-      echo '{"step": 12, "loss": 2}' >&3)"),
+      echo '{"step": 12, "loss": 2}' >&3
+      echo '{"step": 12, "loss": 3}' >&3
+      echo '{"step": 12, "acc": 0.5}' >&3
+      echo '{"checkpoint": 0}' >&3
+      printf '{"step": 13, "loss": 4}' >&3)"),
                             &recorder);
   ASSERT_TRUE(summary.ok()) << summary.status().ToString();
   EXPECT_EQ(summary->outcome, ProgramSummary::Outcome::kFinished);
-  EXPECT_EQ(summary->refused_lines, 12);
-  EXPECT_EQ(recorder.Values("loss"), (std::vector<double>{1, 2}));
-  EXPECT_EQ(recorder.points.size(), 2u);
+  // The second loss at step 12 and the checkpoint at step 0 are refused too;
+  // another metric at step 12 and a last line without its newline are not.
+  EXPECT_EQ(summary->refused_lines, 14);
+  EXPECT_EQ(recorder.Values("loss"), (std::vector<double>{1, 2, 4}));
+  EXPECT_EQ(recorder.Values("acc"), (std::vector<double>{0.5}));
+  EXPECT_EQ(recorder.points.size(), 4u);
   EXPECT_TRUE(recorder.checkpoints.empty());
 }
 
@@ -292,6 +299,24 @@ TEST(ProgramRunner, TheConfigFileArgumentIsReplacedByItsPath) {
   TempDir dir;
   Recorder recorder;
   ProgramJob job = ShellJob(dir, "");
+  job.command = {"/bin/sh", "-c", R"(grep -q '"lr": 0.5' "$1" && echo '{"step": 0, "ok": 1}' >&3)",
+                 "sh", "${args_json_file}"};
+  auto summary = RunProgram(job, &recorder);
+  ASSERT_TRUE(summary.ok()) << summary.status().ToString();
+  EXPECT_EQ(recorder.Values("ok"), (std::vector<double>{1}));
+}
+
+// A relative --work-dir and a program that runs from --program-dir: the
+// argument still names the config file.
+TEST(ProgramRunner, TheConfigFileArgumentNamesItFromTheProgramsDirectory) {
+  TempDir dir;
+  Recorder recorder;
+  ProgramJob job = ShellJob(dir, "");
+  job.work_dir = std::filesystem::relative(dir.File("job")).string();
+  ASSERT_FALSE(job.work_dir.empty());
+  ASSERT_NE(job.work_dir[0], '/');
+  job.program_dir = dir.File("program");
+  std::filesystem::create_directories(job.program_dir);
   job.command = {"/bin/sh", "-c", R"(grep -q '"lr": 0.5' "$1" && echo '{"step": 0, "ok": 1}' >&3)",
                  "sh", "${args_json_file}"};
   auto summary = RunProgram(job, &recorder);

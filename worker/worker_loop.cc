@@ -4,12 +4,12 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <charconv>
 #include <filesystem>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <random>
-#include <sstream>
 #include <thread>
 
 #include "common/file.h"
@@ -21,6 +21,7 @@
 #include "worker/blas.h"
 #include "worker/coordinator_client.h"
 #include "worker/cuda_support.h"
+#include "worker/gpu_supervisor.h"
 #include "worker/job_uplink.h"
 #include "worker/program_runner.h"
 #include "worker/stop_state.h"
@@ -70,15 +71,11 @@ class GraceWatchdog {
 std::optional<std::string> ProgramGpus(const std::string& device) {
   if (device == "cpu") return std::string();
   if (device.rfind("cuda:", 0) != 0) return std::nullopt;
-  const std::string index = device.substr(5);
-  const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
-  if (visible == nullptr) return index;
-  std::vector<std::string> ids;
-  std::stringstream list(visible);
-  for (std::string id; std::getline(list, id, ',');) ids.push_back(id);
-  const size_t n = static_cast<size_t>(std::atoi(index.c_str()));
-  if (n < ids.size()) return ids[n];
-  return std::nullopt;
+  int index = -1;
+  const std::string digits = device.substr(5);
+  const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), index);
+  if (error != std::errc() || end != digits.data() + digits.size()) return std::nullopt;
+  return VisibleGpu(std::getenv("CUDA_VISIBLE_DEVICES"), index);
 }
 
 std::string DefaultName() {

@@ -35,6 +35,7 @@ _METRIC_NAME = re.compile(r"[A-Za-z0-9_\-./:]{1,128}\Z")
 
 _metrics_file = None
 _last_step = None
+_metric_steps = {}  # each metric's last step logged
 _stopping = False
 
 
@@ -92,7 +93,11 @@ def log(step, metrics=None, **named):
             value = _as_float(name, value)
         if not math.isfinite(value):
             raise ValueError("%s is %r at step %d, not a finite number" % (name, value, step))
+        if name in _metric_steps and _metric_steps[name] >= step:
+            raise ValueError("%s was already logged at step %d" % (name, _metric_steps[name]))
         line[name] = float(value) if not isinstance(value, int) else value
+    for name in values:
+        _metric_steps[name] = int(step)
     _last_step = int(step)
     _write(line)
 
@@ -104,6 +109,8 @@ def checkpoint(step):
     process while it archives the folder and uploads it.
     """
     _check_step(step)
+    if step < 1:
+        raise ValueError("a checkpoint's step is at least 1, not %r" % (step,))
     _write({"checkpoint": int(step)})
 
 

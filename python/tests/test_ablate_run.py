@@ -71,7 +71,8 @@ class UnderAWorker(unittest.TestCase):
             "bad = [lambda: a.log(-1, x=1), lambda: a.log(1.5, x=1), lambda: a.log(1),\n"
             "       lambda: a.log(1, {'bad name': 1}), lambda: a.log(1, x=float('nan')),\n"
             "       lambda: a.log(1, x='high'), lambda: a.log(1, x=True),\n"
-            "       lambda: a.log(1, {'step': 2}), lambda: a.checkpoint(-5)]\n"
+            "       lambda: a.log(1, {'step': 2}), lambda: a.checkpoint(-5),\n"
+            "       lambda: a.checkpoint(0)]\n"
             "for call in bad:\n"
             "    try:\n"
             "        call()\n"
@@ -84,10 +85,17 @@ class UnderAWorker(unittest.TestCase):
             "except ValueError as e:\n"
             "    assert 'below the last step' in str(e)\n"
             "else:\n"
-            "    raise SystemExit('a step going back was accepted')\n",
+            "    raise SystemExit('a step going back was accepted')\n"
+            "a.log(5, y=2)\n"
+            "try:\n"
+            "    a.log(5, x=3)\n"
+            "except ValueError as e:\n"
+            "    assert 'already logged at step 5' in str(e)\n"
+            "else:\n"
+            "    raise SystemExit('a metric logged twice at a step was accepted')\n",
             env=self.env(), pass_fds=(self.write_fd,))
         self.assertEqual(child.returncode, 0, child.stderr + child.stdout)
-        self.assertEqual(self.lines(), [{"step": 5, "x": 1}])
+        self.assertEqual(self.lines(), [{"step": 5, "x": 1}, {"step": 5, "y": 2}])
 
     def test_sigterm_sets_stopping_so_the_loop_can_checkpoint_and_exit(self):
         child = subprocess.Popen(
