@@ -150,15 +150,11 @@ TEST_F(FaultTest, KilledWorkersJobResumesElsewhereFromItsCheckpointBitForBit) {
   // killed: its last moment had points that the next attempt must replace.
   // Requests already on their way land while it is frozen; what counts is
   // the state once they did.
-  bool caught = false;
-  ASSERT_TRUE(WaitUntil(
+  ASSERT_TRUE(testing::FreezeWhen(
+      *a,
       [&] {
-        if (Job(1).checkpoint_step == 0 || PointsAfterCheckpoint(1) == 0) return false;
-        a->Signal(SIGSTOP);
-        std::this_thread::sleep_for(std::chrono::milliseconds(300));
-        caught = Job(1).state == "running" && PointsAfterCheckpoint(1) > 0;
-        if (!caught) a->Signal(SIGCONT);
-        return caught;
+        const JobRecord job = Job(1);
+        return job.state == "running" && job.checkpoint_step > 0 && PointsAfterCheckpoint(1) > 0;
       },
       seconds(120)))
       << a->Stderr();

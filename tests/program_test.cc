@@ -135,15 +135,11 @@ TEST_F(ProgramTest, KilledWorkersProgramResumesElsewhereAndEqualsAnUndisturbedRu
   ASSERT_GT(sweep, 0);
   const int64_t job = JobOf(sweep);
   auto a = Worker("a");
-  bool caught = false;
-  ASSERT_TRUE(WaitUntil(
+  ASSERT_TRUE(testing::FreezeWhen(
+      *a,
       [&] {
-        if (CheckpointStep(job) == 0 || PointsAfterCheckpoint(job) == 0) return false;
-        a->Signal(SIGSTOP);
-        std::this_thread::sleep_for(std::chrono::milliseconds(300));
-        caught = StateOf(job) == "running" && PointsAfterCheckpoint(job) > 0;
-        if (!caught) a->Signal(SIGCONT);
-        return caught;
+        return StateOf(job) == "running" && CheckpointStep(job) > 0 &&
+               PointsAfterCheckpoint(job) > 0;
       },
       seconds(120)))
       << a->Stderr();

@@ -121,6 +121,20 @@ std::unique_ptr<Process> StartWorker(const std::string& log_dir, const std::stri
   return std::make_unique<Process>(log_name, argv, log_dir);
 }
 
+bool FreezeWhen(Process& worker, const std::function<bool()>& caught_mid_job,
+                std::chrono::milliseconds timeout) {
+  return WaitUntil(
+      [&] {
+        if (!caught_mid_job()) return false;
+        worker.Signal(SIGSTOP);
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));
+        if (caught_mid_job()) return true;
+        worker.Signal(SIGCONT);
+        return false;
+      },
+      timeout);
+}
+
 std::string ProcessLogs(const std::string& log_dir) {
   std::string logs;
   for (const auto& entry : std::filesystem::directory_iterator(log_dir)) {

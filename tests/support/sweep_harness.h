@@ -114,6 +114,13 @@ StatusOr<int64_t> QueryInt64(const std::string& db_path, const std::string& sql)
 bool WaitUntil(const std::function<bool()>& condition, std::chrono::milliseconds timeout,
                std::chrono::milliseconds poll = std::chrono::milliseconds(20));
 
+// Waits until `caught_mid_job` holds for `worker`, checking it with the
+// worker frozen (SIGSTOP) for 300 ms so that requests already on their way
+// land first; leaves it frozen when it held, thaws it otherwise. False on
+// timeout.
+bool FreezeWhen(Process& worker, const std::function<bool()>& caught_mid_job,
+                std::chrono::milliseconds timeout);
+
 // The curve an undisturbed `ablate-worker train --format json --threads
 // `threads`` run of `config_json` (a job's canonical RunConfig) produces.
 // Reference runs are cached by config in `cache` so a chaos run pays once.
